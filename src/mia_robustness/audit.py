@@ -1,0 +1,160 @@
+"""``audit()``: the one entry point every shell calls. Bundle in, :class:`Report` out."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sklearn
+
+from . import __version__
+from .archive import BundleLimits
+from .attacks import ATTACK_DESCRIPTIONS, AttackInput, resolve_device
+from .bundle import open_bundle
+from .loading import load_model, saved_sklearn_version
+from .options import AuditOptions, options_from_mapping
+from .report import DataInfo, Report, TargetInfo, aggregate, summarise
+from .signals import compute_signals
+from .sweep import run_sweep
+from .tables import prepare_data, read_table
+from .target import TargetOutputs, query_target
+
+ProgressCallback = Callable[[str, int, int], None]
+
+KNOWLEDGE = {
+    "nn": "black-box outputs + known members",
+    "rf": "black-box outputs + known members",
+    "gb": "black-box outputs + known members",
+    "threshold": "black-box outputs + known members",
+}
+
+
+def resolve_options(config: Mapping[str, Any], overrides: Mapping[str, Any] | AuditOptions | None) -> AuditOptions:
+    """Defaults <- the bundle's ``config.json`` <- the caller's overrides (an AuditOptions wins outright)."""
+    if isinstance(overrides, AuditOptions):
+        return overrides
+    return options_from_mapping(overrides, base=options_from_mapping(config))
+
+
+def audit(
+    source: str | Path | bytes,
+    overrides: Mapping[str, Any] | AuditOptions | None = None,
+    *,
+    progress: ProgressCallback | None = None,
+    limits: BundleLimits | None = None,
+    workdir: str | Path | None = None,
+    workers: int | None = None,
+) -> Report:
+    """Audit the bundle at ``source`` and return its robustness report.
+
+    Parameters
+    ----------
+    source:
+        A bundle folder, an archive file (zip, tar, tar.gz) or an archive's bytes.
+    overrides:
+        Audit options (names as in :class:`AuditOptions`; strings accepted) laid over the bundle's
+        ``config.json``; a complete :class:`AuditOptions` is used as it is.
+    progress:
+        Called as ``progress(stage, done, total)`` while the audit runs.
+    limits:
+        Unpacking limits for archives.
+    workdir:
+        Parent folder for the audit's private temporary folder, removed on every path.
+    workers:
+        Threads for the attack sweep (all usable CPUs when ``None``).
+    """
+    report_progress = progress or (lambda stage, done, total: None)
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+    started = clock
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[stage] = now - clock
+        clock = now
+        report_progress(stage, 1, 1)
+
+    with open_bundle(source, limits=limits, workdir=workdir) as bundle:
+        options = resolve_options(bundle.config, overrides)
+        device = resolve_device(options.device) if "nn" in options.attack_models else "cpu"
+        model = load_model(bundle.model_path)
+        members = read_table(bundle.members_path, "members")
+        non_members = read_table(bundle.non_members_path, "non-members")
+        lap("loading")
+
+    rng = np.random.default_rng([options.seed, 2**31 - 1])  # a stream of its own for balancing
+    data = prepare_data(members, non_members, model, options.label_column, rng)
+    outputs = query_target(model, data.features, data.labels)
+    lap("target_scoring")
+
+    signals = compute_signals(outputs.probabilities, outputs.label_index)
+    inputs = AttackInput(signals.features, signals.scores)
+    lap("signals")
+
+    cells = run_sweep(
+        inputs, data.is_member,
+        proportions=options.proportions, attacks=options.attack_models, repeats=options.repeats,
+        eval_fraction=options.eval_fraction, seed=options.seed, device=device, workers=workers,
+        progress=report_progress,
+    )
+    lap("attacks")
+
+    results = aggregate(cells, KNOWLEDGE)
+    target = _target_info(model, data.features.shape[1], outputs, data.is_member, signals.correct)
+    n = int(data.is_member.sum())
+    eval_per_side = cells[0].eval_rows // 2
+    data_info = DataInfo(
+        layout=bundle.layout, label_column=data.label_column, feature_columns=len(data.feature_columns),
+        members_available=data.members_available, non_members_available=data.non_members_available,
+        rows_per_side=n, balancing=data.balancing, eval_rows_per_side=eval_per_side,
+        attacker_pool_per_side=n - eval_per_side,
+    )
+    warnings = _warnings(target, data_info)
+    summary = summarise(results, target, ATTACK_DESCRIPTIONS)
+    for attack in options.attack_models:
+        timings[f"attack_{attack}_cpu_seconds"] = sum(c.seconds for c in cells if c.attack == attack)
+    timings["total"] = time.perf_counter() - started
+    settings = options.to_dict() | {"resolved_device": device}
+    return Report(
+        target=target, data=data_info, results=results, summary=summary, settings=settings,
+        timings=timings, warnings=warnings, tool_version=__version__,
+    )
+
+
+def _target_info(model: object, n_features: int, outputs: TargetOutputs, is_member: np.ndarray, correct: np.ndarray) -> TargetInfo:
+    member_accuracy = float(correct[is_member == 1].mean())
+    non_member_accuracy = float(correct[is_member == 0].mean())
+    final = model.steps[-1][1] if hasattr(model, "steps") else model
+    return TargetInfo(
+        model_class=type(model).__name__,
+        estimator_class=type(final).__name__,
+        n_classes=len(outputs.classes),
+        n_features=n_features,
+        classes=[str(c) for c in outputs.classes.tolist()],
+        member_accuracy=member_accuracy,
+        non_member_accuracy=non_member_accuracy,
+        accuracy_gap=member_accuracy - non_member_accuracy,
+        sklearn_version_saved=saved_sklearn_version(model),
+        sklearn_version_runtime=sklearn.__version__,
+    )
+
+
+def _warnings(target: TargetInfo, data: DataInfo) -> list[str]:
+    notes = []
+    if target.sklearn_version_saved and target.sklearn_version_saved != target.sklearn_version_runtime:
+        notes.append(
+            f"the model was saved with scikit-learn {target.sklearn_version_saved} and is audited with "
+            f"{target.sklearn_version_runtime}; its outputs may differ from production"
+        )
+    if data.balancing.startswith(("members", "non-members")):
+        notes.append(f"tables were balanced: {data.balancing}")
+    if data.eval_rows_per_side < 200:
+        notes.append(
+            f"the evaluation set has only {data.eval_rows_per_side} rows per side; TPR at 0.1% FPR needs at least "
+            "1,000 non-member rows to mean anything, so add rows for a sharper audit"
+        )
+    return notes

@@ -1,0 +1,208 @@
+"""Bundle reading: an archive, a folder or raw archive bytes -> the paths of its parts.
+
+A bundle holds exactly one model file, the members table and the non-members table, and optionally
+``config.json``. Two layouts are recognised:
+
+* standard: ``train.csv`` (members) and ``subject.csv`` (non-members), CSV or Parquet;
+* legacy (the product this one replaces): ``model.pkl`` beside a nested ``data.zip`` that holds
+  ``train_mia.csv`` (members) and ``test_mia.csv`` (non-members).
+
+Archives are unpacked by :mod:`mia_robustness.archive` into a private temporary folder that is removed
+when the ``open_bundle`` context ends, on every path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .archive import BundleLimits, detect_archive_kind, extract_archive
+from .errors import BundleError
+from .loading import MODEL_SUFFIXES
+
+TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
+MEMBER_STEMS = ("train",)
+NON_MEMBER_STEMS = ("subject",)
+LEGACY_MEMBER_STEMS = ("train_mia",)
+LEGACY_NON_MEMBER_STEMS = ("test_mia",)
+LEGACY_DATA_ARCHIVE = "data.zip"
+CONFIG_NAME = "config.json"
+MAX_CONFIG_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """The located parts of a bundle.
+
+    Attributes
+    ----------
+    model_path, members_path, non_members_path:
+        Files inside the bundle's (possibly temporary) folder.
+    config:
+        The parsed ``config.json`` (an empty dict when absent).
+    layout:
+        ``"standard"`` or ``"legacy"`` (``data.zip`` with ``train_mia.csv`` / ``test_mia.csv``).
+    """
+
+    model_path: Path
+    members_path: Path
+    non_members_path: Path
+    config: dict[str, Any] = field(default_factory=dict)
+    layout: str = "standard"
+
+
+def _is_junk(path: Path) -> bool:
+    return any(part.startswith(".") or part == "__MACOSX" for part in path.parts)
+
+
+def _files_under(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink() and not _is_junk(p.relative_to(root)))
+
+
+def _pick_one(files: list[Path], stems: tuple[str, ...], suffixes: tuple[str, ...]) -> Path | None:
+    matches = [p for p in files if p.stem.lower() in stems and p.suffix.lower() in suffixes]
+    if len(matches) > 1:
+        names = ", ".join(p.name for p in matches)
+        raise BundleError(f"the bundle has more than one {stems[0]} table ({names}); keep exactly one", code="ambiguous_table")
+    return matches[0] if matches else None
+
+
+def _read_config(files: list[Path]) -> dict[str, Any]:
+    configs = [p for p in files if p.name.lower() == CONFIG_NAME]
+    if not configs:
+        return {}
+    if len(configs) > 1:
+        raise BundleError("the bundle has more than one config.json; keep exactly one", code="ambiguous_config")
+    path = configs[0]
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise BundleError(f"config.json is larger than {MAX_CONFIG_BYTES // 1024} KiB; it should hold only audit options", code="bad_config")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"config.json is not valid JSON ({exc}); write it as an object of option names to values", code="bad_config") from None
+    if not isinstance(config, dict):
+        raise BundleError("config.json must be a JSON object of option names to values, e.g. {\"repeats\": 1}", code="bad_config")
+    return config
+
+
+def locate_parts(root: Path, scratch: Path, limits: BundleLimits) -> Bundle:
+    """Find the model, tables and config under ``root``; unpack a legacy ``data.zip`` into ``scratch``."""
+    files = _files_under(root)
+    models = [p for p in files if p.suffix.lower() in MODEL_SUFFIXES]
+    if not models:
+        raise BundleError(
+            f"the bundle has no model file; add one file ending in {', '.join(MODEL_SUFFIXES)}", code="missing_model"
+        )
+    if len(models) > 1:
+        names = ", ".join(str(p.relative_to(root)) for p in models)
+        raise BundleError(f"the bundle has {len(models)} model files ({names}); keep exactly one", code="ambiguous_model")
+    config = _read_config(files)
+
+    members = _pick_one(files, MEMBER_STEMS, TABLE_SUFFIXES)
+    non_members = _pick_one(files, NON_MEMBER_STEMS, TABLE_SUFFIXES)
+    layout = "standard"
+    if members is None and non_members is None:
+        nested = [p for p in files if p.name.lower() == LEGACY_DATA_ARCHIVE]
+        if nested and limits.max_nesting < 1:
+            raise BundleError("nested archives are disabled (max_nesting=0); unpack data.zip into the bundle", code="nesting_limit")
+        if nested:
+            if len(nested) > 1:
+                raise BundleError("the bundle has more than one data.zip; keep exactly one", code="ambiguous_table")
+            if detect_archive_kind(nested[0]) is None:
+                raise BundleError("data.zip is not a zip or tar archive; re-create it", code="bad_nested_archive")
+            target = scratch / "data"
+            target.mkdir()
+            extract_archive(nested[0], target, limits)
+            files = files + _files_under(target)
+        members = _pick_one(files, LEGACY_MEMBER_STEMS, TABLE_SUFFIXES)
+        non_members = _pick_one(files, LEGACY_NON_MEMBER_STEMS, TABLE_SUFFIXES)
+        layout = "legacy"
+        if members is None or non_members is None:
+            raise BundleError(
+                "the bundle has no members and non-members tables; add train.csv (the model's training rows) and "
+                "subject.csv (rows it never saw), or the legacy data.zip with train_mia.csv and test_mia.csv",
+                code="missing_tables",
+            )
+    elif members is None:
+        raise BundleError("the bundle has subject.csv but no train.csv; add the model's training rows as train.csv", code="missing_members")
+    elif non_members is None:
+        raise BundleError("the bundle has train.csv but no subject.csv; add rows the model never saw as subject.csv", code="missing_non_members")
+    return Bundle(models[0], members, non_members, config, layout)
+
+
+@contextlib.contextmanager
+def open_bundle(
+    source: str | Path | bytes, *, limits: BundleLimits | None = None, workdir: str | Path | None = None
+) -> Iterator[Bundle]:
+    """Yield the :class:`Bundle` in ``source``, unpacking archives into a private temporary folder.
+
+    Parameters
+    ----------
+    source:
+        A bundle folder, an archive file (zip, tar, tar.gz; recognised by content), or an archive's bytes.
+    limits:
+        Unpacking limits (size, member count, compression ratio, nesting); defaults when ``None``.
+    workdir:
+        Parent folder of the private temporary folder (the system default when ``None``).
+    """
+    limits = limits or BundleLimits()
+    scratch = Path(tempfile.mkdtemp(prefix="mia-bundle-", dir=workdir))
+    try:
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            if not source:
+                raise BundleError("the bundle is empty: send a zip, tar or tar.gz archive", code="empty_bundle")
+            upload = scratch / "upload.bin"
+            upload.write_bytes(source)
+            yield _open_archive(upload, scratch, limits)
+            return
+        path = Path(source)
+        if path.is_dir():
+            yield locate_parts(path, scratch, limits)
+        elif path.is_file():
+            yield _open_archive(path, scratch, limits)
+        else:
+            raise BundleError(f"{path} does not exist; give a bundle folder or a zip / tar / tar.gz archive", code="bundle_not_found")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _open_archive(archive: Path, scratch: Path, limits: BundleLimits) -> Bundle:
+    if detect_archive_kind(archive) is None:
+        raise BundleError(
+            f"{archive.name} is not a zip, tar or tar.gz archive; pack the bundle with `mia-robustness bundle`",
+            code="unknown_archive_format",
+        )
+    root = scratch / "bundle"
+    root.mkdir()
+    extract_archive(archive, root, limits)
+    return locate_parts(root, scratch, limits)
+
+
+def pack_bundle(
+    model: Path, members: Path, non_members: Path, output: Path, *, config: dict[str, Any] | None = None
+) -> Path:
+    """Write a zip bundle from a model file and the two tables (kept in their own format)."""
+    for path, what in ((model, "model"), (members, "train"), (non_members, "subject")):
+        if not Path(path).is_file():
+            raise BundleError(f"the {what} file {path} does not exist", code="file_not_found")
+    if Path(model).suffix.lower() not in MODEL_SUFFIXES:
+        raise BundleError(f"the model file must end in {', '.join(MODEL_SUFFIXES)}: got {Path(model).name}", code="bad_model_name")
+    for path in (members, non_members):
+        if Path(path).suffix.lower() not in TABLE_SUFFIXES:
+            raise BundleError(f"tables must be CSV or Parquet (.csv, .parquet): got {Path(path).name}", code="bad_table_name")
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(output, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.write(model, "model" + Path(model).suffix.lower())
+        archive.write(members, "train" + Path(members).suffix.lower())
+        archive.write(non_members, "subject" + Path(non_members).suffix.lower())
+        if config:
+            archive.writestr(CONFIG_NAME, json.dumps(config, indent=2))
+    return output

@@ -1,0 +1,146 @@
+"""The command-line shell: parse flags, call :func:`audit`, write the report. Exit 2 on bad input."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import NoReturn, TextIO
+
+from . import __version__
+from .audit import audit
+from .bundle import pack_bundle
+from .errors import InputError, MiaError
+from .options import ATTACK_MODELS, DEVICES
+from .report import render, render_text
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERNAL = 1
+FORMAT_BY_SUFFIX = {".json": "json", ".csv": "csv"}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="mia-robustness", description="Audit a classifier's robustness to membership inference.")
+    parser.add_argument("--version", action="version", version=f"mia-robustness {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+
+    run = commands.add_parser("audit", help="audit a bundle and write its report")
+    run.add_argument("input", help="bundle: a folder, or a zip / tar / tar.gz archive")
+    run.add_argument("-o", "--output", help="write the report here (default: standard output)")
+    run.add_argument("--format", choices=sorted(FORMAT_BY_SUFFIX.values()), help="report format (default: from -o's suffix, else json)")
+    run.add_argument("--proportions", help="attacker-knowledge shares, e.g. 0.1,0.5,1 (default 0.1,0.2,...,1)")
+    run.add_argument("--attack-models", help=f"comma-separated, from {','.join(ATTACK_MODELS)} (default all)")
+    run.add_argument("--repeats", help="repetitions with different seeds (default 3)")
+    run.add_argument("--seed", help="root random seed (default 0)")
+    run.add_argument("--device", choices=DEVICES, help="where the nn attack trains (default auto)")
+    run.add_argument("--label-column", help="label column (default: label/target/class/y, else the last column)")
+    run.add_argument("--eval-fraction", help="share of each side held out for evaluation (default 0.3)")
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress on standard error")
+
+    pack = commands.add_parser("bundle", help="pack a model and its tables into a bundle zip")
+    pack.add_argument("--model", required=True, help="model file (.pkl, .pickle, .joblib, .skops)")
+    pack.add_argument("--train", required=True, help="members table (CSV or Parquet)")
+    pack.add_argument("--subject", required=True, help="non-members table (CSV or Parquet)")
+    pack.add_argument("--label-column", help="stored in the bundle's config.json")
+    pack.add_argument("-o", "--output", required=True, help="bundle zip to write")
+
+    show = commands.add_parser("summary", help="print the summary table of a JSON report")
+    show.add_argument("report", help="a report written by `audit --format json`")
+    return parser
+
+
+class Progress:
+    """Progress on standard error: a bar on a terminal, a line per stage otherwise."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.started = time.perf_counter()
+        self.last_line = -1
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        elapsed = time.perf_counter() - self.started
+        if stage == "attacks" and total > 1:
+            if self.tty:
+                filled = int(30 * done / total)
+                self.stream.write(f"\rattacks [{'#' * filled}{'.' * (30 - filled)}] {done}/{total} {elapsed:6.1f}s")
+                if done == total:
+                    self.stream.write("\n")
+            elif (10 * done) // total != self.last_line:
+                self.last_line = (10 * done) // total
+                self.stream.write(f"[{elapsed:6.1f}s] attacks {done}/{total}\n")
+        elif stage != "attacks":
+            self.stream.write(f"[{elapsed:6.1f}s] {stage.replace('_', ' ')} done\n")
+        self.stream.flush()
+
+
+def _run_audit(args: argparse.Namespace) -> None:
+    fmt = args.format or FORMAT_BY_SUFFIX.get(Path(args.output).suffix.lower(), "json") if args.output else args.format or "json"
+    overrides = {
+        "proportions": args.proportions, "attack_models": args.attack_models, "repeats": args.repeats,
+        "seed": args.seed, "device": args.device, "label_column": args.label_column, "eval_fraction": args.eval_fraction,
+    }
+    report = audit(args.input, overrides, progress=None if args.quiet else Progress(sys.stderr))
+    text = render(report, fmt)
+    if args.output:
+        _write_atomically(Path(args.output), text)
+        if not args.quiet:
+            sys.stderr.write(f"report written to {args.output}\n")
+    else:
+        sys.stdout.write(text)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)
+
+
+def _run_bundle(args: argparse.Namespace) -> None:
+    config = {"label_column": args.label_column} if args.label_column else None
+    path = pack_bundle(Path(args.model), Path(args.train), Path(args.subject), Path(args.output), config=config)
+    sys.stderr.write(f"bundle written to {path}\n")
+
+
+def _run_summary(args: argparse.Namespace) -> None:
+    try:
+        report = json.loads(Path(args.report).read_text(encoding="utf-8"))
+        sys.stdout.write(render_text(report))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{args.report} is not a readable mia-robustness JSON report ({type(exc).__name__}: {exc})", code="bad_report") from None
+
+
+COMMANDS = {"audit": _run_audit, "bundle": _run_bundle, "summary": _run_summary}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except MiaError as exc:
+        sys.stderr.write(f"error: {exc.message}\n")
+        return EXIT_BAD_INPUT if exc.http_status < 500 else EXIT_INTERNAL
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
+    except Exception as exc:  # the one place an unexpected failure becomes one line, not a traceback
+        if os.environ.get("MIA_DEBUG"):
+            raise
+        sys.stderr.write(f"internal error: {type(exc).__name__}: {exc} (set MIA_DEBUG=1 for a traceback and report it)\n")
+        return EXIT_INTERNAL
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""One family of errors for everything that can go wrong in an audit.
+
+Every error carries a stable machine-readable ``code``, a human ``message`` that says what is wrong and
+how to fix it, and the HTTP status a server should answer with. Each shell maps them once: the HTTP
+server to a status and a JSON body, the CLI to exit code 2 and one line, the training job to its
+failure file.
+"""
+
+from __future__ import annotations
+
+
+class MiaError(Exception):
+    """Base class of all errors the audit raises on purpose.
+
+    Parameters
+    ----------
+    message:
+        One or two sentences for the user: what is wrong and how to fix it.
+    code:
+        Stable identifier (snake_case) for programs; defaults to the class's ``default_code``.
+    """
+
+    default_code = "internal_error"
+    http_status = 500
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code or self.default_code
+
+    def to_dict(self) -> dict[str, str]:
+        """The JSON body a server returns for this error (SageMaker-style keys)."""
+        return {"error": self.code, "error-message": self.message}
+
+
+class InputError(MiaError):
+    """The caller's input is wrong: a 4xx, never a crash."""
+
+    default_code = "bad_input"
+    http_status = 400
+
+
+class OptionsError(InputError):
+    """An audit option is unknown or has an invalid value."""
+
+    default_code = "bad_option"
+
+
+class BundleError(InputError):
+    """The bundle (archive or folder) is malformed, incomplete or unsafe to unpack."""
+
+    default_code = "bad_bundle"
+
+
+class LimitError(BundleError):
+    """The input exceeds a configured size limit (bytes, members, compression ratio, memory)."""
+
+    default_code = "limit_exceeded"
+
+
+class ModelError(InputError):
+    """The model file cannot be loaded or the model misbehaves when queried."""
+
+    default_code = "bad_model"
+
+
+class UnsafeModelError(ModelError):
+    """The model file references code outside the allowlist; it was refused before anything ran."""
+
+    default_code = "unsafe_model"
+
+
+class DataError(InputError):
+    """The members or non-members tables do not fit the model or are too small."""
+
+    default_code = "bad_data"
+
+
+class DeviceError(InputError):
+    """The requested compute device is not available (e.g. ``--device cuda`` without CUDA)."""
+
+    default_code = "device_unavailable"

@@ -1,0 +1,274 @@
+"""The robustness report: dataclasses, the summary's rules, and JSON / CSV / text renderings.
+
+Rendering knows nothing of how the figures were made; the summary rules (risk level, robustness score,
+knowledge needed) are documented here and in the README.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import OptionsError
+from .metrics import METRIC_NAMES
+from .sweep import CellResult
+
+SCHEMA_VERSION = "1.0"
+DECIMALS = 6
+
+# Risk levels from the strongest attack (documented in the README). An attack is judged by both its
+# ROC AUC and its true-positive rate at 1% false positives: the second catches attacks that are
+# confident about a few records, which AUC averages away.
+RISK_RULES = (
+    ("high", 0.70, 0.10),
+    ("medium", 0.60, 0.05),
+    ("low", 0.55, 0.02),
+)
+KNOWLEDGE_SHARE = 0.95
+CHANCE_MARGIN = 0.02
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    model_class: str
+    estimator_class: str
+    n_classes: int
+    n_features: int
+    classes: list[str]
+    member_accuracy: float
+    non_member_accuracy: float
+    accuracy_gap: float
+    sklearn_version_saved: str | None
+    sklearn_version_runtime: str
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    layout: str
+    label_column: str
+    feature_columns: int
+    members_available: int
+    non_members_available: int
+    rows_per_side: int
+    balancing: str
+    eval_rows_per_side: int
+    attacker_pool_per_side: int
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One attack model at one knowledge proportion, aggregated over repeats."""
+
+    attack_model: str
+    proportion: float
+    knowledge: str
+    train_rows: int
+    eval_rows: int
+    repeats: int
+    device: str
+    mean: dict[str, float]
+    std: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Summary:
+    strongest_attack: str
+    strongest_proportion: float
+    auc: float
+    advantage: float
+    tpr_at_1pct_fpr: float
+    tpr_at_0_1pct_fpr: float
+    accuracy: float
+    risk_level: str
+    robustness_score: int
+    knowledge_needed: float | None
+    sentences: list[str]
+
+
+@dataclass(frozen=True)
+class Report:
+    target: TargetInfo
+    data: DataInfo
+    results: list[ResultRow]
+    summary: Summary
+    settings: dict[str, Any]
+    timings: dict[str, float]
+    warnings: list[str] = field(default_factory=list)
+    schema_version: str = SCHEMA_VERSION
+    tool_version: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict; key order is stable."""
+        data = asdict(self)
+        ordered = {key: data[key] for key in ("schema_version", "tool_version", "summary", "target", "data", "results", "settings", "warnings", "timings")}
+        return _rounded(ordered)
+
+    def result(self, attack_model: str, proportion: float) -> ResultRow:
+        """The row for ``attack_model`` at ``proportion``."""
+        for row in self.results:
+            if row.attack_model == attack_model and abs(row.proportion - proportion) < 1e-9:
+                return row
+        raise KeyError((attack_model, proportion))
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, DECIMALS)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
+
+
+def aggregate(cells: Sequence[CellResult], knowledge: dict[str, str]) -> list[ResultRow]:
+    """Mean and standard deviation over repeats, one row per (attack model, proportion), in plan order."""
+    groups: dict[tuple[str, float], list[CellResult]] = {}
+    for cell in cells:
+        groups.setdefault((cell.attack, cell.proportion), []).append(cell)
+    rows = []
+    for (attack, proportion), members in groups.items():
+        values = {name: np.array([getattr(c.metrics, name) for c in members]) for name in METRIC_NAMES}
+        rows.append(
+            ResultRow(
+                attack_model=attack,
+                proportion=proportion,
+                knowledge=knowledge.get(attack, ""),
+                train_rows=members[0].train_rows,
+                eval_rows=members[0].eval_rows,
+                repeats=len(members),
+                device=members[0].device,
+                mean={name: float(v.mean()) for name, v in values.items()},
+                std={name: float(v.std(ddof=1)) if len(v) > 1 else 0.0 for name, v in values.items()},
+            )
+        )
+    return rows
+
+
+def risk_level(auc: float, tpr_at_1pct: float) -> str:
+    """``high`` / ``medium`` / ``low`` by :data:`RISK_RULES`, else ``minimal``."""
+    for level, auc_floor, tpr_floor in RISK_RULES:
+        if auc >= auc_floor or tpr_at_1pct >= tpr_floor:
+            return level
+    return "minimal"
+
+
+def knowledge_needed(rows: Sequence[ResultRow]) -> float | None:
+    """Smallest proportion at which an attack model reaches 95% of its full-knowledge lift over chance.
+
+    ``rows`` are one attack model's rows. The lift is AUC - 0.5 (AUC itself would make any attack near
+    chance look "95% there" at once); ``None`` when the full-knowledge attack is within
+    ``CHANCE_MARGIN`` of chance, i.e. no knowledge level gives a real attack.
+    """
+    ordered = sorted(rows, key=lambda r: r.proportion)
+    full_lift = ordered[-1].mean["auc"] - 0.5
+    if full_lift <= CHANCE_MARGIN:
+        return None
+    for row in ordered:
+        if row.mean["auc"] - 0.5 >= KNOWLEDGE_SHARE * full_lift:
+            return row.proportion
+    return ordered[-1].proportion
+
+
+def summarise(results: Sequence[ResultRow], target: TargetInfo, descriptions: dict[str, str]) -> Summary:
+    """The headline: the worst case over every attack model and proportion, and plain-language sentences."""
+    strongest = max(results, key=lambda r: (r.mean["auc"], r.mean["tpr_at_1pct_fpr"]))
+    worst_advantage = max(r.mean["advantage"] for r in results)
+    worst_tpr = max(r.mean["tpr_at_1pct_fpr"] for r in results)
+    level = risk_level(strongest.mean["auc"], worst_tpr)
+    score = int(round(100 * (1 - min(max(worst_advantage, 0.0), 1.0))))
+    needed = knowledge_needed([r for r in results if r.attack_model == strongest.attack_model])
+    m = strongest.mean
+    sentences = [
+        f"The strongest attack ({descriptions.get(strongest.attack_model, strongest.attack_model)}) tells members "
+        f"from non-members with ROC AUC {m['auc']:.2f} (0.50 is guessing, 1.00 is perfect) when the attacker knows "
+        f"{strongest.proportion:.0%} of the training rows it could know.",
+        f"At a 1% false-positive rate it finds {m['tpr_at_1pct_fpr']:.1%} of members, and at 0.1% it finds "
+        f"{m['tpr_at_0_1pct_fpr']:.1%}; guessing would find about 1% and 0.1%.",
+        f"Membership-inference risk is {level.upper()} (robustness score {score}/100, from the largest "
+        f"membership advantage {worst_advantage:.2f} over all attacks).",
+    ]
+    if needed is None:
+        sentences.append("No attack did clearly better than guessing at any attacker-knowledge level tested.")
+    else:
+        sentences.append(
+            f"An attacker who knows {needed:.0%} of the attackable training rows already gets 95% of the full-knowledge "
+            "attack's advantage over guessing, so limiting what an attacker knows "
+            f"{'protects little' if needed <= 0.3 else 'helps only partly' if needed <= 0.6 else 'helps'}."
+        )
+    sentences.append(
+        f"The model is right on {target.member_accuracy:.1%} of its training rows and on {target.non_member_accuracy:.1%} "
+        f"of unseen rows (a gap of {target.accuracy_gap:+.1%}); a large gap means overfitting, which these attacks exploit."
+    )
+    return Summary(
+        strongest_attack=strongest.attack_model,
+        strongest_proportion=strongest.proportion,
+        auc=m["auc"],
+        advantage=m["advantage"],
+        tpr_at_1pct_fpr=m["tpr_at_1pct_fpr"],
+        tpr_at_0_1pct_fpr=m["tpr_at_0_1pct_fpr"],
+        accuracy=m["accuracy"],
+        risk_level=level,
+        robustness_score=score,
+        knowledge_needed=needed,
+        sentences=sentences,
+    )
+
+
+CSV_LEAD_COLUMNS = ("attack_model", "proportion", "percentage", "knowledge", "train_rows", "eval_rows", "repeats", "device")
+
+
+def render_json(report: Report) -> str:
+    return json.dumps(report.to_dict(), indent=2) + "\n"
+
+
+def render_csv(report: Report) -> str:
+    """One row per attack model and proportion; each metric as ``<name>_mean`` and ``<name>_std``."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(list(CSV_LEAD_COLUMNS) + [f"{name}_{stat}" for name in METRIC_NAMES for stat in ("mean", "std")])
+    for row in report.results:
+        lead = [row.attack_model, f"{row.proportion:g}", f"{row.proportion * 100:g}", row.knowledge, row.train_rows, row.eval_rows, row.repeats, row.device]
+        figures = [f"{round(_stat(row, name, stat), DECIMALS):.6f}" for name in METRIC_NAMES for stat in ("mean", "std")]
+        writer.writerow(lead + figures)
+    return buffer.getvalue()
+
+
+def _stat(row: ResultRow, name: str, stat: str) -> float:
+    return (row.mean if stat == "mean" else row.std)[name]
+
+
+def render_text(report: dict[str, Any]) -> str:
+    """A terminal summary from a report dict (as loaded from JSON): the headline and a table per attack."""
+    summary = report["summary"]
+    lines = [
+        f"Membership-inference risk: {summary['risk_level'].upper()}   robustness score: {summary['robustness_score']}/100",
+        "",
+        *[f"  {sentence}" for sentence in summary["sentences"]],
+        "",
+        f"{'attack':<10} {'known':>6} {'AUC':>13} {'advantage':>10} {'TPR@1%FPR':>10} {'TPR@0.1%FPR':>12} {'accuracy':>9}",
+    ]
+    for row in report["results"]:
+        mean, std = row["mean"], row["std"]
+        lines.append(
+            f"{row['attack_model']:<10} {row['proportion']:>6.0%} {mean['auc']:>6.3f} ±{std['auc']:.3f} {mean['advantage']:>10.3f} "
+            f"{mean['tpr_at_1pct_fpr']:>10.3f} {mean['tpr_at_0_1pct_fpr']:>12.3f} {mean['accuracy']:>9.3f}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+RENDERERS = {"json": render_json, "csv": render_csv}
+
+
+def render(report: Report, fmt: str) -> str:
+    """Render ``report`` as ``json`` or ``csv``."""
+    try:
+        return RENDERERS[fmt](report)
+    except KeyError:
+        raise OptionsError(f"unknown report format {fmt!r}; choose from {', '.join(RENDERERS)}", code="unsupported_format") from None

@@ -1,0 +1,183 @@
+"""The sweep: attacker-knowledge proportions x attack models x repeats over fixed evaluation splits.
+
+Per repeat, members and non-members are each split once into an attacker-knowledge pool and a balanced
+evaluation set; every proportion and attack model of that repeat is measured on the same evaluation rows,
+which never enter attack training. Proportions take nested prefixes of one shuffled pool, so a larger
+proportion knows everything a smaller one knows.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from .attacks import ATTACKS, AttackInput
+from .errors import DataError
+from .metrics import AttackMetrics, attack_metrics
+
+MIN_ATTACK_ROWS_PER_SIDE = 5
+
+ProgressCallback = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class EvaluationSplit:
+    """Row indices (into the audit's rows) of one repeat's pools and evaluation set."""
+
+    member_pool: np.ndarray
+    non_member_pool: np.ndarray
+    evaluation: np.ndarray
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of work: an attack model trained at one knowledge proportion in one repeat."""
+
+    attack: str
+    proportion: float
+    repeat: int
+    train_rows: np.ndarray
+    seed: int
+
+
+@dataclass(frozen=True)
+class CellResult:
+    """The measured outcome of one :class:`Cell`."""
+
+    attack: str
+    proportion: float
+    repeat: int
+    train_rows: int
+    eval_rows: int
+    metrics: AttackMetrics
+    device: str
+    seconds: float
+    detail: str
+
+
+def make_split(is_member: np.ndarray, eval_fraction: float, rng: np.random.Generator) -> EvaluationSplit:
+    """Shuffle members and non-members separately and hold out ``eval_fraction`` of each for evaluation."""
+    members = rng.permutation(np.flatnonzero(is_member == 1))
+    non_members = rng.permutation(np.flatnonzero(is_member == 0))
+    n_eval = int(round(eval_fraction * min(len(members), len(non_members))))
+    evaluation = np.sort(np.concatenate([members[:n_eval], non_members[:n_eval]]))
+    return EvaluationSplit(member_pool=members[n_eval:], non_member_pool=non_members[n_eval:], evaluation=evaluation)
+
+
+def attacker_rows(split: EvaluationSplit, proportion: float) -> np.ndarray:
+    """The rows an attacker knowing ``proportion`` of the member pool trains on (and as many non-members)."""
+    n = int(round(proportion * min(len(split.member_pool), len(split.non_member_pool))))
+    if n < MIN_ATTACK_ROWS_PER_SIDE:
+        raise DataError(
+            f"proportion {proportion:g} leaves the attacker only {n} member rows; it needs at least "
+            f"{MIN_ATTACK_ROWS_PER_SIDE}. Use larger proportions or more rows", code="too_few_rows",
+        )
+    return np.concatenate([split.member_pool[:n], split.non_member_pool[:n]])
+
+
+def plan_cells(
+    is_member: np.ndarray, proportions: Sequence[float], attacks: Sequence[str], repeats: int, eval_fraction: float, seed: int
+) -> tuple[list[EvaluationSplit], list[Cell]]:
+    """Every split and cell of the sweep, all randomness drawn from ``seed``."""
+    splits, cells = [], []
+    for repeat in range(repeats):
+        split = make_split(is_member, eval_fraction, np.random.default_rng([seed, repeat]))
+        splits.append(split)
+        for p_index, proportion in enumerate(proportions):
+            rows = attacker_rows(split, proportion)
+            for a_index, attack in enumerate(attacks):
+                cell_seed = int(np.random.SeedSequence([seed, repeat, p_index, a_index]).generate_state(1)[0])
+                cells.append(Cell(attack, proportion, repeat, rows, cell_seed))
+    return splits, cells
+
+
+def default_workers() -> int:
+    """CPUs this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def run_sweep(
+    inputs: AttackInput,
+    is_member: np.ndarray,
+    *,
+    proportions: Sequence[float],
+    attacks: Sequence[str],
+    repeats: int,
+    eval_fraction: float,
+    seed: int,
+    device: str,
+    workers: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> list[CellResult]:
+    """Train and measure every cell; results come back in plan order whatever the parallelism.
+
+    Cells run in a thread pool of ``workers`` threads, each single-threaded inside (BLAS, OpenMP and
+    torch limited to one thread), which uses the cores better than one cell at a time with many threads.
+    """
+    splits, cells = plan_cells(is_member, proportions, attacks, repeats, eval_fraction, seed)
+    workers = workers or default_workers()
+
+    def run(cell: Cell) -> CellResult:
+        started = time.perf_counter()
+        split = splits[cell.repeat]
+        cell_device = device if cell.attack == "nn" else "cpu"
+        output = ATTACKS[cell.attack](
+            inputs.take(cell.train_rows), is_member[cell.train_rows], inputs.take(split.evaluation),
+            seed=cell.seed, device=cell_device,
+        )
+        metrics = attack_metrics(is_member[split.evaluation], output.scores, output.predicted_member)
+        return CellResult(
+            attack=cell.attack, proportion=cell.proportion, repeat=cell.repeat, train_rows=len(cell.train_rows),
+            eval_rows=len(split.evaluation), metrics=metrics, device=output.device,
+            seconds=time.perf_counter() - started, detail=output.detail,
+        )
+
+    results: list[CellResult] = []
+    with _single_threaded_kernels(), ThreadPoolExecutor(max_workers=workers) as pool:
+        # Longest cells first (nn, then gb) so the pool does not end waiting on one slow cell.
+        order = sorted(range(len(cells)), key=lambda i: (_COST_RANK.get(cells[i].attack, 9), -cells[i].proportion))
+        futures = {i: pool.submit(run, cells[i]) for i in order}
+        done = 0
+        for i in order:
+            futures[i].result()
+            done += 1
+            if progress is not None:
+                progress("attacks", done, len(cells))
+        results = [futures[i].result() for i in range(len(cells))]
+    return results
+
+
+_COST_RANK = {"nn": 0, "gb": 1, "rf": 2, "threshold": 3}
+
+
+class _single_threaded_kernels:
+    """Limit BLAS/OpenMP and torch to one thread each while the sweep's own threads run cells."""
+
+    def __enter__(self):
+        self._limits = threadpool_limits(limits=1)
+        self._torch_threads = None
+        try:
+            import torch
+
+            self._torch_threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+        except ImportError:  # torch is a dependency, but the tree attacks do not need it
+            pass
+        return self
+
+    def __exit__(self, *exc_info):
+        self._limits.restore_original_limits()
+        if self._torch_threads is not None:
+            import torch
+
+            torch.set_num_threads(self._torch_threads)
+        return False

@@ -1,0 +1,71 @@
+"""The command-line shell as a user runs it: real processes, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import zipfile
+
+from conftest import REPO_ROOT, write_bundle
+
+CLI = [sys.executable, "-m", "mia_robustness.cli"]
+FAST = ["--repeats", "1", "--proportions", "0.5,1", "--attack-models", "threshold,rf"]
+
+
+def run(*args, cwd=None):
+    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_audit_writes_json_and_csv(tmp_path, overfit_bundle):
+    out = tmp_path / "out" / "report.json"
+    done = run("audit", overfit_bundle, "-o", out, *FAST)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert report["settings"]["attack_models"] == ["threshold", "rf"]
+    assert "attacks" in done.stderr  # progress on stderr
+    done = run("audit", overfit_bundle, "--format", "csv", "-q", *FAST)
+    assert done.returncode == 0 and done.stderr == ""
+    rows = list(csv.DictReader(done.stdout.splitlines()))
+    assert len(rows) == 4 and {r["attack_model"] for r in rows} == {"threshold", "rf"}
+
+
+def test_bad_input_exits_2_with_one_line(tmp_path, overfit_bundle):
+    for args in (
+        ("audit", tmp_path / "missing.zip"),
+        ("audit", overfit_bundle, "--repeats", "many"),
+        ("audit", overfit_bundle, "--attack-models", "svm"),
+        ("audit", overfit_bundle, "--label-column", "nope", *FAST),
+        ("audit",),
+        ("summary", overfit_bundle / "train.csv"),
+    ):
+        done = run(*args)
+        assert done.returncode == 2, (args, done.stderr)
+        lines = [line for line in done.stderr.strip().splitlines() if not line.startswith("[")]  # minus progress
+        assert len(lines) == 1 and lines[0].startswith("error: "), (args, done.stderr)
+        assert "Traceback" not in done.stderr
+
+
+def test_bundle_command_then_audit_and_summary(tmp_path, overfit_tree_data):
+    model, members, non_members = overfit_tree_data
+    folder = write_bundle(tmp_path / "parts", model, members, non_members)
+    packed = tmp_path / "packed.zip"
+    done = run("bundle", "--model", folder / "model.pkl", "--train", folder / "train.csv",
+               "--subject", folder / "subject.csv", "--label-column", "label", "-o", packed)
+    assert done.returncode == 0, done.stderr
+    assert sorted(zipfile.ZipFile(packed).namelist()) == ["config.json", "model.pkl", "subject.csv", "train.csv"]
+    report = tmp_path / "r.json"
+    assert run("audit", packed, "-o", report, "-q", *FAST).returncode == 0
+    done = run("summary", report)
+    assert done.returncode == 0
+    assert "robustness score" in done.stdout and "threshold" in done.stdout
+    done = run("bundle", "--model", folder / "train.csv", "--train", folder / "train.csv", "--subject", folder / "subject.csv", "-o", packed)
+    assert done.returncode == 2 and "model file" in done.stderr
+
+
+def test_console_script_is_installed():
+    script = REPO_ROOT / ".venv" / "bin" / "mia-robustness"
+    if script.exists():
+        done = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0 and "mia-robustness" in done.stdout

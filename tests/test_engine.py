@@ -1,0 +1,190 @@
+"""The audit engine on real models and data: signal, chance, isolation, determinism, layouts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import SEED_SAMPLE, adult_frame, needs_adult, needs_seed_sample, noisy_numeric_frame, write_bundle
+from sklearn.dummy import DummyClassifier
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.tree import DecisionTreeClassifier
+
+from mia_robustness import AuditOptions, audit, render
+from mia_robustness.metrics import METRIC_NAMES
+from mia_robustness.sweep import plan_cells
+
+FAST = {"repeats": 1, "proportions": [0.5, 1.0], "attack_models": ["threshold", "rf"]}
+
+
+def test_overfit_tree_is_clearly_attackable(overfit_bundle):
+    report = audit(overfit_bundle, {"attack_models": "threshold,rf,gb,nn", "repeats": 2})
+    assert report.summary.auc > 0.6
+    assert report.summary.risk_level in ("medium", "high")
+    assert report.target.member_accuracy == 1.0
+    assert report.target.accuracy_gap > 0.2
+    # every attack model and proportion is present, each with mean and std of every metric
+    assert {(r.attack_model, r.proportion) for r in report.results} == {
+        (a, p) for a in ("threshold", "rf", "gb", "nn") for p in (0.2, 0.6, 1.0)
+    }
+    for row in report.results:
+        assert set(row.mean) == set(METRIC_NAMES) == set(row.std)
+        assert row.repeats == 2
+        assert row.train_rows + row.eval_rows <= 2 * report.data.rows_per_side
+
+
+def test_dummy_classifier_stays_at_chance(tmp_path):
+    frame = noisy_numeric_frame(1000, seed=3)
+    members, non_members = frame.iloc[:500], frame.iloc[500:]
+    model = DummyClassifier(strategy="prior").fit(members.drop(columns="label"), members["label"])
+    bundle = write_bundle(tmp_path, model, members, non_members, kind="zip")
+    report = audit(bundle, {"repeats": 2, "proportions": "0.3,1"})
+    for row in report.results:
+        assert abs(row.mean["auc"] - 0.5) <= 0.05, (row.attack_model, row.proportion, row.mean["auc"])
+    assert report.summary.risk_level in ("minimal", "low")
+    assert report.summary.knowledge_needed is None
+
+
+def test_evaluation_rows_never_enter_attack_training():
+    is_member = np.repeat([1, 0], 400)
+    splits, cells = plan_cells(is_member, [0.1, 0.5, 1.0], ["rf", "nn"], repeats=3, eval_fraction=0.3, seed=5)
+    for cell in cells:
+        split = splits[cell.repeat]
+        assert not set(cell.train_rows) & set(split.evaluation)
+        assert is_member[cell.train_rows].sum() * 2 == len(cell.train_rows)  # balanced
+    for split in splits:
+        assert is_member[split.evaluation].sum() * 2 == len(split.evaluation) == 2 * 120
+    # the same evaluation rows for every proportion and attack model of a repeat, different across repeats
+    assert not np.array_equal(splits[0].evaluation, splits[1].evaluation)
+    # nested knowledge: a larger proportion knows every row a smaller one knows
+    first = [c for c in cells if c.repeat == 0 and c.attack == "rf"]
+    assert set(first[0].train_rows) <= set(first[1].train_rows) <= set(first[2].train_rows)
+
+
+def _without_timings(report) -> dict:
+    data = report.to_dict()
+    data.pop("timings")
+    return data
+
+
+def test_same_seed_same_report_different_seed_different(overfit_bundle):
+    options = {"attack_models": "threshold,rf,gb,nn", "repeats": 2, "proportions": "0.5,1"}
+    first = _without_timings(audit(overfit_bundle, options))
+    second = _without_timings(audit(overfit_bundle, options))
+    assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
+    other = _without_timings(audit(overfit_bundle, options | {"seed": 1}))
+    assert other["results"] != first["results"]
+
+
+def test_report_renderings(overfit_bundle):
+    report = audit(overfit_bundle)
+    data = json.loads(render(report, "json"))
+    assert data["schema_version"] == "1.0"
+    assert data["settings"]["proportions"] == [0.2, 0.6, 1.0]  # from the bundle's config.json
+    assert 3 <= len(data["summary"]["sentences"]) <= 5
+    lines = render(report, "csv").splitlines()
+    header = lines[0].split(",")
+    assert len(lines) == 1 + len(report.results) == 1 + 2 * 3
+    assert {"attack_model", "proportion", "auc_mean", "auc_std", "tpr_at_0_1pct_fpr_mean", "member_accuracy_mean"} <= set(header)
+
+
+def test_overrides_win_over_config_json(overfit_bundle):
+    report = audit(overfit_bundle, {"proportions": "1", "attack_models": "threshold"})
+    assert [(r.attack_model, r.proportion) for r in report.results] == [("threshold", 1.0)]
+    assert report.settings["repeats"] == 1  # still from config.json
+    complete = AuditOptions(proportions=(1.0,), attack_models=("rf",), repeats=1)
+    assert [r.attack_model for r in audit(overfit_bundle, complete).results] == ["rf"]
+
+
+def test_unequal_sides_are_balanced_and_reported(tmp_path):
+    frame = noisy_numeric_frame(900, seed=4)
+    members, non_members = frame.iloc[:600], frame.iloc[600:]
+    model = DecisionTreeClassifier(random_state=0).fit(members.drop(columns="label"), members["label"])
+    report = audit(write_bundle(tmp_path, model, members, non_members), FAST)
+    assert report.data.rows_per_side == 300
+    assert report.data.members_available == 600
+    assert "members subsampled from 600 to 300" in report.data.balancing
+    assert any("balanced" in w for w in report.warnings)
+
+
+@needs_adult
+@pytest.mark.parametrize(
+    "estimator",
+    [
+        "RandomForestClassifier(n_estimators=20, random_state=0)",
+        "DecisionTreeClassifier(random_state=0)",
+        "AdaBoostClassifier(n_estimators=20, random_state=0)",
+        "GradientBoostingClassifier(n_estimators=20, random_state=0)",
+        "ExtraTreesClassifier(n_estimators=20, random_state=0)",
+        "HistGradientBoostingClassifier(max_iter=20, random_state=0)",
+        "LogisticRegression(max_iter=500)",
+    ],
+)
+def test_pipelines_on_raw_adult_frames(tmp_path, estimator):
+    from sklearn import ensemble, linear_model, tree
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    namespace = vars(ensemble) | vars(linear_model) | vars(tree)
+    frame = adult_frame(600, seed=2)
+    members, non_members = frame.iloc[:300], frame.iloc[300:]
+    features = members.drop(columns="income")
+    categorical = list(features.select_dtypes(exclude="number").columns)
+    numeric = [c for c in features.columns if c not in categorical]
+    model = Pipeline([
+        ("prep", ColumnTransformer([("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False), categorical), ("num", StandardScaler(), numeric)])),
+        ("clf", eval(estimator, namespace)),
+    ]).fit(features, members["income"])
+    report = audit(write_bundle(tmp_path, model, members, non_members, kind="tar.gz"), FAST)
+    assert report.data.label_column == "income"  # the last column
+    assert report.target.estimator_class == estimator.split("(")[0]
+    assert report.target.n_features == 14
+    assert report.target.classes == ["<=50K", ">50K"]
+    assert 0.0 <= report.summary.auc <= 1.0
+
+
+@needs_seed_sample
+def test_replaced_products_layout_is_audited_unchanged(tmp_path):
+    """model.pkl beside the publisher's data.zip (train_mia.csv / test_mia.csv), as a folder and as a zip."""
+    with zipfile.ZipFile(SEED_SAMPLE / "data.zip") as archive:
+        members = pd.read_csv(archive.open("train_mia.csv"))
+    model = RandomForestClassifier(n_estimators=30, random_state=0).fit(members.drop(columns="label"), members["label"])
+    folder = tmp_path / "training"
+    folder.mkdir()
+    shutil.copy(SEED_SAMPLE / "data.zip", folder / "data.zip")
+    import joblib
+
+    joblib.dump(model, folder / "model.pkl")
+    options = {"repeats": 1, "proportions": "0.1,1", "attack_models": "gb,threshold"}
+    report = audit(folder, options)
+    assert report.data.layout == "legacy"
+    assert report.data.rows_per_side == 6479
+    assert report.target.n_classes == 4
+    assert report.summary.auc > 0.55
+    packed = tmp_path / "channel.zip"
+    with zipfile.ZipFile(packed, "w") as archive:
+        archive.write(folder / "data.zip", "data.zip")
+        archive.write(folder / "model.pkl", "model.pkl")
+    assert _without_timings(audit(packed, options)) == _without_timings(report)
+
+
+def test_parquet_tables_and_named_label_column(tmp_path):
+    frame = noisy_numeric_frame(600, seed=6).rename(columns={"label": "outcome"})
+    frame = frame[["outcome"] + [c for c in frame.columns if c != "outcome"]]  # label first: not the last column
+    members, non_members = frame.iloc[:300], frame.iloc[300:]
+    model = DecisionTreeClassifier(random_state=0).fit(members.drop(columns="outcome").to_numpy(), members["outcome"])
+    folder = tmp_path / "b"
+    folder.mkdir()
+    import joblib
+
+    joblib.dump(model, folder / "model.pkl")
+    members.to_parquet(folder / "train.parquet")
+    non_members.to_parquet(folder / "subject.parquet")
+    report = audit(folder, FAST | {"label_column": "outcome"})
+    assert report.data.label_column == "outcome"
+    assert report.summary.auc > 0.6
