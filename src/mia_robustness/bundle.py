@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .archive import BundleLimits, detect_archive_kind, extract_archive
+from .archive import BundleLimits, extract_archive
 from .errors import BundleError
 from .loading import MODEL_SUFFIXES
 
@@ -115,8 +115,6 @@ def locate_parts(root: Path, scratch: Path, limits: BundleLimits) -> Bundle:
         if nested:
             if len(nested) > 1:
                 raise BundleError("the bundle has more than one data.zip; keep exactly one", code="ambiguous_table")
-            if detect_archive_kind(nested[0]) is None:
-                raise BundleError("data.zip is not a zip or tar archive; re-create it", code="bad_nested_archive")
             target = scratch / "data"
             target.mkdir()
             extract_archive(nested[0], target, limits)
@@ -146,7 +144,7 @@ def open_bundle(
     Parameters
     ----------
     source:
-        A bundle folder, an archive file (zip, tar, tar.gz; recognised by content), or an archive's bytes.
+        A bundle folder, an archive file (zip, tar, tar.gz, tar.bz2, tar.xz; recognised by content), or an archive's bytes.
     limits:
         Unpacking limits (size, member count, compression ratio, nesting); defaults when ``None``.
     workdir:
@@ -174,11 +172,7 @@ def open_bundle(
 
 
 def _open_archive(archive: Path, scratch: Path, limits: BundleLimits) -> Bundle:
-    if detect_archive_kind(archive) is None:
-        raise BundleError(
-            f"{archive.name} is not a zip, tar or tar.gz archive; pack the bundle with `mia-robustness bundle`",
-            code="unknown_archive_format",
-        )
+    # extract_archive recognises the kind by content and says precisely what is wrong with one it can't read.
     root = scratch / "bundle"
     root.mkdir()
     extract_archive(archive, root, limits)

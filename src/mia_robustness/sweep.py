@@ -12,7 +12,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -59,6 +59,7 @@ class CellResult:
     device: str
     seconds: float
     detail: str
+    scores: np.ndarray = field(repr=False, compare=False, default=None)  # on the repeat's evaluation rows
 
 
 def make_split(is_member: np.ndarray, eval_fraction: float, rng: np.random.Generator) -> EvaluationSplit:
@@ -138,7 +139,7 @@ def run_sweep(
         return CellResult(
             attack=cell.attack, proportion=cell.proportion, repeat=cell.repeat, train_rows=len(cell.train_rows),
             eval_rows=len(split.evaluation), metrics=metrics, device=output.device,
-            seconds=time.perf_counter() - started, detail=output.detail,
+            seconds=time.perf_counter() - started, detail=output.detail, scores=output.scores,
         )
 
     results: list[CellResult] = []
