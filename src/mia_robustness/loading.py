@@ -455,7 +455,10 @@ def _record_versions(gate: _Gate) -> None:
 def _refusal(path: Path, refused: list[str]) -> UnsafeModelError:
     what = ", ".join(refused)
     noun = "which is" if len(refused) == 1 else "which are"
-    return UnsafeModelError(f"{path.name} refers to {what}, {noun} not allowed in a model file: {_FIX_HINT}",
+    hint = _FIX_HINT
+    if any(label.startswith("scipy.stats.") for label in refused):
+        hint = "a fitted RandomizedSearchCV keeps scipy.stats distributions: save its best_estimator_ instead; " + hint
+    return UnsafeModelError(f"{path.name} refers to {what}, {noun} not allowed in a model file: {hint}",
                             code="unsafe_model")
 
 
