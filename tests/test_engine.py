@@ -9,11 +9,18 @@ import zipfile
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SEED_SAMPLE, adult_frame, needs_adult, needs_seed_sample, noisy_numeric_frame, write_bundle
 from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.tree import DecisionTreeClassifier
 
+from conftest import (
+    SEED_SAMPLE,
+    adult_frame,
+    needs_adult,
+    needs_seed_sample,
+    noisy_numeric_frame,
+    write_bundle,
+)
 from mia_robustness import AuditOptions, audit, render
 from mia_robustness.metrics import METRIC_NAMES
 from mia_robustness.sweep import plan_cells

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import importlib
+
 import joblib
 import numpy as np
 import pytest
-from conftest import noisy_numeric_frame, write_bundle
 from sklearn.tree import DecisionTreeClassifier
 
+from conftest import noisy_numeric_frame, write_bundle
 from mia_robustness import audit
 from mia_robustness.errors import BundleError, DataError, MiaError, ModelError, OptionsError
 

@@ -15,21 +15,32 @@ from .archive import BundleLimits
 from .attacks import ATTACK_DESCRIPTIONS, AttackInput, resolve_device
 from .bundle import open_bundle
 from .loading import load_model, saved_sklearn_version
-from .options import AuditOptions, options_from_mapping
-from .report import DataInfo, Report, TargetInfo, aggregate, summarise
+from .metrics import per_class_metrics, rate_intervals, roc_points
+from .options import REFERENCE_ATTACKS, AuditOptions, options_from_mapping
+from .reference import run_reference_attacks
+from .report import DataInfo, Report, ResultRow, TargetInfo, aggregate, strongest_row, summarise
 from .signals import compute_signals
-from .sweep import run_sweep
+from .sweep import CellResult, run_sweep, split_for_repeat
 from .tables import prepare_data, read_table
 from .target import TargetOutputs, query_target
 
 ProgressCallback = Callable[[str, int, int], None]
 
+_KNOWN_ROWS = "black-box outputs + known members and non-members"
+_REFERENCE = "black-box outputs + known rows as reference data + the target's training recipe"
 KNOWLEDGE = {
-    "nn": "black-box outputs + known members",
-    "rf": "black-box outputs + known members",
-    "gb": "black-box outputs + known members",
-    "threshold": "black-box outputs + known members",
+    "nn": _KNOWN_ROWS,
+    "rf": _KNOWN_ROWS,
+    "gb": _KNOWN_ROWS,
+    "threshold": _KNOWN_ROWS,
+    "class_threshold": _KNOWN_ROWS,
+    "lira": _REFERENCE,
+    "lira_offline": _REFERENCE,
+    "rmia": _REFERENCE,
+    "rmia_offline": _REFERENCE,
 }
+TOP_EXPOSED_RECORDS = 10
+REFERENCE_DEFAULT_MAX_ROWS = 20_000
 
 
 def resolve_options(config: Mapping[str, Any], overrides: Mapping[str, Any] | AuditOptions | None) -> AuditOptions:
@@ -92,16 +103,37 @@ def audit(
     lap("target_scoring")
 
     signals = compute_signals(outputs.probabilities, outputs.label_index)
-    inputs = AttackInput(signals.features, signals.scores)
+    inputs = AttackInput(signals.features, signals.scores, signals.label_index)
     lap("signals")
 
-    cells = run_sweep(
-        inputs, data.is_member,
-        proportions=options.proportions, attacks=options.attack_models, repeats=options.repeats,
-        eval_fraction=options.eval_fraction, seed=options.seed, device=device, workers=workers,
-        progress=report_progress,
-    )
-    lap("attacks")
+    learned = [a for a in options.attack_models if a not in REFERENCE_ATTACKS]
+    reference = [a for a in options.attack_models if a in REFERENCE_ATTACKS]
+    notes = []
+    if reference and "attack_models" not in options.explicit and len(data.labels) // 2 > REFERENCE_DEFAULT_MAX_ROWS:
+        # Each reference model costs one training of the target's recipe on as many rows; above this size
+        # the default audit would be dominated by them, so they run only when asked for.
+        notes.append(
+            f"lira and rmia were skipped: with more than {REFERENCE_DEFAULT_MAX_ROWS:,} rows per side they retrain the "
+            "model's recipe many times; ask for them with attack_models to run them"
+        )
+        reference = []
+    cells = []
+    if learned:
+        cells += run_sweep(
+            inputs, data.is_member,
+            proportions=options.proportions, attacks=learned, repeats=options.repeats,
+            eval_fraction=options.eval_fraction, seed=options.seed, device=device, workers=workers,
+            progress=report_progress,
+        )
+        lap("attacks")
+    if reference:
+        cells += run_reference_attacks(
+            model, data.features, data.labels, outputs.label_index, outputs.classes, signals.scores["confidence"],
+            data.is_member, attacks=reference, proportion=max(options.proportions), repeats=options.repeats,
+            eval_fraction=options.eval_fraction, n_models=options.reference_models, seed=options.seed,
+            workers=workers, progress=report_progress,
+        )
+        lap("reference_attacks")
 
     results = aggregate(cells, KNOWLEDGE)
     target = _target_info(model, data.features.shape[1], outputs, data.is_member, signals.correct)
@@ -113,16 +145,56 @@ def audit(
         rows_per_side=n, balancing=data.balancing, eval_rows_per_side=eval_per_side,
         attacker_pool_per_side=n - eval_per_side,
     )
-    warnings = _warnings(target, data_info)
-    summary = summarise(results, target, ATTACK_DESCRIPTIONS)
-    for attack in options.attack_models:
-        timings[f"attack_{attack}_cpu_seconds"] = sum(c.seconds for c in cells if c.attack == attack)
+    warnings = _warnings(target, data_info) + notes
+    strongest = strongest_row(results)
+    strongest_cell = _first_cell(cells, strongest.attack_model, strongest.proportion)
+    eval_rows = _evaluation_rows(data.is_member, options)
+    truth = data.is_member[eval_rows]
+    intervals = rate_intervals(truth, strongest_cell.scores, np.random.default_rng([options.seed, 104729]))
+    summary = summarise(results, target, ATTACK_DESCRIPTIONS, intervals)
+    for attack in dict.fromkeys(c.attack for c in cells):
+        timings[f"attack_{attack}_seconds"] = sum(c.seconds for c in cells if c.attack == attack)
     timings["total"] = time.perf_counter() - started
     settings = options.to_dict() | {"resolved_device": device}
     return Report(
         target=target, data=data_info, results=results, summary=summary, settings=settings,
         timings=timings, warnings=warnings, tool_version=__version__,
+        per_class=per_class_metrics(truth, strongest_cell.scores, outputs.label_index[eval_rows], outputs.classes),
+        exposed_records=_exposed_records(strongest_cell, eval_rows, data.is_member, data.source_rows, strongest.mean),
+        curves=_curves(results, cells, truth),
     )
+
+
+def _evaluation_rows(is_member: np.ndarray, options: AuditOptions) -> np.ndarray:
+    """The first repeat's evaluation rows (the same split the sweep and reference stage used)."""
+    return split_for_repeat(is_member, options.eval_fraction, options.seed, 0).evaluation
+
+
+def _first_cell(cells: list[CellResult], attack: str, proportion: float) -> CellResult:
+    return next(c for c in cells if c.attack == attack and c.proportion == proportion and c.repeat == 0)
+
+
+def _exposed_records(cell: CellResult, eval_rows: np.ndarray, is_member: np.ndarray, source_rows: np.ndarray, mean: dict) -> dict[str, Any]:
+    """The members the strongest attack is surest about, by their row number in the members table."""
+    member_positions = np.flatnonzero(is_member[eval_rows] == 1)
+    order = member_positions[np.argsort(-cell.scores[member_positions], kind="stable")][:TOP_EXPOSED_RECORDS]
+    return {
+        "attack_model": cell.attack,
+        "proportion": cell.proportion,
+        "members_evaluated": int(len(member_positions)),
+        "share_of_members_at_1pct_fpr": mean["tpr_at_1pct_fpr"],
+        "top": [{"row": int(source_rows[eval_rows[i]]), "score": float(cell.scores[i])} for i in order],
+    }
+
+
+def _curves(results: list[ResultRow], cells: list[CellResult], truth: np.ndarray) -> list[dict[str, Any]]:
+    """ROC points of each attack model's strongest proportion (first repeat), for charts."""
+    curves = []
+    for attack in dict.fromkeys(r.attack_model for r in results):
+        best = max((r for r in results if r.attack_model == attack), key=lambda r: r.mean["auc"])
+        fpr, tpr = roc_points(truth, _first_cell(cells, attack, best.proportion).scores)
+        curves.append({"attack_model": attack, "proportion": best.proportion, "fpr": fpr, "tpr": tpr})
+    return curves
 
 
 def _target_info(model: object, n_features: int, outputs: TargetOutputs, is_member: np.ndarray, correct: np.ndarray) -> TargetInfo:

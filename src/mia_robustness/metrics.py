@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import beta, rankdata
 from sklearn.metrics import roc_auc_score, roc_curve
 
 LOW_FPRS = (0.01, 0.001)
@@ -27,6 +28,8 @@ class AttackMetrics:
     advantage: float
     tpr_at_1pct_fpr: float
     tpr_at_0_1pct_fpr: float
+    tpr_at_0_fpr: float
+    ppv_at_1pct_fpr: float
     member_accuracy: float
     non_member_accuracy: float
 
@@ -41,6 +44,14 @@ def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, max_fpr: float) -> float:
     """Highest TPR among ROC points whose FPR does not exceed ``max_fpr`` (no interpolation)."""
     allowed = fpr <= max_fpr + 1e-12
     return float(tpr[allowed].max()) if allowed.any() else 0.0
+
+
+def ppv_at_fpr(fpr: np.ndarray, tpr: np.ndarray, max_fpr: float, positives: int, negatives: int) -> float:
+    """Share of rows flagged as members that are members, at the ROC point used for TPR at ``max_fpr``."""
+    allowed = np.flatnonzero(fpr <= max_fpr + 1e-12)
+    best = allowed[np.argmax(tpr[allowed])]
+    true_pos, false_pos = tpr[best] * positives, fpr[best] * negatives
+    return float(true_pos / (true_pos + false_pos)) if true_pos + false_pos > 0 else 0.0
 
 
 def attack_metrics(is_member: np.ndarray, scores: np.ndarray, predicted_member: np.ndarray) -> AttackMetrics:
@@ -74,6 +85,115 @@ def attack_metrics(is_member: np.ndarray, scores: np.ndarray, predicted_member: 
         advantage=float(np.max(tpr - fpr)),
         tpr_at_1pct_fpr=tpr_at_fpr(fpr, tpr, LOW_FPRS[0]),
         tpr_at_0_1pct_fpr=tpr_at_fpr(fpr, tpr, LOW_FPRS[1]),
+        tpr_at_0_fpr=tpr_at_fpr(fpr, tpr, 0.0),
+        ppv_at_1pct_fpr=ppv_at_fpr(fpr, tpr, LOW_FPRS[0], positives, negatives),
         member_accuracy=float(recall),
         non_member_accuracy=float(true_neg / negatives),
     )
+
+
+def clopper_pearson(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Exact binomial confidence interval for a rate (``successes`` out of ``trials``)."""
+    if trials <= 0:
+        return 0.0, 1.0
+    alpha = 1 - confidence
+    low = beta.ppf(alpha / 2, successes, trials - successes + 1) if successes > 0 else 0.0
+    high = beta.ppf(1 - alpha / 2, successes + 1, trials - successes) if successes < trials else 1.0
+    return float(low), float(high)
+
+
+def bootstrap_auc_interval(
+    is_member: np.ndarray, scores: np.ndarray, rng: np.random.Generator, resamples: int = 200, confidence: float = 0.95
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of ROC AUC over evaluation rows (members and non-members resampled apart)."""
+    truth = np.asarray(is_member).astype(bool)
+    members, non_members = scores[truth], scores[~truth]
+    values = []
+    for _ in range(resamples):
+        m = rng.choice(members, size=len(members))
+        n = rng.choice(non_members, size=len(non_members))
+        values.append(_auc_from_samples(m, n))
+    alpha = 1 - confidence
+    return float(np.quantile(values, alpha / 2)), float(np.quantile(values, 1 - alpha / 2))
+
+
+def _auc_from_samples(members: np.ndarray, non_members: np.ndarray) -> float:
+    """Mann-Whitney AUC: P(member score > non-member score) + half the ties."""
+    ranks = rankdata(np.concatenate([members, non_members]))
+    rank_sum = ranks[: len(members)].sum()
+    return float((rank_sum - len(members) * (len(members) + 1) / 2) / (len(members) * len(non_members)))
+
+
+@dataclass(frozen=True)
+class RateIntervals:
+    """95% intervals for the strongest attack on one evaluation set, and the privacy bound they imply."""
+
+    auc: tuple[float, float]
+    tpr_at_1pct_fpr: tuple[float, float]
+    tpr_at_0_1pct_fpr: tuple[float, float]
+    tpr_at_0_fpr: tuple[float, float]
+    epsilon_estimate: float | None
+    epsilon_lower_bound: float | None
+
+
+def rate_intervals(is_member: np.ndarray, scores: np.ndarray, rng: np.random.Generator) -> RateIntervals:
+    """Confidence intervals (bootstrap for AUC, Clopper-Pearson for TPRs) and an empirical epsilon bound.
+
+    The epsilon bound follows DP auditing practice (Jagielski et al. 2020, Nasr et al. 2021): a mechanism
+    that is epsilon-DP (delta = 0) forces TPR <= e^epsilon * FPR at every threshold, so
+    log(TPR_low / FPR_high), with Clopper-Pearson 95% bounds, is an epsilon the model does not satisfy.
+    """
+    truth = np.asarray(is_member).astype(bool)
+    positives, negatives = int(truth.sum()), int((~truth).sum())
+    fpr, tpr, _ = roc_curve(truth, scores)
+
+    def tpr_interval(max_fpr: float) -> tuple[float, float]:
+        return clopper_pearson(int(round(tpr_at_fpr(fpr, tpr, max_fpr) * positives)), positives)
+
+    best_estimate, best_bound = None, None
+    for point_fpr, point_tpr in zip(fpr, tpr, strict=True):
+        true_pos, false_pos = int(round(point_tpr * positives)), int(round(point_fpr * negatives))
+        if true_pos == 0:
+            continue
+        if false_pos > 0:
+            estimate = float(np.log(point_tpr / point_fpr))
+            best_estimate = estimate if best_estimate is None else max(best_estimate, estimate)
+        low_tpr = clopper_pearson(true_pos, positives)[0]
+        high_fpr = clopper_pearson(false_pos, negatives)[1]
+        if low_tpr > 0 and high_fpr > 0:
+            bound = float(np.log(low_tpr / high_fpr))
+            best_bound = bound if best_bound is None else max(best_bound, bound)
+    return RateIntervals(
+        auc=bootstrap_auc_interval(truth, scores, rng),
+        tpr_at_1pct_fpr=tpr_interval(LOW_FPRS[0]),
+        tpr_at_0_1pct_fpr=tpr_interval(LOW_FPRS[1]),
+        tpr_at_0_fpr=tpr_interval(0.0),
+        epsilon_estimate=best_estimate,
+        epsilon_lower_bound=max(best_bound, 0.0) if best_bound is not None else None,
+    )
+
+
+def per_class_metrics(is_member: np.ndarray, scores: np.ndarray, label_index: np.ndarray, classes: np.ndarray) -> list[dict]:
+    """AUC and TPR at 1% FPR of one attack within each true label (labels with both sides present)."""
+    rows = []
+    truth = np.asarray(is_member).astype(bool)
+    for position, label in enumerate(classes.tolist()):
+        mask = label_index == position
+        members, non_members = int(truth[mask].sum()), int((~truth[mask]).sum())
+        entry = {"label": str(label), "members": members, "non_members": non_members, "auc": None, "tpr_at_1pct_fpr": None}
+        if members and non_members:
+            fpr, tpr, _ = roc_curve(truth[mask], scores[mask])
+            entry["auc"] = float(roc_auc_score(truth[mask], scores[mask]))
+            entry["tpr_at_1pct_fpr"] = tpr_at_fpr(fpr, tpr, LOW_FPRS[0])
+        rows.append(entry)
+    return rows
+
+
+def roc_points(is_member: np.ndarray, scores: np.ndarray, max_points: int = 200) -> tuple[list[float], list[float]]:
+    """ROC curve thinned to at most ``max_points`` points, spaced evenly in log FPR (for log-log charts)."""
+    fpr, tpr, _ = roc_curve(np.asarray(is_member).astype(bool), scores)
+    if len(fpr) > max_points:
+        targets = np.concatenate([[0.0], np.logspace(-4, 0, max_points - 1)])
+        keep = np.unique(np.clip(np.searchsorted(fpr, targets, side="right") - 1, 0, len(fpr) - 1))
+        fpr, tpr = fpr[keep], tpr[keep]
+    return [round(float(v), 6) for v in fpr], [round(float(v), 6) for v in tpr]

@@ -15,7 +15,10 @@ from typing import Any
 
 from .errors import OptionsError
 
-ATTACK_MODELS = ("nn", "rf", "gb", "threshold")
+LEARNED_ATTACKS = ("nn", "rf", "gb", "threshold", "class_threshold")
+REFERENCE_ATTACKS = ("lira", "rmia")
+ATTACK_MODELS = LEARNED_ATTACKS + REFERENCE_ATTACKS
+DEFAULT_ATTACK_MODELS = ATTACK_MODELS
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_PROPORTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 MAX_REPEATS = 20
@@ -30,8 +33,9 @@ class AuditOptions:
     proportions:
         Shares of the attacker-knowledge member pool the attacker knows, each in (0, 1].
     attack_models:
-        Attack models to train: any of ``nn`` (PyTorch MLP), ``rf`` (random forest), ``gb`` (histogram
-        gradient boosting), ``threshold`` (best single-signal threshold, no model).
+        Attack models to run: ``nn`` (PyTorch MLP), ``rf`` (random forest), ``gb`` (histogram gradient
+        boosting), ``threshold`` (best single-signal threshold), ``class_threshold`` (one threshold per
+        class), and the reference-model attacks ``lira`` and ``rmia`` (each reported online and offline).
     repeats:
         Independent repetitions with different seeds; the report gives mean and standard deviation.
     seed:
@@ -42,15 +46,19 @@ class AuditOptions:
         Name of the label column; ``None`` means ``label``, ``target``, ``class`` or ``y``, else the last.
     eval_fraction:
         Share of members and of non-members held out as the fixed evaluation set, in [0.1, 0.5].
+    reference_models:
+        Clones of the target trained per repeat for ``lira`` and ``rmia`` (even, 2 to 64); each record is
+        in exactly half of them.
     """
 
     proportions: tuple[float, ...] = DEFAULT_PROPORTIONS
-    attack_models: tuple[str, ...] = ATTACK_MODELS
+    attack_models: tuple[str, ...] = DEFAULT_ATTACK_MODELS
     repeats: int = 3
     seed: int = 0
     device: str = "auto"
     label_column: str | None = None
     eval_fraction: float = 0.3
+    reference_models: int = 4
     # Not an option a user sets: names of the options that were set explicitly, for the report.
     explicit: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
@@ -64,6 +72,7 @@ class AuditOptions:
             "device": self.device,
             "label_column": self.label_column,
             "eval_fraction": self.eval_fraction,
+            "reference_models": self.reference_models,
         }
 
 
@@ -93,7 +102,7 @@ def _parse_proportions(value: Any) -> tuple[float, ...]:
     if all(1 < number <= 100 for number in numbers):
         numbers = [number / 100.0 for number in numbers]
     result = []
-    for item, number in zip(items, numbers):
+    for item, number in zip(items, numbers, strict=True):
         if not (0 < number <= 1):
             raise OptionsError(f"option 'proportions' has {item!r}: each share must be in (0, 1] (or all in percent)")
         result.append(round(number, 6))
@@ -134,6 +143,13 @@ def _parse_float(name: str, value: Any, low: float, high: float) -> float:
     return number
 
 
+def _parse_reference_models(value: Any) -> int:
+    number = _parse_int("reference_models", value, 2, 64)
+    if number % 2:
+        raise OptionsError(f"option 'reference_models' must be even (each record is in half of them), got {number}")
+    return number
+
+
 def _parse_device(value: Any) -> str:
     device = str(value).strip().lower()
     if device not in DEVICES:
@@ -156,6 +172,7 @@ _PARSERS = {
     "device": _parse_device,
     "label_column": _parse_label_column,
     "eval_fraction": lambda v: _parse_float("eval_fraction", v, 0.1, 0.5),
+    "reference_models": _parse_reference_models,
 }
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .errors import OptionsError
-from .metrics import METRIC_NAMES
+from .metrics import METRIC_NAMES, RateIntervals
 from .sweep import CellResult
 
 SCHEMA_VERSION = "1.0"
@@ -89,6 +89,9 @@ class Summary:
     robustness_score: int
     knowledge_needed: float | None
     sentences: list[str]
+    ci95: dict[str, list[float]] = field(default_factory=dict)
+    epsilon_estimate: float | None = None
+    epsilon_lower_bound: float | None = None
 
 
 @dataclass(frozen=True)
@@ -100,14 +103,17 @@ class Report:
     settings: dict[str, Any]
     timings: dict[str, float]
     warnings: list[str] = field(default_factory=list)
+    per_class: list[dict[str, Any]] = field(default_factory=list)
+    exposed_records: dict[str, Any] = field(default_factory=dict)
+    curves: list[dict[str, Any]] = field(default_factory=list)
     schema_version: str = SCHEMA_VERSION
     tool_version: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; key order is stable."""
         data = asdict(self)
-        ordered = {key: data[key] for key in ("schema_version", "tool_version", "summary", "target", "data", "results", "settings", "warnings", "timings")}
-        return _rounded(ordered)
+        keys = ("schema_version", "tool_version", "summary", "target", "data", "results", "per_class", "exposed_records", "curves", "settings", "warnings", "timings")
+        return _rounded({key: data[key] for key in keys})
 
     def result(self, attack_model: str, proportion: float) -> ResultRow:
         """The row for ``attack_model`` at ``proportion``."""
@@ -176,14 +182,25 @@ def knowledge_needed(rows: Sequence[ResultRow]) -> float | None:
     return ordered[-1].proportion
 
 
-def summarise(results: Sequence[ResultRow], target: TargetInfo, descriptions: dict[str, str]) -> Summary:
+def strongest_row(results: Sequence[ResultRow]) -> ResultRow:
+    """The attack model and proportion with the highest mean AUC (ties: higher TPR at 1% FPR)."""
+    return max(results, key=lambda r: (r.mean["auc"], r.mean["tpr_at_1pct_fpr"]))
+
+
+def summarise(
+    results: Sequence[ResultRow], target: TargetInfo, descriptions: dict[str, str], intervals: RateIntervals | None = None
+) -> Summary:
     """The headline: the worst case over every attack model and proportion, and plain-language sentences."""
-    strongest = max(results, key=lambda r: (r.mean["auc"], r.mean["tpr_at_1pct_fpr"]))
+    strongest = strongest_row(results)
     worst_advantage = max(r.mean["advantage"] for r in results)
     worst_tpr = max(r.mean["tpr_at_1pct_fpr"] for r in results)
     level = risk_level(strongest.mean["auc"], worst_tpr)
     score = int(round(100 * (1 - min(max(worst_advantage, 0.0), 1.0))))
-    needed = knowledge_needed([r for r in results if r.attack_model == strongest.attack_model])
+    # Knowledge needed is read off the strongest attack that was measured at several proportions (the
+    # reference-model attacks run at the largest proportion only).
+    swept = [a for a in dict.fromkeys(r.attack_model for r in results) if sum(r.attack_model == a for r in results) > 1]
+    swept_strongest = strongest_row([r for r in results if r.attack_model in swept]) if swept else None
+    needed = knowledge_needed([r for r in results if r.attack_model == swept_strongest.attack_model]) if swept_strongest else None
     m = strongest.mean
     sentences = [
         f"The strongest attack ({descriptions.get(strongest.attack_model, strongest.attack_model)}) tells members "
@@ -192,14 +209,20 @@ def summarise(results: Sequence[ResultRow], target: TargetInfo, descriptions: di
         f"At a 1% false-positive rate it finds {m['tpr_at_1pct_fpr']:.1%} of members, and at 0.1% it finds "
         f"{m['tpr_at_0_1pct_fpr']:.1%}; guessing would find about 1% and 0.1%.",
         f"Membership-inference risk is {level.upper()} (robustness score {score}/100, from the largest "
-        f"membership advantage {worst_advantage:.2f} over all attacks).",
+        f"membership advantage {worst_advantage:.2f} over all attacks)"
+        + (
+            f"; with 95% confidence the model is not differentially private for any epsilon below "
+            f"{intervals.epsilon_lower_bound:.2f}." if intervals is not None and intervals.epsilon_lower_bound else "."
+        ),
     ]
-    if needed is None:
-        sentences.append("No attack did clearly better than guessing at any attacker-knowledge level tested.")
+    if swept_strongest is None:
+        sentences.append("Attacker knowledge was tested at one level only; give several proportions to see how much it matters.")
+    elif needed is None:
+        sentences.append("No attack that learns from known members did clearly better than guessing at any knowledge level tested.")
     else:
         sentences.append(
-            f"An attacker who knows {needed:.0%} of the attackable training rows already gets 95% of the full-knowledge "
-            "attack's advantage over guessing, so limiting what an attacker knows "
+            f"An attacker who knows {needed:.0%} of the training rows it could know already gets 95% of the full-knowledge "
+            f"{swept_strongest.attack_model} attack's advantage over guessing, so limiting what an attacker knows "
             f"{'protects little' if needed <= 0.3 else 'helps only partly' if needed <= 0.6 else 'helps'}."
         )
     sentences.append(
@@ -218,6 +241,14 @@ def summarise(results: Sequence[ResultRow], target: TargetInfo, descriptions: di
         robustness_score=score,
         knowledge_needed=needed,
         sentences=sentences,
+        ci95={
+            "auc": list(intervals.auc),
+            "tpr_at_1pct_fpr": list(intervals.tpr_at_1pct_fpr),
+            "tpr_at_0_1pct_fpr": list(intervals.tpr_at_0_1pct_fpr),
+            "tpr_at_0_fpr": list(intervals.tpr_at_0_fpr),
+        } if intervals is not None else {},
+        epsilon_estimate=intervals.epsilon_estimate if intervals is not None else None,
+        epsilon_lower_bound=intervals.epsilon_lower_bound if intervals is not None else None,
     )
 
 
@@ -252,12 +283,12 @@ def render_text(report: dict[str, Any]) -> str:
         "",
         *[f"  {sentence}" for sentence in summary["sentences"]],
         "",
-        f"{'attack':<10} {'known':>6} {'AUC':>13} {'advantage':>10} {'TPR@1%FPR':>10} {'TPR@0.1%FPR':>12} {'accuracy':>9}",
+        f"{'attack':<15} {'known':>6} {'AUC':>13} {'advantage':>10} {'TPR@1%FPR':>10} {'TPR@0.1%FPR':>12} {'accuracy':>9}",
     ]
     for row in report["results"]:
         mean, std = row["mean"], row["std"]
         lines.append(
-            f"{row['attack_model']:<10} {row['proportion']:>6.0%} {mean['auc']:>6.3f} ±{std['auc']:.3f} {mean['advantage']:>10.3f} "
+            f"{row['attack_model']:<15} {row['proportion']:>6.0%} {mean['auc']:>6.3f} ±{std['auc']:.3f} {mean['advantage']:>10.3f} "
             f"{mean['tpr_at_1pct_fpr']:>10.3f} {mean['tpr_at_0_1pct_fpr']:>12.3f} {mean['accuracy']:>9.3f}"
         )
     return "\n".join(lines) + "\n"

@@ -71,6 +71,11 @@ def make_split(is_member: np.ndarray, eval_fraction: float, rng: np.random.Gener
     return EvaluationSplit(member_pool=members[n_eval:], non_member_pool=non_members[n_eval:], evaluation=evaluation)
 
 
+def split_for_repeat(is_member: np.ndarray, eval_fraction: float, seed: int, repeat: int) -> EvaluationSplit:
+    """The split of repeat ``repeat``: every stage of an audit that measures on it calls this."""
+    return make_split(is_member, eval_fraction, np.random.default_rng([seed, repeat]))
+
+
 def attacker_rows(split: EvaluationSplit, proportion: float) -> np.ndarray:
     """The rows an attacker knowing ``proportion`` of the member pool trains on (and as many non-members)."""
     n = int(round(proportion * min(len(split.member_pool), len(split.non_member_pool))))
@@ -88,7 +93,7 @@ def plan_cells(
     """Every split and cell of the sweep, all randomness drawn from ``seed``."""
     splits, cells = [], []
     for repeat in range(repeats):
-        split = make_split(is_member, eval_fraction, np.random.default_rng([seed, repeat]))
+        split = split_for_repeat(is_member, eval_fraction, seed, repeat)
         splits.append(split)
         for p_index, proportion in enumerate(proportions):
             rows = attacker_rows(split, proportion)
@@ -147,10 +152,8 @@ def run_sweep(
         # Longest cells first (nn, then gb) so the pool does not end waiting on one slow cell.
         order = sorted(range(len(cells)), key=lambda i: (_COST_RANK.get(cells[i].attack, 9), -cells[i].proportion))
         futures = {i: pool.submit(run, cells[i]) for i in order}
-        done = 0
-        for i in order:
+        for done, i in enumerate(order, 1):
             futures[i].result()
-            done += 1
             if progress is not None:
                 progress("attacks", done, len(cells))
         results = [futures[i].result() for i in range(len(cells))]

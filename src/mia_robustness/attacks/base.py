@@ -9,14 +9,17 @@ import numpy as np
 
 @dataclass(frozen=True)
 class AttackInput:
-    """Rows an attack sees: the feature matrix and the single-signal scores, row-aligned."""
+    """Rows an attack sees, row-aligned: the feature matrix, the single-signal scores, the true-label class."""
 
     features: np.ndarray
     signal_scores: dict[str, np.ndarray]
+    label_index: np.ndarray
 
     def take(self, rows: np.ndarray) -> AttackInput:
         """The subset of rows ``rows`` (an index array)."""
-        return AttackInput(self.features[rows], {name: values[rows] for name, values in self.signal_scores.items()})
+        return AttackInput(
+            self.features[rows], {name: values[rows] for name, values in self.signal_scores.items()}, self.label_index[rows]
+        )
 
     def __len__(self) -> int:
         return len(self.features)

@@ -1,0 +1,134 @@
+"""Reference-model attacks (LiRA, RMIA), class-dependent thresholds, intervals and where the risk is."""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pytest
+from sklearn.dummy import DummyClassifier
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from conftest import noisy_numeric_frame, write_bundle
+from mia_robustness import audit
+from mia_robustness.attacks.reference import balanced_in_mask, lira_scores, rmia_scores
+from mia_robustness.metrics import clopper_pearson, rate_intervals
+
+LEARNED = ("nn", "rf", "gb", "threshold", "class_threshold")
+
+
+@pytest.fixture(scope="module")
+def overfit_forest_report(tmp_path_factory):
+    frame = noisy_numeric_frame(2000, seed=1)
+    members, non_members = frame.iloc[:1000], frame.iloc[1000:]
+    model = RandomForestClassifier(n_estimators=50, random_state=0).fit(members.drop(columns="label"), members["label"])
+    bundle = write_bundle(tmp_path_factory.mktemp("forest"), model, members, non_members)
+    return audit(bundle, {"repeats": 1, "proportions": "0.5,1"}), members
+
+
+def test_reference_attacks_beat_learned_attacks_at_low_fpr(overfit_forest_report):
+    report, _ = overfit_forest_report
+    best = {}
+    for row in report.results:
+        best[row.attack_model] = max(best.get(row.attack_model, 0.0), row.mean["tpr_at_0_1pct_fpr"])
+    learned = max(best[a] for a in LEARNED)
+    reference = max(best[a] for a in ("lira", "lira_offline", "rmia", "rmia_offline"))
+    assert reference > learned + 0.05, best
+    assert report.summary.strongest_attack in ("lira", "lira_offline", "rmia", "rmia_offline")
+    assert {r.knowledge for r in report.results if r.attack_model.startswith(("lira", "rmia"))} == {
+        "black-box outputs + known rows as reference data + the target's training recipe"
+    }
+
+
+def test_intervals_epsilon_and_where_the_risk_is(overfit_forest_report):
+    report, members = overfit_forest_report
+    summary = report.summary
+    low, high = summary.ci95["auc"]
+    assert low <= summary.auc <= high and high - low < 0.2
+    low, high = summary.ci95["tpr_at_1pct_fpr"]
+    assert low <= summary.tpr_at_1pct_fpr <= high
+    assert summary.epsilon_lower_bound is not None and 0 < summary.epsilon_lower_bound <= summary.epsilon_estimate
+    assert {c["label"] for c in report.per_class} == {"0", "1"}
+    assert sum(c["members"] for c in report.per_class) == report.data.eval_rows_per_side
+    exposed = report.exposed_records
+    assert exposed["members_evaluated"] == report.data.eval_rows_per_side
+    assert len(exposed["top"]) == 10
+    assert all(0 <= r["row"] < len(members) for r in exposed["top"])
+    scores = [r["score"] for r in exposed["top"]]
+    assert scores == sorted(scores, reverse=True)
+    attacks = {c["attack_model"] for c in report.curves}
+    assert attacks == {r.attack_model for r in report.results}
+    for curve in report.curves:
+        assert len(curve["fpr"]) == len(curve["tpr"]) <= 200
+        assert curve["fpr"] == sorted(curve["fpr"]) and curve["tpr"][-1] == 1.0
+
+
+def test_dummy_target_stays_at_chance_with_intervals_covering_it(tmp_path):
+    frame = noisy_numeric_frame(1000, seed=12)
+    members, non_members = frame.iloc[:500], frame.iloc[500:]
+    model = DummyClassifier(strategy="prior").fit(members.drop(columns="label"), members["label"])
+    report = audit(write_bundle(tmp_path, model, members, non_members), {"repeats": 1, "proportions": "0.5,1", "attack_models": "threshold,class_threshold,lira,rmia"})
+    for row in report.results:
+        assert abs(row.mean["auc"] - 0.5) <= 0.05, (row.attack_model, row.mean["auc"])
+    low, high = report.summary.ci95["auc"]
+    assert low <= 0.5 <= high
+    assert report.summary.epsilon_lower_bound in (None, 0.0) or report.summary.epsilon_lower_bound < 0.5
+
+
+def test_refitting_the_recipe_never_writes_where_the_model_file_says(tmp_path):
+    """A Pipeline's `memory` names a cache folder; reference models must not use it."""
+    frame = noisy_numeric_frame(600, seed=13)
+    members, non_members = frame.iloc[:300], frame.iloc[300:]
+    cache = tmp_path / "cache-from-model-file"
+    model = Pipeline([("scale", StandardScaler()), ("rf", RandomForestClassifier(n_estimators=10, n_jobs=-1, random_state=0))], memory=str(cache))
+    model.fit(members.drop(columns="label"), members["label"])
+    import shutil
+
+    shutil.rmtree(cache, ignore_errors=True)
+    report = audit(write_bundle(tmp_path / "b", model, members, non_members), {"repeats": 1, "proportions": "1", "attack_models": "lira"})
+    assert not cache.exists()
+    assert {r.attack_model for r in report.results} == {"lira", "lira_offline"}
+
+
+def test_reference_attacks_are_skipped_by_default_on_large_tables(tmp_path, monkeypatch, overfit_tree_data):
+    engine = importlib.import_module("mia_robustness.audit")
+    monkeypatch.setattr(engine, "REFERENCE_DEFAULT_MAX_ROWS", 100)
+    model, members, non_members = overfit_tree_data
+    bundle = write_bundle(tmp_path, model, members, non_members)
+    report = audit(bundle, {"repeats": 1, "proportions": "1"} | {})
+    assert not any(r.attack_model.startswith(("lira", "rmia")) for r in report.results)
+    assert any("lira and rmia were skipped" in w for w in report.warnings)
+    asked = audit(bundle, {"repeats": 1, "proportions": "1", "attack_models": "rmia"})
+    assert {r.attack_model for r in asked.results} == {"rmia", "rmia_offline"}
+
+
+def test_lira_and_rmia_scores_rank_members_first():
+    rng = np.random.default_rng(0)
+    n_models, n = 8, 400
+    is_member = np.repeat([1, 0], n // 2)
+    in_mask = balanced_in_mask(n_models, n, rng)
+    assert (in_mask.sum(axis=0) == n_models // 2).all()
+    difficulty = rng.normal(0, 1, n)  # per-record hardness shared by every model
+    reference = 1 / (1 + np.exp(-(difficulty + 1.5 * in_mask + rng.normal(0, 0.3, (n_models, n)))))
+    target = 1 / (1 + np.exp(-(difficulty + 1.5 * is_member + rng.normal(0, 0.3, n))))
+    from sklearn.metrics import roc_auc_score
+
+    population = np.flatnonzero(is_member == 0)[:100]
+    for online in (True, False):
+        assert roc_auc_score(is_member, lira_scores(target, reference, in_mask, online=online)) > 0.85
+        assert roc_auc_score(is_member, rmia_scores(target, reference, in_mask, population, online=online)) > 0.85
+    # the raw confidence is blurred by per-record difficulty; calibrating on references removes it
+    assert roc_auc_score(is_member, target) < roc_auc_score(is_member, lira_scores(target, reference, in_mask, online=True))
+
+
+def test_clopper_pearson_and_rate_intervals():
+    low, high = clopper_pearson(0, 100)
+    assert low == 0.0 and high == pytest.approx(0.0362, abs=1e-3)
+    low, high = clopper_pearson(50, 100)
+    assert low == pytest.approx(0.398, abs=1e-3) and high == pytest.approx(0.602, abs=1e-3)
+    truth = np.repeat([1, 0], 500)
+    intervals = rate_intervals(truth, truth + np.random.default_rng(1).normal(0, 0.1, 1000), np.random.default_rng(2))
+    assert intervals.auc[0] > 0.99
+    assert intervals.epsilon_lower_bound > 4  # perfect separation of 500 vs 500 rules out epsilon < log(~500/3.7)
