@@ -224,9 +224,9 @@ def _warnings(target: TargetInfo, data: DataInfo) -> list[str]:
         )
     if data.balancing.startswith(("members", "non-members")):
         notes.append(f"tables were balanced: {data.balancing}")
-    if data.eval_rows_per_side < 200:
+    if data.eval_rows_per_side < 1000:
         notes.append(
-            f"the evaluation set has only {data.eval_rows_per_side} rows per side; TPR at 0.1% FPR needs at least "
-            "1,000 non-member rows to mean anything, so add rows for a sharper audit"
+            f"the evaluation set has {data.eval_rows_per_side} non-members, so TPR at 0.1% FPR is measured at zero "
+            "false positives; it takes at least 1,000 (about 3,400 rows per side) to resolve 0.1%"
         )
     return notes

@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", choices=DEVICES, help="where the nn attack trains (default auto)")
     run.add_argument("--label-column", help="label column (default: label/target/class/y, else the last column)")
     run.add_argument("--eval-fraction", help="share of each side held out for evaluation (default 0.3)")
+    run.add_argument("--reference-models", help="clones of the target per repeat for lira and rmia (default 4)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress on standard error")
 
     pack = commands.add_parser("bundle", help="pack a model and its tables into a bundle zip")
@@ -79,6 +80,11 @@ class Progress:
             elif (10 * done) // total != self.last_line:
                 self.last_line = (10 * done) // total
                 self.stream.write(f"[{elapsed:6.1f}s] attacks {done}/{total}\n")
+        elif stage == "reference_models":
+            if self.tty:
+                self.stream.write(f"\rreference models {done}/{total} {elapsed:6.1f}s" + ("\n" if done == total else ""))
+            else:
+                self.stream.write(f"[{elapsed:6.1f}s] reference models {done}/{total}\n")
         elif stage != "attacks":
             self.stream.write(f"[{elapsed:6.1f}s] {stage.replace('_', ' ')} done\n")
         self.stream.flush()
@@ -89,6 +95,7 @@ def _run_audit(args: argparse.Namespace) -> None:
     overrides = {
         "proportions": args.proportions, "attack_models": args.attack_models, "repeats": args.repeats,
         "seed": args.seed, "device": args.device, "label_column": args.label_column, "eval_fraction": args.eval_fraction,
+        "reference_models": args.reference_models,
     }
     report = audit(args.input, overrides, progress=None if args.quiet else Progress(sys.stderr))
     text = render(report, fmt)

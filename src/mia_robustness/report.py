@@ -89,6 +89,8 @@ class Summary:
     robustness_score: int
     knowledge_needed: float | None
     sentences: list[str]
+    highest_tpr_at_1pct_fpr: dict[str, Any] = field(default_factory=dict)
+    highest_tpr_at_0_1pct_fpr: dict[str, Any] = field(default_factory=dict)
     ci95: dict[str, list[float]] = field(default_factory=dict)
     epsilon_estimate: float | None = None
     epsilon_lower_bound: float | None = None
@@ -193,7 +195,9 @@ def summarise(
     """The headline: the worst case over every attack model and proportion, and plain-language sentences."""
     strongest = strongest_row(results)
     worst_advantage = max(r.mean["advantage"] for r in results)
-    worst_tpr = max(r.mean["tpr_at_1pct_fpr"] for r in results)
+    precise_1 = max(results, key=lambda r: r.mean["tpr_at_1pct_fpr"])
+    precise_01 = max(results, key=lambda r: r.mean["tpr_at_0_1pct_fpr"])
+    worst_tpr = precise_1.mean["tpr_at_1pct_fpr"]
     level = risk_level(strongest.mean["auc"], worst_tpr)
     score = int(round(100 * (1 - min(max(worst_advantage, 0.0), 1.0))))
     # Knowledge needed is read off the strongest attack that was measured at several proportions (the
@@ -206,8 +210,9 @@ def summarise(
         f"The strongest attack ({descriptions.get(strongest.attack_model, strongest.attack_model)}) tells members "
         f"from non-members with ROC AUC {m['auc']:.2f} (0.50 is guessing, 1.00 is perfect) when the attacker knows "
         f"{strongest.proportion:.0%} of the training rows it could know.",
-        f"At a 1% false-positive rate it finds {m['tpr_at_1pct_fpr']:.1%} of members, and at 0.1% it finds "
-        f"{m['tpr_at_0_1pct_fpr']:.1%}; guessing would find about 1% and 0.1%.",
+        f"Allowed 1% false positives, the most precise attack ({precise_1.attack_model}) finds "
+        f"{worst_tpr:.1%} of members; allowed 0.1%, {precise_01.attack_model} finds "
+        f"{precise_01.mean['tpr_at_0_1pct_fpr']:.1%} (guessing would find 1% and 0.1%).",
         f"Membership-inference risk is {level.upper()} (robustness score {score}/100, from the largest "
         f"membership advantage {worst_advantage:.2f} over all attacks)"
         + (
@@ -241,6 +246,11 @@ def summarise(
         robustness_score=score,
         knowledge_needed=needed,
         sentences=sentences,
+        highest_tpr_at_1pct_fpr={"attack_model": precise_1.attack_model, "proportion": precise_1.proportion, "value": worst_tpr},
+        highest_tpr_at_0_1pct_fpr={
+            "attack_model": precise_01.attack_model, "proportion": precise_01.proportion,
+            "value": precise_01.mean["tpr_at_0_1pct_fpr"],
+        },
         ci95={
             "auc": list(intervals.auc),
             "tpr_at_1pct_fpr": list(intervals.tpr_at_1pct_fpr),
