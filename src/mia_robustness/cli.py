@@ -19,7 +19,7 @@ from .report import render, render_text
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 1
-FORMAT_BY_SUFFIX = {".json": "json", ".csv": "csv"}
+FORMAT_BY_SUFFIX = {".json": "json", ".csv": "csv", ".html": "html", ".htm": "html"}
 
 
 class OneLineParser(argparse.ArgumentParser):

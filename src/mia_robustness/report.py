@@ -304,11 +304,17 @@ def render_text(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-RENDERERS = {"json": render_json, "csv": render_csv}
+def _render_html(report: Report) -> str:
+    from .report_html import render_html
+
+    return render_html(report.to_dict())
+
+
+RENDERERS = {"json": render_json, "csv": render_csv, "html": _render_html}
 
 
 def render(report: Report, fmt: str) -> str:
-    """Render ``report`` as ``json`` or ``csv``."""
+    """Render ``report`` as ``json``, ``csv`` or ``html`` (one self-contained page with SVG charts)."""
     try:
         return RENDERERS[fmt](report)
     except KeyError:

@@ -1,0 +1,114 @@
+"""The audit child process: what runs on the far side of :class:`~mia_robustness.serving.runner.AuditRunner`.
+
+Each invocation's audit runs in its own process, forked from a ``forkserver`` that has imported the engine
+(and torch) once, so that a crash, an out-of-memory kill or a runaway audit costs one request and never
+the HTTP worker. Messages to the parent travel over a pipe:
+
+* ``("progress", stage, done, total)``: while the audit runs;
+* ``("ok", rendered_report)``: the report, already rendered in the requested format;
+* ``("error", class_name, code, message, http_status)``: a :class:`~mia_robustness.errors.MiaError`;
+* ``("crash", summary, traceback_text)``: anything else (the parent logs the traceback).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import traceback
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+# Below the HTTP worker in CPU priority: with every core busy auditing, /ping still answers at once.
+AUDIT_NICENESS = 10
+# Exit status when the parent went away: the audit is abandoned, nobody waits for its report.
+ORPHANED_EXIT = 70
+
+
+@dataclass(frozen=True)
+class AuditJob:
+    """Everything one audit child needs (pickled to the child).
+
+    Attributes
+    ----------
+    request_id:
+        For log lines.
+    source:
+        Path of the uploaded archive.
+    overrides:
+        Audit options from the request (names as in ``AuditOptions``, string values).
+    limits:
+        The engine's ``BundleLimits`` or ``None`` for its defaults.
+    workdir:
+        Parent folder of the audit's private temporary folder.
+    fmt:
+        Report format for ``mia_robustness.report.render`` (``json``, ``csv``, ...).
+    threads:
+        Compute threads this audit may use.
+    """
+
+    request_id: str
+    source: str
+    overrides: dict[str, str]
+    limits: Any
+    workdir: str
+    fmt: str
+    threads: int
+
+
+def _exit_when_orphaned(lifeline: Connection) -> None:
+    """Block until the parent closes its end of ``lifeline`` (or dies), then end this process.
+
+    The child's OS parent is the forkserver, not the HTTP worker, so nothing else would stop an audit
+    whose requester is gone.
+    """
+    with contextlib.suppress(EOFError, OSError):
+        lifeline.recv()
+    os._exit(ORPHANED_EXIT)
+
+
+def _limit_threads(threads: int) -> None:
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=threads)  # BLAS / OpenMP used while loading and scoring the target
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(threads)
+
+
+def run_audit(job: AuditJob, results: Connection, lifeline: Connection) -> None:
+    """Child-process entry: audit ``job`` and send the outcome over ``results``."""
+    threading.Thread(target=_exit_when_orphaned, args=(lifeline,), daemon=True, name="lifeline").start()
+    with contextlib.suppress(OSError):  # not permitted in some sandboxes; priority is a nicety
+        os.nice(AUDIT_NICENESS)
+    try:
+        from mia_robustness import audit
+        from mia_robustness.errors import MiaError
+        from mia_robustness.report import render
+
+        _limit_threads(job.threads)
+
+        def progress(stage: str, done: int, total: int) -> None:
+            results.send(("progress", str(stage), int(done), int(total)))
+
+        try:
+            report = audit(
+                job.source,
+                overrides=job.overrides,
+                progress=progress,
+                limits=job.limits,
+                workdir=job.workdir,
+                workers=job.threads,
+            )
+            message: tuple[Any, ...] = ("ok", render(report, job.fmt))
+        except MiaError as error:
+            message = ("error", type(error).__name__, error.code, error.message, error.http_status)
+    except MemoryError:
+        message = ("crash", "the audit ran out of memory", traceback.format_exc())
+    except BaseException as error:  # noqa: BLE001 - everything must reach the parent as a message
+        message = ("crash", f"{type(error).__name__}: {error}", traceback.format_exc())
+    results.send(message)
+    results.close()

@@ -1,0 +1,34 @@
+"""Progress lines for logs: the audit's ``progress(stage, done, total)`` calls, thinned out."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+
+class ProgressLog:
+    """A progress callback that writes one line per stage change, per finished stage and at most one
+    line every ``interval`` seconds otherwise (an audit may report thousands of steps).
+
+    Parameters
+    ----------
+    write:
+        Receives each line (without a newline), e.g. a logger method or ``print``.
+    prefix:
+        Put before every line, e.g. the request id.
+    interval:
+        Least seconds between two lines of the same unfinished stage.
+    """
+
+    def __init__(self, write: Callable[[str], None], prefix: str = "", interval: float = 5.0) -> None:
+        self._write = write
+        self._prefix = prefix
+        self._interval = interval
+        self._stage: str | None = None
+        self._last = 0.0
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if stage != self._stage or done >= total or now - self._last >= self._interval:
+            self._stage, self._last = stage, now
+            self._write(f"{self._prefix}progress {stage} {done}/{total}")

@@ -1,0 +1,227 @@
+"""``train``: the SageMaker training-job shell. The "training" is an audit; its report is the model artifact.
+
+SageMaker lays out ``/opt/ml`` (``MIA_OPT_ML`` moves it, e.g. for tests)::
+
+    input/config/hyperparameters.json   audit options, every value a string (optional)
+    input/data/<channel>/               exactly one channel holding the bundle: an archive file, or the
+                                        bundle's files (also the legacy data.zip + model.pkl)
+    model/                              <- report.json, report.csv (SageMaker packs this as model.tar.gz)
+    output/data/                        <- report.json, report.csv
+    output/failure                      <- why the job failed (SageMaker shows the first 1024 characters)
+
+Exit status: 0 done, 2 the input is wrong (bundle, options, settings), 1 anything unexpected.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError, MiaError
+from .serving.progress import ProgressLog
+from .serving.settings import TrainingSettings, opt_ml_root
+
+EXIT_OK = 0
+EXIT_UNEXPECTED = 1
+EXIT_INPUT = 2
+# SageMaker shows this much of output/failure as the job's FailureReason.
+FAILURE_REASON_CHARS = 1024
+# Hyperparameters SageMaker and its SDKs add on their own (sagemaker_program, _tuning_objective_metric...).
+IGNORED_PREFIXES = ("sagemaker_", "_")
+# How deep to follow a channel that holds a single folder (an S3 prefix copied with its parent folder).
+MAX_CHANNEL_DEPTH = 5
+REPORT_FORMATS = {"report.json": "json", "report.csv": "csv"}
+
+
+@dataclass(frozen=True)
+class JobPaths:
+    """The parts of the SageMaker tree under ``root``."""
+
+    root: Path
+
+    @property
+    def hyperparameters(self) -> Path:
+        return self.root / "input" / "config" / "hyperparameters.json"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "input" / "data"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model"
+
+    @property
+    def output_data(self) -> Path:
+        return self.root / "output" / "data"
+
+    @property
+    def failure(self) -> Path:
+        return self.root / "output" / "failure"
+
+
+def read_hyperparameters(path: Path) -> dict[str, Any]:
+    """Audit options from ``hyperparameters.json`` (``{}`` when absent), SageMaker's own keys dropped.
+
+    Values are strings; one that holds JSON text of a list or a string (``'[0.5, 1]'``, ``'"rf"'``, as
+    some SageMaker SDKs encode them) is decoded first.
+    """
+    if not path.is_file():
+        return {}
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(
+            f"cannot read {path}: {error}; it must be a JSON object", code="bad_hyperparameters"
+        ) from None
+    if not isinstance(values, Mapping):
+        raise InputError(
+            f"{path} must hold a JSON object of option names to values", code="bad_hyperparameters"
+        )
+    options: dict[str, Any] = {}
+    for key, value in values.items():
+        if str(key).startswith(IGNORED_PREFIXES):
+            continue
+        if isinstance(value, str) and value.strip()[:1] in ("[", '"'):
+            # Not JSON after all: the option parser judges the raw text.
+            with contextlib.suppress(json.JSONDecodeError):
+                value = json.loads(value)
+        options[key] = value
+    return options
+
+
+def _entries(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def find_bundle(data: Path) -> Path:
+    """The bundle in the single input channel under ``data``: its archive file or its folder."""
+    if not data.is_dir():
+        raise InputError(
+            f"no input channel: {data} does not exist; give the training job one input channel holding the bundle",
+            code="no_input_channel",
+        )
+    entries = _entries(data)
+    pipes = [p.name for p in entries if p.is_fifo()]
+    if pipes:
+        raise InputError(
+            f"input channel {pipes[0]} is in Pipe mode, which is not supported; use File input mode",
+            code="pipe_mode_unsupported",
+        )
+    channels = [p for p in entries if p.is_dir() and _entries(p)]
+    if not channels:
+        raise InputError(
+            f"no input channel under {data} holds any file; put the bundle (an archive, or its model and "
+            "tables) in one channel",
+            code="no_input_channel",
+        )
+    if len(channels) > 1:
+        names = ", ".join(p.name for p in channels)
+        raise InputError(
+            f"found {len(channels)} input channels with files ({names}); give exactly one channel holding the bundle",
+            code="too_many_channels",
+        )
+    folder = channels[0]
+    for _ in range(MAX_CHANNEL_DEPTH):
+        inside = _entries(folder)
+        if len(inside) == 1 and inside[0].is_dir():
+            folder = inside[0]
+            continue
+        if len(inside) == 1 and inside[0].is_file() and _is_archive(inside[0]):
+            return inside[0]
+        break
+    return folder
+
+
+def _is_archive(path: Path) -> bool:
+    from .archive import detect_archive_kind
+
+    return detect_archive_kind(path) is not None
+
+
+def write_reports(report: Any, folders: list[Path]) -> list[Path]:
+    """Render ``report`` once per format and write each file into every folder."""
+    from .report import render
+
+    texts = {name: render(report, fmt) for name, fmt in REPORT_FORMATS.items()}
+    written = []
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, text in texts.items():
+            (folder / name).write_text(text, encoding="utf-8")
+            written.append(folder / name)
+    return written
+
+
+def write_failure(path: Path, reason: str) -> None:
+    """Write ``reason`` to SageMaker's failure file (best effort: the exit status still tells)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(reason, encoding="utf-8")
+    except OSError as error:
+        print(f"train: could not write {path}: {error}", file=sys.stderr)
+
+
+def run(settings: TrainingSettings, say: Callable[[str], None]) -> None:
+    """Audit the bundle in the job's input channel and write the reports (raises on failure)."""
+    from . import audit
+
+    paths = JobPaths(settings.opt_ml)
+    options = read_hyperparameters(paths.hyperparameters)
+    source = find_bundle(paths.data)
+    say(f"auditing {source} with options {options or '{}'}")
+    report = audit(
+        source,
+        overrides=options,
+        progress=ProgressLog(say),
+        limits=settings.unpack_limits.bundle_limits(),
+        workdir=settings.temp_root,
+    )
+    for path in write_reports(report, [paths.model, paths.output_data]):
+        say(f"wrote {path}")
+    summary = report.summary
+    say(f"risk level {summary.risk_level}, robustness score {summary.robustness_score}/100")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``train`` executable; returns the exit status."""
+
+    def say(line: str) -> None:
+        print(f"train: {line}", flush=True)
+
+    args = sys.argv[1:] if argv is None else argv
+    failure = JobPaths(opt_ml_root()).failure
+    if args:
+        # SageMaker runs `train` without arguments; anything else is a misuse of the image.
+        reason = f"train takes no arguments, got {' '.join(args)!r}; set audit options as hyperparameters"
+        write_failure(failure, f"bad_arguments: {reason}")
+        print(f"train: {reason}", file=sys.stderr)
+        return EXIT_INPUT
+    try:
+        settings = TrainingSettings.from_env()
+        failure = JobPaths(settings.opt_ml).failure
+        run(settings, say)
+    except MiaError as error:
+        status = EXIT_INPUT if error.http_status < 500 else EXIT_UNEXPECTED
+        reason = f"{error.code}: {error.message}"
+        write_failure(
+            failure, reason[:FAILURE_REASON_CHARS] if len(reason) > FAILURE_REASON_CHARS else reason
+        )
+        print(f"train: failed: {reason}", file=sys.stderr, flush=True)
+        return status
+    except Exception as error:  # noqa: BLE001 - the job must always leave a failure reason
+        traceback.print_exc()
+        reason = (
+            f"internal_error: the audit failed unexpectedly ({type(error).__name__}: {error}); "
+            "the job's log has the traceback"
+        )
+        write_failure(failure, reason[:FAILURE_REASON_CHARS])
+        return EXIT_UNEXPECTED
+    failure.unlink(missing_ok=True)  # a stale reason from an earlier run of the same tree
+    return EXIT_OK

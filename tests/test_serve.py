@@ -1,0 +1,569 @@
+"""The SageMaker serving shell, driven over real HTTP: `./serve` runs as a subprocess on a loopback port.
+
+One session-scoped server (2 concurrent audits, 1 MB body limit, its own temporary root) serves most
+tests; the timeout and SIGTERM tests start a second one. Audits are tiny (threshold / rf, 1 repeat) so
+the whole module runs in well under a minute on 2 cores.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+from sklearn.tree import DecisionTreeClassifier
+
+from conftest import REPO_ROOT, noisy_numeric_frame, write_bundle
+from mia_robustness.errors import OptionsError
+from mia_robustness.serving.settings import MB, ServerSettings
+
+SERVE = REPO_ROOT / "serve"
+TINY = "attack_models=threshold;repeats=1;proportions=0.5,1"
+FAST = "attack_models=threshold,rf;repeats=1;proportions=0.5,1"
+ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
+STARTUP_SECONDS = 120  # imports are slow on a busy 2-core machine
+
+pytestmark = pytest.mark.skipif(
+    not Path("/proc/self").exists(), reason="needs Linux (/proc) to inspect processes"
+)
+
+
+# --------------------------------------------------------------------------------------------------
+# Server processes
+# --------------------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _process_table() -> dict[int, tuple[str, int]]:
+    """pid -> (state, parent pid) for every process, from /proc."""
+    table = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # "pid (comm) state ppid ...": comm may hold spaces, so split after its closing parenthesis.
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        table[int(stat.parent.name)] = (fields[0], int(fields[1]))
+    return table
+
+
+def _ppid(pid: int) -> int:
+    return _process_table().get(pid, ("", 0))[1]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    state = _process_table().get(pid)
+    return state is not None and state[0] != "Z"
+
+
+class Server:
+    """A running `./serve` subprocess and what the tests need to know about it."""
+
+    def __init__(self, directory: Path, **env: str) -> None:
+        self.temp_root = directory / "tmp"
+        self.temp_root.mkdir()
+        self.log_path = directory / "serve.log"
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        environ = dict(os.environ)
+        environ.update(
+            PATH=f"{Path(sys.executable).parent}{os.pathsep}{environ.get('PATH', '')}",
+            SAGEMAKER_BIND_TO_PORT=str(self.port),
+            MIA_BIND_HOST="127.0.0.1",
+            MIA_TEMP_DIR=str(self.temp_root),
+            **env,
+        )
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen([str(SERVE)], env=environ, stdout=self._log, stderr=subprocess.STDOUT)
+        self._wait_until_up()
+
+    def _wait_until_up(self) -> None:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"serve exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if requests.get(f"{self.url}/ping", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise AssertionError(f"serve did not answer /ping within {STARTUP_SECONDS} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def invoke(self, body: bytes, attributes: str | None = TINY, **headers: str) -> requests.Response:
+        headers.setdefault("Content-Type", "application/zip")
+        if attributes is not None:
+            headers[ATTRIBUTES] = attributes
+        # A fresh connection per call: a refused upload may leave its connection closed by the server.
+        return requests.post(f"{self.url}/invocations", data=body, headers=headers, timeout=300)
+
+    def descendants(self) -> list[int]:
+        """Live PIDs below the server: the worker, its forkserver and the audit children."""
+        parents = {pid: stat[1] for pid, stat in _process_table().items() if stat[0] != "Z"}
+        found, frontier = [], [self.process.pid]
+        while frontier:
+            parent = frontier.pop()
+            children = [pid for pid, ppid in parents.items() if ppid == parent]
+            found += children
+            frontier += children
+        return found
+
+    def audit_children(self) -> list[int]:
+        """Live audit processes: the children of the worker's forkserver."""
+        below = self.descendants()
+        servers = [
+            pid for pid in below if "forkserver" in _cmdline(pid) and "forkserver" not in _cmdline(_ppid(pid))
+        ]
+        return [pid for pid in below if _ppid(pid) in servers]
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    running = Server(
+        tmp_path_factory.mktemp("serve"), SAGEMAKER_MODEL_SERVER_WORKERS="2", MIA_MAX_PAYLOAD_MB="1"
+    )
+    yield running
+    assert running.stop() == 0, running.log()
+
+
+# --------------------------------------------------------------------------------------------------
+# Bundles (bytes of real archives)
+# --------------------------------------------------------------------------------------------------
+
+
+def _bundle_bytes(
+    directory: Path,
+    rows: int,
+    *,
+    kind: str = "zip",
+    label: str = "label",
+    seed: int = 1,
+    features: int = 6,
+    config: dict | None = None,
+) -> bytes:
+    frame = noisy_numeric_frame(2 * rows, n_features=features, seed=seed).rename(columns={"label": label})
+    members, non_members = frame.iloc[:rows].reset_index(drop=True), frame.iloc[rows:].reset_index(drop=True)
+    model = DecisionTreeClassifier(random_state=0).fit(members.drop(columns=label), members[label])
+    directory.mkdir(parents=True, exist_ok=True)
+    return write_bundle(directory, model, members, non_members, kind=kind, config=config).read_bytes()
+
+
+@pytest.fixture(scope="session")
+def bundles(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serve-bundles")
+    return {
+        # 300 members / 300 non-members, label "label"
+        "small": _bundle_bytes(root / "small", 300),
+        # 200 / 200, label "target", 4 features, tar.gz, with a config.json of its own
+        "other": _bundle_bytes(
+            root / "other",
+            200,
+            kind="tar.gz",
+            label="target",
+            seed=3,
+            features=4,
+            config={"attack_models": ["rf"], "proportions": [1.0], "repeats": 1},
+        ),
+        "tar": _bundle_bytes(root / "tar", 150, kind="tar", seed=4),
+        # enough work to keep an audit busy for seconds (see the ping test)
+        "busy": _bundle_bytes(root / "busy", 1000, seed=2),
+    }
+
+
+BUSY = "attack_models=rf;repeats=6;proportions=0.2,0.4,0.6,0.8,1"
+
+
+# --------------------------------------------------------------------------------------------------
+# Settings (no server)
+# --------------------------------------------------------------------------------------------------
+
+
+def test_settings_defaults_and_derived_values():
+    settings = ServerSettings.from_env({}, cpus=8)
+    assert (settings.host, settings.port, settings.workers, settings.timeout) == ("0.0.0.0", 8080, 2, 3600)
+    assert settings.threads == 2 * 2 + 2 and settings.threads_per_audit == 4
+    assert settings.max_payload_bytes == 100 * MB and settings.max_payload_mb == 100
+    assert settings.default_accept == "application/json"
+    assert settings.unpack_limits.bundle_limits() is None
+    assert ServerSettings.from_env({}, cpus=1).workers == 1
+
+    custom = ServerSettings.from_env(
+        {
+            "SAGEMAKER_MODEL_SERVER_WORKERS": "3",
+            "MIA_MAX_PAYLOAD_MB": "250",
+            "MIA_MAX_ARCHIVE_MEMBERS": "7",
+            "MIA_MAX_UNPACKED_MB": "5",
+            "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT": "text/csv",
+            "MIA_MAX_AUDIT_MEMORY_MB": "512",
+        },
+        cpus=2,
+    )
+    assert custom.workers == 3 and custom.threads_per_audit == 1
+    assert custom.max_payload_mb == 100  # SageMaker's ceiling, whatever the server accepts
+    limits = custom.unpack_limits.bundle_limits()
+    assert (limits.max_members, limits.max_unpacked_bytes) == (7, 5 * MB)
+    assert custom.default_accept == "text/csv" and custom.max_audit_memory_bytes == 512 * MB
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SAGEMAKER_BIND_TO_PORT", "http"),
+        ("SAGEMAKER_BIND_TO_PORT", "70000"),
+        ("SAGEMAKER_MODEL_SERVER_WORKERS", "0"),
+        ("SAGEMAKER_MODEL_SERVER_TIMEOUT", "-5"),
+        ("MIA_MAX_PAYLOAD_MB", "0.5"),
+        ("MIA_MAX_COMPRESSION_RATIO", "nan"),
+        ("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", "image/png"),
+        ("MIA_TEMP_DIR", "/no/such/dir"),
+        ("MIA_SERVER_THREADS", "3"),
+    ],
+)
+def test_settings_name_the_bad_variable(name, value):
+    with pytest.raises(OptionsError) as caught:
+        ServerSettings.from_env({name: value}, cpus=2)
+    assert name in caught.value.message and caught.value.code == "bad_setting"
+
+
+def test_serve_refuses_bad_environment_with_one_line():
+    environ = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    environ["SAGEMAKER_BIND_TO_PORT"] = "eighty"
+    done = subprocess.run([str(SERVE)], env=environ, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "SAGEMAKER_BIND_TO_PORT='eighty'" in done.stderr and "Traceback" not in done.stderr
+
+
+# --------------------------------------------------------------------------------------------------
+# The HTTP contract
+# --------------------------------------------------------------------------------------------------
+
+
+def test_ping_and_execution_parameters(server):
+    ping = requests.get(f"{server.url}/ping", timeout=5)
+    assert ping.status_code == 200 and ping.content == b""
+    params = requests.get(f"{server.url}/execution-parameters", timeout=5)
+    assert params.status_code == 200
+    assert params.json() == {
+        "MaxConcurrentTransforms": 2,
+        "BatchStrategy": "SINGLE_RECORD",
+        "MaxPayloadInMB": 1,
+    }
+
+
+def test_json_report_with_options_from_the_header(server, bundles):
+    response = server.invoke(
+        bundles["small"], attributes="repeats=1;proportions=0.5,1;attack_models=threshold"
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["Content-Type"].startswith("application/json")
+    report = response.json()
+    assert report["settings"]["attack_models"] == ["threshold"]
+    assert report["settings"]["proportions"] == [0.5, 1.0]
+    assert report["settings"]["repeats"] == 1
+    assert {(row["attack_model"], row["proportion"]) for row in report["results"]} == {
+        ("threshold", 0.5),
+        ("threshold", 1.0),
+    }
+    assert report["data"]["rows_per_side"] == 300 and report["data"]["label_column"] == "label"
+
+
+def test_csv_report(server, bundles):
+    response = server.invoke(bundles["small"], attributes=FAST, Accept="text/csv")
+    assert response.status_code == 200, response.text
+    assert response.headers["Content-Type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert sorted((row["attack_model"], row["proportion"]) for row in rows) == [
+        ("rf", "0.5"),
+        ("rf", "1"),
+        ("threshold", "0.5"),
+        ("threshold", "1"),
+    ]
+    assert all(0.0 <= float(row["auc_mean"]) <= 1.0 for row in rows)
+
+
+def test_bundle_config_applies_and_the_header_overrides_it(server, bundles):
+    from_config = server.invoke(bundles["other"], attributes=None, **{"Content-Type": "application/gzip"})
+    assert from_config.status_code == 200, from_config.text
+    assert from_config.json()["settings"]["attack_models"] == ["rf"]
+    overridden = server.invoke(
+        bundles["other"], attributes="attack_models=threshold", **{"Content-Type": "application/gzip"}
+    )
+    assert overridden.status_code == 200, overridden.text
+    settings = overridden.json()["settings"]
+    assert settings["attack_models"] == ["threshold"] and settings["proportions"] == [1.0]
+
+
+@pytest.mark.parametrize("content_type", ["application/x-tar", "application/octet-stream", None])
+def test_archive_kind_is_found_by_content(server, bundles, content_type):
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    response = requests.post(
+        f"{server.url}/invocations", data=bundles["tar"], headers={ATTRIBUTES: TINY, **headers}, timeout=300
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["data"]["rows_per_side"] == 150
+
+
+@pytest.mark.parametrize(
+    ("accept", "media_type"),
+    [
+        (None, "application/json"),
+        ("*/*", "application/json"),
+        ("text/*", "text/csv"),
+        ("application/json;q=0.5, text/csv", "text/csv"),
+        ("text/csv;charset=utf-8", "text/csv"),
+    ],
+)
+def test_accept_negotiation(server, bundles, accept, media_type):
+    headers = {} if accept is None else {"Accept": accept}
+    response = server.invoke(bundles["tar"], **headers)
+    assert response.status_code == 200, response.text
+    assert response.headers["Content-Type"].split(";")[0] == media_type
+
+
+def test_html_only_when_the_report_renders_it(server, bundles):
+    from mia_robustness.report import RENDERERS
+
+    response = server.invoke(bundles["tar"], Accept="text/html")
+    if "html" in RENDERERS:
+        assert response.status_code == 200 and response.headers["Content-Type"].startswith("text/html")
+    else:
+        assert response.status_code == 406 and "text/csv" in response.json()["error-message"]
+
+
+def _corrupt_zip(bundle: bytes) -> bytes:
+    return bundle[: len(bundle) // 2]  # a truncated zip: the central directory is gone
+
+
+def _zip_without_subject() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("train.csv", "x0,label\n1,0\n")
+        archive.writestr("model.pkl", b"not a pickle")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "code"),
+    [
+        ("text/plain content type", 415, "unsupported_media_type"),
+        ("image/png accept", 406, "not_acceptable"),
+        ("corrupt zip", 400, "corrupt_archive"),
+        ("not an archive", 400, "unknown_archive_format"),
+        ("bundle without subject.csv", 400, "missing_non_members"),
+        ("bad option value in header", 400, "bad_option"),
+        ("unknown option in header", 400, "bad_option"),
+        ("malformed header", 400, "bad_option"),
+        ("empty body", 400, "empty_body"),
+        ("declared length over the limit", 413, "payload_too_large"),
+        ("chunked body over the limit", 413, "payload_too_large"),
+    ],
+)
+def test_errors_are_json_and_never_200(server, bundles, case, status, code):
+    body, attributes, headers = bundles["small"], TINY, {}
+    if case == "text/plain content type":
+        headers["Content-Type"] = "text/plain"
+    elif case == "image/png accept":
+        headers["Accept"] = "image/png"
+    elif case == "corrupt zip":
+        body = _corrupt_zip(body)
+    elif case == "not an archive":
+        body, headers["Content-Type"] = b"member,label\n1,0\n" * 10, "application/octet-stream"
+    elif case == "bundle without subject.csv":
+        body = _zip_without_subject()
+    elif case == "bad option value in header":
+        attributes = "repeats=0"
+    elif case == "unknown option in header":
+        attributes = "attack_modles=rf"
+    elif case == "malformed header":
+        attributes = "repeats"
+    elif case == "empty body":
+        body = b""
+    elif case == "declared length over the limit":
+        body = os.urandom(MB + 1)
+    elif case == "chunked body over the limit":
+        payload = os.urandom(3 * MB)
+        body = (payload[i : i + 64 * 1024] for i in range(0, len(payload), 64 * 1024))  # no Content-Length
+    response = server.invoke(body, attributes=attributes, **headers)
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"].startswith("application/json")
+    error = response.json()
+    assert error["error"] == code and len(error["error-message"]) > 20
+    assert "Traceback" not in error["error-message"]
+    if case.startswith(("bad option", "unknown option")):
+        assert ("repeats" if case.startswith("bad") else "attack_modles") in error["error-message"]
+    assert requests.get(f"{server.url}/ping", timeout=5).status_code == 200  # still healthy
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"), [("get", "/invocations", 405), ("get", "/nowhere", 404)]
+)
+def test_routing_errors_are_json(server, method, path, status):
+    response = requests.request(method, f"{server.url}{path}", timeout=5)
+    assert response.status_code == status
+    assert set(response.json()) == {"error", "error-message"}
+
+
+def test_concurrent_invocations_each_get_their_own_report(server, bundles):
+    jobs = [("small", 300, "label"), ("other", 200, "target")] * 2
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        responses = list(pool.map(lambda job: server.invoke(bundles[job[0]], attributes=FAST), jobs))
+    for (_, rows, label), response in zip(jobs, responses, strict=True):
+        # 4 at once: 2 run, 2 wait for a slot (2 * 2 + 2 threads, 2 of them kept for /ping).
+        assert response.status_code == 200, response.text
+        data = response.json()["data"]
+        assert (data["rows_per_side"], data["label_column"]) == (rows, label)
+
+
+def test_ping_answers_fast_while_two_audits_run(server, bundles):
+    running: list[tuple[float, float]] = []
+
+    def busy_audit() -> requests.Response:
+        start = time.monotonic()
+        response = server.invoke(bundles["busy"], attributes=BUSY)
+        running.append((start, time.monotonic()))
+        return response
+
+    latencies: list[float] = []
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = [pool.submit(busy_audit) for _ in range(2)]
+        time.sleep(1.0)  # both uploads done, both children forked
+        while not any(f.done() for f in futures):
+            start = time.monotonic()
+            assert requests.get(f"{server.url}/ping", timeout=10).status_code == 200
+            latencies.append(time.monotonic() - start)
+            time.sleep(0.1)
+        responses = [f.result() for f in futures]
+    assert all(r.status_code == 200 for r in responses), [r.text[:200] for r in responses]
+    assert len(latencies) >= 10, f"the audits were too short to measure ({len(latencies)} pings)"
+    print(
+        f"\n/ping under two audits: n={len(latencies)} median={statistics.median(latencies) * 1000:.1f} ms "
+        f"max={max(latencies) * 1000:.1f} ms"
+    )
+    assert max(latencies) < 2.0
+
+
+def test_a_crashed_audit_is_a_500_and_the_server_survives(server, bundles):
+    result: dict[str, requests.Response] = {}
+    thread = threading.Thread(
+        target=lambda: result.setdefault("r", server.invoke(bundles["busy"], attributes=BUSY))
+    )
+    thread.start()
+    deadline = time.monotonic() + 60
+    child = None
+    while child is None and time.monotonic() < deadline:
+        child = next(iter(server.audit_children()), None)
+        time.sleep(0.05)
+    assert child is not None, "no audit child appeared"
+    time.sleep(0.5)
+    os.kill(child, signal.SIGKILL)  # what the out-of-memory killer does
+    thread.join(60)
+    response = result["r"]
+    assert response.status_code == 500
+    assert response.json()["error"] == "audit_crashed" and "SIGKILL" in response.json()["error-message"]
+    assert server.invoke(bundles["tar"]).status_code == 200
+
+
+def test_no_temporary_files_are_left_behind(server, bundles):
+    for body in [
+        bundles["small"],
+        _corrupt_zip(bundles["small"]),
+        b"PK\x03\x04" + b"\0" * 100,
+        bundles["tar"],
+    ] * 3:
+        server.invoke(body)
+    assert list(server.temp_root.iterdir()) == []
+
+
+# --------------------------------------------------------------------------------------------------
+# Timeout and shutdown (a server of their own)
+# --------------------------------------------------------------------------------------------------
+
+
+def test_timeout_then_clean_sigterm(tmp_path, bundles):
+    own = Server(tmp_path, SAGEMAKER_MODEL_SERVER_WORKERS="1", SAGEMAKER_MODEL_SERVER_TIMEOUT="2")
+    try:
+        # Three at once with 1 audit slot and 4 threads (2 kept for /ping): one runs past the timeout
+        # and is stopped, one waits for the slot past the timeout, one is refused at once as busy.
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            responses = list(pool.map(lambda _: own.invoke(bundles["busy"], attributes=BUSY), range(3)))
+        answers = sorted((r.status_code, r.json()["error"]) for r in responses)
+        assert answers == [(500, "audit_timeout"), (500, "audit_timeout"), (503, "server_busy")], answers
+        assert all(
+            "SAGEMAKER_MODEL_SERVER_TIMEOUT" in r.json()["error-message"]
+            for r in responses
+            if r.status_code == 500
+        )
+
+        # SIGTERM while an audit runs: the audit is cancelled (503), the server exits 0 within seconds.
+        result: dict[str, requests.Response] = {}
+        thread = threading.Thread(
+            target=lambda: result.setdefault("r", own.invoke(bundles["busy"], attributes=BUSY))
+        )
+        thread.start()
+        time.sleep(1.0)
+        processes = own.descendants()
+        started = time.monotonic()
+        own.process.send_signal(signal.SIGTERM)
+        assert own.process.wait(timeout=15) == 0, own.log()
+        elapsed = time.monotonic() - started
+        thread.join(15)
+        assert result["r"].status_code == 503 and result["r"].json()["error"] == "shutting_down"
+        assert elapsed < 10
+        time.sleep(1.5)  # the forkserver notices its parent is gone within its poll interval
+        assert [pid for pid in processes if _alive(pid)] == []
+        assert list(own.temp_root.iterdir()) == []
+    finally:
+        own.stop()
+
+
+def test_tar_member_paths_are_checked_by_the_server(server, tmp_path):
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        data = json.dumps({"repeats": 1}).encode()
+        info = tarfile.TarInfo("../config.json")
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+    response = server.invoke(buffer.getvalue(), **{"Content-Type": "application/x-tar"})
+    assert response.status_code == 400
+    assert response.json()["error"] == "member_path_traversal"
