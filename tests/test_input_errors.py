@@ -11,7 +11,7 @@ from sklearn.tree import DecisionTreeClassifier
 
 from conftest import noisy_numeric_frame, write_bundle
 from mia_robustness import audit
-from mia_robustness.errors import BundleError, DataError, MiaError, ModelError, OptionsError
+from mia_robustness.errors import BundleError, DataError, LimitError, MiaError, ModelError, OptionsError
 
 FAST = {"repeats": 1, "proportions": "1", "attack_models": "threshold"}
 
@@ -171,3 +171,14 @@ def test_every_error_is_a_mia_error_with_a_message(tmp_path):
     with pytest.raises(MiaError) as caught:
         audit(tmp_path / "junk.zip", FAST)
     assert caught.value.http_status == 400 and caught.value.message
+
+
+def test_an_audit_over_the_memory_limit_is_refused_up_front(tmp_path, frames, monkeypatch):
+    model, members, non_members = frames
+    engine = importlib.import_module("mia_robustness.audit")
+    ran = []
+    monkeypatch.setattr(engine, "run_sweep", lambda *a, **k: ran.append(1))
+    with pytest.raises(LimitError) as caught:
+        audit(write_bundle(tmp_path, model, members, non_members), FAST, max_memory_mb=50)
+    assert caught.value.code == "memory_limit" and "MB" in caught.value.message
+    assert not ran  # refused before any attack ran

@@ -8,20 +8,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import sklearn
 
 from . import __version__
 from .archive import BundleLimits
 from .attacks import ATTACK_DESCRIPTIONS, AttackInput, resolve_device
 from .bundle import open_bundle
+from .errors import LimitError
 from .loading import load_model, saved_sklearn_version
 from .metrics import per_class_metrics, rate_intervals, roc_points
 from .options import REFERENCE_ATTACKS, AuditOptions, options_from_mapping
 from .reference import run_reference_attacks
 from .report import DataInfo, Report, ResultRow, TargetInfo, aggregate, strongest_row, summarise
 from .signals import compute_signals
-from .sweep import CellResult, run_sweep, split_for_repeat
-from .tables import prepare_data, read_table
+from .sweep import CellResult, default_workers, run_sweep, split_for_repeat
+from .tables import prepare_data, read_table, resolve_label_column
 from .target import TargetOutputs, query_target
 
 ProgressCallback = Callable[[str, int, int], None]
@@ -58,6 +60,7 @@ def audit(
     limits: BundleLimits | None = None,
     workdir: str | Path | None = None,
     workers: int | None = None,
+    max_memory_mb: float | None = None,
 ) -> Report:
     """Audit the bundle at ``source`` and return its robustness report.
 
@@ -76,6 +79,9 @@ def audit(
         Parent folder for the audit's private temporary folder, removed on every path.
     workers:
         Threads for the attack sweep (all usable CPUs when ``None``).
+    max_memory_mb:
+        Refuse the audit (``LimitError``, code ``memory_limit``) when :func:`estimate_peak_memory_mb` of
+        the bundle exceeds this, before any attack runs; ``None`` means no limit.
     """
     report_progress = progress or (lambda stage, done, total: None)
     timings: dict[str, float] = {}
@@ -95,7 +101,17 @@ def audit(
         model = load_model(bundle.model_path)
         members = read_table(bundle.members_path, "members")
         non_members = read_table(bundle.non_members_path, "non-members")
+        model_file_bytes = bundle.model_path.stat().st_size
         lap("loading")
+
+    if max_memory_mb is not None:
+        estimate = estimate_peak_memory_mb(members, non_members, model_file_bytes, options, workers or default_workers())
+        if estimate > max_memory_mb:
+            raise LimitError(
+                f"this audit would need about {estimate:,.0f} MB of memory, over the limit of {max_memory_mb:,.0f} MB; "
+                "audit fewer rows (subsample train/subject), fewer reference_models, or raise the limit",
+                code="memory_limit",
+            )
 
     rng = np.random.default_rng([options.seed, 2**31 - 1])  # a stream of its own for balancing
     data = prepare_data(members, non_members, model, options.label_column, rng)
@@ -163,6 +179,33 @@ def audit(
         exposed_records=_exposed_records(strongest_cell, eval_rows, data.is_member, data.source_rows, strongest.mean),
         curves=_curves(results, cells, truth),
     )
+
+
+# Coarse memory model (bench/ prints it beside the measured peak): the interpreter with torch and
+# scikit-learn loaded, the tables and their copies, the per-row signals and each concurrent cell's
+# slices, the attack forests, and the reference clones of the target.
+BASELINE_MB = 450
+TABLE_COPIES = 4
+FOREST_BYTES_PER_TRAINING_ROW = 2_000  # 100 trees, leaves of >= 5 rows, ~2 nodes per leaf, ~100 B per node
+MODEL_IN_MEMORY_PER_FILE_BYTE = 4  # pickles are compressed or compact; fitted models unfold on load
+
+
+def estimate_peak_memory_mb(
+    members: pd.DataFrame, non_members: pd.DataFrame, model_file_bytes: int, options: AuditOptions, workers: int
+) -> float:
+    """An upper-end estimate of an audit's peak resident memory in MB, from sizes known before it runs."""
+    rows = 2 * min(len(members), len(non_members))
+    table_bytes = members.memory_usage(deep=True).sum() + non_members.memory_usage(deep=True).sum()
+    n_classes = max(members[resolve_label_column(members, options.label_column, "members")].nunique(), 2)
+    signal_bytes = rows * (min(n_classes, 10) + 6 + min(n_classes, 100)) * 4
+    pool_rows = (1 - options.eval_fraction) * rows * max(options.proportions)
+    concurrent = min(workers, len(options.attack_models) * len(options.proportions) * options.repeats)
+    total = TABLE_COPIES * table_bytes + signal_bytes * (2 + 2 * concurrent) + rows * n_classes * 8
+    if "rf" in options.attack_models:
+        total += min(concurrent, options.repeats * len(options.proportions)) * pool_rows * FOREST_BYTES_PER_TRAINING_ROW / 10
+    if set(options.attack_models) & set(REFERENCE_ATTACKS):
+        total += min(workers, options.reference_models) * model_file_bytes * MODEL_IN_MEMORY_PER_FILE_BYTE
+    return BASELINE_MB + total / 2**20
 
 
 def _evaluation_rows(is_member: np.ndarray, options: AuditOptions) -> np.ndarray:
