@@ -195,3 +195,11 @@ def test_parquet_tables_and_named_label_column(tmp_path):
     report = audit(folder, FAST | {"label_column": "outcome"})
     assert report.data.label_column == "outcome"
     assert report.summary.auc > 0.6
+
+
+def test_figures_do_not_depend_on_the_number_of_threads(overfit_bundle):
+    """The CLI, a server child and a training job get different thread counts; the report must not change."""
+    options = {"attack_models": "nn,gb,class_threshold,rmia", "repeats": 1, "proportions": "0.5,1"}
+    one = _without_timings(audit(overfit_bundle, options, workers=1))
+    two = _without_timings(audit(overfit_bundle, options, workers=2))
+    assert json.dumps(one, sort_keys=True) == json.dumps(two, sort_keys=True)

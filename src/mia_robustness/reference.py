@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 from sklearn.metrics import roc_curve
+from threadpoolctl import threadpool_limits
 
 from .attacks.reference import balanced_in_mask, lira_scores, rmia_scores
 from .errors import ModelError
@@ -93,7 +94,9 @@ def fit_reference_confidences(
             return _true_class_confidence(model, inputs, label_index, classes)
 
     results = []
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    # One BLAS/OpenMP thread per fit: the fits run side by side, and a model's figures must not depend on
+    # how many threads the machine (CLI, server child, training job) happens to give the audit.
+    with threadpool_limits(limits=1), ThreadPoolExecutor(max_workers=workers) as pool:
         for done, confidence in enumerate(pool.map(fit_one, range(len(in_mask))), 1):  # map keeps model order
             results.append(confidence)
             if progress is not None:
