@@ -1,7 +1,9 @@
 """The SageMaker serving shell, driven over real HTTP: `./serve` runs as a subprocess on a loopback port.
 
-One session-scoped server (2 concurrent audits, 1 MB body limit, its own temporary root) serves most
-tests; the timeout and SIGTERM tests start a second one. Audits are tiny (threshold / rf, 1 repeat) so
+One session-scoped server (the ``server`` fixture of conftest.py: 2 concurrent audits, 1 MB body limit,
+its own temporary root; the ``Server`` helper is in serving_helpers.py) serves most tests; the timeout
+and SIGTERM tests start a second one. Load, leaks, a killed worker and the memory limit are in
+test_server_stress.py; fuzzing in test_fuzz.py. Audits are tiny (threshold / rf, 1 repeat) so
 the whole module runs in well under a minute on 2 cores.
 """
 
@@ -25,192 +27,16 @@ from pathlib import Path
 
 import pytest
 import requests
-from sklearn.tree import DecisionTreeClassifier
 
-from conftest import REPO_ROOT, noisy_numeric_frame, write_bundle
 from mia_robustness.errors import OptionsError
 from mia_robustness.serving.settings import MB, ServerSettings
+from serving_helpers import ATTRIBUTES, SERVE, TINY, Server, alive
 
-SERVE = REPO_ROOT / "serve"
-TINY = "attack_models=threshold;repeats=1;proportions=0.5,1"
 FAST = "attack_models=threshold,rf;repeats=1;proportions=0.5,1"
-ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
-STARTUP_SECONDS = 120  # imports are slow on a busy 2-core machine
 
 pytestmark = pytest.mark.skipif(
     not Path("/proc/self").exists(), reason="needs Linux (/proc) to inspect processes"
 )
-
-
-# --------------------------------------------------------------------------------------------------
-# Server processes
-# --------------------------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _process_table() -> dict[int, tuple[str, int]]:
-    """pid -> (state, parent pid) for every process, from /proc."""
-    table = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            # "pid (comm) state ppid ...": comm may hold spaces, so split after its closing parenthesis.
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        table[int(stat.parent.name)] = (fields[0], int(fields[1]))
-    return table
-
-
-def _ppid(pid: int) -> int:
-    return _process_table().get(pid, ("", 0))[1]
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def _alive(pid: int) -> bool:
-    state = _process_table().get(pid)
-    return state is not None and state[0] != "Z"
-
-
-class Server:
-    """A running `./serve` subprocess and what the tests need to know about it."""
-
-    def __init__(self, directory: Path, **env: str) -> None:
-        self.temp_root = directory / "tmp"
-        self.temp_root.mkdir()
-        self.log_path = directory / "serve.log"
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        environ = dict(os.environ)
-        environ.update(
-            PATH=f"{Path(sys.executable).parent}{os.pathsep}{environ.get('PATH', '')}",
-            SAGEMAKER_BIND_TO_PORT=str(self.port),
-            MIA_BIND_HOST="127.0.0.1",
-            MIA_TEMP_DIR=str(self.temp_root),
-            **env,
-        )
-        self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen([str(SERVE)], env=environ, stdout=self._log, stderr=subprocess.STDOUT)
-        self._wait_until_up()
-
-    def _wait_until_up(self) -> None:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"serve exited with {self.process.returncode}:\n{self.log()}")
-            try:
-                if requests.get(f"{self.url}/ping", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise AssertionError(f"serve did not answer /ping within {STARTUP_SECONDS} s:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def invoke(self, body: bytes, attributes: str | None = TINY, **headers: str) -> requests.Response:
-        headers.setdefault("Content-Type", "application/zip")
-        if attributes is not None:
-            headers[ATTRIBUTES] = attributes
-        # A fresh connection per call: a refused upload may leave its connection closed by the server.
-        return requests.post(f"{self.url}/invocations", data=body, headers=headers, timeout=300)
-
-    def descendants(self) -> list[int]:
-        """Live PIDs below the server: the worker, its forkserver and the audit children."""
-        parents = {pid: stat[1] for pid, stat in _process_table().items() if stat[0] != "Z"}
-        found, frontier = [], [self.process.pid]
-        while frontier:
-            parent = frontier.pop()
-            children = [pid for pid, ppid in parents.items() if ppid == parent]
-            found += children
-            frontier += children
-        return found
-
-    def audit_children(self) -> list[int]:
-        """Live audit processes: the children of the worker's forkserver."""
-        below = self.descendants()
-        servers = [
-            pid for pid in below if "forkserver" in _cmdline(pid) and "forkserver" not in _cmdline(_ppid(pid))
-        ]
-        return [pid for pid in below if _ppid(pid) in servers]
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
-        return self.process.returncode
-
-
-@pytest.fixture(scope="session")
-def server(tmp_path_factory):
-    running = Server(
-        tmp_path_factory.mktemp("serve"), SAGEMAKER_MODEL_SERVER_WORKERS="2", MIA_MAX_PAYLOAD_MB="1"
-    )
-    yield running
-    assert running.stop() == 0, running.log()
-
-
-# --------------------------------------------------------------------------------------------------
-# Bundles (bytes of real archives)
-# --------------------------------------------------------------------------------------------------
-
-
-def _bundle_bytes(
-    directory: Path,
-    rows: int,
-    *,
-    kind: str = "zip",
-    label: str = "label",
-    seed: int = 1,
-    features: int = 6,
-    config: dict | None = None,
-) -> bytes:
-    frame = noisy_numeric_frame(2 * rows, n_features=features, seed=seed).rename(columns={"label": label})
-    members, non_members = frame.iloc[:rows].reset_index(drop=True), frame.iloc[rows:].reset_index(drop=True)
-    model = DecisionTreeClassifier(random_state=0).fit(members.drop(columns=label), members[label])
-    directory.mkdir(parents=True, exist_ok=True)
-    return write_bundle(directory, model, members, non_members, kind=kind, config=config).read_bytes()
-
-
-@pytest.fixture(scope="session")
-def bundles(tmp_path_factory):
-    root = tmp_path_factory.mktemp("serve-bundles")
-    return {
-        # 300 members / 300 non-members, label "label"
-        "small": _bundle_bytes(root / "small", 300),
-        # 200 / 200, label "target", 4 features, tar.gz, with a config.json of its own
-        "other": _bundle_bytes(
-            root / "other",
-            200,
-            kind="tar.gz",
-            label="target",
-            seed=3,
-            features=4,
-            config={"attack_models": ["rf"], "proportions": [1.0], "repeats": 1},
-        ),
-        "tar": _bundle_bytes(root / "tar", 150, kind="tar", seed=4),
-        # enough work to keep an audit busy for seconds (see the ping test)
-        "busy": _bundle_bytes(root / "busy", 1000, seed=2),
-    }
-
-
 BUSY = "attack_models=rf;repeats=6;proportions=0.2,0.4,0.6,0.8,1"
 
 
@@ -551,7 +377,7 @@ def test_timeout_then_clean_sigterm(tmp_path, bundles):
         assert result["r"].status_code == 503 and result["r"].json()["error"] == "shutting_down"
         assert elapsed < 10
         time.sleep(1.5)  # the forkserver notices its parent is gone within its poll interval
-        assert [pid for pid in processes if _alive(pid)] == []
+        assert [pid for pid in processes if alive(pid)] == []
         assert list(own.temp_root.iterdir()) == []
     finally:
         own.stop()
@@ -567,3 +393,25 @@ def test_tar_member_paths_are_checked_by_the_server(server, tmp_path):
     response = server.invoke(buffer.getvalue(), **{"Content-Type": "application/x-tar"})
     assert response.status_code == 400
     assert response.json()["error"] == "member_path_traversal"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: \x7f\r\nContent-Length: 0\r\n\r\n",
+        b"POST /invocations HTTP/1.1\r\nHost: x\r\nBad Header Name: 1\r\nContent-Length: 0\r\n\r\n",
+        b"NOT AN HTTP REQUEST\r\n\r\n",
+    ],
+    ids=["control character in a header", "space in a header name", "bad request line"],
+)
+def test_requests_gunicorn_refuses_are_answered_with_json_too(server, raw):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(raw)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), head
+    assert b"Content-Type: application/json" in head, head
+    error = json.loads(body)
+    assert error["error"] == "bad_http_request" and error["error-message"].startswith("the HTTP request is malformed")

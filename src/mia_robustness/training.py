@@ -182,6 +182,7 @@ def run(settings: TrainingSettings, say: Callable[[str], None]) -> None:
         progress=ProgressLog(say),
         limits=settings.unpack_limits.bundle_limits(),
         workdir=settings.temp_root,
+        max_memory_mb=settings.max_audit_memory_mb,
     )
     for path in write_reports(report, [paths.model, paths.output_data]):
         say(f"wrote {path}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import threading
 import traceback
 from dataclasses import dataclass
@@ -46,6 +47,9 @@ class AuditJob:
         Report format for ``mia_robustness.report.render`` (``json``, ``csv``, ...).
     threads:
         Compute threads this audit may use.
+    max_memory_mb:
+        Refuse the audit (``LimitError``, code ``memory_limit``) when its estimated peak memory is above
+        this many MB, before any attack runs; ``None`` for no limit (``MIA_MAX_AUDIT_MEMORY_MB``).
     """
 
     request_id: str
@@ -55,16 +59,19 @@ class AuditJob:
     workdir: str
     fmt: str
     threads: int
+    max_memory_mb: float | None = None
 
 
-def _exit_when_orphaned(lifeline: Connection) -> None:
+def _exit_when_orphaned(lifeline: Connection, workdir: str) -> None:
     """Block until the parent closes its end of ``lifeline`` (or dies), then end this process.
 
     The child's OS parent is the forkserver, not the HTTP worker, so nothing else would stop an audit
-    whose requester is gone.
+    whose requester is gone. ``workdir`` (the invocation's folder) is removed first: a parent that died
+    (SIGKILL) cannot, and its master's clean-up may have raced with this audit still writing there.
     """
     with contextlib.suppress(EOFError, OSError):
         lifeline.recv()
+    shutil.rmtree(workdir, ignore_errors=True)
     os._exit(ORPHANED_EXIT)
 
 
@@ -81,7 +88,9 @@ def _limit_threads(threads: int) -> None:
 
 def run_audit(job: AuditJob, results: Connection, lifeline: Connection) -> None:
     """Child-process entry: audit ``job`` and send the outcome over ``results``."""
-    threading.Thread(target=_exit_when_orphaned, args=(lifeline,), daemon=True, name="lifeline").start()
+    threading.Thread(
+        target=_exit_when_orphaned, args=(lifeline, job.workdir), daemon=True, name="lifeline"
+    ).start()
     with contextlib.suppress(OSError):  # not permitted in some sandboxes; priority is a nicety
         os.nice(AUDIT_NICENESS)
     try:
@@ -102,6 +111,7 @@ def run_audit(job: AuditJob, results: Connection, lifeline: Connection) -> None:
                 limits=job.limits,
                 workdir=job.workdir,
                 workers=job.threads,
+                max_memory_mb=job.max_memory_mb,
             )
             message: tuple[Any, ...] = ("ok", render(report, job.fmt))
         except MiaError as error:

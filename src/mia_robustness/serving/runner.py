@@ -17,6 +17,7 @@ import contextlib
 import logging
 import multiprocessing
 import multiprocessing.forkserver
+import os
 import shutil
 import signal
 import tempfile
@@ -37,6 +38,9 @@ log = logging.getLogger("mia_robustness.serving")
 PRELOAD = ["mia_robustness", "mia_robustness.serving.child", "torch"]
 # Seconds a child gets to exit after SIGTERM before it is killed.
 TERMINATE_GRACE = 3.0
+# Invocation folders are named after the worker that made them ("mia-invocation-<pid>-<random>"), so that
+# the gunicorn master can remove those of a worker that was killed before it could (see server.py).
+WORKDIR_PREFIX = "mia-invocation-"
 
 _SIGNAL_HINTS = {
     signal.SIGKILL: "it was killed (SIGKILL), most often by the out-of-memory killer: give the server more "
@@ -101,7 +105,7 @@ class AuditRunner:
 
     def new_workdir(self) -> Path:
         """A fresh private folder for one invocation (under the configured temporary root)."""
-        return Path(tempfile.mkdtemp(prefix="mia-invocation-", dir=self.settings.temp_root))
+        return Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-", dir=self.settings.temp_root))
 
     def run(self, request_id: str, archive: Path, overrides: dict[str, str], fmt: str, workdir: Path) -> str:
         """Audit ``archive`` in a child process and return the report rendered as ``fmt``.
@@ -152,6 +156,7 @@ class AuditRunner:
             workdir=str(workdir),
             fmt=fmt,
             threads=self.settings.threads_per_audit,
+            max_memory_mb=self.settings.max_audit_memory_mb,
         )
         results, results_for_child = self._context.Pipe(duplex=False)
         lifeline_for_child, lifeline = self._context.Pipe(duplex=False)
@@ -282,3 +287,20 @@ def remove_workdir(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
     if path.exists():
         log.warning("could not remove the invocation folder %s", path)
+
+
+def remove_workdirs_of(pid: int, temp_root: Path | None) -> int:
+    """Remove every invocation folder that the worker process ``pid`` left under ``temp_root`` (the
+    system's temporary folder when ``None``); returns how many there were.
+
+    For the gunicorn master once the worker has exited: a worker killed by SIGKILL (the out-of-memory
+    killer, a heartbeat timeout) never reaches the ``finally`` that removes its invocations' folders.
+    """
+    root = Path(tempfile.gettempdir()) if temp_root is None else Path(temp_root)
+    try:
+        left = list(root.glob(f"{WORKDIR_PREFIX}{int(pid)}-*"))
+    except OSError:
+        return 0
+    for path in left:
+        remove_workdir(path)
+    return len(left)

@@ -12,12 +12,13 @@ rest of an hour-long audit. The master exits 0.
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import sys
 from typing import Any
 
-from gunicorn import glogging
+from gunicorn import glogging, util
 from gunicorn.app.base import BaseApplication
 
 from ..errors import MiaError
@@ -69,6 +70,51 @@ def _worker_exit(server: Any, worker: Any) -> None:
         runner.shutdown()
 
 
+# Codes for the requests gunicorn refuses itself, before the app sees them (malformed HTTP).
+_GUNICORN_ERROR_CODES = {
+    400: "bad_http_request",
+    403: "forbidden",
+    414: "uri_too_long",
+    417: "expectation_failed",
+    431: "header_fields_too_large",
+    500: "internal_error",
+    501: "unsupported_transfer_coding",
+}
+
+
+def _write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
+    """Stand-in for ``gunicorn.util.write_error``: the same answer, with the JSON body every other error of
+    the server has (``{"error": code, "error-message": text}``) instead of an HTML page.
+
+    gunicorn answers malformed requests (a control character in a header value, an over-long request
+    line, a bad chunk size) itself; clients of the SageMaker contract expect JSON from every error.
+    """
+    code = _GUNICORN_ERROR_CODES.get(int(status_int), "bad_http_request")
+    text = mesg or reason
+    if int(status_int) < 500:
+        text = f"the HTTP request is malformed: {text}; send a well-formed HTTP/1.1 request"
+    body = json.dumps({"error": code, "error-message": text}).encode()
+    head = (
+        f"HTTP/1.1 {int(status_int)} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    util.write_nonblock(sock, head.encode("latin-1", "replace") + body)
+
+
+def _remove_folders_of_exited_worker(temp_root: Any) -> Any:
+    """gunicorn's ``child_exit`` hook (runs in the master once a worker has exited): remove the invocation
+    folders the worker could not, because it was killed (SIGKILL, heartbeat timeout) mid-request."""
+
+    def child_exit(server: Any, worker: Any) -> None:
+        from .runner import remove_workdirs_of
+
+        removed = remove_workdirs_of(worker.pid, temp_root)
+        if removed:
+            log.warning("removed %d invocation folder(s) left by worker %s", removed, worker.pid)
+
+    return child_exit
+
+
 class GunicornServer(BaseApplication):
     """gunicorn configured from :class:`ServerSettings` (no config file, no command-line parsing)."""
 
@@ -98,9 +144,13 @@ class GunicornServer(BaseApplication):
             "control_socket_disable": True,
             "post_worker_init": _post_worker_init,
             "worker_exit": _worker_exit,
+            "child_exit": _remove_folders_of_exited_worker(s.temp_root),
         }
         for key, value in options.items():
             self.cfg.set(key, value)
+        # The worker's error path calls util.write_error by module attribute; set here, in the master
+        # before it forks the worker, it reaches every worker (this process only: serve is gunicorn).
+        util.write_error = _write_json_error
 
     def load(self) -> Any:
         from .app import create_app

@@ -19,7 +19,7 @@ Variables (all optional):
 ``MIA_MAX_ARCHIVE_MEMBERS``                 bundle limit: number of archive members
 ``MIA_MAX_COMPRESSION_RATIO``               bundle limit: unpacked / packed size of a member
 ``MIA_TEMP_DIR``                            parent of every temporary folder (default: system temp)
-``MIA_MAX_AUDIT_MEMORY_MB``                 memory cap for one audit (carried; not yet enforced)
+``MIA_MAX_AUDIT_MEMORY_MB``                 refuse an audit whose estimated peak memory is above this
 ``MIA_OPT_ML``                              root of the SageMaker tree for ``train`` (``/opt/ml``)
 ``MIA_LOG_LEVEL``                           ``debug``, ``info`` (default), ``warning`` or ``error``
 ==========================================  ==========================================================
@@ -163,7 +163,9 @@ class ServerSettings:
     temp_root:
         Parent of every invocation's temporary folder (``None``: the system's temporary folder).
     max_audit_memory_bytes:
-        Memory cap for one audit; carried for the engine, not enforced yet.
+        Memory cap for one audit: an audit whose estimated peak memory (``audit(max_memory_mb=...)``) is
+        above it is refused with ``LimitError`` code ``memory_limit`` (400) before any attack runs;
+        ``None`` for no cap.
     cpus:
         CPUs the server may use; each audit gets ``max(1, cpus // workers)`` threads.
     log_level:
@@ -224,6 +226,11 @@ class ServerSettings:
         return min(self.max_payload_bytes // MB, SAGEMAKER_MAX_PAYLOAD_MB)
 
     @property
+    def max_audit_memory_mb(self) -> float | None:
+        """The memory cap in MB, as ``audit(max_memory_mb=...)`` takes it."""
+        return None if self.max_audit_memory_bytes is None else self.max_audit_memory_bytes / MB
+
+    @property
     def threads_per_audit(self) -> int:
         """Compute threads for one audit, so that ``workers`` audits together fill the CPUs once."""
         return max(1, self.cpus // self.workers)
@@ -252,6 +259,11 @@ class TrainingSettings:
     temp_root: Path | None = None
     max_audit_memory_bytes: int | None = None
     log_level: str = "info"
+
+    @property
+    def max_audit_memory_mb(self) -> float | None:
+        """The memory cap in MB, as ``audit(max_memory_mb=...)`` takes it."""
+        return None if self.max_audit_memory_bytes is None else self.max_audit_memory_bytes / MB
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> TrainingSettings:

@@ -1,0 +1,212 @@
+"""Helpers for the tests that drive a real `./serve` over HTTP (test_serve, test_server_stress, test_fuzz).
+
+:class:`Server` starts `./serve` as a subprocess on a free loopback port with its own temporary root and
+log file; the process helpers read ``/proc`` (Linux only) to find the gunicorn worker, the forkserver and
+the audit children, and to measure their open files and memory. :func:`bundle_bytes` makes a real bundle
+archive (an unpruned decision tree on noisy synthetic data) and returns its bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+from sklearn.tree import DecisionTreeClassifier
+
+from conftest import REPO_ROOT, noisy_numeric_frame, write_bundle
+
+SERVE = REPO_ROOT / "serve"
+TINY = "attack_models=threshold;repeats=1;proportions=0.5,1"
+ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
+STARTUP_SECONDS = 120  # imports are slow on a busy 2-core machine
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def process_table() -> dict[int, tuple[str, int]]:
+    """pid -> (state, parent pid) for every process, from /proc."""
+    table = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # "pid (comm) state ppid ...": comm may hold spaces, so split after its closing parenthesis.
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        table[int(stat.parent.name)] = (fields[0], int(fields[1]))
+    return table
+
+
+def ppid(pid: int) -> int:
+    return process_table().get(pid, ("", 0))[1]
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def alive(pid: int) -> bool:
+    state = process_table().get(pid)
+    return state is not None and state[0] != "Z"
+
+
+def open_fds(pid: int) -> int:
+    """Number of open file descriptors of ``pid``."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory (VmRSS) of ``pid`` in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
+class Server:
+    """A running `./serve` subprocess and what the tests need to know about it.
+
+    Parameters
+    ----------
+    directory:
+        Holds the server's temporary root (``tmp/``, its ``MIA_TEMP_DIR``) and its log (``serve.log``).
+    env:
+        Extra environment variables for `./serve` (its settings).
+    """
+
+    def __init__(self, directory: Path, **env: str) -> None:
+        self.temp_root = directory / "tmp"
+        self.temp_root.mkdir()
+        self.log_path = directory / "serve.log"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        environ = dict(os.environ)
+        environ.update(
+            PATH=f"{Path(sys.executable).parent}{os.pathsep}{environ.get('PATH', '')}",
+            SAGEMAKER_BIND_TO_PORT=str(self.port),
+            MIA_BIND_HOST="127.0.0.1",
+            MIA_TEMP_DIR=str(self.temp_root),
+            **env,
+        )
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen([str(SERVE)], env=environ, stdout=self._log, stderr=subprocess.STDOUT)
+        self.wait_until_up()
+
+    def wait_until_up(self, seconds: float = STARTUP_SECONDS) -> None:
+        """Wait until /ping answers 200 (the server process must stay alive meanwhile)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"serve exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if requests.get(f"{self.url}/ping", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise AssertionError(f"serve did not answer /ping within {seconds} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def invoke(self, body: bytes, attributes: str | None = TINY, **headers: str) -> requests.Response:
+        headers.setdefault("Content-Type", "application/zip")
+        if attributes is not None:
+            headers[ATTRIBUTES] = attributes
+        # A fresh connection per call: a refused upload may leave its connection closed by the server.
+        return requests.post(f"{self.url}/invocations", data=body, headers=headers, timeout=300)
+
+    def descendants(self) -> list[int]:
+        """Live PIDs below the server: the worker, its forkserver and the audit children."""
+        parents = {pid: stat[1] for pid, stat in process_table().items() if stat[0] != "Z"}
+        found, frontier = [], [self.process.pid]
+        while frontier:
+            parent = frontier.pop()
+            children = [pid for pid, parent_pid in parents.items() if parent_pid == parent]
+            found += children
+            frontier += children
+        return found
+
+    def zombies(self) -> list[int]:
+        """Exited but unreaped processes below the server (a leak of process-table entries)."""
+        table = process_table()
+        below = {self.process.pid, *self.descendants()}
+        return [pid for pid, (state, parent) in table.items() if state == "Z" and parent in below]
+
+    def worker(self) -> int:
+        """PID of the (single) gunicorn worker: the master's child."""
+        children = [pid for pid in self.descendants() if ppid(pid) == self.process.pid]
+        assert len(children) == 1, f"expected one gunicorn worker, found {children}"
+        return children[0]
+
+    def forkservers(self) -> list[int]:
+        """PIDs of the audit forkservers (normally one, started by the worker)."""
+        below = self.descendants()
+        return [pid for pid in below if "forkserver" in cmdline(pid) and "forkserver" not in cmdline(ppid(pid))]
+
+    def audit_children(self) -> list[int]:
+        """Live audit processes: the children of the worker's forkserver."""
+        servers = self.forkservers()
+        return [pid for pid in self.descendants() if ppid(pid) in servers]
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
+
+
+def bundle_bytes(
+    directory: Path,
+    rows: int,
+    *,
+    kind: str = "zip",
+    label: str = "label",
+    seed: int = 1,
+    features: int = 6,
+    config: dict | None = None,
+    model=None,
+) -> bytes:
+    """The bytes of a real bundle archive: ``rows`` members and ``rows`` non-members.
+
+    Parameters
+    ----------
+    directory:
+        Scratch folder (created) where the archive is written.
+    rows:
+        Rows per side.
+    kind:
+        ``zip``, ``tar`` or ``tar.gz``.
+    label:
+        Name of the label column.
+    seed, features:
+        Of the synthetic table (see ``noisy_numeric_frame``).
+    config:
+        Written as the bundle's ``config.json`` when given.
+    model:
+        An unfitted scikit-learn classifier to fit on the members (an unpruned decision tree by default).
+    """
+    frame = noisy_numeric_frame(2 * rows, n_features=features, seed=seed).rename(columns={"label": label})
+    members, non_members = frame.iloc[:rows].reset_index(drop=True), frame.iloc[rows:].reset_index(drop=True)
+    model = DecisionTreeClassifier(random_state=0) if model is None else model
+    model.fit(members.drop(columns=label), members[label])
+    directory.mkdir(parents=True, exist_ok=True)
+    return write_bundle(directory, model, members, non_members, kind=kind, config=config).read_bytes()

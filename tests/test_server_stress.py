@@ -1,0 +1,289 @@
+"""`./serve` under load and abuse, over real HTTP: many different bundles at once, /ping while every audit
+slot and queue place is taken, a killed gunicorn worker, 200 invocations without leaking files, memory
+or processes, and the memory limit (``MIA_MAX_AUDIT_MEMORY_MB``).
+
+Audits are as cheap as an audit gets (150-odd rows per side, the threshold attack, one proportion, one
+repeat: about 0.3 s each on an idle 2-core machine), so the module runs in about two minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import statistics
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+from mia_robustness import training
+from serving_helpers import Server, alive, bundle_bytes, open_fds, rss_mb
+
+CHEAPEST = "attack_models=threshold;repeats=1;proportions=1"
+BUSY = "attack_models=rf;repeats=6;proportions=0.2,0.4,0.6,0.8,1"
+CONCURRENT = 20
+# Invocations for the leak test, sent by as many clients as the server has audit slots.
+LEAK_CALLS = 200
+LEAK_CLIENTS = 2
+
+pytestmark = pytest.mark.skipif(
+    not Path("/proc/self").exists(), reason="needs Linux (/proc) to inspect processes"
+)
+
+
+@pytest.fixture(scope="module")
+def stress_server(tmp_path_factory):
+    """2 audits at a time and enough HTTP threads that 20 invocations are all admitted (18 wait)."""
+    running = Server(
+        tmp_path_factory.mktemp("stress"),
+        SAGEMAKER_MODEL_SERVER_WORKERS="2",
+        MIA_SERVER_THREADS=str(CONCURRENT + 4),
+    )
+    yield running
+    assert running.stop() == 0, running.log()
+
+
+@pytest.fixture(scope="module")
+def varied_bundles(tmp_path_factory):
+    """Twenty different bundles: each its own label column name, row count, feature count, seed and
+    archive kind, so a report that came from someone else's bundle cannot pass for the right one."""
+    root = tmp_path_factory.mktemp("varied")
+    kinds = ("zip", "tar", "tar.gz")
+    made = []
+    for i in range(CONCURRENT):
+        spec = {"label": f"outcome_{i}", "rows": 140 + 3 * i, "features": 3 + i % 5, "kind": kinds[i % 3]}
+        body = bundle_bytes(
+            root / str(i), spec["rows"], kind=spec["kind"], label=spec["label"], seed=100 + i, features=spec["features"]
+        )
+        made.append((spec, body))
+    return made
+
+
+def _check_report(spec: dict, response: requests.Response) -> None:
+    assert response.status_code == 200, (spec, response.status_code, response.text[:300])
+    report = response.json()
+    data, target = report["data"], report["target"]
+    assert data["label_column"] == spec["label"], (spec, data)
+    assert data["rows_per_side"] == spec["rows"], (spec, data)
+    assert data["members_available"] == data["non_members_available"] == spec["rows"], (spec, data)
+    assert data["feature_columns"] == target["n_features"] == spec["features"], (spec, data, target)
+    assert report["settings"]["attack_models"] == ["threshold"]
+
+
+def _content_type(spec: dict) -> str:
+    return {"zip": "application/zip", "tar": "application/x-tar", "tar.gz": "application/gzip"}[spec["kind"]]
+
+
+def _ping_while(server: Server, busy: threading.Event, latencies: list[float]) -> None:
+    """Ping every 0.1 s until ``busy`` is cleared, recording each answer's latency (a failure as inf)."""
+    while busy.is_set():
+        start = time.monotonic()
+        try:
+            ok = requests.get(f"{server.url}/ping", timeout=10).status_code == 200
+        except requests.RequestException:
+            ok = False
+        latencies.append(time.monotonic() - start if ok else float("inf"))
+        time.sleep(0.1)
+
+
+# --------------------------------------------------------------------------------------------------
+# Many bundles at once
+# --------------------------------------------------------------------------------------------------
+
+
+def test_twenty_concurrent_bundles_each_get_their_own_report_and_ping_stays_fast(stress_server, varied_bundles):
+    """All 20 are admitted at once (2 run, 18 wait for a slot); /ping answers within 2 s throughout."""
+    busy, latencies = threading.Event(), []
+    busy.set()
+    pinger = threading.Thread(target=_ping_while, args=(stress_server, busy, latencies))
+    pinger.start()
+    started = time.monotonic()
+    try:
+        with ThreadPoolExecutor(max_workers=CONCURRENT) as pool:
+            responses = list(
+                pool.map(
+                    lambda item: stress_server.invoke(
+                        item[1], attributes=CHEAPEST, **{"Content-Type": _content_type(item[0])}
+                    ),
+                    varied_bundles,
+                )
+            )
+    finally:
+        busy.clear()
+        pinger.join()
+    elapsed = time.monotonic() - started
+    for (spec, _), response in zip(varied_bundles, responses, strict=True):
+        _check_report(spec, response)
+    print(
+        f"\n{CONCURRENT} concurrent invocations in {elapsed:.1f} s; /ping meanwhile: n={len(latencies)} "
+        f"median={statistics.median(latencies) * 1000:.1f} ms max={max(latencies) * 1000:.1f} ms"
+    )
+    assert len(latencies) >= 5, "the invocations were too quick to measure /ping under load"
+    assert max(latencies) < 2.0
+    assert list(stress_server.temp_root.iterdir()) == []
+
+
+def test_a_client_that_retries_on_503_gets_every_report_from_a_small_queue(server, varied_bundles):
+    """The shared server admits 4 invocations (2 running + 2 waiting); the other 16 are refused with
+    503 server_busy at once, and retrying after a pause gets every bundle its own report."""
+    refusals = []
+
+    def invoke_until_admitted(item):
+        spec, body = item
+        for _ in range(200):
+            response = server.invoke(body, attributes=CHEAPEST, **{"Content-Type": _content_type(spec)})
+            if response.status_code != 503:
+                return response
+            assert response.json()["error"] == "server_busy", response.text
+            refusals.append(spec["label"])
+            time.sleep(0.2)
+        raise AssertionError(f"{spec['label']} was refused 200 times")
+
+    with ThreadPoolExecutor(max_workers=CONCURRENT) as pool:
+        responses = list(pool.map(invoke_until_admitted, varied_bundles))
+    for (spec, _), response in zip(varied_bundles, responses, strict=True):
+        _check_report(spec, response)
+    assert refusals, "20 at once should overflow a queue of 4"
+    print(f"\n{len(refusals)} refusals (503 server_busy) before all {CONCURRENT} were admitted")
+
+
+# --------------------------------------------------------------------------------------------------
+# No leaks across many invocations
+# --------------------------------------------------------------------------------------------------
+
+
+def _footprint(server: Server) -> dict:
+    worker, forkservers = server.worker(), server.forkservers()
+    assert len(forkservers) == 1, forkservers
+    return {
+        "fds": {
+            "master": open_fds(server.process.pid),
+            "worker": open_fds(worker),
+            "forkserver": open_fds(forkservers[0]),
+        },
+        "rss_mb": rss_mb(server.process.pid) + rss_mb(worker),
+        "forkserver_rss_mb": rss_mb(forkservers[0]),
+        "processes": len(server.descendants()),
+    }
+
+
+def test_no_growth_of_files_memory_or_processes_across_200_invocations(stress_server, varied_bundles):
+    spec, body = varied_bundles[0]
+    headers = {"Content-Type": _content_type(spec)}
+
+    def client(calls: int) -> list[int]:
+        return [stress_server.invoke(body, attributes=CHEAPEST, **headers).status_code for _ in range(calls)]
+
+    assert client(10) == [200] * 10  # warm-up: lazy imports, caches and the allocator's arenas settle
+    time.sleep(0.5)  # let the last audit child be reaped
+    before = _footprint(stress_server)
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=LEAK_CLIENTS) as pool:
+        statuses = sum(pool.map(client, [LEAK_CALLS // LEAK_CLIENTS] * LEAK_CLIENTS), [])
+    elapsed = time.monotonic() - started
+    time.sleep(0.5)
+    after = _footprint(stress_server)
+    print(
+        f"\n{LEAK_CALLS} invocations ({LEAK_CLIENTS} clients) in {elapsed:.1f} s "
+        f"({elapsed / LEAK_CALLS * 1000:.0f} ms each); before {before}; after {after}"
+    )
+    assert statuses == [200] * LEAK_CALLS
+    for name, count in before["fds"].items():
+        assert abs(after["fds"][name] - count) <= 2, (name, before, after)
+    assert after["rss_mb"] - before["rss_mb"] < 50, (before, after)
+    assert after["forkserver_rss_mb"] - before["forkserver_rss_mb"] < 50, (before, after)
+    assert after["processes"] == before["processes"], (before, after)  # no audit child left running
+    assert stress_server.zombies() == []
+    assert list(stress_server.temp_root.iterdir()) == []
+
+
+# --------------------------------------------------------------------------------------------------
+# A killed worker
+# --------------------------------------------------------------------------------------------------
+
+
+def test_a_killed_gunicorn_worker_is_replaced_and_leaves_nothing_behind(stress_server, bundles):
+    """SIGKILL the worker process itself mid-audit: the in-flight request fails, the master starts a new
+    worker that answers /ping and /invocations, and the old forkserver, audit child and invocation folder
+    are gone."""
+    server = stress_server
+    outcome: dict = {}
+
+    def busy_invocation() -> None:
+        try:
+            outcome["response"] = server.invoke(bundles["busy"], attributes=BUSY)
+        except requests.RequestException as error:
+            outcome["error"] = error
+
+    thread = threading.Thread(target=busy_invocation)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.audit_children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    old_worker, old_processes = server.worker(), server.descendants()
+    assert server.audit_children(), "no audit child appeared"
+    assert list(server.temp_root.iterdir()), "the running invocation should have its folder"
+
+    os.kill(old_worker, signal.SIGKILL)
+    thread.join(60)
+    assert "error" in outcome or outcome["response"].status_code >= 500, outcome
+
+    deadline = time.monotonic() + 60
+    new_worker = None
+    while time.monotonic() < deadline:
+        workers = [pid for pid in server.descendants() if pid not in old_processes]
+        if workers and server.process.poll() is None:
+            try:
+                new_worker = server.worker()
+                if requests.get(f"{server.url}/ping", timeout=2).status_code == 200:
+                    break
+            except (AssertionError, requests.RequestException):
+                pass
+        time.sleep(0.2)
+    assert new_worker is not None and new_worker != old_worker, server.log()[-3000:]
+    assert server.invoke(bundles["tar"]).status_code == 200
+
+    deadline = time.monotonic() + 10  # the old forkserver and audit child notice their parent is gone
+    while [pid for pid in old_processes if alive(pid)] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [pid for pid in old_processes if alive(pid)] == []
+    assert list(server.temp_root.iterdir()) == []
+    assert server.zombies() == []
+
+
+# --------------------------------------------------------------------------------------------------
+# The memory limit
+# --------------------------------------------------------------------------------------------------
+
+
+def test_an_audit_over_the_memory_limit_is_refused_with_a_clear_400(tmp_path, bundles):
+    own = Server(tmp_path, SAGEMAKER_MODEL_SERVER_WORKERS="1", MIA_MAX_AUDIT_MEMORY_MB="64")
+    try:
+        response = own.invoke(bundles["tar"], attributes=CHEAPEST)
+        assert response.status_code == 400, response.text
+        error = response.json()
+        assert error["error"] == "memory_limit"
+        assert "64 MB" in error["error-message"] and "fewer rows" in error["error-message"]
+        assert requests.get(f"{own.url}/ping", timeout=5).status_code == 200
+        assert list(own.temp_root.iterdir()) == []
+    finally:
+        assert own.stop() == 0
+
+
+def test_training_job_refuses_an_audit_over_the_memory_limit(tmp_path, monkeypatch, bundles, capsys):
+    root = tmp_path / "opt_ml"
+    channel = root / "input" / "data" / "training"
+    channel.mkdir(parents=True)
+    (channel / "bundle.tar").write_bytes(bundles["tar"])
+    (root / "input" / "config").mkdir(parents=True)
+    (root / "input" / "config" / "hyperparameters.json").write_text(json.dumps({"attack_models": "threshold"}))
+    monkeypatch.setenv("MIA_OPT_ML", str(root))
+    monkeypatch.setenv("MIA_MAX_AUDIT_MEMORY_MB", "64")
+    assert training.main([]) == training.EXIT_INPUT
+    failure = (root / "output" / "failure").read_text()
+    assert failure.startswith("memory_limit: ") and "64 MB" in failure
+    assert not (root / "model" / "report.json").exists()
