@@ -503,3 +503,24 @@ def test_hostile_skops_is_refused_unrun(tmp_path, evil):
         load_model(path)
     assert expected in info.value.message
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("field", ["left_child", "right_child", "feature"])
+def test_a_tree_whose_nodes_point_out_of_range_is_refused(tmp_path, field):
+    """Native prediction code trusts node indices; a damaged pickle must not reach it (fuzzing crashed it)."""
+    import numpy as np
+    from sklearn.tree import DecisionTreeClassifier
+
+    from mia_robustness.errors import ModelError
+    from mia_robustness.loading import load_model
+
+    X = np.random.default_rng(0).random((200, 4))
+    model = DecisionTreeClassifier(random_state=0).fit(X, (X[:, 0] > 0.5).astype(int))
+    state = model.tree_.__getstate__()
+    state["nodes"][field][0] = 10**6
+    model.tree_.__setstate__(state)
+    path = tmp_path / "model.pkl"
+    path.write_bytes(pickle.dumps(model))
+    with pytest.raises(ModelError) as caught:
+        load_model(path)
+    assert caught.value.code == "corrupt_model" and "tree structure is damaged" in caught.value.message

@@ -57,6 +57,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .errors import LimitError, MiaError, ModelError, UnsafeModelError
 
 MODEL_SUFFIXES = (".pkl", ".pickle", ".joblib", ".skops")
@@ -583,12 +585,63 @@ def _skops_saved_version(schema: Any) -> str | None:
     return None
 
 
+def _damaged_tree(path: Path, owner: Any, detail: str) -> ModelError:
+    return ModelError(
+        f"{path.name} holds a {type(owner).__name__} whose tree structure is damaged ({detail}); predicting with "
+        "it would read outside its arrays. Re-save the model from the original fitted object",
+        code="corrupt_model",
+    )
+
+
+def _check_child_links(path: Path, owner: Any, left: np.ndarray, right: np.ndarray, leaf: np.ndarray) -> None:
+    """Every internal node's children come after it and exist (scikit-learn numbers nodes depth first)."""
+    nodes = np.arange(len(left))
+    internal = ~leaf
+    for child in (left, right):
+        if ((child[internal] <= nodes[internal]) | (child[internal] >= len(left))).any():
+            raise _damaged_tree(path, owner, "a child index out of range")
+
+
+def _check_tree_structure(path: Path, obj: Any) -> None:
+    """Refuse decision trees and histogram-boosting predictors whose node arrays point out of range.
+
+    Their prediction loops are native code that trusts these indices; a damaged or crafted pickle of an
+    allowlisted class would otherwise crash the process (found by fuzzing) or read foreign memory.
+    """
+    tree_module = sys.modules.get("sklearn.tree")
+    if tree_module is not None and isinstance(obj, tree_module.BaseDecisionTree) and hasattr(obj, "tree_"):
+        tree = obj.tree_
+        left, right, feature = tree.children_left, tree.children_right, tree.feature
+        n = tree.node_count
+        if not (len(left) == len(right) == len(feature) == n == tree.value.shape[0]) or n < 1:
+            raise _damaged_tree(path, obj, "arrays of different lengths")
+        leaf = left == -1
+        if ((right == -1) != leaf).any():
+            raise _damaged_tree(path, obj, "a node with one child")
+        _check_child_links(path, obj, left, right, leaf)
+        width = min(tree.n_features, getattr(obj, "n_features_in_", tree.n_features))
+        if ((feature[~leaf] < 0) | (feature[~leaf] >= width)).any():
+            raise _damaged_tree(path, obj, "a split on a feature that does not exist")
+    hist_module = sys.modules.get("sklearn.ensemble._hist_gradient_boosting.gradient_boosting")
+    if hist_module is not None and isinstance(obj, hist_module.BaseHistGradientBoosting) and hasattr(obj, "_predictors"):
+        width = int(getattr(obj, "n_features_in_", 0))
+        for predictors in obj._predictors:
+            for predictor in predictors:
+                nodes = predictor.nodes
+                leaf = nodes["is_leaf"].astype(bool)
+                if len(nodes) < 1:
+                    raise _damaged_tree(path, obj, "an empty tree")
+                _check_child_links(path, obj, nodes["left"].astype(np.int64), nodes["right"].astype(np.int64), leaf)
+                feature = nodes["feature_idx"][~leaf].astype(np.int64)
+                if ((feature < 0) | (feature >= width)).any():
+                    raise _damaged_tree(path, obj, "a split on a feature that does not exist")
+
+
 def _check_loaded(path: Path, model: Any) -> None:
-    """Refuse allowlisted objects configured to read files named by the data they are given."""
+    """Refuse allowlisted objects configured to read files named by the data they are given, and trees
+    whose node arrays point out of range."""
     text = sys.modules.get("sklearn.feature_extraction.text")
-    if text is None:
-        return
-    mixin = text._VectorizerMixin
+    mixin = text._VectorizerMixin if text is not None else ()
     seen: set[int] = set()
     todo = [model]
     while todo and len(seen) < 200_000:
@@ -602,8 +655,11 @@ def _check_loaded(path: Path, model: Any) -> None:
                 "named by the data; re-save it with input='content'",
                 code="unsafe_model",
             )
+        _check_tree_structure(path, obj)
         if isinstance(obj, (list, tuple, set, frozenset)):
             todo.extend(obj)
+        elif isinstance(obj, np.ndarray) and obj.dtype == object:
+            todo.extend(obj.ravel().tolist())
         elif isinstance(obj, dict):
             todo.extend(obj.values())
         elif type(obj).__module__.startswith("sklearn.") and hasattr(obj, "__dict__"):
