@@ -30,6 +30,7 @@ docker-test:
 	bash .ci/docker-test
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -r bench/requirements.txt
 	$(BIN)/python bench/sweep.py --standard --write bench/RESULTS.md
 
 clean:

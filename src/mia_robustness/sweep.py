@@ -148,7 +148,7 @@ def run_sweep(
         )
 
     results: list[CellResult] = []
-    with _single_threaded_kernels(), ThreadPoolExecutor(max_workers=workers) as pool:
+    with _single_threaded_kernels(), ThreadPoolExecutor(max_workers=workers, initializer=_single_threaded_worker) as pool:
         # Longest cells first (nn, then gb) so the pool does not end waiting on one slow cell.
         order = sorted(range(len(cells)), key=lambda i: (_COST_RANK.get(cells[i].attack, 9), -cells[i].proportion))
         futures = {i: pool.submit(run, cells[i]) for i in order}
@@ -160,6 +160,19 @@ def run_sweep(
     return results
 
 
+def _single_threaded_worker() -> None:
+    """Run in each sweep thread as it starts: OpenMP's thread count is per calling thread, so the limit
+    the sweep set in the main thread does not reach its workers; without this each histogram-boosting
+    fit in a worker starts a team of all cores and the teams fight (several times slower)."""
+    threadpool_limits(limits=1, user_api="openmp")
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+
+
 _COST_RANK = {"nn": 0, "gb": 1, "rf": 2, "threshold": 3}
 
 
@@ -167,15 +180,20 @@ class _single_threaded_kernels:
     """Limit BLAS/OpenMP and torch to one thread each while the sweep's own threads run cells."""
 
     def __enter__(self):
-        self._limits = threadpool_limits(limits=1)
+        # Read torch's thread count before threadpoolctl limits OpenMP: torch reports the OpenMP limit,
+        # so reading it afterwards would "restore" one thread and slow every later torch user.
         self._torch_threads = None
         try:
             import torch
 
             self._torch_threads = torch.get_num_threads()
-            torch.set_num_threads(1)
         except ImportError:  # torch is a dependency, but the tree attacks do not need it
             pass
+        self._limits = threadpool_limits(limits=1)
+        if self._torch_threads is not None:
+            import torch
+
+            torch.set_num_threads(1)
         return self
 
     def __exit__(self, *exc_info):

@@ -3,6 +3,13 @@
 The MLP sees the one-hot true label and the probability signals in one input layer, so it can learn
 their interaction (a label branch and a prediction branch added without interaction, as in IBM ART, stay
 at chance on decision trees).
+
+Speed without changing what is learned: identical (signal vector, membership) rows are merged into one
+row weighted by its count, so the weighted loss is exactly the loss over the attacker's rows; targets
+that output few distinct probability vectors (trees, forests: a 100-tree forest gives at most 101 per
+class) then train on a few hundred rows however many the attacker knows. Batches are large (the loss
+surface is low-dimensional, so large batches converge in few steps), and training stops once the
+validation loss stops improving. Evaluation rows are scored once per distinct row too.
 """
 
 from __future__ import annotations
@@ -13,10 +20,12 @@ from ..errors import DeviceError
 from .base import AttackInput, AttackOutput
 
 HIDDEN_UNITS = (64, 32)
-BATCH_SIZE = 256
-MAX_EPOCHS = 200
-PATIENCE = 10
-LEARNING_RATE = 3e-3
+BATCH_SIZE = 2048  # distinct rows per step
+MIN_STEPS_PER_ROUND = 10  # steps between validation checks when one epoch is a single full batch
+MAX_ROUNDS = 100
+MAX_STEPS = 3000
+PATIENCE = 8  # rounds without a better validation loss before stopping
+LEARNING_RATE = 1e-2
 WEIGHT_DECAY = 1e-4
 VALIDATION_FRACTION = 0.15
 
@@ -30,6 +39,36 @@ def resolve_device(requested: str) -> str:
     if requested == "cuda" and not torch.cuda.is_available():
         raise DeviceError("device 'cuda' was requested but no CUDA GPU is available here; use --device auto or cpu", code="device_unavailable")
     return requested
+
+
+def distinct_rows(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Group identical rows: ``(first, inverse)`` with ``matrix[first][inverse] == matrix`` row for row.
+
+    Rows are hashed to 64 bits and grouped by a 1-D sort (far faster than ``np.unique(axis=0)``); the
+    grouping is then checked element by element, and a hash collision falls back to the exact sort.
+    """
+    values = np.ascontiguousarray(matrix, dtype=np.float32)
+    if values.ndim != 2 or len(values) == 0:
+        return np.arange(len(values)), np.arange(len(values))
+    values = values + np.float32(0.0)  # -0.0 -> 0.0, so equal numbers hash alike
+    words = values.view(np.uint32).astype(np.uint64)
+    multipliers = np.random.default_rng(0x5EED).integers(1, 2**63, size=words.shape[1], dtype=np.uint64) | np.uint64(1)
+    hashes = np.zeros(len(values), dtype=np.uint64)
+    for column in range(words.shape[1]):
+        hashes = (hashes ^ words[:, column]) * multipliers[column]
+    _, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    if not np.array_equal(values[first][inverse], values, equal_nan=True):
+        _, first, inverse = np.unique(values, axis=0, return_index=True, return_inverse=True)
+        inverse = inverse.reshape(-1)
+    return first, inverse
+
+
+def merge_duplicates(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct (feature row, label) pairs: their features, labels and how many rows each stands for."""
+    first, inverse = distinct_rows(np.column_stack([features, labels]))
+    counts = np.bincount(inverse, minlength=len(first)).astype(np.float32)
+    return features[first], labels[first].astype(np.float32), counts
 
 
 def fit_score_nn(
@@ -46,6 +85,7 @@ def fit_score_nn(
     scale = features.std(axis=0)
     scale[scale < 1e-6] = 1.0
 
+    # The validation slice is drawn from the attacker's rows before merging, as if rows were never merged.
     order = rng.permutation(len(features))
     n_validation = max(1, int(round(VALIDATION_FRACTION * len(features))))
     validation_rows, fit_rows = order[:n_validation], order[n_validation:]
@@ -53,9 +93,10 @@ def fit_score_nn(
     def tensor(values: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(((values - mean) / scale).astype(np.float32)).to(device)
 
-    x_fit, x_val = tensor(features[fit_rows]), tensor(features[validation_rows])
-    y_all = torch.from_numpy(is_member.astype(np.float32)).to(device)
-    y_fit, y_val = y_all[torch.from_numpy(fit_rows).to(device)], y_all[torch.from_numpy(validation_rows).to(device)]
+    fit_x, fit_y, fit_w = merge_duplicates(features[fit_rows], is_member[fit_rows])
+    val_x, val_y, val_w = merge_duplicates(features[validation_rows], is_member[validation_rows])
+    x_fit, y_fit, w_fit = tensor(fit_x), torch.from_numpy(fit_y).to(device), torch.from_numpy(fit_w).to(device)
+    x_val, y_val, w_val = tensor(val_x), torch.from_numpy(val_y).to(device), torch.from_numpy(val_w).to(device)
 
     layers: list[nn.Module] = []
     width = features.shape[1]
@@ -73,32 +114,47 @@ def fit_score_nn(
                 layer.bias.uniform_(-bound, bound, generator=generator)
     model = nn.Sequential(*layers).to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
-    loss_fn = nn.BCEWithLogitsLoss()
 
-    best_loss, best_state, stale = float("inf"), None, 0
-    n_fit = len(fit_rows)
-    for _epoch in range(MAX_EPOCHS):
+    def weighted_loss(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        losses = nn.functional.binary_cross_entropy_with_logits(model(x).squeeze(1), y, reduction="none")
+        return (losses * w).sum() / w.sum()
+
+    n_fit = len(x_fit)
+    full_batch = n_fit <= BATCH_SIZE
+    steps_per_round = max(MIN_STEPS_PER_ROUND, -(-n_fit // BATCH_SIZE))
+    best_loss, best_state, stale, steps = float("inf"), None, 0, 0
+    permutation, cursor = None, n_fit
+    for _round in range(MAX_ROUNDS):
         model.train()
-        permutation = torch.randperm(n_fit, generator=generator).to(device)
-        for start in range(0, n_fit, BATCH_SIZE):
-            batch = permutation[start : start + BATCH_SIZE]
+        for _step in range(steps_per_round):
+            if full_batch:
+                batch_x, batch_y, batch_w = x_fit, y_fit, w_fit
+            else:
+                if cursor >= n_fit:
+                    permutation, cursor = torch.randperm(n_fit, generator=generator).to(device), 0
+                batch = permutation[cursor : cursor + BATCH_SIZE]
+                cursor += BATCH_SIZE
+                batch_x, batch_y, batch_w = x_fit[batch], y_fit[batch], w_fit[batch]
             optimiser.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x_fit[batch]).squeeze(1), y_fit[batch])
-            loss.backward()
+            weighted_loss(batch_x, batch_y, batch_w).backward()
             optimiser.step()
+        steps += steps_per_round
         model.eval()
         with torch.no_grad():
-            validation_loss = float(loss_fn(model(x_val).squeeze(1), y_val))
-        if validation_loss < best_loss - 1e-4:
+            validation_loss = float(weighted_loss(x_val, y_val, w_val))
+        if validation_loss < best_loss - 1e-5:
             best_loss, stale = validation_loss, 0
             best_state = {name: value.detach().clone() for name, value in model.state_dict().items()}
         else:
             stale += 1
-            if stale >= PATIENCE:
-                break
+        if stale >= PATIENCE or steps >= MAX_STEPS:
+            break
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
+    eval_features = evaluation.features.astype(np.float32)
+    first, inverse = distinct_rows(eval_features)
     with torch.no_grad():
-        scores = torch.sigmoid(model(tensor(evaluation.features.astype(np.float32))).squeeze(1)).cpu().numpy().astype(np.float64)
-    return AttackOutput(scores=scores, predicted_member=scores >= 0.5, device=device)
+        distinct_scores = torch.sigmoid(model(tensor(eval_features[first])).squeeze(1)).cpu().numpy().astype(np.float64)
+    scores = distinct_scores[inverse]
+    return AttackOutput(scores=scores, predicted_member=scores >= 0.5, device=device, detail=f"{steps} steps")
