@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 import zipfile
@@ -197,8 +198,9 @@ def test_parquet_tables_and_named_label_column(tmp_path):
     assert report.summary.auc > 0.6
 
 
-def test_figures_do_not_depend_on_the_number_of_threads(overfit_bundle):
+def test_figures_do_not_depend_on_the_number_of_threads(overfit_bundle, monkeypatch):
     """The CLI, a server child and a training job get different thread counts; the report must not change."""
+    monkeypatch.setattr(importlib.import_module("mia_robustness.sweep"), "PARALLEL_MIN_DISTINCT_ROWS", 0)
     options = {"attack_models": "nn,gb,class_threshold,rmia", "repeats": 1, "proportions": "0.5,1"}
     one = _without_timings(audit(overfit_bundle, options, workers=1))
     two = _without_timings(audit(overfit_bundle, options, workers=2))

@@ -78,7 +78,7 @@ def audit(
     workdir:
         Parent folder for the audit's private temporary folder, removed on every path.
     workers:
-        Threads for the attack sweep (all usable CPUs when ``None``).
+        Most threads for the attack sweep and the reference fits (all usable CPUs when ``None``).
     max_memory_mb:
         Refuse the audit (``LimitError``, code ``memory_limit``) when :func:`estimate_peak_memory_mb` of
         the bundle exceeds this, before any attack runs; ``None`` means no limit.

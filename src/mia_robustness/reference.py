@@ -25,7 +25,7 @@ from threadpoolctl import threadpool_limits
 from .attacks.reference import balanced_in_mask, lira_scores, rmia_scores
 from .errors import ModelError
 from .metrics import attack_metrics
-from .sweep import CellResult, attacker_rows, default_workers, split_for_repeat
+from .sweep import CellResult, attacker_rows, default_workers, single_threaded_worker, split_for_repeat
 
 REFERENCE_VARIANTS = {
     "lira": (("lira", True), ("lira_offline", False)),
@@ -96,7 +96,7 @@ def fit_reference_confidences(
     results = []
     # One BLAS/OpenMP thread per fit: the fits run side by side, and a model's figures must not depend on
     # how many threads the machine (CLI, server child, training job) happens to give the audit.
-    with threadpool_limits(limits=1), ThreadPoolExecutor(max_workers=workers) as pool:
+    with threadpool_limits(limits=1), ThreadPoolExecutor(max_workers=workers, initializer=single_threaded_worker) as pool:
         for done, confidence in enumerate(pool.map(fit_one, range(len(in_mask))), 1):  # map keeps model order
             results.append(confidence)
             if progress is not None:

@@ -18,10 +18,16 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from .attacks import ATTACKS, AttackInput
+from .attacks.base import distinct_rows
 from .errors import DataError
 from .metrics import AttackMetrics, attack_metrics
 
 MIN_ATTACK_ROWS_PER_SIDE = 5
+# Cells run in parallel threads only when each has real native work: with few distinct signal rows (tree
+# and forest targets give a few hundred) a cell is milliseconds of Python, and threads fighting for the
+# GIL made the sweep ~1.5x slower than one thread (bench: sample_input 8.5 s vs 13 s; Adult 10k rf target
+# 5.7 s vs 6.5 s; Adult 10k gb target, 19k distinct rows: 26.8 s vs 17.4 s).
+PARALLEL_MIN_DISTINCT_ROWS = 2_000
 
 ProgressCallback = Callable[[str, int, int], None]
 
@@ -126,11 +132,14 @@ def run_sweep(
 ) -> list[CellResult]:
     """Train and measure every cell; results come back in plan order whatever the parallelism.
 
-    Cells run in a thread pool of ``workers`` threads, each single-threaded inside (BLAS, OpenMP and
-    torch limited to one thread), which uses the cores better than one cell at a time with many threads.
+    Cells run in a thread pool of up to ``workers`` threads (all usable CPUs when ``None``), each
+    single-threaded inside (BLAS, OpenMP and torch limited to one thread), which uses the cores better than
+    one cell at a time with many threads; one thread when cells are too small to gain from more.
     """
     splits, cells = plan_cells(is_member, proportions, attacks, repeats, eval_fraction, seed)
     workers = workers or default_workers()
+    if len(distinct_rows(inputs.features)[0]) < PARALLEL_MIN_DISTINCT_ROWS:
+        workers = 1
 
     def run(cell: Cell) -> CellResult:
         started = time.perf_counter()
@@ -148,7 +157,7 @@ def run_sweep(
         )
 
     results: list[CellResult] = []
-    with _single_threaded_kernels(), ThreadPoolExecutor(max_workers=workers, initializer=_single_threaded_worker) as pool:
+    with _single_threaded_kernels(), ThreadPoolExecutor(max_workers=workers, initializer=single_threaded_worker) as pool:
         # Longest cells first (nn, then gb) so the pool does not end waiting on one slow cell.
         order = sorted(range(len(cells)), key=lambda i: (_COST_RANK.get(cells[i].attack, 9), -cells[i].proportion))
         futures = {i: pool.submit(run, cells[i]) for i in order}
@@ -160,7 +169,7 @@ def run_sweep(
     return results
 
 
-def _single_threaded_worker() -> None:
+def single_threaded_worker() -> None:
     """Run in each sweep thread as it starts: OpenMP's thread count is per calling thread, so the limit
     the sweep set in the main thread does not reach its workers; without this each histogram-boosting
     fit in a worker starts a team of all cores and the teams fight (several times slower)."""

@@ -45,3 +45,33 @@ class AttackOutput:
     predicted_member: np.ndarray
     device: str = "cpu"
     detail: str = ""
+
+
+def distinct_rows(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Group identical rows: ``(first, inverse)`` with ``matrix[first][inverse] == matrix`` row for row.
+
+    Rows are hashed to 64 bits and grouped by a 1-D sort (far faster than ``np.unique(axis=0)``); the
+    grouping is then checked element by element, and a hash collision falls back to the exact sort.
+    """
+    values = np.ascontiguousarray(matrix, dtype=np.float32)
+    if values.ndim != 2 or len(values) == 0:
+        return np.arange(len(values)), np.arange(len(values))
+    values = values + np.float32(0.0)  # -0.0 -> 0.0, so equal numbers hash alike
+    words = values.view(np.uint32).astype(np.uint64)
+    multipliers = np.random.default_rng(0x5EED).integers(1, 2**63, size=words.shape[1], dtype=np.uint64) | np.uint64(1)
+    hashes = np.zeros(len(values), dtype=np.uint64)
+    for column in range(words.shape[1]):
+        hashes = (hashes ^ words[:, column]) * multipliers[column]
+    _, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    if not np.array_equal(values[first][inverse], values, equal_nan=True):
+        _, first, inverse = np.unique(values, axis=0, return_index=True, return_inverse=True)
+        inverse = inverse.reshape(-1)
+    return first, inverse
+
+
+def merge_duplicates(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct (feature row, label) pairs: their features, labels and how many rows each stands for."""
+    first, inverse = distinct_rows(np.column_stack([features, labels]))
+    counts = np.bincount(inverse, minlength=len(first)).astype(np.float32)
+    return features[first], labels[first].astype(np.float32), counts

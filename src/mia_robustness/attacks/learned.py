@@ -13,8 +13,7 @@ import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.tree import DecisionTreeClassifier
 
-from .base import AttackInput, AttackOutput
-from .nn import distinct_rows, merge_duplicates
+from .base import AttackInput, AttackOutput, distinct_rows, merge_duplicates
 
 MIN_ROWS_FOR_EARLY_STOPPING = 200
 N_TREES = 100
