@@ -3,7 +3,8 @@
 Run from the repository root: ``python sample_input/make_sample.py``. It reads ``../shared/data/adult.csv``,
 draws 1,500 training rows (members) and 1,500 other rows (non-members), fits the pipeline on the members,
 and writes ``model.joblib``, ``train.csv`` and ``subject.csv`` here. Then it audits the folder and writes
-``report.json`` / ``report.csv``, the report the sample gives with the default options and seed 0.
+``report.json`` / ``report.csv`` / ``report.html``, the report the sample gives with the default options and
+seed 0 (``tests/test_sample_input.py`` checks that it still does).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def main() -> None:
     report = audit(HERE)
     (HERE / "report.json").write_text(render(report, "json"))
     (HERE / "report.csv").write_text(render(report, "csv"))
+    (HERE / "report.html").write_text(render(report, "html"))
     print(f"model {(HERE / 'model.joblib').stat().st_size / 1e6:.2f} MB; risk {report.summary.risk_level}")
 
 

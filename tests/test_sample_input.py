@@ -1,0 +1,37 @@
+"""sample_input/ is a ready bundle, and report.json beside it is the report it gives.
+
+On this machine the report is identical (timings aside; see test_engine's determinism test). Across CPUs,
+float rounding in torch and BLAS kernels may move figures in the last digits, so this test compares
+figures with a tolerance: it catches an engine change that forgot to rerun make_sample.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import REPO_ROOT
+
+from mia_robustness import audit
+
+SAMPLE = REPO_ROOT / "sample_input"
+TOLERANCE = 0.02
+
+
+def test_sample_bundle_is_small_and_gives_its_recorded_report():
+    bundle_bytes = sum(p.stat().st_size for p in SAMPLE.iterdir() if p.name in ("model.joblib", "train.csv", "subject.csv"))
+    assert bundle_bytes < 2 * 1024 * 1024
+    recorded = json.loads((SAMPLE / "report.json").read_text())
+    fresh = json.loads(json.dumps(audit(SAMPLE).to_dict()))
+    hint = "the engine's figures changed: rerun python sample_input/make_sample.py"
+    for key in ("settings", "data", "target", "schema_version"):
+        assert fresh[key] == recorded[key], (key, hint)
+    assert [(r["attack_model"], r["proportion"]) for r in fresh["results"]] == [
+        (r["attack_model"], r["proportion"]) for r in recorded["results"]
+    ], hint
+    for new, old in zip(fresh["results"], recorded["results"], strict=True):
+        for name, value in old["mean"].items():
+            assert new["mean"][name] == pytest.approx(value, abs=TOLERANCE), (new["attack_model"], new["proportion"], name, hint)
+    assert fresh["summary"]["auc"] == pytest.approx(recorded["summary"]["auc"], abs=TOLERANCE), hint
+    assert recorded["target"]["estimator_class"] == "RandomForestClassifier"
+    assert recorded["data"]["label_column"] == "income"
