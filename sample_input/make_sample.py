@@ -35,7 +35,10 @@ def main() -> None:
             (
                 "encode",
                 ColumnTransformer(
-                    [("categories", OneHotEncoder(handle_unknown="ignore"), categorical), ("numbers", "passthrough", numeric)]
+                    [
+                        ("categories", OneHotEncoder(handle_unknown="ignore"), categorical),
+                        ("numbers", "passthrough", numeric),
+                    ]
                 ),
             ),
             ("forest", RandomForestClassifier(n_estimators=40, random_state=SEED)),

@@ -30,7 +30,9 @@ def adult_frame(n_rows: int, seed: int = 0) -> pd.DataFrame:
     return frame.sample(n=n_rows, random_state=seed).reset_index(drop=True)
 
 
-def noisy_numeric_frame(n_rows: int, n_features: int = 6, n_classes: int = 2, noise: float = 0.3, seed: int = 0):
+def noisy_numeric_frame(
+    n_rows: int, n_features: int = 6, n_classes: int = 2, noise: float = 0.3, seed: int = 0
+):
     """A synthetic numeric table whose labels are partly random, so an unpruned tree memorises members."""
     rng = np.random.default_rng(seed)
     features = rng.normal(size=(n_rows, n_features))
@@ -96,7 +98,10 @@ def overfit_bundle(tmp_path, overfit_tree_data):
     """A folder bundle with an overfit decision tree and a fast config (1 repeat, 3 proportions)."""
     model, members, non_members = overfit_tree_data
     return write_bundle(
-        tmp_path, model, members, non_members,
+        tmp_path,
+        model,
+        members,
+        non_members,
         config={"repeats": 1, "proportions": [0.2, 0.6, 1.0], "attack_models": ["rf", "threshold"]},
     )
 

@@ -155,7 +155,9 @@ class Server:
     def forkservers(self) -> list[int]:
         """PIDs of the audit forkservers (normally one, started by the worker)."""
         below = self.descendants()
-        return [pid for pid in below if "forkserver" in cmdline(pid) and "forkserver" not in cmdline(ppid(pid))]
+        return [
+            pid for pid in below if "forkserver" in cmdline(pid) and "forkserver" not in cmdline(ppid(pid))
+        ]
 
     def audit_children(self) -> list[int]:
         """Live audit processes: the children of the worker's forkserver."""

@@ -86,7 +86,9 @@ def ws(tmp_path: Path) -> Workspace:
     return Workspace(tmp_path)
 
 
-def make_zip(path: Path, members: list[tuple[str | zipfile.ZipInfo, bytes]], method=zipfile.ZIP_DEFLATED) -> Path:
+def make_zip(
+    path: Path, members: list[tuple[str | zipfile.ZipInfo, bytes]], method=zipfile.ZIP_DEFLATED
+) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # zipfile warns on the duplicate names some tests need
         with zipfile.ZipFile(path, "w", method) as zf:
@@ -125,12 +127,40 @@ def raw_zip(entries: list[dict]) -> bytes:
         method, flag, ext_attr = entry.get("method", 8), entry.get("flag", 0), entry.get("ext_attr", 0)
         crc, payload, usize = entry["crc"], entry["payload"], entry["usize"]
         offset = len(out)
-        out += struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, flag, method, 0, 0x21, crc, len(payload), usize,
-                           len(name), 0) + name + payload
-        central += struct.pack("<4s6H3L5H2L", b"PK\x01\x02", (3 << 8) | 20, 20, flag, method, 0, 0x21, crc,
-                               len(payload), usize, len(name), 0, 0, 0, 0, ext_attr, offset) + name
+        out += (
+            struct.pack(
+                "<4s5H3L2H", b"PK\x03\x04", 20, flag, method, 0, 0x21, crc, len(payload), usize, len(name), 0
+            )
+            + name
+            + payload
+        )
+        central += (
+            struct.pack(
+                "<4s6H3L5H2L",
+                b"PK\x01\x02",
+                (3 << 8) | 20,
+                20,
+                flag,
+                method,
+                0,
+                0x21,
+                crc,
+                len(payload),
+                usize,
+                len(name),
+                0,
+                0,
+                0,
+                0,
+                ext_attr,
+                offset,
+            )
+            + name
+        )
     n = len(entries)
-    return bytes(out + central + struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, n, n, len(central), len(out), 0))
+    return bytes(
+        out + central + struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, n, n, len(central), len(out), 0)
+    )
 
 
 def deflate_zeros(n_mib: int, prefix: bytes = b"", suffix: bytes = b"") -> tuple[bytes, int, int]:
@@ -193,12 +223,16 @@ def test_valid_archive_extracts(ws: Workspace, kind: str) -> None:
     path = ws.path(f"bundle.{kind}")
     if kind == "zip":
         members = [("data/", b""), ("__MACOSX/._model.pkl", b"junk"), (".DS_Store", b"junk")]
-        members += [(f"data/{name}" if name.endswith(".csv") else name, data) for name, data in BUNDLE_FILES.items()]
+        members += [
+            (f"data/{name}" if name.endswith(".csv") else name, data) for name, data in BUNDLE_FILES.items()
+        ]
         make_zip(path, members)
     else:
         mode = {"tar": "w", "tar.gz": "w:gz", "tar.bz2": "w:bz2", "tar.xz": "w:xz"}[kind]
         members = [tar_member("./data", type_=tarfile.DIRTYPE), tar_member("./._model.pkl", b"junk")]
-        members += [tar_member(f"./data/{n}" if n.endswith(".csv") else f"./{n}", d) for n, d in BUNDLE_FILES.items()]
+        members += [
+            tar_member(f"./data/{n}" if n.endswith(".csv") else f"./{n}", d) for n, d in BUNDLE_FILES.items()
+        ]
         make_tar(path, members, mode)
     assert detect_archive_kind(path) == kind
     files = extract_archive(path, ws.dest)
@@ -260,7 +294,9 @@ def test_destination_must_be_empty_folder(ws: Workspace) -> None:
 
 
 def test_zip_slip(ws: Workspace) -> None:
-    ws.refuse(make_zip(ws.path("b.zip"), [("model.pkl", b"m"), ("../evil", b"pwned")]), "member_path_traversal")
+    ws.refuse(
+        make_zip(ws.path("b.zip"), [("model.pkl", b"m"), ("../evil", b"pwned")]), "member_path_traversal"
+    )
     assert list(ws.dest.iterdir()) == []  # zip members are all checked before anything is written
 
 
@@ -272,24 +308,33 @@ def test_zip_absolute_and_windows_paths(ws: Workspace) -> None:
 
 
 def test_tar_traversal_and_absolute(ws: Workspace) -> None:
-    ws.refuse(make_tar(ws.path("a.tar"), [tar_member("model.pkl", b"m"), tar_member("../evil", b"x")]),
-              "member_path_traversal")
+    ws.refuse(
+        make_tar(ws.path("a.tar"), [tar_member("model.pkl", b"m"), tar_member("../evil", b"x")]),
+        "member_path_traversal",
+    )
     ws.refuse(make_tar(ws.path("b.tar"), [tar_member("data/../../evil", b"x")]), "member_path_traversal")
-    ws.refuse(make_tar(ws.path("c.tar.gz"), [tar_member(str(ws.root / "evil"), b"x")], "w:gz"),
-              "absolute_member_path")
+    ws.refuse(
+        make_tar(ws.path("c.tar.gz"), [tar_member(str(ws.root / "evil"), b"x")], "w:gz"),
+        "absolute_member_path",
+    )
 
 
 def test_symlinks_refused(ws: Workspace) -> None:
     ws.refuse(make_zip(ws.path("a.zip"), [(zip_symlink("passwd"), b"/etc/passwd")]), "symlink_member")
-    ws.refuse(make_tar(ws.path("b.tar"), [tar_member("passwd", type_=tarfile.SYMTYPE, linkname="/etc/passwd")]),
-              "symlink_member")
+    ws.refuse(
+        make_tar(ws.path("b.tar"), [tar_member("passwd", type_=tarfile.SYMTYPE, linkname="/etc/passwd")]),
+        "symlink_member",
+    )
     # A link followed by a file written "through" it: the classic two-step escape.
     two_step = [tar_member("sub", type_=tarfile.SYMTYPE, linkname=str(ws.root)), tar_member("sub/evil", b"x")]
     ws.refuse(make_tar(ws.path("c.tar"), two_step), "symlink_member")
 
 
 def test_hard_link_refused(ws: Workspace) -> None:
-    members = [tar_member("train.csv", b"a\n1\n"), tar_member("copy.csv", type_=tarfile.LNKTYPE, linkname="/etc/passwd")]
+    members = [
+        tar_member("train.csv", b"a\n1\n"),
+        tar_member("copy.csv", type_=tarfile.LNKTYPE, linkname="/etc/passwd"),
+    ]
     ws.refuse(make_tar(ws.path("a.tar"), members), "hardlink_member")
 
 
@@ -309,8 +354,10 @@ def test_zip_special_file_refused(ws: Workspace) -> None:
 
 def test_duplicates_and_conflicts(ws: Workspace) -> None:
     ws.refuse(make_zip(ws.path("a.zip"), [("model.pkl", b"1"), ("model.pkl", b"2")]), "duplicate_member")
-    ws.refuse(make_tar(ws.path("b.tar"), [tar_member("x/m.pkl", b"1"), tar_member("./x//m.pkl", b"2")]),
-              "duplicate_member")
+    ws.refuse(
+        make_tar(ws.path("b.tar"), [tar_member("x/m.pkl", b"1"), tar_member("./x//m.pkl", b"2")]),
+        "duplicate_member",
+    )
     ws.refuse(make_zip(ws.path("c.zip"), [("data", b"1"), ("data/train.csv", b"2")]), "member_path_conflict")
 
 
@@ -327,7 +374,9 @@ def test_deflate_zeros_helper_is_real() -> None:
 
 def test_zip_bomb_refused_before_writing(ws: Workspace) -> None:
     payload, crc, size = deflate_zeros(1024)  # 1 GiB of zeros in about 1 MiB
-    path = ws.write("bomb.zip", raw_zip([{"name": "model.pkl", "payload": payload, "crc": crc, "usize": size}]))
+    path = ws.write(
+        "bomb.zip", raw_zip([{"name": "model.pkl", "payload": payload, "crc": crc, "usize": size}])
+    )
     assert path.stat().st_size < 2 * MIB and size == 1024 * MIB
     started = time.perf_counter()
     error = ws.refuse(path, "compression_ratio_limit", LimitError)
@@ -341,8 +390,10 @@ def test_many_small_bombs_caught_by_total_ratio(ws: Workspace) -> None:
     comp = zlib.compressobj(9, zlib.DEFLATED, -15)
     plain = bytes(900 * 1024)
     payload = comp.compress(plain) + comp.flush()
-    entries = [{"name": f"f{i}.bin", "payload": payload, "crc": zlib.crc32(plain), "usize": len(plain)}
-               for i in range(300)]
+    entries = [
+        {"name": f"f{i}.bin", "payload": payload, "crc": zlib.crc32(plain), "usize": len(plain)}
+        for i in range(300)
+    ]
     ws.refuse(ws.write("bombs.zip", raw_zip(entries)), "compression_ratio_limit", LimitError)
     assert ws.dest_bytes() == 0
 
@@ -353,8 +404,10 @@ def test_tar_gz_bomb_stopped_while_streaming(ws: Workspace) -> None:
     header = tarfile.TarInfo("model.pkl")
     header.size = 1024 * MIB
     payload, crc, size = deflate_zeros(1024, prefix=header.tobuf(), suffix=bytes(1024))
-    path = ws.write("bomb.tar.gz", b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff" + payload +
-                    struct.pack("<2L", crc, size & 0xFFFFFFFF))
+    path = ws.write(
+        "bomb.tar.gz",
+        b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff" + payload + struct.pack("<2L", crc, size & 0xFFFFFFFF),
+    )
     assert detect_archive_kind(path) == "tar.gz"
     started = time.perf_counter()
     ws.refuse(path, "compression_ratio_limit", LimitError)
@@ -366,11 +419,20 @@ def test_unpacked_size_limit(ws: Workspace) -> None:
     rng = random.Random(0)
     data = rng.randbytes(300_000)  # incompressible, so only the size limit applies
     limits = BundleLimits(max_unpacked_bytes=500_000)
-    error = ws.refuse(make_tar(ws.path("a.tar.gz"), [tar_member("a.bin", data), tar_member("b.bin", data)], "w:gz"),
-                      "unpacked_size_limit", LimitError, limits)
+    error = ws.refuse(
+        make_tar(ws.path("a.tar.gz"), [tar_member("a.bin", data), tar_member("b.bin", data)], "w:gz"),
+        "unpacked_size_limit",
+        LimitError,
+        limits,
+    )
     assert "max_unpacked_bytes" in error.message
     assert ws.dest_bytes() <= 500_000
-    ws.refuse(make_zip(ws.path("b.zip"), [("a.bin", data), ("b.bin", data)]), "unpacked_size_limit", LimitError, limits)
+    ws.refuse(
+        make_zip(ws.path("b.zip"), [("a.bin", data), ("b.bin", data)]),
+        "unpacked_size_limit",
+        LimitError,
+        limits,
+    )
     assert ws.dest_bytes() == 0  # zip: declared sizes refused before writing
 
 
@@ -405,7 +467,9 @@ def _valid_bytes(ws: Workspace, kind: str) -> bytes:
     if kind == "zip":
         make_zip(path, list(BUNDLE_FILES.items()))
     else:
-        make_tar(path, [tar_member(n, d) for n, d in BUNDLE_FILES.items()], "w:gz" if kind == "tar.gz" else "w")
+        make_tar(
+            path, [tar_member(n, d) for n, d in BUNDLE_FILES.items()], "w:gz" if kind == "tar.gz" else "w"
+        )
     data = path.read_bytes()
     path.unlink()
     return data
@@ -455,8 +519,14 @@ def test_unsupported_formats(ws: Workspace) -> None:
 def test_encrypted_zip(ws: Workspace) -> None:
     plain = b"a,b\n1,2\n"
     crc = zlib.crc32(plain)
-    entry = {"name": "train.csv", "payload": zipcrypto_encrypt(plain, b"secret", crc), "crc": crc,
-             "usize": len(plain), "method": 0, "flag": 1}
+    entry = {
+        "name": "train.csv",
+        "payload": zipcrypto_encrypt(plain, b"secret", crc),
+        "crc": crc,
+        "usize": len(plain),
+        "method": 0,
+        "flag": 1,
+    }
     path = ws.write("locked.zip", raw_zip([entry]))
     assert zipfile.ZipFile(path).read("train.csv", pwd=b"secret") == plain  # really encrypted, really valid
     error = ws.refuse(path, "encrypted_member")
@@ -464,7 +534,10 @@ def test_encrypted_zip(ws: Workspace) -> None:
 
 
 def test_bzip2_member_in_zip_refused(ws: Workspace) -> None:
-    ws.refuse(make_zip(ws.path("a.zip"), [("train.csv", b"a\n" * 100)], zipfile.ZIP_BZIP2), "unsupported_compression")
+    ws.refuse(
+        make_zip(ws.path("a.zip"), [("train.csv", b"a\n" * 100)], zipfile.ZIP_BZIP2),
+        "unsupported_compression",
+    )
 
 
 # --------------------------------------------------------------------------------------------------

@@ -42,7 +42,9 @@ def test_bad_input_exits_2_with_one_line(tmp_path, overfit_bundle):
     ):
         done = run(*args)
         assert done.returncode == 2, (args, done.stderr)
-        lines = [line for line in done.stderr.strip().splitlines() if not line.startswith("[")]  # minus progress
+        lines = [
+            line for line in done.stderr.strip().splitlines() if not line.startswith("[")
+        ]  # minus progress
         assert len(lines) == 1 and lines[0].startswith("error: "), (args, done.stderr)
         assert "Traceback" not in done.stderr
 
@@ -51,16 +53,42 @@ def test_bundle_command_then_audit_and_summary(tmp_path, overfit_tree_data):
     model, members, non_members = overfit_tree_data
     folder = write_bundle(tmp_path / "parts", model, members, non_members)
     packed = tmp_path / "packed.zip"
-    done = run("bundle", "--model", folder / "model.pkl", "--train", folder / "train.csv",
-               "--subject", folder / "subject.csv", "--label-column", "label", "-o", packed)
+    done = run(
+        "bundle",
+        "--model",
+        folder / "model.pkl",
+        "--train",
+        folder / "train.csv",
+        "--subject",
+        folder / "subject.csv",
+        "--label-column",
+        "label",
+        "-o",
+        packed,
+    )
     assert done.returncode == 0, done.stderr
-    assert sorted(zipfile.ZipFile(packed).namelist()) == ["config.json", "model.pkl", "subject.csv", "train.csv"]
+    assert sorted(zipfile.ZipFile(packed).namelist()) == [
+        "config.json",
+        "model.pkl",
+        "subject.csv",
+        "train.csv",
+    ]
     report = tmp_path / "r.json"
     assert run("audit", packed, "-o", report, "-q", *FAST).returncode == 0
     done = run("summary", report)
     assert done.returncode == 0
     assert "robustness score" in done.stdout and "threshold" in done.stdout
-    done = run("bundle", "--model", folder / "train.csv", "--train", folder / "train.csv", "--subject", folder / "subject.csv", "-o", packed)
+    done = run(
+        "bundle",
+        "--model",
+        folder / "train.csv",
+        "--train",
+        folder / "train.csv",
+        "--subject",
+        folder / "subject.csv",
+        "-o",
+        packed,
+    )
     assert done.returncode == 2 and "model file" in done.stderr
 
 

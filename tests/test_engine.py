@@ -97,7 +97,14 @@ def test_report_renderings(overfit_bundle):
     lines = render(report, "csv").splitlines()
     header = lines[0].split(",")
     assert len(lines) == 1 + len(report.results) == 1 + 2 * 3
-    assert {"attack_model", "proportion", "auc_mean", "auc_std", "tpr_at_0_1pct_fpr_mean", "member_accuracy_mean"} <= set(header)
+    assert {
+        "attack_model",
+        "proportion",
+        "auc_mean",
+        "auc_std",
+        "tpr_at_0_1pct_fpr_mean",
+        "member_accuracy_mean",
+    } <= set(header)
 
 
 def test_overrides_win_over_config_json(overfit_bundle):
@@ -144,10 +151,20 @@ def test_pipelines_on_raw_adult_frames(tmp_path, estimator):
     features = members.drop(columns="income")
     categorical = list(features.select_dtypes(exclude="number").columns)
     numeric = [c for c in features.columns if c not in categorical]
-    model = Pipeline([
-        ("prep", ColumnTransformer([("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False), categorical), ("num", StandardScaler(), numeric)])),
-        ("clf", eval(estimator, namespace)),
-    ]).fit(features, members["income"])
+    model = Pipeline(
+        [
+            (
+                "prep",
+                ColumnTransformer(
+                    [
+                        ("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False), categorical),
+                        ("num", StandardScaler(), numeric),
+                    ]
+                ),
+            ),
+            ("clf", eval(estimator, namespace)),
+        ]
+    ).fit(features, members["income"])
     report = audit(write_bundle(tmp_path, model, members, non_members, kind="tar.gz"), FAST)
     assert report.data.label_column == "income"  # the last column
     assert report.target.estimator_class == estimator.split("(")[0]
@@ -161,7 +178,9 @@ def test_replaced_products_layout_is_audited_unchanged(tmp_path):
     """model.pkl beside the publisher's data.zip (train_mia.csv / test_mia.csv), as a folder and as a zip."""
     with zipfile.ZipFile(SEED_SAMPLE / "data.zip") as archive:
         members = pd.read_csv(archive.open("train_mia.csv"))
-    model = RandomForestClassifier(n_estimators=30, random_state=0).fit(members.drop(columns="label"), members["label"])
+    model = RandomForestClassifier(n_estimators=30, random_state=0).fit(
+        members.drop(columns="label"), members["label"]
+    )
     folder = tmp_path / "training"
     folder.mkdir()
     shutil.copy(SEED_SAMPLE / "data.zip", folder / "data.zip")
@@ -183,9 +202,13 @@ def test_replaced_products_layout_is_audited_unchanged(tmp_path):
 
 def test_parquet_tables_and_named_label_column(tmp_path):
     frame = noisy_numeric_frame(600, seed=6).rename(columns={"label": "outcome"})
-    frame = frame[["outcome"] + [c for c in frame.columns if c != "outcome"]]  # label first: not the last column
+    frame = frame[
+        ["outcome"] + [c for c in frame.columns if c != "outcome"]
+    ]  # label first: not the last column
     members, non_members = frame.iloc[:300], frame.iloc[300:]
-    model = DecisionTreeClassifier(random_state=0).fit(members.drop(columns="outcome").to_numpy(), members["outcome"])
+    model = DecisionTreeClassifier(random_state=0).fit(
+        members.drop(columns="outcome").to_numpy(), members["outcome"]
+    )
     folder = tmp_path / "b"
     folder.mkdir()
     import joblib

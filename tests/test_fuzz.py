@@ -218,20 +218,26 @@ def _never_500_always_json(response: requests.Response) -> None:
 @settings(max_examples=30, **FUZZ)
 @given(body=mutated_bundles())
 def test_server_mutated_bundles_never_500(server, body: bytes) -> None:
-    _never_500_always_json(server.invoke(body, attributes=CHEAPEST_HEADER, **{"Content-Type": "application/zip"}))
+    _never_500_always_json(
+        server.invoke(body, attributes=CHEAPEST_HEADER, **{"Content-Type": "application/zip"})
+    )
 
 
 @pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs Linux for the server fixture")
 @settings(max_examples=15, **FUZZ)
 @given(body=arbitrary_bodies)
 def test_server_arbitrary_bodies_never_500(server, body: bytes) -> None:
-    _never_500_always_json(server.invoke(body, attributes=CHEAPEST_HEADER, **{"Content-Type": "application/octet-stream"}))
+    _never_500_always_json(
+        server.invoke(body, attributes=CHEAPEST_HEADER, **{"Content-Type": "application/octet-stream"})
+    )
 
 
 @pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs Linux for the server fixture")
 @settings(max_examples=30, **FUZZ)
 @given(attributes=attribute_headers, content_type=media_types, accept=st.one_of(st.none(), media_types))
-def test_server_arbitrary_headers_never_500(server, attributes: str, content_type: str, accept: str | None) -> None:
+def test_server_arbitrary_headers_never_500(
+    server, attributes: str, content_type: str, accept: str | None
+) -> None:
     # Not an archive: whatever the headers say, no audit runs, so a header that happens to be a valid
     # but expensive option (repeats=9999) costs nothing.
     headers = {ATTRIBUTES: attributes, "Content-Type": content_type}

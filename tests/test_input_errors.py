@@ -20,7 +20,9 @@ FAST = {"repeats": 1, "proportions": "1", "attack_models": "threshold"}
 def frames():
     frame = noisy_numeric_frame(600, seed=2)
     members, non_members = frame.iloc[:300].reset_index(drop=True), frame.iloc[300:].reset_index(drop=True)
-    model = DecisionTreeClassifier(max_depth=4, random_state=0).fit(members.drop(columns="label"), members["label"])
+    model = DecisionTreeClassifier(max_depth=4, random_state=0).fit(
+        members.drop(columns="label"), members["label"]
+    )
     return model, members, non_members
 
 
@@ -42,7 +44,11 @@ def test_labels_the_model_never_saw(tmp_path, frames):
 
 def test_feature_mismatch(tmp_path, frames):
     model, members, non_members = frames
-    error = expect(DataError, "feature_mismatch", write_bundle(tmp_path, model, members.drop(columns="x2"), non_members.drop(columns="x2")))
+    error = expect(
+        DataError,
+        "feature_mismatch",
+        write_bundle(tmp_path, model, members.drop(columns="x2"), non_members.drop(columns="x2")),
+    )
     assert "x2" in error.message
 
 
@@ -55,12 +61,22 @@ def test_non_numeric_values(tmp_path, frames):
 
 def test_too_few_rows_states_the_minimum(tmp_path, frames):
     model, members, non_members = frames
-    expect(DataError, "too_few_rows", write_bundle(tmp_path, model, members.iloc[:60], non_members), contains="at least 100")
+    expect(
+        DataError,
+        "too_few_rows",
+        write_bundle(tmp_path, model, members.iloc[:60], non_members),
+        contains="at least 100",
+    )
 
 
 def test_missing_label_column_option(tmp_path, frames):
     model, members, non_members = frames
-    expect(DataError, "missing_label_column", write_bundle(tmp_path, model, members, non_members), FAST | {"label_column": "nope"})
+    expect(
+        DataError,
+        "missing_label_column",
+        write_bundle(tmp_path, model, members, non_members),
+        FAST | {"label_column": "nope"},
+    )
 
 
 @pytest.mark.parametrize(
@@ -129,7 +145,9 @@ def test_nan_values_for_a_model_that_cannot_take_them(tmp_path, frames):
     from sklearn.linear_model import LogisticRegression
 
     _, members, non_members = frames
-    model = LogisticRegression().fit(members.drop(columns="label"), members["label"])  # trees take NaN; this does not
+    model = LogisticRegression().fit(
+        members.drop(columns="label"), members["label"]
+    )  # trees take NaN; this does not
     members = members.copy()
     members.loc[5, "x3"] = np.nan
     expect(DataError, "model_rejected_data", write_bundle(tmp_path, model, members, non_members))
@@ -159,8 +177,12 @@ def test_misbehaving_models(tmp_path, frames, mode, monkeypatch):
     """predict_proba that raises or returns wrong shapes, NaN or non-probabilities: a clear ModelError."""
     honest, members, non_members = frames
     engine = importlib.import_module("mia_robustness.audit")
-    model = ExplodingProbabilities(mode=mode, random_state=0).fit(members.drop(columns="label"), members["label"])
-    monkeypatch.setattr(engine, "load_model", lambda path: model)  # this class is test code, not in the allowlist
+    model = ExplodingProbabilities(mode=mode, random_state=0).fit(
+        members.drop(columns="label"), members["label"]
+    )
+    monkeypatch.setattr(
+        engine, "load_model", lambda path: model
+    )  # this class is test code, not in the allowlist
     with pytest.raises(ModelError) as caught:
         audit(write_bundle(tmp_path, honest, members, non_members), FAST)
     assert caught.value.code in ("predict_failed", "bad_probabilities")

@@ -57,21 +57,27 @@ def _numeric_data():
 
 def _frame_data():
     rng = np.random.default_rng(1)
-    frame = pd.DataFrame({
-        "colour": rng.choice(["red", "green", "blue"], 120).astype(object),
-        "size": rng.choice(["S", "M", "L"], 120).astype(object),
-        "weight": rng.normal(size=120),
-    })
+    frame = pd.DataFrame(
+        {
+            "colour": rng.choice(["red", "green", "blue"], 120).astype(object),
+            "size": rng.choice(["S", "M", "L"], 120).astype(object),
+            "weight": rng.normal(size=120),
+        }
+    )
     labels = ((frame["colour"] == "red") ^ (frame["weight"] > 0.5)).astype(int).to_numpy()
     return frame, labels
 
 
 def _frame_pipeline():
-    columns = ColumnTransformer([
-        ("categories", OneHotEncoder(handle_unknown="ignore"), ["colour", "size"]),
-        ("numbers", StandardScaler(), ["weight"]),
-    ])
-    return Pipeline([("columns", columns), ("forest", RandomForestClassifier(n_estimators=8, random_state=0))])
+    columns = ColumnTransformer(
+        [
+            ("categories", OneHotEncoder(handle_unknown="ignore"), ["colour", "size"]),
+            ("numbers", StandardScaler(), ["weight"]),
+        ]
+    )
+    return Pipeline(
+        [("columns", columns), ("forest", RandomForestClassifier(n_estimators=8, random_state=0))]
+    )
 
 
 HONEST = {
@@ -151,8 +157,10 @@ def test_compressed_joblib_round_trips(tmp_path, fitted, name, how):
     _assert_same_predictions(model, load_model(_save(model, tmp_path / "model.joblib", how)), data)
 
 
-@pytest.mark.parametrize(("how", "suffix"), [("joblib", ".pkl"), ("joblib_zlib3", ".pickle"),
-                                             ("pickle", ".joblib"), ("skops", ".pkl")])
+@pytest.mark.parametrize(
+    ("how", "suffix"),
+    [("joblib", ".pkl"), ("joblib_zlib3", ".pickle"), ("pickle", ".joblib"), ("skops", ".pkl")],
+)
 def test_format_found_by_content_not_name(tmp_path, fitted, how, suffix):
     model, data = fitted["frame_pipeline"]
     _assert_same_predictions(model, load_model(_save(model, tmp_path / f"model{suffix}", how)), data)
@@ -193,11 +201,20 @@ def test_adult_pipeline_with_string_categories(tmp_path):
     labels = frame.pop("income").astype(str)
     numeric = list(frame.select_dtypes("number").columns)
     categorical = [c for c in frame.columns if c not in numeric]  # pandas' str dtype, not object
-    model = Pipeline([
-        ("columns", ColumnTransformer([("cat", OneHotEncoder(handle_unknown="ignore"), categorical),
-                                       ("num", StandardScaler(), numeric)])),
-        ("forest", RandomForestClassifier(n_estimators=10, random_state=0)),
-    ]).fit(frame, labels)
+    model = Pipeline(
+        [
+            (
+                "columns",
+                ColumnTransformer(
+                    [
+                        ("cat", OneHotEncoder(handle_unknown="ignore"), categorical),
+                        ("num", StandardScaler(), numeric),
+                    ]
+                ),
+            ),
+            ("forest", RandomForestClassifier(n_estimators=10, random_state=0)),
+        ]
+    ).fit(frame, labels)
     for how in ("joblib", "pickle", "joblib_zlib3"):
         _assert_same_predictions(model, load_model(_save(model, tmp_path / f"{how}.joblib", how)), frame)
 
@@ -291,8 +308,10 @@ def test_truncated_files_are_corrupt(tmp_path, fitted, how):
     assert "model.joblib" in info.value.message
 
 
-@pytest.mark.parametrize("content", [b"not a pickle at all\n", b"\x80\x05\xff\xff\xff", b"\x00" * 64,
-                                     b"a,b\n1,2\n", b"\x80\x05K\x01"])
+@pytest.mark.parametrize(
+    "content",
+    [b"not a pickle at all\n", b"\x80\x05\xff\xff\xff", b"\x00" * 64, b"a,b\n1,2\n", b"\x80\x05K\x01"],
+)
 def test_garbage_is_corrupt(tmp_path, content):
     path = tmp_path / "model.pkl"
     path.write_bytes(content)
@@ -312,8 +331,11 @@ def test_zip_that_is_not_skops_is_corrupt(tmp_path):
 
 def test_objects_without_predict_proba_are_refused(tmp_path, fitted):
     features, labels = _numeric_data()
-    for obj, expected in [({"a": 1}, "dict"), (StandardScaler().fit(features), "StandardScaler"),
-                          (SVC().fit(features, labels), "probability=True")]:
+    for obj, expected in [
+        ({"a": 1}, "dict"),
+        (StandardScaler().fit(features), "StandardScaler"),
+        (SVC().fit(features, labels), "probability=True"),
+    ]:
         path = tmp_path / "model.pkl"
         joblib.dump(obj, path)
         with pytest.raises(ModelError) as info:
@@ -372,49 +394,77 @@ def _getattr_gadget(marker):
 HOSTILE = {
     "os_system_raw": (lambda m, t: _os_system_protocol0(m), ["os.system"]),
     "posix_system": (lambda m, t: pickle.dumps(Payload(os.system, f"touch {m}")), ["posix.system"]),
-    "subprocess_popen": (lambda m, t: pickle.dumps(Payload(subprocess.Popen, ["touch", str(m)])),
-                         ["subprocess.Popen"]),
+    "subprocess_popen": (
+        lambda m, t: pickle.dumps(Payload(subprocess.Popen, ["touch", str(m)])),
+        ["subprocess.Popen"],
+    ),
     "exec": (lambda m, t: pickle.dumps(Payload(exec, _touch_code(m))), ["builtins.exec"]),
     "eval": (lambda m, t: pickle.dumps(Payload(eval, _touch_code(m))), ["builtins.eval"]),
     "eval_via_copyreg": (
-        lambda m, t: pickle.dumps(Payload(copyreg._reconstructor, DecisionTreeClassifier, Payload(eval, _touch_code(m)),
-                                          None)),
-        ["builtins.eval"]),
+        lambda m, t: pickle.dumps(
+            Payload(copyreg._reconstructor, DecisionTreeClassifier, Payload(eval, _touch_code(m)), None)
+        ),
+        ["builtins.eval"],
+    ),
     "compile_and_exec_nested_in_estimator": (
-        lambda m, t: pickle.dumps(_estimator_with(Payload(exec, Payload(compile, _touch_code(m), "x", "exec")))),
-        ["builtins.exec", "builtins.compile"]),
+        lambda m, t: pickle.dumps(
+            _estimator_with(Payload(exec, Payload(compile, _touch_code(m), "x", "exec")))
+        ),
+        ["builtins.exec", "builtins.compile"],
+    ),
     "getattr_gadget": (lambda m, t: _getattr_gadget(m), ["builtins.getattr", "builtins.__import__"]),
-    "import_module": (lambda m, t: pickle.dumps(Payload(importlib.import_module, "pwn_module_for_test")),
-                      ["importlib.import_module"]),
-    "payload_in_classes_list": (lambda m, t: pickle.dumps(_estimator_with([Payload(os.system, f"touch {m}")])),
-                                ["posix.system"]),
+    "import_module": (
+        lambda m, t: pickle.dumps(Payload(importlib.import_module, "pwn_module_for_test")),
+        ["importlib.import_module"],
+    ),
+    "payload_in_classes_list": (
+        lambda m, t: pickle.dumps(_estimator_with([Payload(os.system, f"touch {m}")])),
+        ["posix.system"],
+    ),
     "payload_as_pipeline_step": (
-        lambda m, t: pickle.dumps(Pipeline([("evil", Payload(os.system, f"touch {m}")),
-                                            ("tree", DecisionTreeClassifier())])),
-        ["posix.system"]),
-    "numpy_load_unpickles": (lambda m, t: pickle.dumps(Payload(np.load, str(t / "x.npy"), None, True)),
-                             ["numpy.load"]),
+        lambda m, t: pickle.dumps(
+            Pipeline([("evil", Payload(os.system, f"touch {m}")), ("tree", DecisionTreeClassifier())])
+        ),
+        ["posix.system"],
+    ),
+    "numpy_load_unpickles": (
+        lambda m, t: pickle.dumps(Payload(np.load, str(t / "x.npy"), None, True)),
+        ["numpy.load"],
+    ),
     "sklearn_dataset_writer": (
-        lambda m, t: pickle.dumps(Payload(sklearn.datasets.dump_svmlight_file, np.ones((2, 2)), np.ones(2), str(m))),
-        ["sklearn.datasets._svmlight_format_io.dump_svmlight_file"]),
+        lambda m, t: pickle.dumps(
+            Payload(sklearn.datasets.dump_svmlight_file, np.ones((2, 2)), np.ones(2), str(m))
+        ),
+        ["sklearn.datasets._svmlight_format_io.dump_svmlight_file"],
+    ),
     "sklearn_export_writer": (
-        lambda m, t: pickle.dumps(Payload(sklearn.tree.export_graphviz, DecisionTreeClassifier().fit([[0], [1]], [0, 1]),
-                                          str(m))),
-        ["sklearn.tree._export.export_graphviz"]),
-    "reexported_partial": (lambda m, t: b"csklearn.model_selection._search\npartial\n.",
-                           ["sklearn.model_selection._search.partial"]),
-    "reexported_parallel": (lambda m, t: b"csklearn.ensemble._forest\nParallel\n.",
-                            ["sklearn.ensemble._forest.Parallel"]),
+        lambda m, t: pickle.dumps(
+            Payload(sklearn.tree.export_graphviz, DecisionTreeClassifier().fit([[0], [1]], [0, 1]), str(m))
+        ),
+        ["sklearn.tree._export.export_graphviz"],
+    ),
+    "reexported_partial": (
+        lambda m, t: b"csklearn.model_selection._search\npartial\n.",
+        ["sklearn.model_selection._search.partial"],
+    ),
+    "reexported_parallel": (
+        lambda m, t: b"csklearn.ensemble._forest\nParallel\n.",
+        ["sklearn.ensemble._forest.Parallel"],
+    ),
     "module_object": (lambda m, t: b"csklearn.base\nnp\n.", ["sklearn.base.np"]),
-    "dotted_name": (lambda m, t: b"csklearn.base\nBaseEstimator.__setattr__\n.",
-                    ["sklearn.base.BaseEstimator.__setattr__"]),
+    "dotted_name": (
+        lambda m, t: b"csklearn.base\nBaseEstimator.__setattr__\n.",
+        ["sklearn.base.BaseEstimator.__setattr__"],
+    ),
     "old_joblib_companion_files": (
         lambda m, t: pickle.dumps(Payload(joblib.numpy_pickle_compat.NDArrayWrapper, "x.npy", np.ndarray)),
-        ["joblib.numpy_pickle_compat.NDArrayWrapper"]),
+        ["joblib.numpy_pickle_compat.NDArrayWrapper"],
+    ),
     "build_on_class": (
         # BUILD on the DecisionTreeClassifier class with slot state would replace its predict_proba
         lambda m, t: b"csklearn.tree._classes\nDecisionTreeClassifier\n(N(Vpredict_proba\nNdtb.",
-        ["setting attributes of sklearn.tree._classes.DecisionTreeClassifier"]),
+        ["setting attributes of sklearn.tree._classes.DecisionTreeClassifier"],
+    ),
 }
 
 

@@ -53,7 +53,11 @@ def test_modified_entropy_matches_its_definition():
 
 def test_risk_levels_and_knowledge_needed():
     assert risk_level(0.80, 0.0) == "high" and risk_level(0.52, 0.2) == "high"
-    assert risk_level(0.62, 0.0) == "medium" and risk_level(0.56, 0.0) == "low" and risk_level(0.51, 0.01) == "minimal"
+    assert (
+        risk_level(0.62, 0.0) == "medium"
+        and risk_level(0.56, 0.0) == "low"
+        and risk_level(0.51, 0.01) == "minimal"
+    )
 
     class Row:
         def __init__(self, proportion, auc):

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import REPO_ROOT
 
+from conftest import REPO_ROOT
 from mia_robustness import audit
 
 SAMPLE = REPO_ROOT / "sample_input"
@@ -19,7 +19,9 @@ TOLERANCE = 0.02
 
 
 def test_sample_bundle_is_small_and_gives_its_recorded_report():
-    bundle_bytes = sum(p.stat().st_size for p in SAMPLE.iterdir() if p.name in ("model.joblib", "train.csv", "subject.csv"))
+    bundle_bytes = sum(
+        p.stat().st_size for p in SAMPLE.iterdir() if p.name in ("model.joblib", "train.csv", "subject.csv")
+    )
     assert bundle_bytes < 2 * 1024 * 1024
     recorded = json.loads((SAMPLE / "report.json").read_text())
     fresh = json.loads(json.dumps(audit(SAMPLE).to_dict()))
@@ -31,7 +33,12 @@ def test_sample_bundle_is_small_and_gives_its_recorded_report():
     ], hint
     for new, old in zip(fresh["results"], recorded["results"], strict=True):
         for name, value in old["mean"].items():
-            assert new["mean"][name] == pytest.approx(value, abs=TOLERANCE), (new["attack_model"], new["proportion"], name, hint)
+            assert new["mean"][name] == pytest.approx(value, abs=TOLERANCE), (
+                new["attack_model"],
+                new["proportion"],
+                name,
+                hint,
+            )
     assert fresh["summary"]["auc"] == pytest.approx(recorded["summary"]["auc"], abs=TOLERANCE), hint
     assert recorded["target"]["estimator_class"] == "RandomForestClassifier"
     assert recorded["data"]["label_column"] == "income"

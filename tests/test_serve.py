@@ -414,4 +414,6 @@ def test_requests_gunicorn_refuses_are_answered_with_json_too(server, raw):
     assert head.startswith(b"HTTP/1.1 400 "), head
     assert b"Content-Type: application/json" in head, head
     error = json.loads(body)
-    assert error["error"] == "bad_http_request" and error["error-message"].startswith("the HTTP request is malformed")
+    assert error["error"] == "bad_http_request" and error["error-message"].startswith(
+        "the HTTP request is malformed"
+    )

@@ -57,7 +57,12 @@ def varied_bundles(tmp_path_factory):
     for i in range(CONCURRENT):
         spec = {"label": f"outcome_{i}", "rows": 140 + 3 * i, "features": 3 + i % 5, "kind": kinds[i % 3]}
         body = bundle_bytes(
-            root / str(i), spec["rows"], kind=spec["kind"], label=spec["label"], seed=100 + i, features=spec["features"]
+            root / str(i),
+            spec["rows"],
+            kind=spec["kind"],
+            label=spec["label"],
+            seed=100 + i,
+            features=spec["features"],
         )
         made.append((spec, body))
     return made
@@ -95,7 +100,9 @@ def _ping_while(server: Server, busy: threading.Event, latencies: list[float]) -
 # --------------------------------------------------------------------------------------------------
 
 
-def test_twenty_concurrent_bundles_each_get_their_own_report_and_ping_stays_fast(stress_server, varied_bundles):
+def test_twenty_concurrent_bundles_each_get_their_own_report_and_ping_stays_fast(
+    stress_server, varied_bundles
+):
     """All 20 are admitted at once (2 run, 18 wait for a slot); /ping answers within 2 s throughout."""
     busy, latencies = threading.Event(), []
     busy.set()
@@ -280,7 +287,9 @@ def test_training_job_refuses_an_audit_over_the_memory_limit(tmp_path, monkeypat
     channel.mkdir(parents=True)
     (channel / "bundle.tar").write_bytes(bundles["tar"])
     (root / "input" / "config").mkdir(parents=True)
-    (root / "input" / "config" / "hyperparameters.json").write_text(json.dumps({"attack_models": "threshold"}))
+    (root / "input" / "config" / "hyperparameters.json").write_text(
+        json.dumps({"attack_models": "threshold"})
+    )
     monkeypatch.setenv("MIA_OPT_ML", str(root))
     monkeypatch.setenv("MIA_MAX_AUDIT_MEMORY_MB", "64")
     assert training.main([]) == training.EXIT_INPUT

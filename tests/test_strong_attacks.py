@@ -23,7 +23,9 @@ LEARNED = ("nn", "rf", "gb", "threshold", "class_threshold")
 def overfit_forest_report(tmp_path_factory):
     frame = noisy_numeric_frame(2000, seed=1)
     members, non_members = frame.iloc[:1000], frame.iloc[1000:]
-    model = RandomForestClassifier(n_estimators=50, random_state=0).fit(members.drop(columns="label"), members["label"])
+    model = RandomForestClassifier(n_estimators=50, random_state=0).fit(
+        members.drop(columns="label"), members["label"]
+    )
     bundle = write_bundle(tmp_path_factory.mktemp("forest"), model, members, non_members)
     return audit(bundle, {"repeats": 1, "proportions": "0.5,1"}), members
 
@@ -49,7 +51,10 @@ def test_intervals_epsilon_and_where_the_risk_is(overfit_forest_report):
     assert low <= summary.auc <= high and high - low < 0.2
     low, high = summary.ci95["tpr_at_1pct_fpr"]
     assert low <= summary.tpr_at_1pct_fpr <= high
-    assert summary.epsilon_lower_bound is not None and 0 < summary.epsilon_lower_bound <= summary.epsilon_estimate
+    assert (
+        summary.epsilon_lower_bound is not None
+        and 0 < summary.epsilon_lower_bound <= summary.epsilon_estimate
+    )
     assert {c["label"] for c in report.per_class} == {"0", "1"}
     assert sum(c["members"] for c in report.per_class) == report.data.eval_rows_per_side
     exposed = report.exposed_records
@@ -69,7 +74,10 @@ def test_dummy_target_stays_at_chance_with_intervals_covering_it(tmp_path):
     frame = noisy_numeric_frame(1000, seed=12)
     members, non_members = frame.iloc[:500], frame.iloc[500:]
     model = DummyClassifier(strategy="prior").fit(members.drop(columns="label"), members["label"])
-    report = audit(write_bundle(tmp_path, model, members, non_members), {"repeats": 1, "proportions": "0.5,1", "attack_models": "threshold,class_threshold,lira,rmia"})
+    report = audit(
+        write_bundle(tmp_path, model, members, non_members),
+        {"repeats": 1, "proportions": "0.5,1", "attack_models": "threshold,class_threshold,lira,rmia"},
+    )
     for row in report.results:
         assert abs(row.mean["auc"] - 0.5) <= 0.05, (row.attack_model, row.mean["auc"])
     low, high = report.summary.ci95["auc"]
@@ -82,12 +90,21 @@ def test_refitting_the_recipe_never_writes_where_the_model_file_says(tmp_path):
     frame = noisy_numeric_frame(600, seed=13)
     members, non_members = frame.iloc[:300], frame.iloc[300:]
     cache = tmp_path / "cache-from-model-file"
-    model = Pipeline([("scale", StandardScaler()), ("rf", RandomForestClassifier(n_estimators=10, n_jobs=-1, random_state=0))], memory=str(cache))
+    model = Pipeline(
+        [
+            ("scale", StandardScaler()),
+            ("rf", RandomForestClassifier(n_estimators=10, n_jobs=-1, random_state=0)),
+        ],
+        memory=str(cache),
+    )
     model.fit(members.drop(columns="label"), members["label"])
     import shutil
 
     shutil.rmtree(cache, ignore_errors=True)
-    report = audit(write_bundle(tmp_path / "b", model, members, non_members), {"repeats": 1, "proportions": "1", "attack_models": "lira"})
+    report = audit(
+        write_bundle(tmp_path / "b", model, members, non_members),
+        {"repeats": 1, "proportions": "1", "attack_models": "lira"},
+    )
     assert not cache.exists()
     assert {r.attack_model for r in report.results} == {"lira", "lira_offline"}
 
@@ -118,9 +135,14 @@ def test_lira_and_rmia_scores_rank_members_first():
     population = np.flatnonzero(is_member == 0)[:100]
     for online in (True, False):
         assert roc_auc_score(is_member, lira_scores(target, reference, in_mask, online=online)) > 0.85
-        assert roc_auc_score(is_member, rmia_scores(target, reference, in_mask, population, online=online)) > 0.85
+        assert (
+            roc_auc_score(is_member, rmia_scores(target, reference, in_mask, population, online=online))
+            > 0.85
+        )
     # the raw confidence is blurred by per-record difficulty; calibrating on references removes it
-    assert roc_auc_score(is_member, target) < roc_auc_score(is_member, lira_scores(target, reference, in_mask, online=True))
+    assert roc_auc_score(is_member, target) < roc_auc_score(
+        is_member, lira_scores(target, reference, in_mask, online=True)
+    )
 
 
 def test_clopper_pearson_and_rate_intervals():
@@ -129,6 +151,10 @@ def test_clopper_pearson_and_rate_intervals():
     low, high = clopper_pearson(50, 100)
     assert low == pytest.approx(0.398, abs=1e-3) and high == pytest.approx(0.602, abs=1e-3)
     truth = np.repeat([1, 0], 500)
-    intervals = rate_intervals(truth, truth + np.random.default_rng(1).normal(0, 0.1, 1000), np.random.default_rng(2))
+    intervals = rate_intervals(
+        truth, truth + np.random.default_rng(1).normal(0, 0.1, 1000), np.random.default_rng(2)
+    )
     assert intervals.auc[0] > 0.99
-    assert intervals.epsilon_lower_bound > 4  # perfect separation of 500 vs 500 rules out epsilon < log(~500/3.7)
+    assert (
+        intervals.epsilon_lower_bound > 4
+    )  # perfect separation of 500 vs 500 rules out epsilon < log(~500/3.7)

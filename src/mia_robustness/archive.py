@@ -295,7 +295,9 @@ def _member_parts(name: str) -> tuple[str, ...]:
     """
     shown = ascii(name) if len(name) <= 200 else ascii(name[:200]) + "..."
     if "\x00" in name:
-        raise BundleError(f"archive member name {shown} contains a NUL byte; rename it", code="bad_member_name")
+        raise BundleError(
+            f"archive member name {shown} contains a NUL byte; rename it", code="bad_member_name"
+        )
     if "\\" in name or _DRIVE_LETTER.match(name):
         raise BundleError(
             f"archive member {shown} has a Windows-style path (backslash or drive letter); re-create the "
@@ -412,7 +414,9 @@ class _Unpacker:
 
     def check_ratio(self, what: str, unpacked: int, compressed: float) -> None:
         """Raise if ``unpacked`` bytes came from too few ``compressed`` bytes (past the small-file floor)."""
-        if unpacked > _RATIO_FLOOR_BYTES and unpacked > self.limits.max_compression_ratio * max(compressed, 1):
+        if unpacked > _RATIO_FLOOR_BYTES and unpacked > self.limits.max_compression_ratio * max(
+            compressed, 1
+        ):
             raise self.ratio_error(what, unpacked / max(compressed, 1))
 
     # -- names -------------------------------------------------------------------------------------
@@ -844,7 +848,9 @@ def extract_archive(archive: Path, dest: Path, limits: BundleLimits = BundleLimi
     except OSError:
         dest_ok = False
     if not dest_ok:
-        raise MiaError(f"unpacking needs an existing empty folder, got {str(dest)!r}", code="bad_extract_destination")
+        raise MiaError(
+            f"unpacking needs an existing empty folder, got {str(dest)!r}", code="bad_extract_destination"
+        )
     kind, reason = _sniff(archive)
     if kind is None:
         raise _format_error(archive, reason)

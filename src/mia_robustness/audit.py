@@ -45,7 +45,9 @@ TOP_EXPOSED_RECORDS = 10
 REFERENCE_DEFAULT_MAX_ROWS = 20_000
 
 
-def resolve_options(config: Mapping[str, Any], overrides: Mapping[str, Any] | AuditOptions | None) -> AuditOptions:
+def resolve_options(
+    config: Mapping[str, Any], overrides: Mapping[str, Any] | AuditOptions | None
+) -> AuditOptions:
     """Defaults <- the bundle's ``config.json`` <- the caller's overrides (an AuditOptions wins outright)."""
     if isinstance(overrides, AuditOptions):
         return overrides
@@ -105,7 +107,9 @@ def audit(
         lap("loading")
 
     if max_memory_mb is not None:
-        estimate = estimate_peak_memory_mb(members, non_members, model_file_bytes, options, workers or default_workers())
+        estimate = estimate_peak_memory_mb(
+            members, non_members, model_file_bytes, options, workers or default_workers()
+        )
         if estimate > max_memory_mb:
             raise LimitError(
                 f"this audit would need about {estimate:,.0f} MB of memory, over the limit of {max_memory_mb:,.0f} MB; "
@@ -125,7 +129,11 @@ def audit(
     learned = [a for a in options.attack_models if a not in REFERENCE_ATTACKS]
     reference = [a for a in options.attack_models if a in REFERENCE_ATTACKS]
     notes = []
-    if reference and "attack_models" not in options.explicit and len(data.labels) // 2 > REFERENCE_DEFAULT_MAX_ROWS:
+    if (
+        reference
+        and "attack_models" not in options.explicit
+        and len(data.labels) // 2 > REFERENCE_DEFAULT_MAX_ROWS
+    ):
         # Each reference model costs one training of the target's recipe on as many rows; above this size
         # the default audit would be dominated by them, so they run only when asked for.
         notes.append(
@@ -136,18 +144,35 @@ def audit(
     cells = []
     if learned:
         cells += run_sweep(
-            inputs, data.is_member,
-            proportions=options.proportions, attacks=learned, repeats=options.repeats,
-            eval_fraction=options.eval_fraction, seed=options.seed, device=device, workers=workers,
+            inputs,
+            data.is_member,
+            proportions=options.proportions,
+            attacks=learned,
+            repeats=options.repeats,
+            eval_fraction=options.eval_fraction,
+            seed=options.seed,
+            device=device,
+            workers=workers,
             progress=report_progress,
         )
         lap("attacks")
     if reference:
         cells += run_reference_attacks(
-            model, data.features, data.labels, outputs.label_index, outputs.classes, signals.scores["confidence"],
-            data.is_member, attacks=reference, proportion=max(options.proportions), repeats=options.repeats,
-            eval_fraction=options.eval_fraction, n_models=options.reference_models, seed=options.seed,
-            workers=workers, progress=report_progress,
+            model,
+            data.features,
+            data.labels,
+            outputs.label_index,
+            outputs.classes,
+            signals.scores["confidence"],
+            data.is_member,
+            attacks=reference,
+            proportion=max(options.proportions),
+            repeats=options.repeats,
+            eval_fraction=options.eval_fraction,
+            n_models=options.reference_models,
+            seed=options.seed,
+            workers=workers,
+            progress=report_progress,
         )
         lap("reference_attacks")
 
@@ -156,9 +181,14 @@ def audit(
     n = int(data.is_member.sum())
     eval_per_side = cells[0].eval_rows // 2
     data_info = DataInfo(
-        layout=bundle.layout, label_column=data.label_column, feature_columns=len(data.feature_columns),
-        members_available=data.members_available, non_members_available=data.non_members_available,
-        rows_per_side=n, balancing=data.balancing, eval_rows_per_side=eval_per_side,
+        layout=bundle.layout,
+        label_column=data.label_column,
+        feature_columns=len(data.feature_columns),
+        members_available=data.members_available,
+        non_members_available=data.non_members_available,
+        rows_per_side=n,
+        balancing=data.balancing,
+        eval_rows_per_side=eval_per_side,
         attacker_pool_per_side=n - eval_per_side,
     )
     warnings = _warnings(target, data_info) + notes
@@ -173,10 +203,20 @@ def audit(
     timings["total"] = time.perf_counter() - started
     settings = options.to_dict() | {"resolved_device": device}
     return Report(
-        target=target, data=data_info, results=results, summary=summary, settings=settings,
-        timings=timings, warnings=warnings, tool_version=__version__,
-        per_class=per_class_metrics(truth, strongest_cell.scores, outputs.label_index[eval_rows], outputs.classes),
-        exposed_records=_exposed_records(strongest_cell, eval_rows, data.is_member, data.source_rows, strongest.mean),
+        target=target,
+        data=data_info,
+        results=results,
+        summary=summary,
+        settings=settings,
+        timings=timings,
+        warnings=warnings,
+        tool_version=__version__,
+        per_class=per_class_metrics(
+            truth, strongest_cell.scores, outputs.label_index[eval_rows], outputs.classes
+        ),
+        exposed_records=_exposed_records(
+            strongest_cell, eval_rows, data.is_member, data.source_rows, strongest.mean
+        ),
         curves=_curves(results, cells, truth),
     )
 
@@ -191,7 +231,11 @@ MODEL_IN_MEMORY_PER_FILE_BYTE = 4  # pickles are compressed or compact; fitted m
 
 
 def estimate_peak_memory_mb(
-    members: pd.DataFrame, non_members: pd.DataFrame, model_file_bytes: int, options: AuditOptions, workers: int
+    members: pd.DataFrame,
+    non_members: pd.DataFrame,
+    model_file_bytes: int,
+    options: AuditOptions,
+    workers: int,
 ) -> float:
     """An upper-end estimate of an audit's peak resident memory in MB, from sizes known before it runs."""
     rows = 2 * min(len(members), len(non_members))
@@ -202,7 +246,12 @@ def estimate_peak_memory_mb(
     concurrent = min(workers, len(options.attack_models) * len(options.proportions) * options.repeats)
     total = TABLE_COPIES * table_bytes + signal_bytes * (2 + 2 * concurrent) + rows * n_classes * 8
     if "rf" in options.attack_models:
-        total += min(concurrent, options.repeats * len(options.proportions)) * pool_rows * FOREST_BYTES_PER_TRAINING_ROW / 10
+        total += (
+            min(concurrent, options.repeats * len(options.proportions))
+            * pool_rows
+            * FOREST_BYTES_PER_TRAINING_ROW
+            / 10
+        )
     if set(options.attack_models) & set(REFERENCE_ATTACKS):
         total += min(workers, options.reference_models) * model_file_bytes * MODEL_IN_MEMORY_PER_FILE_BYTE
     return BASELINE_MB + total / 2**20
@@ -217,7 +266,9 @@ def _first_cell(cells: list[CellResult], attack: str, proportion: float) -> Cell
     return next(c for c in cells if c.attack == attack and c.proportion == proportion and c.repeat == 0)
 
 
-def _exposed_records(cell: CellResult, eval_rows: np.ndarray, is_member: np.ndarray, source_rows: np.ndarray, mean: dict) -> dict[str, Any]:
+def _exposed_records(
+    cell: CellResult, eval_rows: np.ndarray, is_member: np.ndarray, source_rows: np.ndarray, mean: dict
+) -> dict[str, Any]:
     """The members the strongest attack is surest about, by their row number in the members table."""
     member_positions = np.flatnonzero(is_member[eval_rows] == 1)
     order = member_positions[np.argsort(-cell.scores[member_positions], kind="stable")][:TOP_EXPOSED_RECORDS]
@@ -240,7 +291,9 @@ def _curves(results: list[ResultRow], cells: list[CellResult], truth: np.ndarray
     return curves
 
 
-def _target_info(model: object, n_features: int, outputs: TargetOutputs, is_member: np.ndarray, correct: np.ndarray) -> TargetInfo:
+def _target_info(
+    model: object, n_features: int, outputs: TargetOutputs, is_member: np.ndarray, correct: np.ndarray
+) -> TargetInfo:
     member_accuracy = float(correct[is_member == 1].mean())
     non_member_accuracy = float(correct[is_member == 0].mean())
     final = model.steps[-1][1] if hasattr(model, "steps") else model

@@ -63,14 +63,19 @@ def _is_junk(path: Path) -> bool:
 
 
 def _files_under(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink() and not _is_junk(p.relative_to(root)))
+    return sorted(
+        p for p in root.rglob("*") if p.is_file() and not p.is_symlink() and not _is_junk(p.relative_to(root))
+    )
 
 
 def _pick_one(files: list[Path], stems: tuple[str, ...], suffixes: tuple[str, ...]) -> Path | None:
     matches = [p for p in files if p.stem.lower() in stems and p.suffix.lower() in suffixes]
     if len(matches) > 1:
         names = ", ".join(p.name for p in matches)
-        raise BundleError(f"the bundle has more than one {stems[0]} table ({names}); keep exactly one", code="ambiguous_table")
+        raise BundleError(
+            f"the bundle has more than one {stems[0]} table ({names}); keep exactly one",
+            code="ambiguous_table",
+        )
     return matches[0] if matches else None
 
 
@@ -79,16 +84,27 @@ def _read_config(files: list[Path]) -> dict[str, Any]:
     if not configs:
         return {}
     if len(configs) > 1:
-        raise BundleError("the bundle has more than one config.json; keep exactly one", code="ambiguous_config")
+        raise BundleError(
+            "the bundle has more than one config.json; keep exactly one", code="ambiguous_config"
+        )
     path = configs[0]
     if path.stat().st_size > MAX_CONFIG_BYTES:
-        raise BundleError(f"config.json is larger than {MAX_CONFIG_BYTES // 1024} KiB; it should hold only audit options", code="bad_config")
+        raise BundleError(
+            f"config.json is larger than {MAX_CONFIG_BYTES // 1024} KiB; it should hold only audit options",
+            code="bad_config",
+        )
     try:
         config = json.loads(path.read_text(encoding="utf-8-sig"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"config.json is not valid JSON ({exc}); write it as an object of option names to values", code="bad_config") from None
+        raise BundleError(
+            f"config.json is not valid JSON ({exc}); write it as an object of option names to values",
+            code="bad_config",
+        ) from None
     if not isinstance(config, dict):
-        raise BundleError("config.json must be a JSON object of option names to values, e.g. {\"repeats\": 1}", code="bad_config")
+        raise BundleError(
+            'config.json must be a JSON object of option names to values, e.g. {"repeats": 1}',
+            code="bad_config",
+        )
     return config
 
 
@@ -98,11 +114,14 @@ def locate_parts(root: Path, scratch: Path, limits: BundleLimits) -> Bundle:
     models = [p for p in files if p.suffix.lower() in MODEL_SUFFIXES]
     if not models:
         raise BundleError(
-            f"the bundle has no model file; add one file ending in {', '.join(MODEL_SUFFIXES)}", code="missing_model"
+            f"the bundle has no model file; add one file ending in {', '.join(MODEL_SUFFIXES)}",
+            code="missing_model",
         )
     if len(models) > 1:
         names = ", ".join(str(p.relative_to(root)) for p in models)
-        raise BundleError(f"the bundle has {len(models)} model files ({names}); keep exactly one", code="ambiguous_model")
+        raise BundleError(
+            f"the bundle has {len(models)} model files ({names}); keep exactly one", code="ambiguous_model"
+        )
     config = _read_config(files)
 
     members = _pick_one(files, MEMBER_STEMS, TABLE_SUFFIXES)
@@ -111,10 +130,15 @@ def locate_parts(root: Path, scratch: Path, limits: BundleLimits) -> Bundle:
     if members is None and non_members is None:
         nested = [p for p in files if p.name.lower() == LEGACY_DATA_ARCHIVE]
         if nested and limits.max_nesting < 1:
-            raise BundleError("nested archives are disabled (max_nesting=0); unpack data.zip into the bundle", code="nesting_limit")
+            raise BundleError(
+                "nested archives are disabled (max_nesting=0); unpack data.zip into the bundle",
+                code="nesting_limit",
+            )
         if nested:
             if len(nested) > 1:
-                raise BundleError("the bundle has more than one data.zip; keep exactly one", code="ambiguous_table")
+                raise BundleError(
+                    "the bundle has more than one data.zip; keep exactly one", code="ambiguous_table"
+                )
             target = scratch / "data"
             target.mkdir()
             extract_archive(nested[0], target, limits)
@@ -129,9 +153,15 @@ def locate_parts(root: Path, scratch: Path, limits: BundleLimits) -> Bundle:
                 code="missing_tables",
             )
     elif members is None:
-        raise BundleError("the bundle has subject.csv but no train.csv; add the model's training rows as train.csv", code="missing_members")
+        raise BundleError(
+            "the bundle has subject.csv but no train.csv; add the model's training rows as train.csv",
+            code="missing_members",
+        )
     elif non_members is None:
-        raise BundleError("the bundle has train.csv but no subject.csv; add rows the model never saw as subject.csv", code="missing_non_members")
+        raise BundleError(
+            "the bundle has train.csv but no subject.csv; add rows the model never saw as subject.csv",
+            code="missing_non_members",
+        )
     return Bundle(models[0], members, non_members, config, layout)
 
 
@@ -155,7 +185,9 @@ def open_bundle(
     try:
         if isinstance(source, (bytes, bytearray, memoryview)):
             if not source:
-                raise BundleError("the bundle is empty: send a zip, tar or tar.gz archive", code="empty_bundle")
+                raise BundleError(
+                    "the bundle is empty: send a zip, tar or tar.gz archive", code="empty_bundle"
+                )
             upload = scratch / "upload.bin"
             upload.write_bytes(source)
             yield _open_archive(upload, scratch, limits)
@@ -166,7 +198,10 @@ def open_bundle(
         elif path.is_file():
             yield _open_archive(path, scratch, limits)
         else:
-            raise BundleError(f"{path} does not exist; give a bundle folder or a zip / tar / tar.gz archive", code="bundle_not_found")
+            raise BundleError(
+                f"{path} does not exist; give a bundle folder or a zip / tar / tar.gz archive",
+                code="bundle_not_found",
+            )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -187,10 +222,16 @@ def pack_bundle(
         if not Path(path).is_file():
             raise BundleError(f"the {what} file {path} does not exist", code="file_not_found")
     if Path(model).suffix.lower() not in MODEL_SUFFIXES:
-        raise BundleError(f"the model file must end in {', '.join(MODEL_SUFFIXES)}: got {Path(model).name}", code="bad_model_name")
+        raise BundleError(
+            f"the model file must end in {', '.join(MODEL_SUFFIXES)}: got {Path(model).name}",
+            code="bad_model_name",
+        )
     for path in (members, non_members):
         if Path(path).suffix.lower() not in TABLE_SUFFIXES:
-            raise BundleError(f"tables must be CSV or Parquet (.csv, .parquet): got {Path(path).name}", code="bad_table_name")
+            raise BundleError(
+                f"tables must be CSV or Parquet (.csv, .parquet): got {Path(path).name}",
+                code="bad_table_name",
+            )
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(output, "w", zipfile.ZIP_DEFLATED) as archive:

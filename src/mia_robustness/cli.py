@@ -30,22 +30,34 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="mia-robustness", description="Audit a classifier's robustness to membership inference.")
+    parser = OneLineParser(
+        prog="mia-robustness", description="Audit a classifier's robustness to membership inference."
+    )
     parser.add_argument("--version", action="version", version=f"mia-robustness {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     run = commands.add_parser("audit", help="audit a bundle and write its report")
     run.add_argument("input", help="bundle: a folder, or a zip / tar / tar.gz archive")
     run.add_argument("-o", "--output", help="write the report here (default: standard output)")
-    run.add_argument("--format", choices=sorted(FORMAT_BY_SUFFIX.values()), help="report format (default: from -o's suffix, else json)")
-    run.add_argument("--proportions", help="attacker-knowledge shares, e.g. 0.1,0.5,1 (default 0.1,0.2,...,1)")
+    run.add_argument(
+        "--format",
+        choices=sorted(FORMAT_BY_SUFFIX.values()),
+        help="report format (default: from -o's suffix, else json)",
+    )
+    run.add_argument(
+        "--proportions", help="attacker-knowledge shares, e.g. 0.1,0.5,1 (default 0.1,0.2,...,1)"
+    )
     run.add_argument("--attack-models", help=f"comma-separated, from {','.join(ATTACK_MODELS)} (default all)")
     run.add_argument("--repeats", help="repetitions with different seeds (default 3)")
     run.add_argument("--seed", help="root random seed (default 0)")
     run.add_argument("--device", choices=DEVICES, help="where the nn attack trains (default auto)")
-    run.add_argument("--label-column", help="label column (default: label/target/class/y, else the last column)")
+    run.add_argument(
+        "--label-column", help="label column (default: label/target/class/y, else the last column)"
+    )
     run.add_argument("--eval-fraction", help="share of each side held out for evaluation (default 0.3)")
-    run.add_argument("--reference-models", help="clones of the target per repeat for lira and rmia (default 4)")
+    run.add_argument(
+        "--reference-models", help="clones of the target per repeat for lira and rmia (default 4)"
+    )
     run.add_argument("-q", "--quiet", action="store_true", help="no progress on standard error")
 
     pack = commands.add_parser("bundle", help="pack a model and its tables into a bundle zip")
@@ -74,7 +86,9 @@ class Progress:
         if stage == "attacks" and total > 1:
             if self.tty:
                 filled = int(30 * done / total)
-                self.stream.write(f"\rattacks [{'#' * filled}{'.' * (30 - filled)}] {done}/{total} {elapsed:6.1f}s")
+                self.stream.write(
+                    f"\rattacks [{'#' * filled}{'.' * (30 - filled)}] {done}/{total} {elapsed:6.1f}s"
+                )
                 if done == total:
                     self.stream.write("\n")
             elif (10 * done) // total != self.last_line:
@@ -82,7 +96,9 @@ class Progress:
                 self.stream.write(f"[{elapsed:6.1f}s] attacks {done}/{total}\n")
         elif stage == "reference_models":
             if self.tty:
-                self.stream.write(f"\rreference models {done}/{total} {elapsed:6.1f}s" + ("\n" if done == total else ""))
+                self.stream.write(
+                    f"\rreference models {done}/{total} {elapsed:6.1f}s" + ("\n" if done == total else "")
+                )
             else:
                 self.stream.write(f"[{elapsed:6.1f}s] reference models {done}/{total}\n")
         elif stage != "attacks":
@@ -91,10 +107,19 @@ class Progress:
 
 
 def _run_audit(args: argparse.Namespace) -> None:
-    fmt = args.format or FORMAT_BY_SUFFIX.get(Path(args.output).suffix.lower(), "json") if args.output else args.format or "json"
+    fmt = (
+        args.format or FORMAT_BY_SUFFIX.get(Path(args.output).suffix.lower(), "json")
+        if args.output
+        else args.format or "json"
+    )
     overrides = {
-        "proportions": args.proportions, "attack_models": args.attack_models, "repeats": args.repeats,
-        "seed": args.seed, "device": args.device, "label_column": args.label_column, "eval_fraction": args.eval_fraction,
+        "proportions": args.proportions,
+        "attack_models": args.attack_models,
+        "repeats": args.repeats,
+        "seed": args.seed,
+        "device": args.device,
+        "label_column": args.label_column,
+        "eval_fraction": args.eval_fraction,
         "reference_models": args.reference_models,
     }
     report = audit(args.input, overrides, progress=None if args.quiet else Progress(sys.stderr))
@@ -116,7 +141,9 @@ def _write_atomically(path: Path, text: str) -> None:
 
 def _run_bundle(args: argparse.Namespace) -> None:
     config = {"label_column": args.label_column} if args.label_column else None
-    path = pack_bundle(Path(args.model), Path(args.train), Path(args.subject), Path(args.output), config=config)
+    path = pack_bundle(
+        Path(args.model), Path(args.train), Path(args.subject), Path(args.output), config=config
+    )
     sys.stderr.write(f"bundle written to {path}\n")
 
 
@@ -125,7 +152,10 @@ def _run_summary(args: argparse.Namespace) -> None:
         report = json.loads(Path(args.report).read_text(encoding="utf-8"))
         sys.stdout.write(render_text(report))
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"{args.report} is not a readable mia-robustness JSON report ({type(exc).__name__}: {exc})", code="bad_report") from None
+        raise InputError(
+            f"{args.report} is not a readable mia-robustness JSON report ({type(exc).__name__}: {exc})",
+            code="bad_report",
+        ) from None
 
 
 COMMANDS = {"audit": _run_audit, "bundle": _run_bundle, "summary": _run_summary}
@@ -144,7 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # the one place an unexpected failure becomes one line, not a traceback
         if os.environ.get("MIA_DEBUG"):
             raise
-        sys.stderr.write(f"internal error: {type(exc).__name__}: {exc} (set MIA_DEBUG=1 for a traceback and report it)\n")
+        sys.stderr.write(
+            f"internal error: {type(exc).__name__}: {exc} (set MIA_DEBUG=1 for a traceback and report it)\n"
+        )
         return EXIT_INTERNAL
     return 0
 

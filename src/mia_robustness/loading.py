@@ -67,11 +67,36 @@ MODEL_SUFFIXES = (".pkl", ".pickle", ".joblib", ".skops")
 DEFAULT_MAX_MODEL_BYTES = 4 * 1024**3
 
 #: numpy ufuncs a ``FunctionTransformer`` may name as ``func`` / ``inverse_func``: elementwise, no I/O.
-NUMPY_UFUNCS = frozenset({
-    "log", "log1p", "log2", "log10", "exp", "expm1", "exp2", "sqrt", "cbrt", "square", "absolute",
-    "fabs", "sign", "negative", "reciprocal", "tanh", "arcsinh", "sinh", "cosh", "arctan", "rint",
-    "floor", "ceil", "trunc", "isnan", "isfinite",
-})
+NUMPY_UFUNCS = frozenset(
+    {
+        "log",
+        "log1p",
+        "log2",
+        "log10",
+        "exp",
+        "expm1",
+        "exp2",
+        "sqrt",
+        "cbrt",
+        "square",
+        "absolute",
+        "fabs",
+        "sign",
+        "negative",
+        "reciprocal",
+        "tanh",
+        "arcsinh",
+        "sinh",
+        "cosh",
+        "arctan",
+        "rint",
+        "floor",
+        "ceil",
+        "trunc",
+        "isnan",
+        "isfinite",
+    }
+)
 
 _FIX_HINT = (
     "only scikit-learn estimators, numpy and scipy data are. If you trust this "
@@ -81,39 +106,84 @@ _FIX_HINT = (
 
 # Exact (module, name) pairs outside scikit-learn. Their modules are trusted, so getattr (which may go
 # through a module __getattr__ shim such as numpy.core's) is used to resolve them.
-_EXACT = frozenset({
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-    ("numpy.ma", "MaskedArray"), ("numpy.ma.core", "MaskedArray"), ("numpy.ma.core", "_mareconstruct"),
-    ("numpy.random._pickle", "__randomstate_ctor"), ("numpy.random._pickle", "__bit_generator_ctor"),
-    ("numpy.random._pickle", "__generator_ctor"),
-    ("numpy.random.mtrand", "RandomState"), ("numpy.random._generator", "Generator"),
-    ("numpy.random._mt19937", "MT19937"), ("numpy.random._pcg64", "PCG64"),
-    ("numpy.random._pcg64", "PCG64DXSM"), ("numpy.random._philox", "Philox"),
-    ("numpy.random._sfc64", "SFC64"),
-    ("numpy.random.bit_generator", "SeedSequence"),
-    ("numpy.random.bit_generator", "__pyx_unpickle_SeedSequence"),
-    ("scipy.interpolate._bsplines", "BSpline"),
-    ("scipy._lib.array_api_compat.numpy._aliases", "asarray"),  # BSpline keeps it as _asarray
-    ("collections", "OrderedDict"), ("collections", "defaultdict"),
-    ("copyreg", "_reconstructor"), ("copyreg", "__newobj__"), ("copyreg", "__newobj_ex__"),
-})
+_EXACT = frozenset(
+    {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy.ma", "MaskedArray"),
+        ("numpy.ma.core", "MaskedArray"),
+        ("numpy.ma.core", "_mareconstruct"),
+        ("numpy.random._pickle", "__randomstate_ctor"),
+        ("numpy.random._pickle", "__bit_generator_ctor"),
+        ("numpy.random._pickle", "__generator_ctor"),
+        ("numpy.random.mtrand", "RandomState"),
+        ("numpy.random._generator", "Generator"),
+        ("numpy.random._mt19937", "MT19937"),
+        ("numpy.random._pcg64", "PCG64"),
+        ("numpy.random._pcg64", "PCG64DXSM"),
+        ("numpy.random._philox", "Philox"),
+        ("numpy.random._sfc64", "SFC64"),
+        ("numpy.random.bit_generator", "SeedSequence"),
+        ("numpy.random.bit_generator", "__pyx_unpickle_SeedSequence"),
+        ("scipy.interpolate._bsplines", "BSpline"),
+        ("scipy._lib.array_api_compat.numpy._aliases", "asarray"),  # BSpline keeps it as _asarray
+        ("collections", "OrderedDict"),
+        ("collections", "defaultdict"),
+        ("copyreg", "_reconstructor"),
+        ("copyreg", "__newobj__"),
+        ("copyreg", "__newobj_ex__"),
+    }
+)
 
-_BUILTINS = frozenset({
-    "set", "frozenset", "slice", "range", "complex", "bytearray", "bytes", "int", "float", "str", "bool",
-    "list", "dict", "tuple", "object",
-})
+_BUILTINS = frozenset(
+    {
+        "set",
+        "frozenset",
+        "slice",
+        "range",
+        "complex",
+        "bytearray",
+        "bytes",
+        "int",
+        "float",
+        "str",
+        "bool",
+        "list",
+        "dict",
+        "tuple",
+        "object",
+    }
+)
 
 # Modules (and their submodules) of scikit-learn whose classes and functions are never admitted.
 _SKLEARN_DENIED = (
-    "sklearn.utils._testing", "sklearn.utils.estimator_checks", "sklearn.utils._test_common",
-    "sklearn.utils._mocking", "sklearn.utils.parallel", "sklearn.utils._joblib", "sklearn.utils.fixes",
-    "sklearn.utils.deprecation", "sklearn.utils._show_versions", "sklearn.utils.discovery",
-    "sklearn.utils._optional_dependencies", "sklearn.externals", "sklearn.datasets", "sklearn._config",
-    "sklearn._build_utils", "sklearn.__check_build", "sklearn._min_dependencies",
-    "sklearn._distributor_init", "sklearn.conftest", "sklearn.experimental", "sklearn.callback",
+    "sklearn.utils._testing",
+    "sklearn.utils.estimator_checks",
+    "sklearn.utils._test_common",
+    "sklearn.utils._mocking",
+    "sklearn.utils.parallel",
+    "sklearn.utils._joblib",
+    "sklearn.utils.fixes",
+    "sklearn.utils.deprecation",
+    "sklearn.utils._show_versions",
+    "sklearn.utils.discovery",
+    "sklearn.utils._optional_dependencies",
+    "sklearn.externals",
+    "sklearn.datasets",
+    "sklearn._config",
+    "sklearn._build_utils",
+    "sklearn.__check_build",
+    "sklearn._min_dependencies",
+    "sklearn._distributor_init",
+    "sklearn.conftest",
+    "sklearn.experimental",
+    "sklearn.callback",
     "sklearn.tree._export",
 )
 
@@ -124,11 +194,21 @@ _SKLEARN_FUNCTION_MODULES = {
     "sklearn.metrics._classification": None,
     "sklearn.metrics._ranking": None,
     "sklearn.metrics._regression": None,
-    "sklearn.metrics.pairwise": frozenset({
-        "linear_kernel", "polynomial_kernel", "rbf_kernel", "sigmoid_kernel", "laplacian_kernel",
-        "chi2_kernel", "additive_chi2_kernel", "cosine_similarity", "euclidean_distances",
-        "manhattan_distances", "cosine_distances",
-    }),
+    "sklearn.metrics.pairwise": frozenset(
+        {
+            "linear_kernel",
+            "polynomial_kernel",
+            "rbf_kernel",
+            "sigmoid_kernel",
+            "laplacian_kernel",
+            "chi2_kernel",
+            "additive_chi2_kernel",
+            "cosine_similarity",
+            "euclidean_distances",
+            "manhattan_distances",
+            "cosine_distances",
+        }
+    ),
 }
 
 _MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
@@ -299,7 +379,9 @@ class _Gate:
         if inst is _Refused or isinstance(inst, _Refused):
             return
         if isinstance(inst, (type, types.ModuleType)) or inspect.isroutine(inst) or _is_ufunc(inst):
-            label = f"setting attributes of {getattr(inst, '__module__', '?')}.{getattr(inst, '__name__', '?')}"
+            label = (
+                f"setting attributes of {getattr(inst, '__module__', '?')}.{getattr(inst, '__name__', '?')}"
+            )
             if label not in self.refused:
                 self.refused.append(label)
             raise _Disallowed
@@ -459,9 +541,13 @@ def _refusal(path: Path, refused: list[str]) -> UnsafeModelError:
     noun = "which is" if len(refused) == 1 else "which are"
     hint = _FIX_HINT
     if any(label.startswith("scipy.stats.") for label in refused):
-        hint = "a fitted RandomizedSearchCV keeps scipy.stats distributions: save its best_estimator_ instead; " + hint
-    return UnsafeModelError(f"{path.name} refers to {what}, {noun} not allowed in a model file: {hint}",
-                            code="unsafe_model")
+        hint = (
+            "a fitted RandomizedSearchCV keeps scipy.stats distributions: save its best_estimator_ instead; "
+            + hint
+        )
+    return UnsafeModelError(
+        f"{path.name} refers to {what}, {noun} not allowed in a model file: {hint}", code="unsafe_model"
+    )
 
 
 def _corrupt(path: Path, exc: BaseException) -> ModelError:
@@ -497,7 +583,9 @@ def _load_pickle(path: Path, max_bytes: int | None) -> Any:
         except MemoryError as exc:
             if gate.refused:
                 raise _refusal(path, gate.refused) from None
-            raise LimitError(f"{path.name} needs more memory than is available to load", code="model_too_large") from exc
+            raise LimitError(
+                f"{path.name} needs more memory than is available to load", code="model_too_large"
+            ) from exc
         except Exception as exc:  # noqa: BLE001 - any failure of a hostile stream is a bad file, not a crash
             if gate.refused:
                 raise _refusal(path, gate.refused) from None
@@ -537,7 +625,9 @@ def _load_skops(path: Path, max_bytes: int | None) -> Any:
             info = archive.getinfo("schema.json")
             total = sum(member.file_size for member in archive.infolist())
             if max_bytes is not None and total > max_bytes:
-                raise LimitError(f"{path.name} expands to more than the allowed model size", code="model_too_large")
+                raise LimitError(
+                    f"{path.name} expands to more than the allowed model size", code="model_too_large"
+                )
             schema = json.loads(archive.read(info))
     except MiaError:
         raise
@@ -561,7 +651,9 @@ def _load_skops(path: Path, max_bytes: int | None) -> Any:
     except MiaError:
         raise
     except MemoryError as exc:
-        raise LimitError(f"{path.name} needs more memory than is available to load", code="model_too_large") from exc
+        raise LimitError(
+            f"{path.name} needs more memory than is available to load", code="model_too_large"
+        ) from exc
     except Exception as exc:  # noqa: BLE001
         raise _corrupt(path, exc) from exc
     version = _skops_saved_version(schema)
@@ -623,7 +715,11 @@ def _check_tree_structure(path: Path, obj: Any) -> None:
         if ((feature[~leaf] < 0) | (feature[~leaf] >= width)).any():
             raise _damaged_tree(path, obj, "a split on a feature that does not exist")
     hist_module = sys.modules.get("sklearn.ensemble._hist_gradient_boosting.gradient_boosting")
-    if hist_module is not None and isinstance(obj, hist_module.BaseHistGradientBoosting) and hasattr(obj, "_predictors"):
+    if (
+        hist_module is not None
+        and isinstance(obj, hist_module.BaseHistGradientBoosting)
+        and hasattr(obj, "_predictors")
+    ):
         width = int(getattr(obj, "n_features_in_", 0))
         for predictors in obj._predictors:
             for predictor in predictors:
@@ -631,7 +727,9 @@ def _check_tree_structure(path: Path, obj: Any) -> None:
                 leaf = nodes["is_leaf"].astype(bool)
                 if len(nodes) < 1:
                     raise _damaged_tree(path, obj, "an empty tree")
-                _check_child_links(path, obj, nodes["left"].astype(np.int64), nodes["right"].astype(np.int64), leaf)
+                _check_child_links(
+                    path, obj, nodes["left"].astype(np.int64), nodes["right"].astype(np.int64), leaf
+                )
                 feature = nodes["feature_idx"][~leaf].astype(np.int64)
                 if ((feature < 0) | (feature >= width)).any():
                     raise _damaged_tree(path, obj, "a split on a feature that does not exist")
@@ -695,13 +793,16 @@ def load_model(path: Path, *, max_bytes: int | None = DEFAULT_MAX_MODEL_BYTES) -
     """
     path = Path(path)
     if not path.is_file():
-        raise ModelError(f"model file {path.name} does not exist or is not a file; add it to the bundle",
-                         code="missing_model")
+        raise ModelError(
+            f"model file {path.name} does not exist or is not a file; add it to the bundle",
+            code="missing_model",
+        )
     with open(path, "rb") as handle:
         head = handle.read(4)
     if not head:
-        raise ModelError(f"{path.name} is empty; save the fitted classifier into it with joblib.dump",
-                         code="corrupt_model")
+        raise ModelError(
+            f"{path.name} is empty; save the fitted classifier into it with joblib.dump", code="corrupt_model"
+        )
     is_zip = head == b"PK\x03\x04"  # skops files are zip archives; pickles never start like that
     model = _load_skops(path, max_bytes) if is_zip else _load_pickle(path, max_bytes)
     _check_loaded(path, model)

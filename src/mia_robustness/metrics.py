@@ -103,7 +103,11 @@ def clopper_pearson(successes: int, trials: int, confidence: float = 0.95) -> tu
 
 
 def bootstrap_auc_interval(
-    is_member: np.ndarray, scores: np.ndarray, rng: np.random.Generator, resamples: int = 200, confidence: float = 0.95
+    is_member: np.ndarray,
+    scores: np.ndarray,
+    rng: np.random.Generator,
+    resamples: int = 200,
+    confidence: float = 0.95,
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of ROC AUC over evaluation rows (members and non-members resampled apart)."""
     truth = np.asarray(is_member).astype(bool)
@@ -173,14 +177,22 @@ def rate_intervals(is_member: np.ndarray, scores: np.ndarray, rng: np.random.Gen
     )
 
 
-def per_class_metrics(is_member: np.ndarray, scores: np.ndarray, label_index: np.ndarray, classes: np.ndarray) -> list[dict]:
+def per_class_metrics(
+    is_member: np.ndarray, scores: np.ndarray, label_index: np.ndarray, classes: np.ndarray
+) -> list[dict]:
     """AUC and TPR at 1% FPR of one attack within each true label (labels with both sides present)."""
     rows = []
     truth = np.asarray(is_member).astype(bool)
     for position, label in enumerate(classes.tolist()):
         mask = label_index == position
         members, non_members = int(truth[mask].sum()), int((~truth[mask]).sum())
-        entry = {"label": str(label), "members": members, "non_members": non_members, "auc": None, "tpr_at_1pct_fpr": None}
+        entry = {
+            "label": str(label),
+            "members": members,
+            "non_members": non_members,
+            "auc": None,
+            "tpr_at_1pct_fpr": None,
+        }
         if members and non_members:
             fpr, tpr, _ = roc_curve(truth[mask], scores[mask])
             entry["auc"] = float(roc_auc_score(truth[mask], scores[mask]))
@@ -189,7 +201,9 @@ def per_class_metrics(is_member: np.ndarray, scores: np.ndarray, label_index: np
     return rows
 
 
-def roc_points(is_member: np.ndarray, scores: np.ndarray, max_points: int = 200) -> tuple[list[float], list[float]]:
+def roc_points(
+    is_member: np.ndarray, scores: np.ndarray, max_points: int = 200
+) -> tuple[list[float], list[float]]:
     """ROC curve thinned to at most ``max_points`` points, spaced evenly in log FPR (for log-log charts)."""
     fpr, tpr, _ = roc_curve(np.asarray(is_member).astype(bool), scores)
     if len(fpr) > max_points:

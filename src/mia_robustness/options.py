@@ -97,14 +97,18 @@ def _parse_proportions(value: Any) -> tuple[float, ...]:
         try:
             numbers.append(float(item))
         except (TypeError, ValueError):
-            raise OptionsError(f"option 'proportions' has {item!r}, not a number: give shares in (0, 1]") from None
+            raise OptionsError(
+                f"option 'proportions' has {item!r}, not a number: give shares in (0, 1]"
+            ) from None
     # The replaced product spoke in percentages (10, 20, ..., 100): accept them when every value is one.
     if all(1 < number <= 100 for number in numbers):
         numbers = [number / 100.0 for number in numbers]
     result = []
     for item, number in zip(items, numbers, strict=True):
         if not (0 < number <= 1):
-            raise OptionsError(f"option 'proportions' has {item!r}: each share must be in (0, 1] (or all in percent)")
+            raise OptionsError(
+                f"option 'proportions' has {item!r}: each share must be in (0, 1] (or all in percent)"
+            )
         result.append(round(number, 6))
     return tuple(sorted(set(result)))
 
@@ -146,7 +150,9 @@ def _parse_float(name: str, value: Any, low: float, high: float) -> float:
 def _parse_reference_models(value: Any) -> int:
     number = _parse_int("reference_models", value, 2, 64)
     if number % 2:
-        raise OptionsError(f"option 'reference_models' must be even (each record is in half of them), got {number}")
+        raise OptionsError(
+            f"option 'reference_models' must be even (each record is in half of them), got {number}"
+        )
     return number
 
 

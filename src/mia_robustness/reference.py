@@ -33,7 +33,9 @@ REFERENCE_VARIANTS = {
 }
 
 
-def _true_class_confidence(model: object, features, label_index: np.ndarray, classes: np.ndarray) -> np.ndarray:
+def _true_class_confidence(
+    model: object, features, label_index: np.ndarray, classes: np.ndarray
+) -> np.ndarray:
     """Probability of each row's true label (0 for a class the model never saw in its half)."""
     probabilities = model.predict_proba(features)
     position = {value: i for i, value in enumerate(np.asarray(model.classes_).tolist())}
@@ -82,7 +84,8 @@ def fit_reference_confidences(
     except Exception as exc:
         raise ModelError(
             f"the reference-model attacks need to retrain the model's recipe, but it cannot be cloned "
-            f"({type(exc).__name__}: {exc}); drop lira / rmia from attack_models", code="not_clonable",
+            f"({type(exc).__name__}: {exc}); drop lira / rmia from attack_models",
+            code="not_clonable",
         ) from None
 
     def fit_one(k: int) -> np.ndarray:
@@ -96,7 +99,10 @@ def fit_reference_confidences(
     results = []
     # One BLAS/OpenMP thread per fit: the fits run side by side, and a model's figures must not depend on
     # how many threads the machine (CLI, server child, training job) happens to give the audit.
-    with threadpool_limits(limits=1), ThreadPoolExecutor(max_workers=workers, initializer=single_threaded_worker) as pool:
+    with (
+        threadpool_limits(limits=1),
+        ThreadPoolExecutor(max_workers=workers, initializer=single_threaded_worker) as pool,
+    ):
         for done, confidence in enumerate(pool.map(fit_one, range(len(in_mask))), 1):  # map keeps model order
             results.append(confidence)
             if progress is not None:
@@ -138,7 +144,14 @@ def run_reference_attacks(
                 progress("reference_models", repeat * n_models + done, total)
 
         reference = fit_reference_confidences(
-            target, features.iloc[pool], labels[pool], label_index[pool], classes, in_mask, workers=workers, progress=tick
+            target,
+            features.iloc[pool],
+            labels[pool],
+            label_index[pool],
+            classes,
+            in_mask,
+            workers=workers,
+            progress=tick,
         )
         fit_seconds = time.perf_counter() - started
         known_part, eval_part = np.arange(len(known)), np.arange(len(known), len(pool))
@@ -148,16 +161,23 @@ def run_reference_attacks(
                 if attack == "lira":
                     scores = lira_scores(target_confidence[pool], reference, in_mask, online=online)
                 else:
-                    scores = rmia_scores(target_confidence[pool], reference, in_mask, population, online=online)
+                    scores = rmia_scores(
+                        target_confidence[pool], reference, in_mask, population, online=online
+                    )
                 fpr, tpr, thresholds = roc_curve(is_member[known], scores[known_part])
                 cut = thresholds[int(np.argmax(tpr - fpr))]
                 eval_scores = scores[eval_part]
                 results.append(
                     CellResult(
-                        attack=name, proportion=proportion, repeat=repeat, train_rows=len(known),
+                        attack=name,
+                        proportion=proportion,
+                        repeat=repeat,
+                        train_rows=len(known),
                         eval_rows=len(split.evaluation),
                         metrics=attack_metrics(is_member[split.evaluation], eval_scores, eval_scores >= cut),
-                        device="cpu", seconds=fit_seconds / max(1, 2 * len(attacks)), detail=f"{n_models} reference models",
+                        device="cpu",
+                        seconds=fit_seconds / max(1, 2 * len(attacks)),
+                        detail=f"{n_models} reference models",
                         scores=eval_scores,
                     )
                 )

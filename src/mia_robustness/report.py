@@ -114,7 +114,20 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; key order is stable."""
         data = asdict(self)
-        keys = ("schema_version", "tool_version", "summary", "target", "data", "results", "per_class", "exposed_records", "curves", "settings", "warnings", "timings")
+        keys = (
+            "schema_version",
+            "tool_version",
+            "summary",
+            "target",
+            "data",
+            "results",
+            "per_class",
+            "exposed_records",
+            "curves",
+            "settings",
+            "warnings",
+            "timings",
+        )
         return _rounded({key: data[key] for key in keys})
 
     def result(self, attack_model: str, proportion: float) -> ResultRow:
@@ -190,7 +203,10 @@ def strongest_row(results: Sequence[ResultRow]) -> ResultRow:
 
 
 def summarise(
-    results: Sequence[ResultRow], target: TargetInfo, descriptions: dict[str, str], intervals: RateIntervals | None = None
+    results: Sequence[ResultRow],
+    target: TargetInfo,
+    descriptions: dict[str, str],
+    intervals: RateIntervals | None = None,
 ) -> Summary:
     """The headline: the worst case over every attack model and proportion, and plain-language sentences."""
     strongest = strongest_row(results)
@@ -202,9 +218,17 @@ def summarise(
     score = int(round(100 * (1 - min(max(worst_advantage, 0.0), 1.0))))
     # Knowledge needed is read off the strongest attack that was measured at several proportions (the
     # reference-model attacks run at the largest proportion only).
-    swept = [a for a in dict.fromkeys(r.attack_model for r in results) if sum(r.attack_model == a for r in results) > 1]
+    swept = [
+        a
+        for a in dict.fromkeys(r.attack_model for r in results)
+        if sum(r.attack_model == a for r in results) > 1
+    ]
     swept_strongest = strongest_row([r for r in results if r.attack_model in swept]) if swept else None
-    needed = knowledge_needed([r for r in results if r.attack_model == swept_strongest.attack_model]) if swept_strongest else None
+    needed = (
+        knowledge_needed([r for r in results if r.attack_model == swept_strongest.attack_model])
+        if swept_strongest
+        else None
+    )
     m = strongest.mean
     sentences = [
         f"The strongest attack ({descriptions.get(strongest.attack_model, strongest.attack_model)}) tells members "
@@ -217,13 +241,19 @@ def summarise(
         f"membership advantage {worst_advantage:.2f} over all attacks)"
         + (
             f"; with 95% confidence the model is not differentially private for any epsilon below "
-            f"{intervals.epsilon_lower_bound:.2f}." if intervals is not None and intervals.epsilon_lower_bound else "."
+            f"{intervals.epsilon_lower_bound:.2f}."
+            if intervals is not None and intervals.epsilon_lower_bound
+            else "."
         ),
     ]
     if swept_strongest is None:
-        sentences.append("Attacker knowledge was tested at one level only; give several proportions to see how much it matters.")
+        sentences.append(
+            "Attacker knowledge was tested at one level only; give several proportions to see how much it matters."
+        )
     elif needed is None:
-        sentences.append("No attack that learns from known members did clearly better than guessing at any knowledge level tested.")
+        sentences.append(
+            "No attack that learns from known members did clearly better than guessing at any knowledge level tested."
+        )
     else:
         sentences.append(
             f"An attacker who knows {needed:.0%} of the training rows it could know already gets 95% of the full-knowledge "
@@ -246,9 +276,14 @@ def summarise(
         robustness_score=score,
         knowledge_needed=needed,
         sentences=sentences,
-        highest_tpr_at_1pct_fpr={"attack_model": precise_1.attack_model, "proportion": precise_1.proportion, "value": worst_tpr},
+        highest_tpr_at_1pct_fpr={
+            "attack_model": precise_1.attack_model,
+            "proportion": precise_1.proportion,
+            "value": worst_tpr,
+        },
         highest_tpr_at_0_1pct_fpr={
-            "attack_model": precise_01.attack_model, "proportion": precise_01.proportion,
+            "attack_model": precise_01.attack_model,
+            "proportion": precise_01.proportion,
             "value": precise_01.mean["tpr_at_0_1pct_fpr"],
         },
         ci95={
@@ -256,13 +291,24 @@ def summarise(
             "tpr_at_1pct_fpr": list(intervals.tpr_at_1pct_fpr),
             "tpr_at_0_1pct_fpr": list(intervals.tpr_at_0_1pct_fpr),
             "tpr_at_0_fpr": list(intervals.tpr_at_0_fpr),
-        } if intervals is not None else {},
+        }
+        if intervals is not None
+        else {},
         epsilon_estimate=intervals.epsilon_estimate if intervals is not None else None,
         epsilon_lower_bound=intervals.epsilon_lower_bound if intervals is not None else None,
     )
 
 
-CSV_LEAD_COLUMNS = ("attack_model", "proportion", "percentage", "knowledge", "train_rows", "eval_rows", "repeats", "device")
+CSV_LEAD_COLUMNS = (
+    "attack_model",
+    "proportion",
+    "percentage",
+    "knowledge",
+    "train_rows",
+    "eval_rows",
+    "repeats",
+    "device",
+)
 
 
 def render_json(report: Report) -> str:
@@ -273,10 +319,25 @@ def render_csv(report: Report) -> str:
     """One row per attack model and proportion; each metric as ``<name>_mean`` and ``<name>_std``."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(list(CSV_LEAD_COLUMNS) + [f"{name}_{stat}" for name in METRIC_NAMES for stat in ("mean", "std")])
+    writer.writerow(
+        list(CSV_LEAD_COLUMNS) + [f"{name}_{stat}" for name in METRIC_NAMES for stat in ("mean", "std")]
+    )
     for row in report.results:
-        lead = [row.attack_model, f"{row.proportion:g}", f"{row.proportion * 100:g}", row.knowledge, row.train_rows, row.eval_rows, row.repeats, row.device]
-        figures = [f"{round(_stat(row, name, stat), DECIMALS):.6f}" for name in METRIC_NAMES for stat in ("mean", "std")]
+        lead = [
+            row.attack_model,
+            f"{row.proportion:g}",
+            f"{row.proportion * 100:g}",
+            row.knowledge,
+            row.train_rows,
+            row.eval_rows,
+            row.repeats,
+            row.device,
+        ]
+        figures = [
+            f"{round(_stat(row, name, stat), DECIMALS):.6f}"
+            for name in METRIC_NAMES
+            for stat in ("mean", "std")
+        ]
         writer.writerow(lead + figures)
     return buffer.getvalue()
 
@@ -318,4 +379,6 @@ def render(report: Report, fmt: str) -> str:
     try:
         return RENDERERS[fmt](report)
     except KeyError:
-        raise OptionsError(f"unknown report format {fmt!r}; choose from {', '.join(RENDERERS)}", code="unsupported_format") from None
+        raise OptionsError(
+            f"unknown report format {fmt!r}; choose from {', '.join(RENDERERS)}", code="unsupported_format"
+        ) from None

@@ -60,8 +60,23 @@ def compute_signals(probabilities: np.ndarray, label_index: np.ndarray) -> Signa
 
     k = min(TOP_K, n_classes)
     top = -np.sort(-p, axis=1)[:, :k]
-    columns = [top, p_true[:, None], loss[:, None], entropy[:, None], modified_entropy[:, None], logit[:, None], correct[:, None]]
-    names = [f"top_{i + 1}" for i in range(k)] + ["p_true", "loss", "entropy", "modified_entropy", "logit_p_true", "correct"]
+    columns = [
+        top,
+        p_true[:, None],
+        loss[:, None],
+        entropy[:, None],
+        modified_entropy[:, None],
+        logit[:, None],
+        correct[:, None],
+    ]
+    names = [f"top_{i + 1}" for i in range(k)] + [
+        "p_true",
+        "loss",
+        "entropy",
+        "modified_entropy",
+        "logit_p_true",
+        "correct",
+    ]
     if n_classes <= MAX_ONE_HOT_CLASSES:
         one_hot = np.zeros((n_rows, n_classes))
         one_hot[rows, label_index] = 1.0
@@ -74,4 +89,6 @@ def compute_signals(probabilities: np.ndarray, label_index: np.ndarray) -> Signa
         "neg_entropy": -entropy,
         "neg_modified_entropy": -modified_entropy,
     }
-    return Signals(features=features, names=tuple(names), scores=scores, label_index=label_index, correct=correct)
+    return Signals(
+        features=features, names=tuple(names), scores=scores, label_index=label_index, correct=correct
+    )

@@ -74,7 +74,9 @@ def make_split(is_member: np.ndarray, eval_fraction: float, rng: np.random.Gener
     non_members = rng.permutation(np.flatnonzero(is_member == 0))
     n_eval = int(round(eval_fraction * min(len(members), len(non_members))))
     evaluation = np.sort(np.concatenate([members[:n_eval], non_members[:n_eval]]))
-    return EvaluationSplit(member_pool=members[n_eval:], non_member_pool=non_members[n_eval:], evaluation=evaluation)
+    return EvaluationSplit(
+        member_pool=members[n_eval:], non_member_pool=non_members[n_eval:], evaluation=evaluation
+    )
 
 
 def split_for_repeat(is_member: np.ndarray, eval_fraction: float, seed: int, repeat: int) -> EvaluationSplit:
@@ -88,13 +90,19 @@ def attacker_rows(split: EvaluationSplit, proportion: float) -> np.ndarray:
     if n < MIN_ATTACK_ROWS_PER_SIDE:
         raise DataError(
             f"proportion {proportion:g} leaves the attacker only {n} member rows; it needs at least "
-            f"{MIN_ATTACK_ROWS_PER_SIDE}. Use larger proportions or more rows", code="too_few_rows",
+            f"{MIN_ATTACK_ROWS_PER_SIDE}. Use larger proportions or more rows",
+            code="too_few_rows",
         )
     return np.concatenate([split.member_pool[:n], split.non_member_pool[:n]])
 
 
 def plan_cells(
-    is_member: np.ndarray, proportions: Sequence[float], attacks: Sequence[str], repeats: int, eval_fraction: float, seed: int
+    is_member: np.ndarray,
+    proportions: Sequence[float],
+    attacks: Sequence[str],
+    repeats: int,
+    eval_fraction: float,
+    seed: int,
 ) -> tuple[list[EvaluationSplit], list[Cell]]:
     """Every split and cell of the sweep, all randomness drawn from ``seed``."""
     splits, cells = [], []
@@ -146,20 +154,35 @@ def run_sweep(
         split = splits[cell.repeat]
         cell_device = device if cell.attack == "nn" else "cpu"
         output = ATTACKS[cell.attack](
-            inputs.take(cell.train_rows), is_member[cell.train_rows], inputs.take(split.evaluation),
-            seed=cell.seed, device=cell_device,
+            inputs.take(cell.train_rows),
+            is_member[cell.train_rows],
+            inputs.take(split.evaluation),
+            seed=cell.seed,
+            device=cell_device,
         )
         metrics = attack_metrics(is_member[split.evaluation], output.scores, output.predicted_member)
         return CellResult(
-            attack=cell.attack, proportion=cell.proportion, repeat=cell.repeat, train_rows=len(cell.train_rows),
-            eval_rows=len(split.evaluation), metrics=metrics, device=output.device,
-            seconds=time.perf_counter() - started, detail=output.detail, scores=output.scores,
+            attack=cell.attack,
+            proportion=cell.proportion,
+            repeat=cell.repeat,
+            train_rows=len(cell.train_rows),
+            eval_rows=len(split.evaluation),
+            metrics=metrics,
+            device=output.device,
+            seconds=time.perf_counter() - started,
+            detail=output.detail,
+            scores=output.scores,
         )
 
     results: list[CellResult] = []
-    with _single_threaded_kernels(), ThreadPoolExecutor(max_workers=workers, initializer=single_threaded_worker) as pool:
+    with (
+        _single_threaded_kernels(),
+        ThreadPoolExecutor(max_workers=workers, initializer=single_threaded_worker) as pool,
+    ):
         # Longest cells first (nn, then gb) so the pool does not end waiting on one slow cell.
-        order = sorted(range(len(cells)), key=lambda i: (_COST_RANK.get(cells[i].attack, 9), -cells[i].proportion))
+        order = sorted(
+            range(len(cells)), key=lambda i: (_COST_RANK.get(cells[i].attack, 9), -cells[i].proportion)
+        )
         futures = {i: pool.submit(run, cells[i]) for i in order}
         for done, i in enumerate(order, 1):
             futures[i].result()

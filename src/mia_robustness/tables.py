@@ -29,19 +29,31 @@ def read_table(path: Path, role: str) -> pd.DataFrame:
         try:
             frame = pd.read_parquet(path)
         except Exception as exc:  # pyarrow raises many types for corrupt files
-            raise DataError(f"the {name} is not a readable Parquet file ({type(exc).__name__}); re-export it", code="unreadable_table") from None
+            raise DataError(
+                f"the {name} is not a readable Parquet file ({type(exc).__name__}); re-export it",
+                code="unreadable_table",
+            ) from None
     else:
         frame = _read_csv(path, name)
     if frame.shape[1] > MAX_COLUMNS:
-        raise DataError(f"the {name} has {frame.shape[1]} columns; at most {MAX_COLUMNS} are supported", code="too_many_columns")
+        raise DataError(
+            f"the {name} has {frame.shape[1]} columns; at most {MAX_COLUMNS} are supported",
+            code="too_many_columns",
+        )
     if frame.shape[1] < 2:
-        raise DataError(f"the {name} has {frame.shape[1]} column; it needs feature columns and a label column (is the separator a comma?)", code="too_few_columns")
+        raise DataError(
+            f"the {name} has {frame.shape[1]} column; it needs feature columns and a label column (is the separator a comma?)",
+            code="too_few_columns",
+        )
     if frame.empty:
         raise DataError(f"the {name} has no rows", code="empty_table")
     columns = [str(c) for c in frame.columns]
     duplicates = sorted({c for c in columns if columns.count(c) > 1})
     if duplicates:
-        raise DataError(f"the {name} has duplicate column names: {', '.join(duplicates[:5])}; rename them", code="duplicate_columns")
+        raise DataError(
+            f"the {name} has duplicate column names: {', '.join(duplicates[:5])}; rename them",
+            code="duplicate_columns",
+        )
     frame.columns = columns
     return frame
 
@@ -50,7 +62,10 @@ def _read_csv(path: Path, name: str) -> pd.DataFrame:
     with path.open("rb") as handle:
         head = handle.read(4096)
     if b"\x00" in head:
-        raise DataError(f"the {name} is not a text CSV file (it holds binary data); export it as UTF-8 CSV", code="unreadable_table")
+        raise DataError(
+            f"the {name} is not a text CSV file (it holds binary data); export it as UTF-8 CSV",
+            code="unreadable_table",
+        )
     last_error: Exception | None = None
     for encoding in ENCODINGS:
         try:
@@ -62,10 +77,18 @@ def _read_csv(path: Path, name: str) -> pd.DataFrame:
             stripped = [h.strip() for h in header]
             duplicates = sorted({h for h in stripped if stripped.count(h) > 1})
             if duplicates:
-                raise DataError(f"the {name} has duplicate column names: {', '.join(duplicates[:5])}; rename them", code="duplicate_columns")
+                raise DataError(
+                    f"the {name} has duplicate column names: {', '.join(duplicates[:5])}; rename them",
+                    code="duplicate_columns",
+                )
             if len(header) > MAX_COLUMNS:
-                raise DataError(f"the {name} has {len(header)} columns; at most {MAX_COLUMNS} are supported", code="too_many_columns")
-            frame = pd.read_csv(path, encoding=encoding, skipinitialspace=True, on_bad_lines="error", low_memory=False)
+                raise DataError(
+                    f"the {name} has {len(header)} columns; at most {MAX_COLUMNS} are supported",
+                    code="too_many_columns",
+                )
+            frame = pd.read_csv(
+                path, encoding=encoding, skipinitialspace=True, on_bad_lines="error", low_memory=False
+            )
             frame.columns = [str(c).strip() for c in frame.columns]
             return frame
         except UnicodeDecodeError as exc:
@@ -75,8 +98,13 @@ def _read_csv(path: Path, name: str) -> pd.DataFrame:
             raise DataError(f"the {name} is empty", code="empty_table") from None
         except pd.errors.ParserError as exc:
             detail = str(exc).strip().splitlines()[-1][:200]
-            raise DataError(f"the {name} has ragged rows ({detail}); every row needs the header's number of fields", code="ragged_rows") from None
-    raise DataError(f"the {name} is not UTF-8 or Latin-1 text ({last_error}); save it as UTF-8 CSV", code="bad_encoding")
+            raise DataError(
+                f"the {name} has ragged rows ({detail}); every row needs the header's number of fields",
+                code="ragged_rows",
+            ) from None
+    raise DataError(
+        f"the {name} is not UTF-8 or Latin-1 text ({last_error}); save it as UTF-8 CSV", code="bad_encoding"
+    )
 
 
 def resolve_label_column(frame: pd.DataFrame, requested: str | None, role: str) -> str:
@@ -133,20 +161,29 @@ def prepare_data(
     """Pick the label column, align features to ``model``, and balance the two sides by subsampling."""
     label = resolve_label_column(members, label_column, "members")
     if label not in non_members.columns:
-        raise DataError(f"the non-members table has no label column {label!r}; both tables need the same columns", code="missing_label_column")
+        raise DataError(
+            f"the non-members table has no label column {label!r}; both tables need the same columns",
+            code="missing_label_column",
+        )
     feature_columns = _feature_columns(members, non_members, model, label)
     for frame, role in ((members, "members"), (non_members, "non-members")):
         if frame[label].isna().any():
-            raise DataError(f"the {role} table has {int(frame[label].isna().sum())} rows without a label in {label!r}; drop or fill them", code="missing_labels")
+            raise DataError(
+                f"the {role} table has {int(frame[label].isna().sum())} rows without a label in {label!r}; drop or fill them",
+                code="missing_labels",
+            )
     n_members, n_non_members = len(members), len(non_members)
     if min(n_members, n_non_members) < MIN_ROWS_PER_SIDE:
         raise DataError(
             f"too few rows: {n_members} members and {n_non_members} non-members; an audit needs at least "
-            f"{MIN_ROWS_PER_SIDE} of each", code="too_few_rows",
+            f"{MIN_ROWS_PER_SIDE} of each",
+            code="too_few_rows",
         )
     n = min(n_members, n_non_members)
     member_rows = np.sort(rng.choice(n_members, size=n, replace=False)) if n_members > n else np.arange(n)
-    non_member_rows = np.sort(rng.choice(n_non_members, size=n, replace=False)) if n_non_members > n else np.arange(n)
+    non_member_rows = (
+        np.sort(rng.choice(n_non_members, size=n, replace=False)) if n_non_members > n else np.arange(n)
+    )
     if n_members > n:
         balancing = f"members subsampled from {n_members} to {n} to match the non-members"
     elif n_non_members > n:
@@ -154,10 +191,15 @@ def prepare_data(
     else:
         balancing = "none (equal sizes)"
     features = pd.concat(
-        [members.iloc[member_rows][list(feature_columns)], non_members.iloc[non_member_rows][list(feature_columns)]],
+        [
+            members.iloc[member_rows][list(feature_columns)],
+            non_members.iloc[non_member_rows][list(feature_columns)],
+        ],
         ignore_index=True,
     )
-    labels = np.concatenate([members[label].to_numpy()[member_rows], non_members[label].to_numpy()[non_member_rows]])
+    labels = np.concatenate(
+        [members[label].to_numpy()[member_rows], non_members[label].to_numpy()[non_member_rows]]
+    )
     return PreparedData(
         features=features,
         labels=labels,
@@ -171,7 +213,9 @@ def prepare_data(
     )
 
 
-def _feature_columns(members: pd.DataFrame, non_members: pd.DataFrame, model: object, label: str) -> tuple[str, ...]:
+def _feature_columns(
+    members: pd.DataFrame, non_members: pd.DataFrame, model: object, label: str
+) -> tuple[str, ...]:
     expected = getattr(model, "feature_names_in_", None)
     if expected is not None:
         expected = [str(c) for c in expected]
@@ -180,18 +224,23 @@ def _feature_columns(members: pd.DataFrame, non_members: pd.DataFrame, model: ob
             if missing:
                 raise DataError(
                     f"the {role} table lacks {len(missing)} feature column(s) the model was trained on: "
-                    f"{', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}", code="feature_mismatch",
+                    f"{', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}",
+                    code="feature_mismatch",
                 )
         return tuple(expected)
     columns = [c for c in members.columns if c != label]
     other = [c for c in non_members.columns if c != label]
     if set(columns) != set(other):
         only = sorted(set(columns) ^ set(other))
-        raise DataError(f"members and non-members tables have different columns ({', '.join(only[:5])}); give both the same columns", code="feature_mismatch")
+        raise DataError(
+            f"members and non-members tables have different columns ({', '.join(only[:5])}); give both the same columns",
+            code="feature_mismatch",
+        )
     expected_count = getattr(model, "n_features_in_", None)
     if expected_count is not None and expected_count != len(columns):
         raise DataError(
             f"the model expects {expected_count} features but the tables have {len(columns)} besides the label "
-            f"column {label!r}; check label_column and drop extra columns", code="feature_mismatch",
+            f"column {label!r}; check label_column and drop extra columns",
+            code="feature_mismatch",
         )
     return tuple(columns)

@@ -37,10 +37,16 @@ def model_classes(model: object) -> np.ndarray:
     """The model's ``classes_`` (a pipeline exposes its final step's)."""
     classes = getattr(model, "classes_", None)
     if classes is None:
-        raise ModelError("the model has no classes_: it is not a fitted classifier; fit it before saving", code="not_fitted")
+        raise ModelError(
+            "the model has no classes_: it is not a fitted classifier; fit it before saving",
+            code="not_fitted",
+        )
     classes = np.asarray(classes)
     if classes.ndim != 1 or len(classes) < 2:
-        raise ModelError("the model's classes_ must list at least two classes (multi-output models are not supported)", code="unsupported_model")
+        raise ModelError(
+            "the model's classes_ must list at least two classes (multi-output models are not supported)",
+            code="unsupported_model",
+        )
     return classes
 
 
@@ -54,7 +60,9 @@ def label_positions(labels: np.ndarray, classes: np.ndarray) -> np.ndarray:
     positions = np.fromiter((lookup.get(v, -1) for v in labels.tolist()), dtype=np.int64, count=len(labels))
     if (positions < 0).any():
         text_lookup = {_canonical(value): i for i, value in enumerate(classes.tolist())}
-        positions = np.fromiter((text_lookup.get(_canonical(v), -1) for v in labels.tolist()), dtype=np.int64, count=len(labels))
+        positions = np.fromiter(
+            (text_lookup.get(_canonical(v), -1) for v in labels.tolist()), dtype=np.int64, count=len(labels)
+        )
     unknown = positions < 0
     if unknown.any():
         unseen = sorted({str(v) for v in labels[unknown].tolist()})
@@ -90,7 +98,10 @@ def query_target(model: object, features: pd.DataFrame, labels: np.ndarray) -> T
 def _predict_chunk(model: object, chunk) -> np.ndarray:
     predict_proba = getattr(model, "predict_proba", None)
     if predict_proba is None:
-        raise ModelError("the model has no predict_proba; the audit needs a classifier that outputs probabilities", code="not_a_classifier")
+        raise ModelError(
+            "the model has no predict_proba; the audit needs a classifier that outputs probabilities",
+            code="not_a_classifier",
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -105,7 +116,9 @@ def _predict_chunk(model: object, chunk) -> np.ndarray:
     except MemoryError:
         raise
     except Exception as exc:
-        raise ModelError(f"the model's predict_proba failed: {type(exc).__name__}: {str(exc)[:300]}", code="predict_failed") from None
+        raise ModelError(
+            f"the model's predict_proba failed: {type(exc).__name__}: {str(exc)[:300]}", code="predict_failed"
+        ) from None
 
 
 def _check_probabilities(probabilities: np.ndarray, n_rows: int, n_classes: int) -> None:
@@ -115,12 +128,19 @@ def _check_probabilities(probabilities: np.ndarray, n_rows: int, n_classes: int)
             code="bad_probabilities",
         )
     if not np.isfinite(probabilities).all():
-        raise ModelError("predict_proba returned NaN or infinite values; the model is broken for these rows", code="bad_probabilities")
+        raise ModelError(
+            "predict_proba returned NaN or infinite values; the model is broken for these rows",
+            code="bad_probabilities",
+        )
     if (probabilities < -PROBABILITY_TOLERANCE).any() or (probabilities > 1 + PROBABILITY_TOLERANCE).any():
-        raise ModelError("predict_proba returned values outside [0, 1]; it must return class probabilities", code="bad_probabilities")
+        raise ModelError(
+            "predict_proba returned values outside [0, 1]; it must return class probabilities",
+            code="bad_probabilities",
+        )
     sums = probabilities.sum(axis=1)
     if np.abs(sums - 1).max() > PROBABILITY_TOLERANCE:
         raise ModelError(
             f"predict_proba rows do not sum to 1 (one sums to {sums[np.argmax(np.abs(sums - 1))]:.4f}); "
-            "it must return class probabilities", code="bad_probabilities",
+            "it must return class probabilities",
+            code="bad_probabilities",
         )

@@ -18,7 +18,9 @@ class AttackInput:
     def take(self, rows: np.ndarray) -> AttackInput:
         """The subset of rows ``rows`` (an index array)."""
         return AttackInput(
-            self.features[rows], {name: values[rows] for name, values in self.signal_scores.items()}, self.label_index[rows]
+            self.features[rows],
+            {name: values[rows] for name, values in self.signal_scores.items()},
+            self.label_index[rows],
         )
 
     def __len__(self) -> int:
@@ -58,7 +60,9 @@ def distinct_rows(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return np.arange(len(values)), np.arange(len(values))
     values = values + np.float32(0.0)  # -0.0 -> 0.0, so equal numbers hash alike
     words = values.view(np.uint32).astype(np.uint64)
-    multipliers = np.random.default_rng(0x5EED).integers(1, 2**63, size=words.shape[1], dtype=np.uint64) | np.uint64(1)
+    multipliers = np.random.default_rng(0x5EED).integers(
+        1, 2**63, size=words.shape[1], dtype=np.uint64
+    ) | np.uint64(1)
     hashes = np.zeros(len(values), dtype=np.uint64)
     for column in range(words.shape[1]):
         hashes = (hashes ^ words[:, column]) * multipliers[column]

@@ -26,22 +26,34 @@ MAX_BOOTSTRAP_ROWS = 20_000
 GB_VALIDATION_FRACTION = 0.15
 
 
-def fit_score_rf(train: AttackInput, is_member: np.ndarray, evaluation: AttackInput, *, seed: int, device: str = "cpu") -> AttackOutput:
+def fit_score_rf(
+    train: AttackInput, is_member: np.ndarray, evaluation: AttackInput, *, seed: int, device: str = "cpu"
+) -> AttackOutput:
     """Random forest; leaves of at least 5 rows keep its scores from memorising the attacker's rows."""
     n = len(train)
     distinct_x, distinct_y, counts = merge_duplicates(train.features, is_member)
     if len(distinct_x) <= MERGE_WHEN_DISTINCT_SHARE_BELOW * n:
-        scores = _merged_forest(distinct_x, distinct_y.astype(np.int64), counts.astype(np.int64), evaluation.features, seed)
-        return AttackOutput(scores=scores, predicted_member=scores >= 0.5, detail=f"{len(distinct_x)} distinct rows")
+        scores = _merged_forest(
+            distinct_x, distinct_y.astype(np.int64), counts.astype(np.int64), evaluation.features, seed
+        )
+        return AttackOutput(
+            scores=scores, predicted_member=scores >= 0.5, detail=f"{len(distinct_x)} distinct rows"
+        )
     model = RandomForestClassifier(
-        n_estimators=N_TREES, min_samples_leaf=MIN_LEAF_ROWS, max_features="sqrt", n_jobs=1, random_state=seed,
+        n_estimators=N_TREES,
+        min_samples_leaf=MIN_LEAF_ROWS,
+        max_features="sqrt",
+        n_jobs=1,
+        random_state=seed,
         max_samples=None if n <= MAX_BOOTSTRAP_ROWS else MAX_BOOTSTRAP_ROWS,
     ).fit(train.features, is_member)
     scores = model.predict_proba(evaluation.features)[:, 1]
     return AttackOutput(scores=scores, predicted_member=scores >= 0.5)
 
 
-def _merged_forest(x: np.ndarray, y: np.ndarray, counts: np.ndarray, evaluation: np.ndarray, seed: int) -> np.ndarray:
+def _merged_forest(
+    x: np.ndarray, y: np.ndarray, counts: np.ndarray, evaluation: np.ndarray, seed: int
+) -> np.ndarray:
     """The forest on merged rows: per tree, a bootstrap of the original rows drawn as multinomial counts."""
     rng = np.random.default_rng(seed)
     n = int(counts.sum())
@@ -64,7 +76,9 @@ def _merged_forest(x: np.ndarray, y: np.ndarray, counts: np.ndarray, evaluation:
     return (total / N_TREES)[inverse]
 
 
-def fit_score_gb(train: AttackInput, is_member: np.ndarray, evaluation: AttackInput, *, seed: int, device: str = "cpu") -> AttackOutput:
+def fit_score_gb(
+    train: AttackInput, is_member: np.ndarray, evaluation: AttackInput, *, seed: int, device: str = "cpu"
+) -> AttackOutput:
     """Histogram gradient boosting with early stopping on a held-out slice of the attacker's rows."""
     n = len(train)
     early_stopping = n >= MIN_ROWS_FOR_EARLY_STOPPING

@@ -37,7 +37,10 @@ def resolve_device(requested: str) -> str:
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if requested == "cuda" and not torch.cuda.is_available():
-        raise DeviceError("device 'cuda' was requested but no CUDA GPU is available here; use --device auto or cpu", code="device_unavailable")
+        raise DeviceError(
+            "device 'cuda' was requested but no CUDA GPU is available here; use --device auto or cpu",
+            code="device_unavailable",
+        )
     return requested
 
 
@@ -65,8 +68,16 @@ def fit_score_nn(
 
     fit_x, fit_y, fit_w = merge_duplicates(features[fit_rows], is_member[fit_rows])
     val_x, val_y, val_w = merge_duplicates(features[validation_rows], is_member[validation_rows])
-    x_fit, y_fit, w_fit = tensor(fit_x), torch.from_numpy(fit_y).to(device), torch.from_numpy(fit_w).to(device)
-    x_val, y_val, w_val = tensor(val_x), torch.from_numpy(val_y).to(device), torch.from_numpy(val_w).to(device)
+    x_fit, y_fit, w_fit = (
+        tensor(fit_x),
+        torch.from_numpy(fit_y).to(device),
+        torch.from_numpy(fit_w).to(device),
+    )
+    x_val, y_val, w_val = (
+        tensor(val_x),
+        torch.from_numpy(val_y).to(device),
+        torch.from_numpy(val_w).to(device),
+    )
 
     layers: list[nn.Module] = []
     width = features.shape[1]
@@ -125,6 +136,8 @@ def fit_score_nn(
     eval_features = evaluation.features.astype(np.float32)
     first, inverse = distinct_rows(eval_features)
     with torch.no_grad():
-        distinct_scores = torch.sigmoid(model(tensor(eval_features[first])).squeeze(1)).cpu().numpy().astype(np.float64)
+        distinct_scores = (
+            torch.sigmoid(model(tensor(eval_features[first])).squeeze(1)).cpu().numpy().astype(np.float64)
+        )
     scores = distinct_scores[inverse]
     return AttackOutput(scores=scores, predicted_member=scores >= 0.5, device=device, detail=f"{steps} steps")

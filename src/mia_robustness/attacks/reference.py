@@ -41,7 +41,9 @@ def _masked_mean_std(values: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, 
     return mean, std, max(pooled, 1e-3)
 
 
-def lira_scores(target_conf: np.ndarray, reference_conf: np.ndarray, in_mask: np.ndarray, *, online: bool) -> np.ndarray:
+def lira_scores(
+    target_conf: np.ndarray, reference_conf: np.ndarray, in_mask: np.ndarray, *, online: bool
+) -> np.ndarray:
     """LiRA membership scores (higher = more likely a member).
 
     Online: log-likelihood ratio of the target's logit confidence under Gaussians fitted to the IN and to
@@ -57,7 +59,9 @@ def lira_scores(target_conf: np.ndarray, reference_conf: np.ndarray, in_mask: np
         return norm.logcdf(observed, loc=out_mean, scale=out_scale)
     in_mean, in_std, in_pooled = _masked_mean_std(values, in_mask)
     in_scale = np.maximum(in_std, 1e-3) if per_record else in_pooled
-    return norm.logpdf(observed, loc=in_mean, scale=in_scale) - norm.logpdf(observed, loc=out_mean, scale=out_scale)
+    return norm.logpdf(observed, loc=in_mean, scale=in_scale) - norm.logpdf(
+        observed, loc=out_mean, scale=out_scale
+    )
 
 
 def rmia_scores(
