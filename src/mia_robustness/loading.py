@@ -409,47 +409,47 @@ def _python3_names(proto: int, module: str, name: str) -> tuple[str, str]:
 def _make_unpicklers() -> tuple[type, type]:
     from joblib.numpy_pickle import NumpyUnpickler
 
-    class HardenedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its BUILD can be checked
+    class GateMixin:
+        """What both unpicklers share: globals through the gate, no persistent ids, BUILD checked."""
+
+        _gate: _Gate
+
+        def find_class(self, module: str, name: str) -> Any:
+            return self._gate.find_class(*_python3_names(self.proto, module, name))
+
+        def persistent_load(self, pid: Any) -> Any:
+            raise pickle.UnpicklingError("persistent ids are not allowed in a model file")
+
+        def gated_build(self, build: Any) -> None:
+            self._gate.check_build(self.stack[-2], self.stack[-1])
+            if isinstance(self.stack[-2], _Refused) or self.stack[-2] is _Refused:
+                self.stack.pop()
+                return
+            build(self)
+
+    class HardenedUnpickler(
+        GateMixin, pickle._Unpickler
+    ):  # the pure-Python unpickler: its BUILD can be checked
         dispatch = pickle._Unpickler.dispatch.copy()
 
         def __init__(self, file: Any, gate: _Gate) -> None:
             super().__init__(file)
             self._gate = gate
 
-        def find_class(self, module: str, name: str) -> Any:
-            return self._gate.find_class(*_python3_names(self.proto, module, name))
-
-        def persistent_load(self, pid: Any) -> Any:
-            raise pickle.UnpicklingError("persistent ids are not allowed in a model file")
-
         def load_build(self) -> None:
-            self._gate.check_build(self.stack[-2], self.stack[-1])
-            if isinstance(self.stack[-2], _Refused) or self.stack[-2] is _Refused:
-                self.stack.pop()
-                return
-            pickle._Unpickler.load_build(self)
+            self.gated_build(pickle._Unpickler.load_build)
 
         dispatch[pickle.BUILD[0]] = load_build
 
-    class HardenedNumpyUnpickler(NumpyUnpickler):
+    class HardenedNumpyUnpickler(GateMixin, NumpyUnpickler):
         dispatch = NumpyUnpickler.dispatch.copy()
 
         def __init__(self, file: Any, gate: _Gate) -> None:
             super().__init__("", file, ensure_native_byte_order=True, mmap_mode=None)
             self._gate = gate
 
-        def find_class(self, module: str, name: str) -> Any:
-            return self._gate.find_class(*_python3_names(self.proto, module, name))
-
-        def persistent_load(self, pid: Any) -> Any:
-            raise pickle.UnpicklingError("persistent ids are not allowed in a model file")
-
         def load_build(self) -> None:
-            self._gate.check_build(self.stack[-2], self.stack[-1])
-            if isinstance(self.stack[-2], _Refused) or self.stack[-2] is _Refused:
-                self.stack.pop()
-                return
-            NumpyUnpickler.load_build(self)  # replaces NumpyArrayWrapper by the array it reads
+            self.gated_build(NumpyUnpickler.load_build)  # replaces NumpyArrayWrapper by the array it reads
 
         dispatch[pickle.BUILD[0]] = load_build
 
