@@ -28,7 +28,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from conftest import REPO_ROOT, noisy_numeric_frame
 from mia_robustness.cli import build_parser
 from mia_robustness.options import OPTION_NAMES, options_from_mapping
-from mia_robustness.report_html import CHAR_WIDTH, PALETTE, cli_command, render_html
+from mia_robustness.report_html import CHAR_WIDTH, PALETTE, RISK_COLOURS, cli_command, render_html
 
 SAMPLE_REPORT = REPO_ROOT / "sample_input" / "report.json"
 SVG_NS = "{http://www.w3.org/2000/svg}"
@@ -41,6 +41,13 @@ VOID = {"meta", "br", "hr", "img", "input", "link", "col", "area", "base", "embe
 
 def _sample() -> dict:
     return json.loads(SAMPLE_REPORT.read_text())
+
+
+def _without_optional(report: dict) -> dict:
+    """The report as an older engine wrote it: no curves, per-class or correctness figures."""
+    for key in ("curves", "per_class", "by_correctness", "exposed_records"):
+        report.pop(key, None)
+    return report
 
 
 def _tpr_at(fpr: np.ndarray, tpr: np.ndarray, level: float) -> float:
@@ -106,10 +113,10 @@ def full_report() -> dict:
 
 
 def _stress(report: dict) -> dict:
-    """More attack models than the built-in four, long user labels, many classes."""
+    """More attack models than the report has, long user labels, many classes."""
     report = copy.deepcopy(report)
     extra = []
-    for name, shift in (("lira", 0.04), ("rmia", 0.03), ("class_threshold", -0.01)):
+    for name, shift in (("future_attack_a", 0.04), ("future_attack_b", 0.03), ("future_attack_c", -0.01)):
         for row in report["results"]:
             if row["attack_model"] == "nn":
                 clone = copy.deepcopy(row)
@@ -117,7 +124,7 @@ def _stress(report: dict) -> dict:
                 clone["mean"]["auc"] = min(1.0, row["mean"]["auc"] + shift)
                 extra.append(clone)
     report["results"] += extra
-    report["curves"].append(dict(report["curves"][0], attack_model="lira"))
+    report["curves"].append(dict(report["curves"][0], attack_model="future_attack_a"))
     report["per_class"] += [
         dict(
             report["per_class"][0],
@@ -202,15 +209,17 @@ def test_sample_report_renders_self_contained_and_well_formed():
     page = render_html(report)
     text = _check_html(page)
     charts = _svgs(page)
-    assert set(charts) == {"auc"}  # the sample predates curves and per-class figures
+    assert set(charts) == {"auc", "roc", "per_class"}
     for sentence in report["summary"]["sentences"]:
         assert sentence in text
-    assert "MEDIUM" in text and "70/100" in text
+    summary = report["summary"]
+    assert summary["risk_level"].upper() in text and f"{summary['robustness_score']}/100" in text
+    assert 'id="by-correctness"' in page
     # nothing that would load or run anything
     lowered = page.lower()
     for needle in ("<script", "<link", "<img", "<iframe", "src=", "href=", "url(", "@import", "https://"):
         assert needle not in lowered, needle
-    assert re.findall(r"http://[^\"' ]+", page) == ["http://www.w3.org/2000/svg"]
+    assert set(re.findall(r"http://[^\"' ]+", page)) == {"http://www.w3.org/2000/svg"}
     assert "default-src 'none'" in page  # the CSP forbids loading anything even if markup slipped in
     # every result row is in the table
     assert text.count("± ") >= len(report["results"])
@@ -223,10 +232,11 @@ def test_auc_chart_has_every_attack_model_in_its_legend_with_its_own_colour(full
     names = [node.text for node in legend]
     expected = list(dict.fromkeys(row["attack_model"] for row in report["results"]))
     assert names == expected
-    assert len(expected) == 7
+    assert len(expected) >= 7
     # one polyline per model, colours distinct and from the palette
     strokes = [line.get("stroke") for line in chart.iter(f"{SVG_NS}polyline")]
-    assert len(strokes) == len(expected) and len(set(strokes)) == len(expected)
+    swept = [a for a in expected if sum(r["attack_model"] == a for r in report["results"]) > 1]  # single points: no line
+    assert len(strokes) == len(swept) and len(set(strokes)) == len(swept)
     assert set(strokes) <= set(PALETTE)
     # the chance line at 0.5 is dashed
     assert any(line.get("stroke-dasharray") for line in chart.iter(f"{SVG_NS}line"))
@@ -288,7 +298,7 @@ def test_every_report_string_is_escaped(full_report):
 
 
 def test_renders_without_optional_parts():
-    report = _sample()
+    report = _without_optional(_sample())
     for key in ("warnings", "timings", "settings", "target", "data"):
         report.pop(key)
     page = render_html(report)
@@ -303,7 +313,7 @@ def test_renders_without_optional_parts():
     text = _check_html(bare)
     assert "Nothing leaks." in text and "MINIMAL" in text and _svgs(bare) == {}
     # malformed optional parts are skipped, not fatal; non-finite figures are shown as a dash
-    broken = _sample()
+    broken = _without_optional(_sample())
     broken["curves"] = [{"attack_model": "nn", "fpr": [0, 0.5], "tpr": [1]}, "junk"]
     broken["per_class"] = "junk"
     broken["results"][0]["mean"]["auc"] = float("nan")
@@ -521,7 +531,8 @@ def test_in_a_headless_browser(tmp_path, full_report):
     assert image.shape[:2] == (3000, 1100)
     colours = np.unique(image[:, :, :3].reshape(-1, 3).astype(np.int64) @ np.array([65536, 256, 1]))
     assert len(colours) > 200
-    assert _has_colour(image, "#C25E00")  # the MEDIUM badge: the inline style survived the CSP
+    badge = RISK_COLOURS[report["summary"]["risk_level"]]
+    assert _has_colour(image, badge)  # the risk badge: the inline style survived the CSP
     first_models = list(dict.fromkeys(row["attack_model"] for row in report["results"]))[:4]
     for colour in PALETTE[: len(first_models)]:  # the chart lines were drawn
         assert _has_colour(image, colour), colour

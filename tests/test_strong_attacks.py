@@ -63,6 +63,14 @@ def test_intervals_epsilon_and_where_the_risk_is(overfit_forest_report):
     assert all(0 <= r["row"] < len(members) for r in exposed["top"])
     scores = [r["score"] for r in exposed["top"]]
     assert scores == sorted(scores, reverse=True)
+    groups = {g["group"]: g for g in report.by_correctness}
+    assert set(groups) == {"correctly classified", "misclassified"}
+    assert sum(g["members"] + g["non_members"] for g in groups.values()) == 2 * report.data.eval_rows_per_side
+    assert groups["misclassified"]["members"] == 0  # an unpruned forest gets every member right
+    for row in report.results:  # one repeat: the interval is around the very figure reported
+        for name in ("auc", "tpr_at_1pct_fpr", "tpr_at_0_1pct_fpr", "tpr_at_0_fpr"):
+            low, high = row.ci95[name]
+            assert low <= row.mean[name] <= high, (row.attack_model, name)
     attacks = {c["attack_model"] for c in report.curves}
     assert attacks == {r.attack_model for r in report.results}
     for curve in report.curves:
@@ -80,6 +88,8 @@ def test_dummy_target_stays_at_chance_with_intervals_covering_it(tmp_path):
     )
     for row in report.results:
         assert abs(row.mean["auc"] - 0.5) <= 0.05, (row.attack_model, row.mean["auc"])
+        low, high = row.ci95["auc"]
+        assert low <= 0.5 <= high, (row.attack_model, row.ci95)
     low, high = report.summary.ci95["auc"]
     assert low <= 0.5 <= high
     assert report.summary.epsilon_lower_bound in (None, 0.0) or report.summary.epsilon_lower_bound < 0.5

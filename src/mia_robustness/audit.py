@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -17,7 +18,7 @@ from .attacks import ATTACK_DESCRIPTIONS, AttackInput, resolve_device
 from .bundle import open_bundle
 from .errors import LimitError
 from .loading import load_model, saved_sklearn_version
-from .metrics import per_class_metrics, rate_intervals, roc_points
+from .metrics import correctness_metrics, metric_intervals, per_class_metrics, rate_intervals, roc_points
 from .options import REFERENCE_ATTACKS, AuditOptions, options_from_mapping
 from .reference import run_reference_attacks
 from .report import DataInfo, Report, ResultRow, TargetInfo, aggregate, strongest_row, summarise
@@ -192,10 +193,16 @@ def audit(
         attacker_pool_per_side=n - eval_per_side,
     )
     warnings = _warnings(target, data_info) + notes
-    strongest = strongest_row(results)
-    strongest_cell = _first_cell(cells, strongest.attack_model, strongest.proportion)
     eval_rows = _evaluation_rows(data.is_member, options)
     truth = data.is_member[eval_rows]
+    results = [
+        dataclasses.replace(
+            row, ci95=metric_intervals(truth, _first_cell(cells, row.attack_model, row.proportion).scores)
+        )
+        for row in results
+    ]
+    strongest = strongest_row(results)
+    strongest_cell = _first_cell(cells, strongest.attack_model, strongest.proportion)
     intervals = rate_intervals(truth, strongest_cell.scores, np.random.default_rng([options.seed, 104729]))
     summary = summarise(results, target, ATTACK_DESCRIPTIONS, intervals)
     for attack in dict.fromkeys(c.attack for c in cells):
@@ -214,6 +221,7 @@ def audit(
         per_class=per_class_metrics(
             truth, strongest_cell.scores, outputs.label_index[eval_rows], outputs.classes
         ),
+        by_correctness=correctness_metrics(truth, strongest_cell.scores, signals.correct[eval_rows]),
         exposed_records=_exposed_records(
             strongest_cell, eval_rows, data.is_member, data.source_rows, strongest.mean
         ),

@@ -8,6 +8,7 @@ member / non-member decisions. Nothing here knows which attack made the scores.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.stats import beta, rankdata
@@ -177,28 +178,72 @@ def rate_intervals(is_member: np.ndarray, scores: np.ndarray, rng: np.random.Gen
     )
 
 
+def _subgroup(truth: np.ndarray, scores: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
+    members, non_members = int(truth[mask].sum()), int((~truth[mask]).sum())
+    entry: dict[str, Any] = {
+        "members": members,
+        "non_members": non_members,
+        "auc": None,
+        "tpr_at_1pct_fpr": None,
+    }
+    if members and non_members:
+        fpr, tpr, _ = roc_curve(truth[mask], scores[mask])
+        entry["auc"] = float(roc_auc_score(truth[mask], scores[mask]))
+        entry["tpr_at_1pct_fpr"] = tpr_at_fpr(fpr, tpr, LOW_FPRS[0])
+    return entry
+
+
 def per_class_metrics(
     is_member: np.ndarray, scores: np.ndarray, label_index: np.ndarray, classes: np.ndarray
-) -> list[dict]:
-    """AUC and TPR at 1% FPR of one attack within each true label (labels with both sides present)."""
-    rows = []
+) -> list[dict[str, Any]]:
+    """AUC and TPR at 1% FPR of one attack within each true label (``None`` where a side is absent)."""
     truth = np.asarray(is_member).astype(bool)
-    for position, label in enumerate(classes.tolist()):
-        mask = label_index == position
-        members, non_members = int(truth[mask].sum()), int((~truth[mask]).sum())
-        entry = {
-            "label": str(label),
-            "members": members,
-            "non_members": non_members,
-            "auc": None,
-            "tpr_at_1pct_fpr": None,
-        }
-        if members and non_members:
-            fpr, tpr, _ = roc_curve(truth[mask], scores[mask])
-            entry["auc"] = float(roc_auc_score(truth[mask], scores[mask]))
-            entry["tpr_at_1pct_fpr"] = tpr_at_fpr(fpr, tpr, LOW_FPRS[0])
-        rows.append(entry)
-    return rows
+    return [
+        {"label": str(label)} | _subgroup(truth, scores, label_index == position)
+        for position, label in enumerate(classes.tolist())
+    ]
+
+
+def correctness_metrics(
+    is_member: np.ndarray, scores: np.ndarray, correct: np.ndarray
+) -> list[dict[str, Any]]:
+    """The same within rows the target classifies correctly and incorrectly.
+
+    Within each group the easy "is it right?" signal is constant, so what remains is what the attack
+    learns beyond the target's accuracy gap.
+    """
+    truth = np.asarray(is_member).astype(bool)
+    correct = np.asarray(correct).astype(bool)
+    return [
+        {"group": "correctly classified"} | _subgroup(truth, scores, correct),
+        {"group": "misclassified"} | _subgroup(truth, scores, ~correct),
+    ]
+
+
+def auc_interval(auc: float, positives: int, negatives: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% interval of an AUC from its Hanley-McNeil (1982) standard error; cheap enough for every row."""
+    q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
+    variance = (auc * (1 - auc) + (positives - 1) * (q1 - auc**2) + (negatives - 1) * (q2 - auc**2)) / (
+        positives * negatives
+    )
+    half = z * float(np.sqrt(max(variance, 0.0)))
+    return max(0.0, auc - half), min(1.0, auc + half)
+
+
+def metric_intervals(is_member: np.ndarray, scores: np.ndarray) -> dict[str, list[float]]:
+    """95% intervals of one attack on one evaluation set: AUC (Hanley-McNeil), TPRs (Clopper-Pearson)."""
+    truth = np.asarray(is_member).astype(bool)
+    positives, negatives = int(truth.sum()), int((~truth).sum())
+    fpr, tpr, _ = roc_curve(truth, scores)
+    intervals = {"auc": list(auc_interval(float(roc_auc_score(truth, scores)), positives, negatives))}
+    for name, max_fpr in (
+        ("tpr_at_1pct_fpr", LOW_FPRS[0]),
+        ("tpr_at_0_1pct_fpr", LOW_FPRS[1]),
+        ("tpr_at_0_fpr", 0.0),
+    ):
+        found = int(round(tpr_at_fpr(fpr, tpr, max_fpr) * positives))
+        intervals[name] = list(clopper_pearson(found, positives))
+    return intervals
 
 
 def roc_points(

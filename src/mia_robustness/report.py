@@ -74,6 +74,7 @@ class ResultRow:
     device: str
     mean: dict[str, float]
     std: dict[str, float]
+    ci95: dict[str, list[float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,7 @@ class Report:
     timings: dict[str, float]
     warnings: list[str] = field(default_factory=list)
     per_class: list[dict[str, Any]] = field(default_factory=list)
+    by_correctness: list[dict[str, Any]] = field(default_factory=list)
     exposed_records: dict[str, Any] = field(default_factory=dict)
     curves: list[dict[str, Any]] = field(default_factory=list)
     schema_version: str = SCHEMA_VERSION
@@ -122,6 +124,7 @@ class Report:
             "data",
             "results",
             "per_class",
+            "by_correctness",
             "exposed_records",
             "curves",
             "settings",

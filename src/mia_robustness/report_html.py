@@ -853,6 +853,30 @@ def _facts_section(report: Mapping[str, Any]) -> str:
     )
 
 
+def _correctness_section(groups: Any) -> str:
+    groups = [g for g in groups or [] if isinstance(g, Mapping)] if isinstance(groups, list) else []
+    if not groups:
+        return ""
+    rows = [
+        [
+            _e(g.get("group")),
+            _e(g.get("members", "—")),
+            _e(g.get("non_members", "—")),
+            _fixed(g.get("auc")),
+            _pct(g.get("tpr_at_1pct_fpr")),
+        ]
+        for g in groups
+    ]
+    return (
+        '<section id="by-correctness"><h2>Risk by whether the model was right (strongest attack)</h2>'
+        "<p>Within each group the simple signal &ldquo;the model got it right&rdquo; is the same for everyone, so "
+        "what the attack still finds there comes from how confident the model is, not only from its accuracy "
+        "gap. A dash means one side has no records in that group.</p>"
+        + _table(["rows", "members", "non-members", "AUC", "TPR at 1% FPR"], rows, left_cols=1)
+        + "</section>"
+    )
+
+
 def _exposed_section(exposed: Any) -> str:
     if not isinstance(exposed, Mapping):
         return ""
@@ -998,6 +1022,7 @@ def render_html(report: Mapping[str, Any]) -> str:
             + more
             + "</section>"
         )
+    sections.append(_correctness_section(report.get("by_correctness")))
     if results:
         sections.append(_results_table(results, summary))
     sections += [
