@@ -235,7 +235,9 @@ def test_auc_chart_has_every_attack_model_in_its_legend_with_its_own_colour(full
     assert len(expected) >= 7
     # one polyline per model, colours distinct and from the palette
     strokes = [line.get("stroke") for line in chart.iter(f"{SVG_NS}polyline")]
-    swept = [a for a in expected if sum(r["attack_model"] == a for r in report["results"]) > 1]  # single points: no line
+    swept = [
+        a for a in expected if sum(r["attack_model"] == a for r in report["results"]) > 1
+    ]  # single points: no line
     assert len(strokes) == len(swept) and len(set(strokes)) == len(swept)
     assert set(strokes) <= set(PALETTE)
     # the chance line at 0.5 is dashed
