@@ -6,6 +6,7 @@ Usage (from the repository root)::
     .venv/bin/python bench/sweep.py --rows 10000 --repeats 1 --attacks nn,rf,gb --vs-art
     .venv/bin/python bench/sweep.py --rows 100000 --data synthetic    # beyond Adult's size
     .venv/bin/python bench/sweep.py --standard --write bench/RESULTS.md   # what `make bench` runs
+    .venv/bin/python bench/sweep.py --standard --no-art --write bench/RESULTS.md   # keep ART's recorded run
 
 Each measured audit runs in a fresh child process (so peak resident memory is the audit's own, and
 one run's caches do not help the next); the bundle is built once per configuration and cached under
@@ -13,6 +14,12 @@ one run's caches do not help the next); the bundle is built once per configurati
 bench/requirements.txt``) on exactly the rows the audit used: the same balanced rows, the same
 evaluation rows, and for each proportion the same member / non-member rows for attack training. ART
 queries the same fitted target itself (through ``SklearnClassifier``), as a user of ART would.
+
+``--standard`` runs: Adult 10k+10k (median of ``--times``, default 3; ART beside the first run),
+the scaling runs (with the engine's memory estimate beside the measured peak), ``sample_input/`` through
+the CLI, and ``bench/serve_load.py`` (``./serve`` under load; ``--no-serve`` skips it). ART's figures are
+saved to ``bench/art_recorded.json`` whenever it runs; with ``--no-art`` the report shows those recorded
+figures, dated, and the speed-up compares this run's time with ART's recorded time.
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ ADULT = ROOT.parent / "shared" / "data" / "adult.csv"
 CACHE = Path(__file__).resolve().parent / ".cache"
 ADULT_LABEL = "income"
 ART_ATTACKS = ("nn", "rf", "gb")
+# ART's last full run (846 s), kept so that `--standard --no-art` can still compare against it.
+ART_RECORD = Path(__file__).resolve().parent / "art_recorded.json"
 MANUAL_MARKER = "<!-- notes kept by bench/sweep.py -->"
 
 
@@ -152,6 +161,7 @@ def run_child(args: argparse.Namespace) -> None:
         wall_seconds=time.perf_counter() - started,
         cpu_seconds=time.process_time() - cpu_started,
         peak_rss_mb=peak_rss_mb(),
+        estimated_peak_mb=memory_estimate(args, overrides),
         timings=report.timings,
         rows_per_side=report.data.rows_per_side,
         eval_rows_per_side=report.data.eval_rows_per_side,
@@ -177,6 +187,26 @@ def run_child(args: argparse.Namespace) -> None:
     if args.vs_art:
         record["art"] = run_art(args)
     print(json.dumps(record))
+
+
+def memory_estimate(args: argparse.Namespace, overrides: dict) -> float:
+    """The engine's own peak-memory estimate for this audit (what ``max_memory_mb`` is checked against).
+
+    Called after the audit (its peak RSS is already measured), with the inputs ``audit()`` gives it.
+    """
+    from mia_robustness.audit import estimate_peak_memory_mb, resolve_options
+    from mia_robustness.bundle import open_bundle
+    from mia_robustness.sweep import default_workers
+    from mia_robustness.tables import read_table
+
+    with open_bundle(args.bundle) as bundle:
+        options = resolve_options(bundle.config, overrides)
+        members = read_table(bundle.members_path, "members")
+        non_members = read_table(bundle.non_members_path, "non-members")
+        model_file_bytes = bundle.model_path.stat().st_size
+    return estimate_peak_memory_mb(
+        members, non_members, model_file_bytes, options, args.workers or default_workers()
+    )
 
 
 def run_art(args: argparse.Namespace) -> dict:
@@ -291,6 +321,7 @@ def measure(
         command += ["--workers", str(args.workers)]
     if vs_art:
         command.append("--vs-art")
+    load_average = os.getloadavg()[0]
     started = time.perf_counter()
     done = subprocess.run(
         command, capture_output=True, text=True, cwd=ROOT, env=os.environ | {"PYTHONHASHSEED": "0"}
@@ -299,7 +330,14 @@ def measure(
     if done.returncode != 0:
         raise SystemExit(f"the benchmark child failed:\n{done.stderr[-4000:]}")
     record = json.loads(done.stdout.strip().splitlines()[-1])
-    record.update(process_seconds=process_seconds, data=data, target=target, repeats=repeats, attacks=attacks)
+    record.update(
+        process_seconds=process_seconds,
+        load_average_before=load_average,
+        data=data,
+        target=target,
+        repeats=repeats,
+        attacks=attacks,
+    )
     return record
 
 
@@ -325,7 +363,9 @@ def describe_run(record: dict) -> list[str]:
         f"{record['data']} {record['rows_per_side']:,} + {record['rows_per_side']:,} rows, target {record['target']}, "
         f"attacks {record['attacks']}, {record['repeats']} repeat(s)",
         f"  audit wall {record['wall_seconds']:.2f} s (process incl. startup {record['process_seconds']:.2f} s), "
-        f"CPU {record['cpu_seconds']:.1f} s, peak RSS {record['peak_rss_mb']:.0f} MB, {n / record['wall_seconds']:,.0f} rows/s",
+        f"CPU {record['cpu_seconds']:.1f} s, peak RSS {record['peak_rss_mb']:.0f} MB (engine's estimate "
+        f"{record['estimated_peak_mb']:.0f} MB), {n / record['wall_seconds']:,.0f} rows/s; "
+        f"load average before {record['load_average_before']:.2f}",
         "  stages: "
         + ", ".join(
             f"{k} {v:.2f} s" for k, v in timings.items() if not k.startswith("attack_") and k != "total"
@@ -345,29 +385,39 @@ def describe_run(record: dict) -> list[str]:
     return lines
 
 
-def describe_art(record: dict) -> list[str]:
-    """Side-by-side lines: times, ratio, AUC per proportion and attack model."""
-    art = record["art"]
+def describe_art(record: dict, art: dict, recorded: dict | None = None) -> list[str]:
+    """Side-by-side lines: times, ratio, AUC per proportion and attack model.
+
+    ``art`` is ART's figures; ``recorded`` the saved run they come from when ART was not re-run now
+    (then the ratio compares this run's time with ART's recorded time).
+    """
     ours_attacks = record["timings"]["attacks"]
     ours_pipeline = record["timings"]["target_scoring"] + record["timings"]["signals"] + ours_attacks
+    source = ""
+    if recorded:
+        source = (
+            f" -- RECORDED {recorded['measured']} (commit {recorded['commit']}, load average "
+            f"{recorded['load_average_at_start']:.2f}), not re-run"
+        )
     lines = [
         f"  ART 1.20.1 MembershipInferenceBlackBox (nn, rf, gb): {art['wall_seconds']:.1f} s "
         f"(nn {art['attack_seconds']['nn']:.1f}, rf {art['attack_seconds']['rf']:.1f}, gb {art['attack_seconds']['gb']:.1f}); "
-        f"torch threads {art['torch_threads']}",
+        f"torch threads {art['torch_threads']}{source}",
         f"  ours: attack sweep {ours_attacks:.2f} s, target scoring + signals + sweep {ours_pipeline:.2f} s, "
         f"whole audit {record['wall_seconds']:.2f} s",
         f"  speed-up: {art['wall_seconds'] / ours_pipeline:.1f}x (vs scoring + signals + sweep), "
-        f"{art['wall_seconds'] / record['wall_seconds']:.1f}x (vs whole audit incl. CSV loading)",
+        f"{art['wall_seconds'] / record['wall_seconds']:.1f}x (vs whole audit incl. CSV loading)"
+        + ("; our time measured now, ART's recorded time" if recorded else ""),
     ]
-    lines += [f"  {line}" for line in auc_table(record)]
+    lines += [f"  {line}" for line in auc_table(record, art)]
     return lines
 
 
-def auc_table(record: dict) -> list[str]:
+def auc_table(record: dict, art_record: dict) -> list[str]:
     """Markdown table: per proportion, each tool's AUC per attack model and its best."""
     ours = {(r["attack"], round(r["proportion"], 6)): r["auc"] for r in record["results"]}
     art: dict[tuple[str, float], list[float]] = {}
-    for r in record["art"]["results"]:
+    for r in art_record["results"]:
         art.setdefault((r["attack"], round(r["proportion"], 6)), []).append(r["auc"])
     proportions = sorted({p for _, p in ours})
     head = "| proportion | " + " | ".join(f"ours {a}" for a in ART_ATTACKS) + " | ours best | "
@@ -385,6 +435,52 @@ def auc_table(record: dict) -> list[str]:
             + f" | **{best_theirs:.4f}** | {best_mine - best_theirs:+.4f} |"
         )
     return lines
+
+
+def save_art_record(record: dict, args: argparse.Namespace, machine: str) -> None:
+    """Keep ART's figures (and what they were measured on) for later `--no-art` runs."""
+    art = record["art"]
+    saved = {
+        "measured": time.strftime("%Y-%m-%d %H:%M"),
+        "commit": git_commit(),
+        "machine": machine,
+        "load_average_at_start": record["load_average_before"],
+        "rows_per_side": record["rows_per_side"],
+        "target": record["target"],
+        "attacks": record["attacks"],
+        "repeats": record["repeats"],
+        "seed": args.seed,
+        "proportions": args.proportions,
+        **{k: art[k] for k in ("wall_seconds", "attack_seconds", "torch_threads", "results")},
+        "ours_then": {
+            "attacks_seconds": record["timings"]["attacks"],
+            "pipeline_seconds": record["timings"]["target_scoring"]
+            + record["timings"]["signals"]
+            + record["timings"]["attacks"],
+            "audit_wall_seconds": record["wall_seconds"],
+        },
+    }
+    ART_RECORD.write_text(json.dumps(saved, indent=1) + "\n")
+
+
+def load_art_record(record: dict, args: argparse.Namespace) -> dict | None:
+    """ART's recorded figures when they were measured on this configuration, else ``None``."""
+    if not ART_RECORD.exists():
+        return None
+    saved = json.loads(ART_RECORD.read_text())
+    same = (saved["rows_per_side"], saved["target"], saved["attacks"], saved["repeats"], saved["seed"]) == (
+        record["rows_per_side"],
+        record["target"],
+        record["attacks"],
+        record["repeats"],
+        args.seed,
+    )
+    return saved if same and saved["proportions"] == args.proportions else None
+
+
+def git_commit() -> str:
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    return done.stdout.strip() or "unknown"
 
 
 def machine_description() -> str:
@@ -432,74 +528,124 @@ def cli_sample_audit(times: int) -> dict:
 def standard(args: argparse.Namespace) -> str:
     """The standard set; returns the Markdown report."""
     started = time.strftime("%Y-%m-%d %H:%M")
+    machine = machine_description()
     sections = [
         "# Benchmark results",
         "",
-        f"Written by `make bench` (`bench/sweep.py --standard`) on {started}.",
+        f"Written by `make bench` (`bench/sweep.py --standard`) on {started} at commit {git_commit()}.",
         "",
-        f"Machine: {machine_description()}.",
+        f"Machine: {machine}.",
         "",
         "Each audit runs in a fresh process; wall time is the `audit()` call, peak RSS is that process's.",
         "",
     ]
     adult_rows = min(10_000, adult_rows_available())
     if adult_rows:
+        times = args.times or 3
         print(
-            f"[1/3] Adult {adult_rows:,}+{adult_rows:,}, RF target, nn+rf+gb, 1 repeat{', vs ART' if not args.no_art else ''}",
+            f"[1/4] Adult {adult_rows:,}+{adult_rows:,}, RF target, nn+rf+gb, 1 repeat, {times} time(s)"
+            f"{', vs ART' if not args.no_art else ''}",
             file=sys.stderr,
         )
-        record = measure(
-            args,
-            rows=adult_rows,
-            data="adult",
-            target="rf",
-            repeats=1,
-            attacks="nn,rf,gb",
-            vs_art=not args.no_art,
-        )
+        records = [
+            measure(
+                args,
+                rows=adult_rows,
+                data="adult",
+                target="rf",
+                repeats=1,
+                attacks="nn,rf,gb",
+                vs_art=not args.no_art and i == 0,
+            )
+            for i in range(times)
+        ]
+        walls = [r["wall_seconds"] for r in records]
+        record = next(r for r in records if r["wall_seconds"] == statistics.median_low(walls))
+        if "art" in records[0]:
+            save_art_record(records[0], args, machine)
+        art, recorded = (records[0]["art"], None) if "art" in records[0] else (None, None)
+        if art is None:
+            recorded = load_art_record(record, args)
+            art = recorded
         sections += [
             "## Default sweep vs IBM ART (Adult, random-forest target)",
+            "",
+        ]
+        if recorded:
+            sections += [
+                f"ART was **not re-run** this time (`--no-art`): its figures below are those it measured on "
+                f"{recorded['measured']} (commit {recorded['commit']}, the same bundle and the same splits, "
+                f"load average {recorded['load_average_at_start']:.2f}), kept in `bench/art_recorded.json`. "
+                "Our figures are new; the speed-up compares our new time with ART's recorded time. "
+                f"Our own time in that recorded run: whole audit {recorded['ours_then']['audit_wall_seconds']:.2f} s, "
+                f"scoring + signals + sweep {recorded['ours_then']['pipeline_seconds']:.2f} s.",
+                "",
+            ]
+        sections += [
+            f"Our audit, median of {len(walls)} runs: **{statistics.median(walls):.2f} s** "
+            f"({', '.join(f'{w:.2f}' for w in walls)}); details of the median run:",
             "",
             "```",
             *describe_run(record),
         ]
-        if "art" in record:
-            sections += [line for line in describe_art(record) if not line.startswith("  |")]
-            sections += ["```", "", *auc_table(record), ""]
+        if art:
+            sections += [line for line in describe_art(record, art, recorded) if not line.startswith("  |")]
+            sections += ["```", "", *auc_table(record, art), ""]
         else:
-            sections += ["```", ""]
+            sections += ["```", "", "(no ART figures: run without `--no-art` once to measure them)", ""]
     runs = []
-    for i, rows in enumerate(args.scale_rows):
-        print(f"[2/3] synthetic {rows:,}+{rows:,}, RF target, default attacks, 3 repeats", file=sys.stderr)
+    for rows in args.scale_rows:
+        print(f"[2/4] synthetic {rows:,}+{rows:,}, RF target, default attacks, 3 repeats", file=sys.stderr)
         runs.append(
             measure(
                 args, rows=rows, data="synthetic", target="rf", repeats=3, attacks=args.attacks, vs_art=False
             )
         )
-        del i
     if runs:
         sections += [
             "## Scaling (synthetic, random-forest target, default attack models, 3 repeats)",
             "",
-            "| rows per side | audit wall s | process wall s | CPU s | peak RSS MB | loading s | target scoring s | attacks s | rows/s | wall per 10k rows s |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "`estimate MB` is the engine's `estimate_peak_memory_mb` for the same audit (what `max_memory_mb` "
+            "and `MIA_MAX_AUDIT_MEMORY_MB` are checked against), beside the measured peak.",
+            "",
+            "| rows per side | audit wall s | process wall s | CPU s | peak RSS MB | estimate MB | estimate / peak "
+            "| loading s | target scoring s | attacks s | rows/s | wall per 10k rows s | load avg before |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in runs:
             t = r["timings"]
             sections.append(
                 f"| {r['rows_per_side']:,} | {r['wall_seconds']:.1f} | {r['process_seconds']:.1f} | {r['cpu_seconds']:.1f} | "
-                f"{r['peak_rss_mb']:.0f} | {t['loading']:.2f} | {t['target_scoring']:.2f} | {t['attacks']:.1f} | "
-                f"{2 * r['rows_per_side'] / r['wall_seconds']:,.0f} | {r['wall_seconds'] / (r['rows_per_side'] / 10_000):.2f} |"
+                f"{r['peak_rss_mb']:.0f} | {r['estimated_peak_mb']:.0f} | {r['estimated_peak_mb'] / r['peak_rss_mb']:.2f} | "
+                f"{t['loading']:.2f} | {t['target_scoring']:.2f} | {t['attacks']:.1f} | "
+                f"{2 * r['rows_per_side'] / r['wall_seconds']:,.0f} | {r['wall_seconds'] / (r['rows_per_side'] / 10_000):.2f} | "
+                f"{r['load_average_before']:.2f} |"
             )
         sections += ["", "```"] + [line for r in runs for line in describe_run(r)] + ["```", ""]
-    print("[3/3] sample_input/ default audit through the CLI", file=sys.stderr)
+    print("[3/4] sample_input/ default audit through the CLI", file=sys.stderr)
     sample = cli_sample_audit(3)
     sections += [
-        "## `mia-robustness audit sample_input -q` (1,500 + 1,500 rows, defaults: 4 attack models x 10 proportions x 3 repeats)",
+        "## `mia-robustness audit sample_input -q` (1,500 + 1,500 rows, defaults)",
         "",
-        f"Wall including process startup, 3 runs: {', '.join(f'{w:.2f}' for w in sample['walls'])} s; median **{sample['median']:.2f} s**.",
+        f"Wall including process startup, 3 runs: {', '.join(f'{w:.2f}' for w in sample['walls'])} s; "
+        f"median **{sample['median']:.2f} s**.",
         "",
     ]
+    if not args.no_serve:
+        import serve_load  # bench/ is this script's folder, so it is on sys.path
+
+        print("[4/4] sample_input/ through ./serve: calls, /ping under load, overhead", file=sys.stderr)
+        served = serve_load.measure()
+        sections += [
+            "## `./serve` under load (`bench/serve_load.py`, `sample_input/` zipped, default options, JSON)",
+            "",
+            f"`./serve` with its defaults on this machine: {served['server_workers']} concurrent audits, "
+            f"{served['threads_per_audit']} thread(s) each; load average at start {served['load_average_at_start']:.2f}. "
+            "Walls are end to end as the client sees them (upload, unpack, audit in a forked child, JSON answer).",
+            "",
+            *serve_load.describe(served),
+            "",
+        ]
     return "\n".join(sections)
 
 
@@ -531,12 +677,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--vs-art", action="store_true", help="also run ART 1.20.1 nn/rf/gb on the same splits"
     )
     parser.add_argument(
-        "--times", type=int, default=1, help="measure this many times and report the median wall"
+        "--times",
+        type=int,
+        default=None,
+        help="measure this many times and report the median wall (default 1; with --standard, the Adult run 3)",
     )
     parser.add_argument(
         "--standard", action="store_true", help="run the standard set (Adult vs ART, scaling, sample)"
     )
-    parser.add_argument("--no-art", action="store_true", help="with --standard: skip the ~5 minute ART run")
+    parser.add_argument(
+        "--no-art",
+        action="store_true",
+        help="with --standard: skip the ~15 minute ART run and compare with ART's recorded figures "
+        "(bench/art_recorded.json)",
+    )
+    parser.add_argument("--no-serve", action="store_true", help="with --standard: skip the serve-load run")
     parser.add_argument(
         "--scale-rows",
         type=lambda s: [int(v) for v in s.split(",") if v],
@@ -578,7 +733,7 @@ def main(argv: list[str] | None = None) -> None:
             attacks=args.attacks,
             vs_art=args.vs_art and i == 0,
         )
-        for i in range(args.times)
+        for i in range(args.times or 1)
     ]
     for record in records:
         print("\n".join(describe_run(record)))
@@ -588,7 +743,7 @@ def main(argv: list[str] | None = None) -> None:
             f"median audit wall over {len(walls)} runs: {statistics.median(walls):.2f} s ({', '.join(f'{w:.2f}' for w in walls)})"
         )
     if "art" in records[0]:
-        print("\n".join(describe_art(records[0])))
+        print("\n".join(describe_art(records[0], records[0]["art"])))
     if args.json:
         args.json.write_text(json.dumps(records, indent=1))
     if args.write:
@@ -597,7 +752,7 @@ def main(argv: list[str] | None = None) -> None:
                 [
                     "```",
                     *describe_run(records[0]),
-                    *(describe_art(records[0]) if "art" in records[0] else []),
+                    *(describe_art(records[0], records[0]["art"]) if "art" in records[0] else []),
                     "```",
                     "",
                 ]

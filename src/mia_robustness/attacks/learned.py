@@ -10,6 +10,7 @@ merged rows), so it is the same estimator, only faster.
 from __future__ import annotations
 
 import numpy as np
+from sklearn import config_context
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.tree import DecisionTreeClassifier
 
@@ -63,16 +64,20 @@ def _merged_forest(
     x = np.ascontiguousarray(x, dtype=np.float32)
     distinct_eval = np.ascontiguousarray(evaluation[first], dtype=np.float32)
     total = np.zeros(len(distinct_eval))
-    for tree_seed in rng.integers(0, 2**31 - 1, size=N_TREES):
-        weights = rng.multinomial(n_draw, counts / n)
-        drawn = weights > 0
-        if len(np.unique(y[drawn])) < 2:  # a one-class bootstrap says its class everywhere
-            total += float(y[drawn][0])
-            continue
-        tree = DecisionTreeClassifier(
-            max_features="sqrt", min_weight_fraction_leaf=MIN_LEAF_ROWS / n_draw, random_state=int(tree_seed)
-        ).fit(x[drawn], y[drawn], sample_weight=weights[drawn].astype(np.float64), check_input=False)
-        total += tree.predict_proba(distinct_eval, check_input=False)[:, list(tree.classes_).index(1)]
+    # The inputs were checked once above; sklearn's per-call validation costs more than these tiny trees.
+    with config_context(skip_parameter_validation=True, assume_finite=True):
+        for tree_seed in rng.integers(0, 2**31 - 1, size=N_TREES):
+            weights = rng.multinomial(n_draw, counts / n)
+            drawn = weights > 0
+            if len(np.unique(y[drawn])) < 2:  # a one-class bootstrap says its class everywhere
+                total += float(y[drawn][0])
+                continue
+            tree = DecisionTreeClassifier(
+                max_features="sqrt",
+                min_weight_fraction_leaf=MIN_LEAF_ROWS / n_draw,
+                random_state=int(tree_seed),
+            ).fit(x[drawn], y[drawn], sample_weight=weights[drawn].astype(np.float64), check_input=False)
+            total += tree.predict_proba(distinct_eval, check_input=False)[:, list(tree.classes_).index(1)]
     return (total / N_TREES)[inverse]
 
 
