@@ -27,6 +27,12 @@ ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
 STARTUP_SECONDS = 120  # imports are slow on a busy 2-core machine
 
 
+# Custom attributes that keep an audit of the "busy" bundle running for seconds (about 6 s on one thread
+# of this project's machines, 3x the 2 s timeout the timeout test sets): the ping, crash, timeout and
+# killed-worker tests need an audit that is still running when they act.
+BUSY = "attack_models=rf,gb,nn;repeats=6;proportions=0.2,0.4,0.6,0.8,1"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -30,14 +30,13 @@ import requests
 
 from mia_robustness.errors import OptionsError
 from mia_robustness.serving.settings import MB, ServerSettings
-from serving_helpers import ATTRIBUTES, SERVE, TINY, Server, alive
+from serving_helpers import ATTRIBUTES, BUSY, SERVE, TINY, Server, alive
 
 FAST = "attack_models=threshold,rf;repeats=1;proportions=0.5,1"
 
 pytestmark = pytest.mark.skipif(
     not Path("/proc/self").exists(), reason="needs Linux (/proc) to inspect processes"
 )
-BUSY = "attack_models=rf;repeats=6;proportions=0.2,0.4,0.6,0.8,1"
 
 
 # --------------------------------------------------------------------------------------------------

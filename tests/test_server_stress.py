@@ -21,10 +21,9 @@ import pytest
 import requests
 
 from mia_robustness import training
-from serving_helpers import Server, alive, bundle_bytes, open_fds, rss_mb
+from serving_helpers import BUSY, Server, alive, bundle_bytes, open_fds, rss_mb
 
 CHEAPEST = "attack_models=threshold;repeats=1;proportions=1"
-BUSY = "attack_models=rf;repeats=6;proportions=0.2,0.4,0.6,0.8,1"
 CONCURRENT = 20
 # Invocations for the leak test, sent by as many clients as the server has audit slots.
 LEAK_CALLS = 200

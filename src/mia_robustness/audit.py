@@ -19,8 +19,8 @@ from .bundle import open_bundle
 from .errors import LimitError
 from .loading import load_model, saved_sklearn_version
 from .metrics import correctness_metrics, metric_intervals, per_class_metrics, rate_intervals, roc_points
-from .options import REFERENCE_ATTACKS, AuditOptions, options_from_mapping
-from .reference import run_reference_attacks
+from .options import LEARNED_ATTACKS, REFERENCE_ATTACKS, AuditOptions, options_from_mapping
+from .reference import REFERENCE_VARIANTS, run_reference_attacks
 from .report import DataInfo, Report, ResultRow, TargetInfo, aggregate, strongest_row, summarise
 from .signals import compute_signals
 from .sweep import CellResult, default_workers, run_sweep, split_for_repeat
@@ -31,16 +31,8 @@ ProgressCallback = Callable[[str, int, int], None]
 
 _KNOWN_ROWS = "black-box outputs + known members and non-members"
 _REFERENCE = "black-box outputs + known rows as reference data + the target's training recipe"
-KNOWLEDGE = {
-    "nn": _KNOWN_ROWS,
-    "rf": _KNOWN_ROWS,
-    "gb": _KNOWN_ROWS,
-    "threshold": _KNOWN_ROWS,
-    "class_threshold": _KNOWN_ROWS,
-    "lira": _REFERENCE,
-    "lira_offline": _REFERENCE,
-    "rmia": _REFERENCE,
-    "rmia_offline": _REFERENCE,
+KNOWLEDGE = {name: _KNOWN_ROWS for name in LEARNED_ATTACKS} | {
+    variant: _REFERENCE for variants in REFERENCE_VARIANTS.values() for variant, _online in variants
 }
 TOP_EXPOSED_RECORDS = 10
 REFERENCE_DEFAULT_MAX_ROWS = 20_000

@@ -73,36 +73,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class Progress:
-    """Progress on standard error: a bar on a terminal, a line per stage otherwise."""
+    """Progress on standard error: a bar on a terminal, a line per tenth of a counted stage otherwise."""
+
+    BAR = 30
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
         self.tty = stream.isatty()
         self.started = time.perf_counter()
-        self.last_line = -1
+        self.last_tenth: dict[str, int] = {}
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         elapsed = time.perf_counter() - self.started
-        if stage == "attacks" and total > 1:
-            if self.tty:
-                filled = int(30 * done / total)
-                self.stream.write(
-                    f"\rattacks [{'#' * filled}{'.' * (30 - filled)}] {done}/{total} {elapsed:6.1f}s"
-                )
-                if done == total:
-                    self.stream.write("\n")
-            elif (10 * done) // total != self.last_line:
-                self.last_line = (10 * done) // total
-                self.stream.write(f"[{elapsed:6.1f}s] attacks {done}/{total}\n")
-        elif stage == "reference_models":
-            if self.tty:
-                self.stream.write(
-                    f"\rreference models {done}/{total} {elapsed:6.1f}s" + ("\n" if done == total else "")
-                )
-            else:
-                self.stream.write(f"[{elapsed:6.1f}s] reference models {done}/{total}\n")
-        elif stage != "attacks":
-            self.stream.write(f"[{elapsed:6.1f}s] {stage.replace('_', ' ')} done\n")
+        name = stage.replace("_", " ")
+        if total <= 1:
+            self.stream.write(f"[{elapsed:6.1f}s] {name} done\n")
+        elif self.tty:
+            filled = self.BAR * done // total
+            bar = "#" * filled + "." * (self.BAR - filled)
+            self.stream.write(
+                f"\r{name} [{bar}] {done}/{total} {elapsed:6.1f}s" + ("\n" if done == total else "")
+            )
+        elif 10 * done // total != self.last_tenth.get(stage):
+            self.last_tenth[stage] = 10 * done // total
+            self.stream.write(f"[{elapsed:6.1f}s] {name} {done}/{total}\n")
         self.stream.flush()
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 from scipy.stats import beta, rankdata
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import auc, roc_curve
 
 LOW_FPRS = (0.01, 0.001)
 
@@ -82,7 +82,7 @@ def attack_metrics(is_member: np.ndarray, scores: np.ndarray, predicted_member: 
         precision=float(precision),
         recall=float(recall),
         f1=float(2 * precision * recall / (precision + recall)) if precision + recall else 0.0,
-        auc=float(roc_auc_score(truth, scores)),
+        auc=float(auc(fpr, tpr)),  # from the curve already computed (roc_auc_score would sort again)
         advantage=float(np.max(tpr - fpr)),
         tpr_at_1pct_fpr=tpr_at_fpr(fpr, tpr, LOW_FPRS[0]),
         tpr_at_0_1pct_fpr=tpr_at_fpr(fpr, tpr, LOW_FPRS[1]),
@@ -93,13 +93,23 @@ def attack_metrics(is_member: np.ndarray, scores: np.ndarray, predicted_member: 
     )
 
 
+def _clopper_pearson_bounds(
+    successes: np.ndarray, trials: np.ndarray, confidence: float = 0.95
+) -> tuple[np.ndarray, np.ndarray]:
+    """Element-wise exact binomial bounds (vectorised: the epsilon bound needs one per ROC point)."""
+    k, n = np.asarray(successes, dtype=float), np.asarray(trials, dtype=float)
+    alpha = 1 - confidence
+    with np.errstate(invalid="ignore"):
+        low = np.where(k > 0, beta.ppf(alpha / 2, np.maximum(k, 1), n - k + 1), 0.0)
+        high = np.where(k < n, beta.ppf(1 - alpha / 2, k + 1, np.maximum(n - k, 1)), 1.0)
+    return low, high
+
+
 def clopper_pearson(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
     """Exact binomial confidence interval for a rate (``successes`` out of ``trials``)."""
     if trials <= 0:
         return 0.0, 1.0
-    alpha = 1 - confidence
-    low = beta.ppf(alpha / 2, successes, trials - successes + 1) if successes > 0 else 0.0
-    high = beta.ppf(1 - alpha / 2, successes + 1, trials - successes) if successes < trials else 1.0
+    low, high = _clopper_pearson_bounds(np.array(successes), np.array(trials), confidence)
     return float(low), float(high)
 
 
@@ -142,39 +152,31 @@ class RateIntervals:
 
 
 def rate_intervals(is_member: np.ndarray, scores: np.ndarray, rng: np.random.Generator) -> RateIntervals:
-    """Confidence intervals (bootstrap for AUC, Clopper-Pearson for TPRs) and an empirical epsilon bound.
+    """Intervals for the headline attack (bootstrap AUC, Clopper-Pearson TPRs) and an empirical epsilon bound.
 
     The epsilon bound follows DP auditing practice (Jagielski et al. 2020, Nasr et al. 2021): a mechanism
-    that is epsilon-DP (delta = 0) forces TPR <= e^epsilon * FPR at every threshold, so
-    log(TPR_low / FPR_high), with Clopper-Pearson 95% bounds, is an epsilon the model does not satisfy.
+    that is epsilon-DP (delta = 0) forces TPR <= e^epsilon * FPR at every threshold, so the largest
+    log(TPR_low / FPR_high) over the ROC points, with Clopper-Pearson 95% bounds, is an epsilon the model
+    does not satisfy.
     """
     truth = np.asarray(is_member).astype(bool)
     positives, negatives = int(truth.sum()), int((~truth).sum())
     fpr, tpr, _ = roc_curve(truth, scores)
-
-    def tpr_interval(max_fpr: float) -> tuple[float, float]:
-        return clopper_pearson(int(round(tpr_at_fpr(fpr, tpr, max_fpr) * positives)), positives)
-
-    best_estimate, best_bound = None, None
-    for point_fpr, point_tpr in zip(fpr, tpr, strict=True):
-        true_pos, false_pos = int(round(point_tpr * positives)), int(round(point_fpr * negatives))
-        if true_pos == 0:
-            continue
-        if false_pos > 0:
-            estimate = float(np.log(point_tpr / point_fpr))
-            best_estimate = estimate if best_estimate is None else max(best_estimate, estimate)
-        low_tpr = clopper_pearson(true_pos, positives)[0]
-        high_fpr = clopper_pearson(false_pos, negatives)[1]
-        if low_tpr > 0 and high_fpr > 0:
-            bound = float(np.log(low_tpr / high_fpr))
-            best_bound = bound if best_bound is None else max(best_bound, bound)
+    true_pos, false_pos = np.round(tpr * positives), np.round(fpr * negatives)
+    found = true_pos > 0
+    with np.errstate(divide="ignore"):
+        estimates = np.log(tpr[found & (false_pos > 0)] / fpr[found & (false_pos > 0)])
+        low_tpr = _clopper_pearson_bounds(true_pos[found], np.full(found.sum(), positives))[0]
+        high_fpr = _clopper_pearson_bounds(false_pos[found], np.full(found.sum(), negatives))[1]
+        bounds = np.log(low_tpr / high_fpr)[low_tpr > 0]
+    tprs = metric_intervals(truth, scores)
     return RateIntervals(
         auc=bootstrap_auc_interval(truth, scores, rng),
-        tpr_at_1pct_fpr=tpr_interval(LOW_FPRS[0]),
-        tpr_at_0_1pct_fpr=tpr_interval(LOW_FPRS[1]),
-        tpr_at_0_fpr=tpr_interval(0.0),
-        epsilon_estimate=best_estimate,
-        epsilon_lower_bound=max(best_bound, 0.0) if best_bound is not None else None,
+        tpr_at_1pct_fpr=tuple(tprs["tpr_at_1pct_fpr"]),
+        tpr_at_0_1pct_fpr=tuple(tprs["tpr_at_0_1pct_fpr"]),
+        tpr_at_0_fpr=tuple(tprs["tpr_at_0_fpr"]),
+        epsilon_estimate=float(estimates.max()) if len(estimates) else None,
+        epsilon_lower_bound=max(float(bounds.max()), 0.0) if len(bounds) else None,
     )
 
 
@@ -188,7 +190,7 @@ def _subgroup(truth: np.ndarray, scores: np.ndarray, mask: np.ndarray) -> dict[s
     }
     if members and non_members:
         fpr, tpr, _ = roc_curve(truth[mask], scores[mask])
-        entry["auc"] = float(roc_auc_score(truth[mask], scores[mask]))
+        entry["auc"] = float(auc(fpr, tpr))
         entry["tpr_at_1pct_fpr"] = tpr_at_fpr(fpr, tpr, LOW_FPRS[0])
     return entry
 
@@ -235,7 +237,7 @@ def metric_intervals(is_member: np.ndarray, scores: np.ndarray) -> dict[str, lis
     truth = np.asarray(is_member).astype(bool)
     positives, negatives = int(truth.sum()), int((~truth).sum())
     fpr, tpr, _ = roc_curve(truth, scores)
-    intervals = {"auc": list(auc_interval(float(roc_auc_score(truth, scores)), positives, negatives))}
+    intervals = {"auc": list(auc_interval(float(auc(fpr, tpr)), positives, negatives))}
     for name, max_fpr in (
         ("tpr_at_1pct_fpr", LOW_FPRS[0]),
         ("tpr_at_0_1pct_fpr", LOW_FPRS[1]),

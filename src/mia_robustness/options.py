@@ -64,16 +64,8 @@ class AuditOptions:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready settings (the names a user passes back to reproduce the audit)."""
-        return {
-            "proportions": list(self.proportions),
-            "attack_models": list(self.attack_models),
-            "repeats": self.repeats,
-            "seed": self.seed,
-            "device": self.device,
-            "label_column": self.label_column,
-            "eval_fraction": self.eval_fraction,
-            "reference_models": self.reference_models,
-        }
+        values = {name: getattr(self, name) for name in OPTION_NAMES}
+        return {name: list(value) if isinstance(value, tuple) else value for name, value in values.items()}
 
 
 OPTION_NAMES = tuple(f.name for f in dataclasses.fields(AuditOptions) if f.name != "explicit")

@@ -203,6 +203,24 @@ def _results_by_attack(results: Sequence[Mapping[str, Any]]) -> dict[str, list[M
     return groups
 
 
+def _axes(
+    svg,
+    left: float,
+    top: float,
+    width: float,
+    height: float,
+    total_height: float,
+    size: float,
+    x_label: str,
+    y_label: str,
+) -> None:
+    """The x and y axis lines of a plot area and their labels (x below, y rotated on the left)."""
+    svg.line(left, top + height, left + width, top + height, stroke="#444")
+    svg.line(left, top, left, top + height, stroke="#444")
+    svg.text(left + width / 2, total_height - 10, x_label, size=size, anchor="middle")
+    svg.text(16, top + height / 2, y_label, size=size, anchor="middle", rotate=True)
+
+
 def _auc_chart(
     results: Sequence[Mapping[str, Any]], colours: Mapping[str, str], strongest: tuple[str, float | None]
 ) -> str | None:
@@ -254,16 +272,17 @@ def _auc_chart(
         p = i / 10
         svg.line(sx(p), top, sx(p), top + plot_h, stroke="#f0f0f0")
         svg.text(sx(p), top + plot_h + 16, f"{i * 10}%", size=11, anchor="middle", fill="#444")
-    svg.line(left, top + plot_h, left + plot_w, top + plot_h, stroke="#444")
-    svg.line(left, top, left, top + plot_h, stroke="#444")
-    svg.text(
-        left + plot_w / 2,
-        height - 10,
+    _axes(
+        svg,
+        left,
+        top,
+        plot_w,
+        plot_h,
+        height,
+        size,
         "attacker knowledge (share of the attackable members the attacker knows)",
-        size=size,
-        anchor="middle",
+        "attack ROC AUC",
     )
-    svg.text(16, top + plot_h / 2, "attack ROC AUC", size=size, anchor="middle", rotate=True)
     # chance
     svg.line(left, sy(0.5), left + plot_w, sy(0.5), stroke="#666", width=1.2, dash="6 4")
     svg.text(left + plot_w - 4, sy(0.5) - 5, "0.5 = guessing", size=11, anchor="end", fill="#555")
@@ -363,22 +382,16 @@ def _roc_chart(
         label = f"{base * 100:g}%"
         svg.text(sx(base), top + plot + 16, label, size=11, anchor="middle", fill="#444")
         svg.text(left - 6, sy(base) + 4, label, size=11, anchor="end", fill="#444")
-    svg.line(left, top + plot, left + plot, top + plot, stroke="#444")
-    svg.line(left, top, left, top + plot, stroke="#444")
-    svg.text(
-        left + plot / 2,
-        height - 10,
+    _axes(
+        svg,
+        left,
+        top,
+        plot,
+        plot,
+        height,
+        size,
         "false-positive rate (non-members wrongly flagged), log scale",
-        size=size,
-        anchor="middle",
-    )
-    svg.text(
-        16,
-        top + plot / 2,
         "true-positive rate (members found), log scale",
-        size=size,
-        anchor="middle",
-        rotate=True,
     )
     svg.line(sx(LOG_FLOOR), sy(LOG_FLOOR), sx(1), sy(1), stroke="#666", width=1.2, dash="6 4")
 

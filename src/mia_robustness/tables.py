@@ -8,6 +8,7 @@ expects, and balances members and non-members by subsampling the larger side.
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,11 +36,6 @@ def read_table(path: Path, role: str) -> pd.DataFrame:
             ) from None
     else:
         frame = _read_csv(path, name)
-    if frame.shape[1] > MAX_COLUMNS:
-        raise DataError(
-            f"the {name} has {frame.shape[1]} columns; at most {MAX_COLUMNS} are supported",
-            code="too_many_columns",
-        )
     if frame.shape[1] < 2:
         raise DataError(
             f"the {name} has {frame.shape[1]} column; it needs feature columns and a label column (is the separator a comma?)",
@@ -48,14 +44,24 @@ def read_table(path: Path, role: str) -> pd.DataFrame:
     if frame.empty:
         raise DataError(f"the {name} has no rows", code="empty_table")
     columns = [str(c) for c in frame.columns]
-    duplicates = sorted({c for c in columns if columns.count(c) > 1})
+    _check_column_names(columns, name)
+    frame.columns = columns
+    return frame
+
+
+def _check_column_names(columns: list[str], name: str) -> None:
+    """At most MAX_COLUMNS columns, each named once."""
+    if len(columns) > MAX_COLUMNS:
+        raise DataError(
+            f"the {name} has {len(columns)} columns; at most {MAX_COLUMNS} are supported",
+            code="too_many_columns",
+        )
+    duplicates = sorted(column for column, count in Counter(columns).items() if count > 1)
     if duplicates:
         raise DataError(
             f"the {name} has duplicate column names: {', '.join(duplicates[:5])}; rename them",
             code="duplicate_columns",
         )
-    frame.columns = columns
-    return frame
 
 
 def _read_csv(path: Path, name: str) -> pd.DataFrame:
@@ -74,18 +80,7 @@ def _read_csv(path: Path, name: str) -> pd.DataFrame:
                 header = next(csv.reader(handle), None)
             if header is None:
                 raise DataError(f"the {name} is empty", code="empty_table")
-            stripped = [h.strip() for h in header]
-            duplicates = sorted({h for h in stripped if stripped.count(h) > 1})
-            if duplicates:
-                raise DataError(
-                    f"the {name} has duplicate column names: {', '.join(duplicates[:5])}; rename them",
-                    code="duplicate_columns",
-                )
-            if len(header) > MAX_COLUMNS:
-                raise DataError(
-                    f"the {name} has {len(header)} columns; at most {MAX_COLUMNS} are supported",
-                    code="too_many_columns",
-                )
+            _check_column_names([h.strip() for h in header], name)  # before pandas parses a huge header
             frame = pd.read_csv(
                 path, encoding=encoding, skipinitialspace=True, on_bad_lines="error", low_memory=False
             )
