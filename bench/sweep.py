@@ -137,7 +137,11 @@ def build_bundle(data: str, rows_per_side: int, target: str, seed: int) -> Path:
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+    """Peak resident memory of this audit: its own process plus the sandbox child that held the model
+    (both alive at once, so their peaks add up to an upper end)."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return (own + children) / 1024.0  # Linux reports KiB
 
 
 def run_child(args: argparse.Namespace) -> None:
@@ -197,15 +201,21 @@ def memory_estimate(args: argparse.Namespace, overrides: dict) -> float:
     from mia_robustness.audit import estimate_peak_memory_mb, resolve_options
     from mia_robustness.bundle import open_bundle
     from mia_robustness.sweep import default_workers
-    from mia_robustness.tables import read_table
+    from mia_robustness.tables import read_table, resolve_label_column
 
     with open_bundle(args.bundle) as bundle:
         options = resolve_options(bundle.config, overrides)
         members = read_table(bundle.members_path, "members")
         non_members = read_table(bundle.non_members_path, "non-members")
         model_file_bytes = bundle.model_path.stat().st_size
+    label = resolve_label_column(members, options.label_column, "members")
     return estimate_peak_memory_mb(
-        members, non_members, model_file_bytes, options, args.workers or default_workers()
+        min(len(members), len(non_members)),
+        int(members.memory_usage(deep=True).sum() + non_members.memory_usage(deep=True).sum()),
+        int(members[label].nunique()),
+        model_file_bytes,
+        options,
+        args.workers or default_workers(),
     )
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import sklearn
 
 from . import __version__
@@ -17,15 +16,22 @@ from .archive import BundleLimits
 from .attacks import ATTACK_DESCRIPTIONS, AttackInput, resolve_device
 from .bundle import open_bundle
 from .errors import LimitError
-from .loading import load_model, saved_sklearn_version
 from .metrics import correctness_metrics, metric_intervals, per_class_metrics, rate_intervals, roc_points
 from .options import LEARNED_ATTACKS, REFERENCE_ATTACKS, AuditOptions, options_from_mapping
-from .reference import REFERENCE_VARIANTS, run_reference_attacks
+from .reference import REFERENCE_VARIANTS
 from .report import DataInfo, Report, ResultRow, TargetInfo, aggregate, strongest_row, summarise
+from .sandbox import (
+    Deadline,
+    InProcessModel,
+    ModelFiles,
+    ReferenceRequest,
+    SandboxedModel,
+    ScoredTarget,
+    ScoreRequest,
+    open_model,
+)
 from .signals import compute_signals
 from .sweep import CellResult, default_workers, run_sweep, split_for_repeat
-from .tables import prepare_data, read_table, resolve_label_column
-from .target import TargetOutputs, query_target
 
 ProgressCallback = Callable[[str, int, int], None]
 
@@ -56,6 +62,9 @@ def audit(
     workdir: str | Path | None = None,
     workers: int | None = None,
     max_memory_mb: float | None = None,
+    timeout: float | None = None,
+    sandbox: bool = True,
+    sandbox_memory_mb: int | None = None,
 ) -> Report:
     """Audit the bundle at ``source`` and return its robustness report.
 
@@ -71,14 +80,24 @@ def audit(
     limits:
         Unpacking limits for archives.
     workdir:
-        Parent folder for the audit's private temporary folder, removed on every path.
+        Parent folder for the audit's private temporary folders, removed on every path.
     workers:
         Most threads for the attack sweep and the reference fits (all usable CPUs when ``None``).
     max_memory_mb:
         Refuse the audit (``LimitError``, code ``memory_limit``) when :func:`estimate_peak_memory_mb` of
         the bundle exceeds this, before any attack runs; ``None`` means no limit.
+    timeout:
+        Stop the audit after this many seconds (``LimitError``, code ``audit_timeout``, naming the stage
+        it was in); ``None`` for no limit.
+    sandbox:
+        Load, score and refit the model in a confined child process (see ``sandbox/``). ``False`` runs
+        the model's code in this process: only for models you trust.
+    sandbox_memory_mb:
+        The sandbox child's address-space limit; ``None`` for an estimate from the bundle's sizes.
     """
     report_progress = progress or (lambda stage, done, total: None)
+    deadline = Deadline(timeout)
+    workers = workers or default_workers()
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     started = clock
@@ -90,18 +109,70 @@ def audit(
         clock = now
         report_progress(stage, 1, 1)
 
+    def on_progress(stage: str, done: int, total: int) -> None:
+        if stage in ("loading", "target_scoring") and done == total:
+            lap(stage)  # the model stage's own steps, timed as they end
+        else:
+            report_progress(stage, done, total)
+        deadline.check(stage)
+
     with open_bundle(source, limits=limits, workdir=workdir) as bundle:
         options = resolve_options(bundle.config, overrides)
         device = resolve_device(options.device) if "nn" in options.attack_models else "cpu"
-        model = load_model(bundle.model_path)
-        members = read_table(bundle.members_path, "members")
-        non_members = read_table(bundle.non_members_path, "non-members")
         model_file_bytes = bundle.model_path.stat().st_size
-        lap("loading")
+        reference = [a for a in options.attack_models if a in REFERENCE_ATTACKS]
+        model = open_model(
+            ModelFiles(bundle.model_path, bundle.members_path, bundle.non_members_path),
+            sandbox=sandbox,
+            deadline=deadline,
+            progress=on_progress,
+            work_parent=None if workdir is None else Path(workdir),
+            threads=workers,
+            address_space_mb=sandbox_memory_mb,
+            n_models=options.reference_models if reference else 0,
+            max_memory_mb=max_memory_mb,
+        )
+        layout = bundle.layout
+    try:
+        return _audit_model(
+            model,
+            options,
+            layout,
+            device,
+            model_file_bytes,
+            reference,
+            workers,
+            max_memory_mb,
+            deadline,
+            on_progress,
+            lap,
+            timings,
+            started,
+        )
+    finally:
+        model.close()
 
+
+def _audit_model(
+    model: SandboxedModel | InProcessModel,
+    options: AuditOptions,
+    layout: str,
+    device: str,
+    model_file_bytes: int,
+    reference: list[str],
+    workers: int,
+    max_memory_mb: float | None,
+    deadline: Deadline,
+    on_progress: ProgressCallback,
+    lap: Callable[[str], None],
+    timings: dict[str, float],
+    started: float,
+) -> Report:
+    """The audit once the bundle is open: score the target, attack it, assemble the report."""
+    scored = model.score(ScoreRequest(options.label_column, options.seed))
     if max_memory_mb is not None:
         estimate = estimate_peak_memory_mb(
-            members, non_members, model_file_bytes, options, workers or default_workers()
+            scored.rows_per_side, scored.table_bytes, scored.label_classes, model_file_bytes, options, workers
         )
         if estimate > max_memory_mb:
             raise LimitError(
@@ -110,22 +181,16 @@ def audit(
                 code="memory_limit",
             )
 
-    rng = np.random.default_rng([options.seed, 2**31 - 1])  # a stream of its own for balancing
-    data = prepare_data(members, non_members, model, options.label_column, rng)
-    outputs = query_target(model, data.features, data.labels)
-    lap("target_scoring")
-
-    signals = compute_signals(outputs.probabilities, outputs.label_index)
+    signals = compute_signals(scored.probabilities, scored.label_index)
     inputs = AttackInput(signals.features, signals.scores, signals.label_index)
     lap("signals")
 
     learned = [a for a in options.attack_models if a not in REFERENCE_ATTACKS]
-    reference = [a for a in options.attack_models if a in REFERENCE_ATTACKS]
     notes = []
     if (
         reference
         and "attack_models" not in options.explicit
-        and len(data.labels) // 2 > REFERENCE_DEFAULT_MAX_ROWS
+        and scored.rows_per_side > REFERENCE_DEFAULT_MAX_ROWS
     ):
         # Each reference model costs one training of the target's recipe on as many rows; above this size
         # the default audit would be dominated by them, so they run only when asked for.
@@ -136,9 +201,10 @@ def audit(
         reference = []
     cells = []
     if learned:
+        deadline.check("attacks")
         cells += run_sweep(
             inputs,
-            data.is_member,
+            scored.is_member,
             proportions=options.proportions,
             attacks=learned,
             repeats=options.repeats,
@@ -146,47 +212,41 @@ def audit(
             seed=options.seed,
             device=device,
             workers=workers,
-            progress=report_progress,
+            progress=on_progress,
         )
         lap("attacks")
+    eval_rows = _evaluation_rows(scored.is_member, options)
     if reference:
-        cells += run_reference_attacks(
-            model,
-            data.features,
-            data.labels,
-            outputs.label_index,
-            outputs.classes,
-            signals.scores["confidence"],
-            data.is_member,
-            attacks=reference,
+        deadline.check("reference_attacks")
+        request = ReferenceRequest(
+            attacks=tuple(reference),
             proportion=max(options.proportions),
             repeats=options.repeats,
             eval_fraction=options.eval_fraction,
             n_models=options.reference_models,
             seed=options.seed,
             workers=workers,
-            progress=report_progress,
         )
+        cells += model.reference(request, len(eval_rows))
         lap("reference_attacks")
 
     results = aggregate(cells, KNOWLEDGE)
-    target = _target_info(model, data.features.shape[1], outputs, data.is_member, signals.correct)
-    n = int(data.is_member.sum())
+    target = _target_info(scored, signals.correct)
+    n = scored.rows_per_side
     eval_per_side = cells[0].eval_rows // 2
     data_info = DataInfo(
-        layout=bundle.layout,
-        label_column=data.label_column,
-        feature_columns=len(data.feature_columns),
-        members_available=data.members_available,
-        non_members_available=data.non_members_available,
+        layout=layout,
+        label_column=scored.label_column,
+        feature_columns=scored.n_features,
+        members_available=scored.members_available,
+        non_members_available=scored.non_members_available,
         rows_per_side=n,
-        balancing=data.balancing,
+        balancing=scored.balancing,
         eval_rows_per_side=eval_per_side,
         attacker_pool_per_side=n - eval_per_side,
     )
     warnings = _warnings(target, data_info) + notes
-    eval_rows = _evaluation_rows(data.is_member, options)
-    truth = data.is_member[eval_rows]
+    truth = scored.is_member[eval_rows]
     results = [
         dataclasses.replace(
             row, ci95=metric_intervals(truth, _first_cell(cells, row.attack_model, row.proportion).scores)
@@ -211,13 +271,14 @@ def audit(
         warnings=warnings,
         tool_version=__version__,
         per_class=per_class_metrics(
-            truth, strongest_cell.scores, outputs.label_index[eval_rows], outputs.classes
+            truth, strongest_cell.scores, scored.label_index[eval_rows], scored.classes
         ),
         by_correctness=correctness_metrics(truth, strongest_cell.scores, signals.correct[eval_rows]),
         exposed_records=_exposed_records(
-            strongest_cell, eval_rows, data.is_member, data.source_rows, strongest.mean
+            strongest_cell, eval_rows, scored.is_member, scored.source_rows, strongest.mean
         ),
         curves=_curves(results, cells, truth),
+        containment=dict(model.containment),
     )
 
 
@@ -234,16 +295,26 @@ SAFETY_FACTOR = 1.3
 
 
 def estimate_peak_memory_mb(
-    members: pd.DataFrame,
-    non_members: pd.DataFrame,
+    rows_per_side: int,
+    table_bytes: int,
+    n_classes: int,
     model_file_bytes: int,
     options: AuditOptions,
     workers: int,
 ) -> float:
-    """An upper-end estimate of an audit's peak resident memory in MB, from sizes known before it runs."""
-    rows = 2 * min(len(members), len(non_members))
-    table_bytes = members.memory_usage(deep=True).sum() + non_members.memory_usage(deep=True).sum()
-    n_classes = max(members[resolve_label_column(members, options.label_column, "members")].nunique(), 2)
+    """An upper-end estimate of an audit's peak resident memory in MB, from sizes known before it attacks.
+
+    Parameters
+    ----------
+    rows_per_side:
+        Rows audited per side (after balancing).
+    table_bytes:
+        In-memory size of both tables as read (``DataFrame.memory_usage(deep=True)``).
+    n_classes:
+        Distinct labels in the members table.
+    """
+    rows = 2 * rows_per_side
+    n_classes = max(n_classes, 2)
     signal_bytes = rows * (min(n_classes, 10) + 6 + min(n_classes, 100)) * 4
     pool_rows = (1 - options.eval_fraction) * rows * max(options.proportions)
     concurrent = min(workers, len(options.attack_models) * len(options.proportions) * options.repeats)
@@ -294,22 +365,19 @@ def _curves(results: list[ResultRow], cells: list[CellResult], truth: np.ndarray
     return curves
 
 
-def _target_info(
-    model: object, n_features: int, outputs: TargetOutputs, is_member: np.ndarray, correct: np.ndarray
-) -> TargetInfo:
-    member_accuracy = float(correct[is_member == 1].mean())
-    non_member_accuracy = float(correct[is_member == 0].mean())
-    final = model.steps[-1][1] if hasattr(model, "steps") else model
+def _target_info(scored: ScoredTarget, correct: np.ndarray) -> TargetInfo:
+    member_accuracy = float(correct[scored.is_member == 1].mean())
+    non_member_accuracy = float(correct[scored.is_member == 0].mean())
     return TargetInfo(
-        model_class=type(model).__name__,
-        estimator_class=type(final).__name__,
-        n_classes=len(outputs.classes),
-        n_features=n_features,
-        classes=[str(c) for c in outputs.classes.tolist()],
+        model_class=scored.model_class,
+        estimator_class=scored.estimator_class,
+        n_classes=len(scored.classes),
+        n_features=scored.n_features,
+        classes=[str(c) for c in scored.classes.tolist()],
         member_accuracy=member_accuracy,
         non_member_accuracy=non_member_accuracy,
         accuracy_gap=member_accuracy - non_member_accuracy,
-        sklearn_version_saved=saved_sklearn_version(model),
+        sklearn_version_saved=scored.saved_version,
         sklearn_version_runtime=sklearn.__version__,
     )
 

@@ -110,6 +110,8 @@ class Report:
     by_correctness: list[dict[str, Any]] = field(default_factory=list)
     exposed_records: dict[str, Any] = field(default_factory=dict)
     curves: list[dict[str, Any]] = field(default_factory=list)
+    # How the model was contained while it was loaded, scored and refitted (see sandbox/).
+    containment: dict[str, Any] = field(default_factory=dict)
     schema_version: str = SCHEMA_VERSION
     tool_version: str = ""
 
@@ -128,6 +130,7 @@ class Report:
             "exposed_records",
             "curves",
             "settings",
+            "containment",
             "warnings",
             "timings",
         )

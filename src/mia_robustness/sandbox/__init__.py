@@ -1,0 +1,21 @@
+"""Containment: the only door to a user's model.
+
+Everything that touches the model (loading the file, reading the tables it is scored on, scoring, and the
+refits of its recipe) runs in a fresh child process confined by :mod:`.confine` (rlimits, an unprivileged
+user, Landlock, seccomp), talking to the audit through :mod:`.protocol` (JSON and numeric arrays, never
+pickle). :mod:`.session` is the audit's side; :mod:`.stage` is the work itself.
+"""
+
+from .session import Deadline, InProcessModel, SandboxedModel, open_model
+from .stage import ModelFiles, ReferenceRequest, ScoredTarget, ScoreRequest
+
+__all__ = [
+    "Deadline",
+    "InProcessModel",
+    "ModelFiles",
+    "ReferenceRequest",
+    "SandboxedModel",
+    "ScoreRequest",
+    "ScoredTarget",
+    "open_model",
+]

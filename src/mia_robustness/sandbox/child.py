@@ -1,0 +1,156 @@
+"""The sandbox child: ``python -I -m mia_robustness.sandbox.child``, started fresh for every audit.
+
+It reads its request from standard input, confines itself (:func:`~.confine.confine`), and only then opens
+the model file. It answers on standard output in the protocol of :mod:`.protocol`; whatever the model's
+code prints goes to standard error, which the parent keeps for its log and never shows to a user.
+
+Exceptions raised by the engine on purpose (:class:`~mia_robustness.errors.MiaError`) travel as their
+class, code and message. Any other exception was raised by the model's own code (or a library it drove),
+so only its class name travels: its text may hold memory addresses or file contents (issue #9, finding 2).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import threading
+import traceback
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from .protocol import read_message, write_message
+
+_PR_SET_PDEATHSIG = 1
+# Exit status when confinement itself failed: the parent reports it as "the sandbox could not start".
+EXIT_CONFINEMENT_FAILED = 71
+
+
+def _thread_locks_for_multiprocessing() -> None:
+    """Make ``multiprocessing``'s locks thread locks in this process.
+
+    joblib's threading backend (used by scikit-learn's forests and histogram boosting for ``n_jobs``)
+    builds a ``multiprocessing.pool.ThreadPool``, whose queue takes POSIX semaphores from ``/dev/shm``:
+    a folder shared with every other process, which the sandbox does not let the child write. The child
+    cannot start processes, so a lock between processes and one between threads are the same thing here.
+    """
+    import multiprocessing.synchronize as synchronize
+
+    synchronize.Lock = lambda *, ctx=None: threading.Lock()
+    synchronize.RLock = lambda *, ctx=None: threading.RLock()
+    synchronize.Semaphore = lambda value=1, *, ctx=None: threading.Semaphore(value)
+    synchronize.BoundedSemaphore = lambda value=1, *, ctx=None: threading.BoundedSemaphore(value)
+    synchronize.Condition = lambda lock=None, *, ctx=None: threading.Condition(lock)
+    synchronize.Event = lambda *, ctx=None: threading.Event()
+
+
+def _die_with_parent() -> None:
+    # Set after the user change (which clears it): a killed audit must not leave its model stage running.
+    ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() == 1:
+        os._exit(EXIT_CONFINEMENT_FAILED)
+
+
+def _channels() -> tuple[BinaryIO, BinaryIO]:
+    """Private copies of stdin/stdout for messages; fd 1 then points at stderr and fd 0 at /dev/null, so
+    a model that prints (verbose estimators do) cannot corrupt the message stream."""
+    requests = os.fdopen(os.dup(0), "rb")
+    answers = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    sys.stdout = sys.stderr
+    return requests, answers
+
+
+def _send_failure(answers: BinaryIO, stage: str, error: BaseException) -> None:
+    from ..errors import MiaError
+
+    if isinstance(error, MiaError):
+        header: dict[str, Any] = {
+            "kind": "error",
+            "class": type(error).__name__,
+            "code": error.code,
+            "message": error.message,
+        }
+    elif isinstance(error, MemoryError):
+        header = {"kind": "memory", "stage": stage}
+    else:
+        header = {"kind": "failed", "stage": stage, "exception": type(error).__name__}
+        traceback.print_exc(file=sys.stderr)
+    write_message(answers, header)
+
+
+def main() -> int:
+    requests, answers = _channels()
+    request, _ = read_message(requests, max_array_bytes=0)
+    # Everything the stage imports is imported before confinement (trusted code, read while readable).
+    from ..errors import MiaError  # noqa: F401 - imported now, used after confinement
+    from . import stage
+    from .confine import ConfinementError, Limits, confine
+
+    for module in ("loading", "tables", "target", "reference", "signals"):
+        __import__(f"mia_robustness.{module}")
+    import sklearn.ensemble  # noqa: F401 - the common targets' modules, before the interpreter may be unreadable
+    import sklearn.pipeline  # noqa: F401
+
+    _thread_locks_for_multiprocessing()
+    # The model stage has no use for torch (only the parent's nn attack does); shared helpers that set
+    # its thread count when it is present then skip it instead of mapping a gigabyte of kernels here.
+    sys.modules["torch"] = None
+    work = Path(request["work_folder"])
+    try:
+        containment = confine(
+            work,
+            Limits(
+                address_space_bytes=int(request["address_space_bytes"]),
+                cpu_seconds=int(request["cpu_seconds"]),
+            ),
+            drop_privileges=bool(request["drop_privileges"]),
+        )
+    except (ConfinementError, OSError) as exc:
+        sys.stderr.write(f"confinement failed: {exc}\n")
+        return EXIT_CONFINEMENT_FAILED
+    _die_with_parent()
+    os.chdir(work)
+    write_message(answers, {"kind": "ready", "containment": containment.to_dict()})
+
+    def progress(stage_name: str, done: int, total: int) -> None:
+        write_message(
+            answers, {"kind": "progress", "stage": stage_name, "done": int(done), "total": int(total)}
+        )
+
+    if request.get("probe"):  # test-only: attacker code run on purpose inside the confinement
+        probe_result: dict[str, Any] = {}
+        exec(request["probe"], {"result": probe_result, "work": work})  # noqa: S102
+        write_message(answers, {"kind": "probe", "result": probe_result})
+        return 0
+
+    files = stage.ModelFiles(**{key: Path(value) for key, value in request["files"].items()})
+    step = "loading"
+    try:
+        command, _ = read_message(requests, max_array_bytes=0)
+        if command.get("kind") != "score":
+            return 0
+        loaded = stage.score_target(files, stage.ScoreRequest(**command["score"]), progress)
+        write_message(answers, *stage.scored_to_message(loaded.scored))
+        command, _ = read_message(requests, max_array_bytes=0)
+        if command.get("kind") != "reference":
+            return 0
+        step = "reference_models"
+        reference = command["reference"]
+        cells = stage.reference_cells(
+            loaded, stage.ReferenceRequest(**{**reference, "attacks": tuple(reference["attacks"])}), progress
+        )
+        write_message(answers, *stage.cells_to_message(cells))
+    except EOFError:
+        return 0  # the parent is done with this model
+    except BaseException as error:  # noqa: BLE001 - every outcome must reach the parent as a message
+        _send_failure(answers, step, error)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,518 @@
+"""The audit's side of the sandbox: start a confined child for one bundle and talk to it.
+
+:class:`SandboxedModel` and :class:`InProcessModel` have the same two steps, ``score()`` and
+``reference()``; the audit uses whichever :func:`open_model` gives it. The sandboxed one is the default
+everywhere (CLI, Python API, ``serve``, ``train``); the in-process one is for models the caller trusts
+(``sandbox=False``), where it saves the child's start-up (about 1.5 s).
+
+A child is a fresh interpreter (``python -I``), not a fork: its memory layout is its own, so nothing one
+audit learns about its process tells it anything about another's. It gets an environment of its own
+(no ``AWS_*`` credentials, no ``MIA_*`` settings, nothing inherited), copies of the three input files in a
+private folder that is all it may write to, and the limits of :class:`~.confine.Limits`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .. import errors
+from ..errors import LimitError, MiaError, ModelError
+from ..sweep import CellResult
+from .child import EXIT_CONFINEMENT_FAILED
+from .confine import nobody_cannot_run_python, nobody_ids
+from .protocol import ProtocolError, clean_text, read_message, write_message
+from .stage import (
+    CHILD_STAGES,
+    LoadedModel,
+    ModelFiles,
+    ReferenceRequest,
+    ScoredTarget,
+    ScoreRequest,
+    cells_from_message,
+    reference_cells,
+    score_target,
+    scored_from_message,
+)
+
+log = logging.getLogger("mia_robustness.sandbox")
+
+ProgressCallback = Callable[[str, int, int], None]
+
+# Child start-up: interpreter, numpy, pandas, scikit-learn, before the request can be answered.
+START_SECONDS = 120.0
+# Seconds a child gets to exit by itself once the audit is done with it.
+EXIT_GRACE = 2.0
+# Virtual memory the child needs beyond its data: the interpreter with numpy, pandas, pyarrow and
+# scikit-learn mapped, thread stacks and malloc arenas (measured VmPeak of a child scoring the sample:
+# ~1.1 GB with MALLOC_ARENA_MAX=2, of which ~0.2 GB resident).
+VIRTUAL_BASELINE_MB = 1536
+# How much memory a model file and a table file take once loaded, per byte on disk (pickles unfold,
+# CSV text becomes columns): upper ends of what bench/ measured.
+MODEL_BYTES_IN_MEMORY = 4
+TABLE_BYTES_IN_MEMORY = 12
+DEFAULT_CPU_HOURS = 24
+STDERR_TAIL_BYTES = 64 * 1024
+# Environment of the child: nothing inherited but the locale; thread counts set per audit.
+CHILD_LOCALE = {"LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+# Rows x classes of float64 + four per-row columns, plus each reference cell's scores: never more.
+_BYTES_PER_ROW_AND_CLASS = 8
+
+ERROR_CLASSES = {
+    name: cls
+    for name, cls in vars(errors).items()
+    if isinstance(cls, type) and issubclass(cls, MiaError) and cls is not MiaError
+}
+
+
+class Deadline:
+    """The audit's time limit and the stage it is in, for errors that say where time ran out.
+
+    Parameters
+    ----------
+    seconds:
+        Time limit from now; ``None`` for none.
+    """
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+        self.ends = None if seconds is None else time.monotonic() + seconds
+        self.stage = "loading"
+
+    def remaining(self) -> float | None:
+        return None if self.ends is None else self.ends - time.monotonic()
+
+    def check(self, stage: str | None = None) -> None:
+        """Raise the time-limit error if the limit has passed (``stage`` becomes the current one)."""
+        if stage is not None:
+            self.stage = stage
+        left = self.remaining()
+        if left is not None and left <= 0:
+            raise self.error()
+
+    def error(self) -> LimitError:
+        return LimitError(
+            f"the audit ran longer than its time limit of {self.seconds:g} s and was stopped during "
+            f"{self.stage.replace('_', ' ')}; audit fewer rows, attack models, proportions, repeats or reference "
+            "models, or raise the limit (--timeout, max_runtime)",
+            code="audit_timeout",
+        )
+
+
+def default_address_space_mb(
+    files: ModelFiles, workers: int, n_models: int, max_memory_mb: float | None
+) -> int:
+    """The child's address-space limit: an upper end of what loading, scoring and refitting need.
+
+    From the sizes on disk: each reference fit running at once holds a model as large as the target's.
+    With ``max_memory_mb`` (the audit's memory cap) the child never gets more than that cap allows.
+    """
+    model_mb = files.model.stat().st_size / 2**20
+    table_mb = (files.members.stat().st_size + files.non_members.stat().st_size) / 2**20
+    concurrent_models = 1 + min(workers, max(n_models, 0))
+    need = 1.3 * (MODEL_BYTES_IN_MEMORY * model_mb * concurrent_models + TABLE_BYTES_IN_MEMORY * table_mb)
+    if max_memory_mb is not None:
+        need = min(need, max_memory_mb)
+    return int(VIRTUAL_BASELINE_MB + max(need, 512))
+
+
+class InProcessModel:
+    """The model stage in this process, for trusted models (no containment)."""
+
+    containment: dict[str, Any] = {"sandbox": False}
+
+    def __init__(self, files: ModelFiles, deadline: Deadline, progress: ProgressCallback) -> None:
+        self.files = files
+        self.deadline = deadline
+        self.progress = progress
+        self._loaded: LoadedModel | None = None
+
+    def score(self, request: ScoreRequest) -> ScoredTarget:
+        self._loaded = score_target(self.files, request, self.progress)
+        self.deadline.check()
+        return self._loaded.scored
+
+    def reference(self, request: ReferenceRequest, eval_rows: int) -> list[CellResult]:
+        assert self._loaded is not None, "score() first"
+        return reference_cells(self._loaded, request, self.progress)
+
+    def close(self) -> None:
+        self._loaded = None
+
+
+class SandboxedModel:
+    """The model stage in a confined child process (see the module docstring).
+
+    Parameters
+    ----------
+    files:
+        The bundle's model file and tables (copied into the child's private folder).
+    work_parent:
+        Folder in which the child's private folder is made (the system's temporary folder when ``None``).
+    threads:
+        Compute threads for the child (BLAS, OpenMP, reference fits).
+    address_space_mb:
+        The child's ``RLIMIT_AS`` in MB.
+    deadline:
+        The audit's time limit; the child is killed when it passes.
+    progress:
+        Receives the child's progress reports.
+    """
+
+    def __init__(
+        self,
+        files: ModelFiles,
+        *,
+        work_parent: Path | None,
+        threads: int,
+        address_space_mb: int,
+        deadline: Deadline,
+        progress: ProgressCallback,
+        _test_probe: str | None = None,
+    ) -> None:
+        self.deadline = deadline
+        self.progress = progress
+        self.address_space_mb = address_space_mb
+        self._stderr_tail: deque[bytes] = deque()
+        self._messages: queue.Queue = queue.Queue()
+        self._max_array_bytes = 0
+        blocker = nobody_cannot_run_python() if os.geteuid() == 0 else None
+        self._drop = os.geteuid() == 0 and blocker is None
+        if blocker is not None:
+            log.warning(
+                "the sandbox child stays root: user %s cannot read %s (the Python installation); Landlock and "
+                "seccomp still confine it",
+                "nobody",
+                blocker,
+            )
+        self.folder = Path(tempfile.mkdtemp(prefix="mia-sandbox-", dir=work_parent))
+        try:
+            self.files = self._copy_inputs(files)
+            self._max_array_bytes = self._array_budget()
+            self.process = self._start(threads, _test_probe)
+            ready = self._receive("loading", START_SECONDS)
+            if ready.get("kind") != "ready" or not isinstance(ready.get("containment"), dict):
+                raise self._protocol_error()
+            self.containment = {"sandbox": True, **_clean_containment(ready["containment"])}
+        except BaseException:
+            self.close()
+            raise
+
+    # -- set-up ------------------------------------------------------------------------------------------
+
+    def _copy_inputs(self, files: ModelFiles) -> ModelFiles:
+        """Copies of the inputs in the child's folder, under their own names, readable by the child."""
+        copies = {}
+        for role in ("model", "members", "non_members"):
+            source = getattr(files, role)
+            target = self.folder / role / source.name
+            target.parent.mkdir()
+            shutil.copyfile(source, target)
+            copies[role] = target
+        if self._drop:
+            uid, gid = nobody_ids()
+            for path in [self.folder, *self.folder.rglob("*")]:
+                os.chown(path, uid, gid)
+            self._check_reachable(uid)
+        return ModelFiles(**copies)
+
+    def _check_reachable(self, uid: int) -> None:
+        for folder in self.folder.parents:
+            info = folder.stat()
+            if info.st_uid != uid and not info.st_mode & 0o001:
+                raise MiaError(
+                    f"the sandbox folder {self.folder} is inside {folder}, which user nobody cannot enter; "
+                    "set TMPDIR (or MIA_TEMP_DIR) to a folder every user may traverse, such as /tmp",
+                    code="sandbox_unavailable",
+                )
+
+    def _array_budget(self) -> int:
+        # The child's answers can never hold more than the rows of the tables allow: a bound for reading.
+        table_bytes = self.files.members.stat().st_size + self.files.non_members.stat().st_size
+        return max(64 * 2**20, 200 * table_bytes)
+
+    def _start(self, threads: int, probe: str | None) -> subprocess.Popen:
+        threads = max(int(threads), 1)
+        cpu = self.deadline.seconds if self.deadline.seconds is not None else DEFAULT_CPU_HOURS * 3600
+        env = {
+            **CHILD_LOCALE,
+            "HOME": str(self.folder),
+            "TMPDIR": str(self.folder),
+            "OMP_NUM_THREADS": str(threads),
+            "OPENBLAS_NUM_THREADS": str(threads),
+            "MKL_NUM_THREADS": str(threads),
+            "LOKY_MAX_CPU_COUNT": str(threads),
+            "MALLOC_ARENA_MAX": "2",
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+        process = subprocess.Popen(
+            [sys.executable, "-I", "-m", "mia_robustness.sandbox.child"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=self.folder,
+            env=env,
+            close_fds=True,
+            start_new_session=False,
+        )
+        threading.Thread(target=self._drain_stderr, args=(process.stderr,), daemon=True).start()
+        threading.Thread(target=self._read_answers, args=(process.stdout,), daemon=True).start()
+        request = {
+            "work_folder": str(self.folder),
+            "address_space_bytes": self.address_space_mb * 2**20,
+            "cpu_seconds": int(math.ceil(cpu * threads * 1.1)) + 60,
+            "drop_privileges": self._drop,
+            "files": {role: str(getattr(self.files, role)) for role in ("model", "members", "non_members")},
+        }
+        if probe is not None:
+            request["probe"] = probe
+        self._send(process, request)
+        return process
+
+    # -- the channel -------------------------------------------------------------------------------------
+
+    def _drain_stderr(self, stream: Any) -> None:
+        kept = 0
+        for line in iter(stream.readline, b""):
+            self._stderr_tail.append(line[:4096])
+            kept += len(line)
+            while kept > STDERR_TAIL_BYTES and self._stderr_tail:
+                kept -= len(self._stderr_tail.popleft())
+        stream.close()
+
+    def _read_answers(self, stream: Any) -> None:
+        try:
+            while True:
+                self._messages.put(read_message(stream, self._max_array_bytes))
+        except EOFError:
+            self._messages.put(None)
+        except (ProtocolError, ValueError, OSError) as exc:
+            self._messages.put(exc)
+
+    @staticmethod
+    def _send(process: subprocess.Popen, header: dict[str, Any]) -> None:
+        with contextlib.suppress(OSError):  # the child is gone; the next receive says how
+            write_message(process.stdin, header)
+
+    def _receive(self, stage: str, limit: float | None = None) -> dict[str, Any]:
+        """The child's next answer other than progress, within the deadline."""
+        self.deadline.stage = stage
+        while True:
+            left = self.deadline.remaining()
+            wait = min(x for x in (left, limit) if x is not None) if (left, limit) != (None, None) else None
+            if wait is not None and wait <= 0:
+                raise self.deadline.error() if left is not None and left <= 0 else self._start_error()
+            try:
+                message = self._messages.get(timeout=wait)
+            except queue.Empty:
+                continue
+            if message is None:
+                raise self._died_error()
+            if isinstance(message, Exception):
+                raise self._protocol_error()
+            header, arrays = message
+            if header.get("kind") == "progress":
+                self._forward_progress(header)
+                continue
+            header["_arrays"] = arrays
+            return header
+
+    def _forward_progress(self, header: dict[str, Any]) -> None:
+        stage, done, total = header.get("stage"), header.get("done"), header.get("total")
+        if stage not in CHILD_STAGES or not all(type(v) is int and 0 <= v <= 10**9 for v in (done, total)):
+            raise self._protocol_error()
+        self.deadline.stage = stage
+        self.progress(stage, done, total)
+
+    # -- the two steps -----------------------------------------------------------------------------------
+
+    def score(self, request: ScoreRequest) -> ScoredTarget:
+        self._send(
+            self.process,
+            {"kind": "score", "score": {"label_column": request.label_column, "seed": request.seed}},
+        )
+        answer = self._receive("loading")
+        self._raise_if_failed(answer)
+        if answer.get("kind") != "scored":
+            raise self._protocol_error()
+        try:
+            return scored_from_message(answer, answer.pop("_arrays"))
+        except ProtocolError:
+            raise self._protocol_error() from None
+
+    def reference(self, request: ReferenceRequest, eval_rows: int) -> list[CellResult]:
+        reference = {
+            "attacks": list(request.attacks),
+            "proportion": request.proportion,
+            "repeats": request.repeats,
+            "eval_fraction": request.eval_fraction,
+            "n_models": request.n_models,
+            "seed": request.seed,
+            "workers": request.workers,
+        }
+        self._send(self.process, {"kind": "reference", "reference": reference})
+        answer = self._receive("reference_models")
+        self._raise_if_failed(answer)
+        if answer.get("kind") != "cells":
+            raise self._protocol_error()
+        try:
+            return cells_from_message(answer, answer.pop("_arrays"), request, eval_rows)
+        except ProtocolError:
+            raise self._protocol_error() from None
+
+    def probe(self) -> dict[str, Any]:
+        """The test probe's result (tests only)."""
+        answer = self._receive("loading")
+        if answer.get("kind") != "probe":
+            self._raise_if_failed(answer)
+            raise self._protocol_error()
+        return answer["result"]
+
+    def close(self) -> None:
+        """Stop the child (it exits by itself once its input closes) and remove its folder."""
+        process = getattr(self, "process", None)
+        if process is not None:
+            with contextlib.suppress(OSError):
+                process.stdin.close()
+            try:
+                process.wait(EXIT_GRACE)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            self._log_stderr()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    # -- errors ------------------------------------------------------------------------------------------
+
+    def _raise_if_failed(self, answer: dict[str, Any]) -> None:
+        kind = answer.get("kind")
+        stage = str(self.deadline.stage).replace("_", " ")
+        if kind == "error":
+            cls = ERROR_CLASSES.get(answer.get("class"), ModelError)
+            code = answer.get("code")
+            code = (
+                code
+                if isinstance(code, str) and code.replace("_", "").isalnum() and len(code) <= 60
+                else cls.default_code
+            )
+            raise cls(clean_text(answer.get("message", "")), code=code)
+        if kind == "memory":
+            raise LimitError(
+                f"the model needed more memory during {stage} than its sandbox allows ({self.address_space_mb:,} MB of "
+                "address space); audit fewer rows or reference models, or raise the limit (--sandbox-memory-mb, "
+                "MIA_SANDBOX_MEMORY_MB)",
+                code="model_memory_limit",
+            )
+        if kind == "failed":
+            exception = answer.get("exception")
+            name = (
+                exception
+                if isinstance(exception, str) and exception.isidentifier() and len(exception) < 80
+                else "an error"
+            )
+            raise ModelError(
+                f"the model's own code raised {name} during {stage}; the audit cannot go on with this model. "
+                "Check that it was saved fitted, and that it scores these tables where it was trained",
+                code="model_failed",
+            )
+
+    def _died_error(self) -> MiaError:
+        process = self.process
+        try:
+            code = process.wait(EXIT_GRACE)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            code = process.wait()
+        stage = str(self.deadline.stage).replace("_", " ")
+        log.warning("sandbox child %s ended with status %s during %s", process.pid, code, stage)
+        if code == -signal.SIGXCPU:
+            return LimitError(
+                f"the model used more CPU time during {stage} than its sandbox allows; audit fewer rows or "
+                "reference models, or raise the time limit (--timeout, max_runtime)",
+                code="model_cpu_limit",
+            )
+        if code in (-signal.SIGSEGV, -signal.SIGBUS, -signal.SIGABRT, -signal.SIGILL):
+            return ModelError(
+                f"the model crashed its sandboxed process during {stage} (signal {-code}); the model file may be "
+                "damaged, crafted, or built for another version of its library",
+                code="model_crashed",
+            )
+        if code == EXIT_CONFINEMENT_FAILED:
+            return MiaError(
+                "the sandbox could not be set up on this machine (seccomp or rlimits refused); see the log. "
+                "For a model you trust, --no-sandbox runs it without one",
+                code="sandbox_unavailable",
+            )
+        return ModelError(
+            f"the model's sandboxed process ended during {stage} without an answer (status {code}); the model "
+            "file may be damaged or crafted",
+            code="model_crashed",
+        )
+
+    def _start_error(self) -> MiaError:
+        return MiaError(f"the sandbox did not start within {START_SECONDS:g} s", code="sandbox_unavailable")
+
+    def _protocol_error(self) -> ModelError:
+        return ModelError(
+            "the model's sandboxed process sent a malformed answer; the model file may be crafted to attack "
+            "the audit, which was stopped",
+            code="model_protocol_violation",
+        )
+
+    def _log_stderr(self) -> None:
+        if self._stderr_tail and log.isEnabledFor(logging.DEBUG):
+            text = b"".join(self._stderr_tail).decode("utf-8", "replace")
+            log.debug(
+                "sandbox child output (last %d bytes):\n%s", len(text), clean_text(text, STDERR_TAIL_BYTES)
+            )
+
+
+def _clean_containment(raw: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "seccomp": raw.get("seccomp") is True,
+        "landlock_abi": raw.get("landlock_abi") if type(raw.get("landlock_abi")) is int else 0,
+        "user": clean_text(raw.get("user", ""), 40),
+        "address_space_mb": raw.get("address_space_mb") if type(raw.get("address_space_mb")) is int else 0,
+        "cpu_seconds": raw.get("cpu_seconds") if type(raw.get("cpu_seconds")) is int else 0,
+    }
+
+
+def open_model(
+    files: ModelFiles,
+    *,
+    sandbox: bool,
+    deadline: Deadline,
+    progress: ProgressCallback,
+    work_parent: Path | None = None,
+    threads: int = 1,
+    address_space_mb: int | None = None,
+    n_models: int = 0,
+    max_memory_mb: float | None = None,
+) -> SandboxedModel | InProcessModel:
+    """The model stage for ``files``: in a sandbox child (default) or in this process."""
+    if not sandbox:
+        return InProcessModel(files, deadline, progress)
+    if address_space_mb is None:
+        address_space_mb = default_address_space_mb(files, threads, n_models, max_memory_mb)
+    return SandboxedModel(
+        files,
+        work_parent=work_parent,
+        threads=threads,
+        address_space_mb=address_space_mb,
+        deadline=deadline,
+        progress=progress,
+    )

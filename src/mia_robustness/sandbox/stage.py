@@ -1,0 +1,337 @@
+"""The model stage: every step of an audit that touches the user's model, and the messages that carry it.
+
+Inside the sandbox child (or in-process, for trusted models) this module loads the model file, reads the
+two tables, aligns and balances them, queries the target once per row, and later refits reference clones
+for LiRA and RMIA. What leaves it are plain arrays and a few short strings (:class:`ScoredTarget`,
+:class:`~mia_robustness.sweep.CellResult`); the model object itself never leaves.
+
+The ``*_from_message`` functions are the parent's side: they check a (possibly hostile) child's answer
+against what the request allows before the audit uses any of it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..metrics import METRIC_NAMES, AttackMetrics
+from ..sweep import CellResult
+from .protocol import ProtocolError, clean_text, expect
+
+ProgressCallback = Callable[[str, int, int], None]
+
+# Stages the child reports progress for; any other name from it is a protocol error.
+CHILD_STAGES = ("loading", "target_scoring", "reference_models")
+MAX_CLASS_TEXT = 200
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """The bundle's three inputs (paths as the process that reads them sees them)."""
+
+    model: Path
+    members: Path
+    non_members: Path
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """What the first stage needs: how to find the label, and the seed of the balancing stream."""
+
+    label_column: str | None
+    seed: int
+
+
+@dataclass(frozen=True)
+class ReferenceRequest:
+    """One reference stage: LiRA and/or RMIA at attacker knowledge ``proportion`` (see ``reference.py``)."""
+
+    attacks: tuple[str, ...]
+    proportion: float
+    repeats: int
+    eval_fraction: float
+    n_models: int
+    seed: int
+    workers: int
+
+
+@dataclass(frozen=True)
+class ScoredTarget:
+    """The target's answers for every audited row, and what the report says about the model and tables.
+
+    Attributes
+    ----------
+    probabilities:
+        ``(n_rows, n_classes)`` float64, ``predict_proba`` in the order of ``classes``.
+    label_index:
+        ``(n_rows,)`` int64, column of each row's true label.
+    classes:
+        ``(n_classes,)`` the model's ``classes_``.
+    is_member:
+        ``(n_rows,)`` int8, members first (1) then as many non-members (0).
+    source_rows:
+        ``(n_rows,)`` int64, each row's number in its own table.
+    """
+
+    probabilities: np.ndarray
+    label_index: np.ndarray
+    classes: np.ndarray
+    is_member: np.ndarray
+    source_rows: np.ndarray
+    label_column: str
+    n_features: int
+    members_available: int
+    non_members_available: int
+    balancing: str
+    model_class: str
+    estimator_class: str
+    saved_version: str | None
+    table_bytes: int
+    label_classes: int
+
+    @property
+    def rows_per_side(self) -> int:
+        return len(self.is_member) // 2
+
+
+@dataclass
+class LoadedModel:
+    """What the stage keeps between its steps (never sent anywhere)."""
+
+    model: Any
+    features: Any
+    labels: np.ndarray
+    scored: ScoredTarget
+
+
+def score_target(files: ModelFiles, request: ScoreRequest, progress: ProgressCallback) -> LoadedModel:
+    """Load the model and tables, balance the rows, and query the target once per row."""
+    from ..loading import load_model, saved_sklearn_version
+    from ..tables import prepare_data, read_table, resolve_label_column
+    from ..target import query_target
+
+    model = load_model(files.model)
+    members = read_table(files.members, "members")
+    non_members = read_table(files.non_members, "non-members")
+    progress("loading", 1, 1)
+    rng = np.random.default_rng([request.seed, 2**31 - 1])  # a stream of its own for balancing
+    data = prepare_data(members, non_members, model, request.label_column, rng)
+    outputs = query_target(model, data.features, data.labels)
+    label = resolve_label_column(members, request.label_column, "members")
+    final = model.steps[-1][1] if hasattr(model, "steps") else model
+    scored = ScoredTarget(
+        probabilities=outputs.probabilities,
+        label_index=outputs.label_index,
+        classes=outputs.classes,
+        is_member=data.is_member,
+        source_rows=data.source_rows,
+        label_column=data.label_column,
+        n_features=int(data.features.shape[1]),
+        members_available=data.members_available,
+        non_members_available=data.non_members_available,
+        balancing=data.balancing,
+        model_class=type(model).__name__,
+        estimator_class=type(final).__name__,
+        saved_version=saved_sklearn_version(model),
+        table_bytes=int(members.memory_usage(deep=True).sum() + non_members.memory_usage(deep=True).sum()),
+        label_classes=int(members[label].nunique()),
+    )
+    progress("target_scoring", 1, 1)
+    return LoadedModel(model=model, features=data.features, labels=data.labels, scored=scored)
+
+
+def reference_cells(
+    loaded: LoadedModel, request: ReferenceRequest, progress: ProgressCallback
+) -> list[CellResult]:
+    """Refit reference clones of the target and run LiRA / RMIA (``reference.run_reference_attacks``)."""
+    from ..reference import run_reference_attacks
+    from ..signals import compute_signals
+
+    scored = loaded.scored
+    confidence = compute_signals(scored.probabilities, scored.label_index).scores["confidence"]
+    return run_reference_attacks(
+        loaded.model,
+        loaded.features,
+        loaded.labels,
+        scored.label_index,
+        scored.classes,
+        confidence,
+        scored.is_member,
+        attacks=request.attacks,
+        proportion=request.proportion,
+        repeats=request.repeats,
+        eval_fraction=request.eval_fraction,
+        n_models=request.n_models,
+        seed=request.seed,
+        workers=request.workers,
+        progress=progress,
+    )
+
+
+# ---- the wire: child side ------------------------------------------------------------------------------
+
+
+def scored_to_message(scored: ScoredTarget) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    classes = scored.classes.tolist()
+    if not all(isinstance(c, (str, int, float, bool)) for c in classes):
+        from ..errors import ModelError
+
+        raise ModelError(
+            "the model's classes_ are not plain labels (text or numbers); refit it on plain label values",
+            code="unsupported_model",
+        )
+    header = {
+        "kind": "scored",
+        "classes": classes,
+        **{
+            field.name: getattr(scored, field.name)
+            for field in dataclasses.fields(ScoredTarget)
+            if field.name not in _SCORED_ARRAYS and field.name != "classes"
+        },
+    }
+    return header, {name: getattr(scored, name) for name in _SCORED_ARRAYS}
+
+
+def cells_to_message(cells: list[CellResult]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    header = {
+        "kind": "cells",
+        "cells": [
+            {
+                "attack": c.attack,
+                "proportion": c.proportion,
+                "repeat": c.repeat,
+                "train_rows": c.train_rows,
+                "eval_rows": c.eval_rows,
+                "metrics": c.metrics.to_dict(),
+                "seconds": c.seconds,
+                "detail": c.detail,
+            }
+            for c in cells
+        ],
+    }
+    return header, {f"scores_{i}": np.asarray(c.scores, dtype=np.float64) for i, c in enumerate(cells)}
+
+
+# ---- the wire: parent side (untrusted input) ------------------------------------------------------------
+
+_SCORED_ARRAYS = ("probabilities", "label_index", "is_member", "source_rows")
+_SCORED_DTYPES = {
+    "probabilities": np.float64,
+    "label_index": np.int64,
+    "is_member": np.int8,
+    "source_rows": np.int64,
+}
+
+
+def scored_from_message(header: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> ScoredTarget:
+    """Check a child's ``scored`` answer and build the :class:`ScoredTarget` the audit goes on with."""
+    classes = expect(header, "classes", list)
+    if not 2 <= len(classes) <= 100_000 or not all(isinstance(c, (str, int, float, bool)) for c in classes):
+        raise ProtocolError("the classes are not a list of at least two plain labels")
+    values = {name: np.asarray(arrays.get(name)) for name in _SCORED_ARRAYS}
+    if any(name not in arrays for name in _SCORED_ARRAYS):
+        raise ProtocolError("the scored answer lacks an array")
+    probabilities = values["probabilities"]
+    n = len(values["is_member"])
+    if (
+        probabilities.ndim != 2
+        or probabilities.shape != (n, len(classes))
+        or any(values[name].shape != (n,) for name in _SCORED_ARRAYS[1:])
+        or n < 2
+        or n % 2
+    ):
+        raise ProtocolError("the scored arrays do not have matching shapes")
+    arrays_checked = {name: values[name].astype(_SCORED_DTYPES[name], copy=False) for name in _SCORED_ARRAYS}
+    if (
+        not np.isfinite(probabilities).all()
+        or (probabilities < -1e-3).any()
+        or (probabilities > 1 + 1e-3).any()
+    ):
+        raise ProtocolError("the probabilities are not probabilities")
+    label_index = arrays_checked["label_index"]
+    is_member = arrays_checked["is_member"]
+    if (label_index < 0).any() or (label_index >= len(classes)).any():
+        raise ProtocolError("a label index is out of range")
+    if (is_member[: n // 2] != 1).any() or (is_member[n // 2 :] != 0).any():
+        raise ProtocolError("the membership column is not members first, then non-members")
+    if (arrays_checked["source_rows"] < 0).any():
+        raise ProtocolError("a source row number is negative")
+    saved = header.get("saved_version")
+    return ScoredTarget(
+        **arrays_checked,
+        classes=np.asarray([clean_text(c, MAX_CLASS_TEXT) if isinstance(c, str) else c for c in classes]),
+        label_column=clean_text(expect(header, "label_column", str), 200),
+        n_features=_count(header, "n_features"),
+        members_available=_count(header, "members_available"),
+        non_members_available=_count(header, "non_members_available"),
+        balancing=clean_text(expect(header, "balancing", str), 300),
+        model_class=_identifier(header, "model_class"),
+        estimator_class=_identifier(header, "estimator_class"),
+        saved_version=clean_text(saved, 40) if isinstance(saved, str) else None,
+        table_bytes=_count(header, "table_bytes"),
+        label_classes=_count(header, "label_classes"),
+    )
+
+
+def cells_from_message(
+    header: Mapping[str, Any], arrays: Mapping[str, np.ndarray], request: ReferenceRequest, eval_rows: int
+) -> list[CellResult]:
+    """Check a child's ``cells`` answer against ``request`` (``eval_rows`` rows per evaluation split)."""
+    from ..reference import REFERENCE_VARIANTS
+
+    allowed = {name for attack in request.attacks for name, _online in REFERENCE_VARIANTS[attack]}
+    raw = expect(header, "cells", list)
+    if len(raw) != len(allowed) * request.repeats:
+        raise ProtocolError("the reference answer has the wrong number of cells")
+    cells = []
+    for i, cell in enumerate(raw):
+        if not isinstance(cell, dict):
+            raise ProtocolError("a reference cell is not an object")
+        attack, repeat, metrics = cell.get("attack"), cell.get("repeat"), cell.get("metrics")
+        if attack not in allowed or type(repeat) is not int or not 0 <= repeat < request.repeats:
+            raise ProtocolError("a reference cell names an attack or repeat that was not asked for")
+        if not isinstance(metrics, dict) or set(metrics) != set(METRIC_NAMES):
+            raise ProtocolError("a reference cell's metrics are incomplete")
+        if not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            for v in metrics.values()
+        ):
+            raise ProtocolError("a reference cell's metrics are not finite numbers")
+        scores = np.asarray(arrays.get(f"scores_{i}", np.empty(0)), dtype=np.float64)
+        if scores.shape != (eval_rows,) or not np.isfinite(scores).all():
+            raise ProtocolError("a reference cell's scores do not match its evaluation rows")
+        cells.append(
+            CellResult(
+                attack=attack,
+                proportion=request.proportion,
+                repeat=repeat,
+                train_rows=_count(cell, "train_rows"),
+                eval_rows=eval_rows,
+                metrics=AttackMetrics(**{k: float(v) for k, v in metrics.items()}),
+                device="cpu",
+                seconds=float(cell["seconds"]) if isinstance(cell.get("seconds"), (int, float)) else 0.0,
+                detail=clean_text(cell.get("detail", ""), 100),
+                scores=scores,
+            )
+        )
+    return cells
+
+
+def _count(header: Mapping[str, Any], key: str) -> int:
+    value = expect(header, key, int)
+    if not 0 <= value < 2**53:
+        raise ProtocolError(f"message field {key!r} is out of range")
+    return value
+
+
+def _identifier(header: Mapping[str, Any], key: str) -> str:
+    value = expect(header, key, str)
+    if not value.isidentifier() or len(value) > 100:
+        raise ProtocolError(f"message field {key!r} is not a class name")
+    return value
