@@ -58,6 +58,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--reference-models", help="clones of the target per repeat for lira and rmia (default 4)"
     )
+    run.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        help="stop the audit after this many seconds, naming the stage it was in (default: no limit)",
+    )
+    run.add_argument(
+        "--no-sandbox",
+        dest="sandbox",
+        action="store_false",
+        help="load and run the model in this process, without containment: only for models you trust",
+    )
+    run.add_argument(
+        "--sandbox-memory-mb",
+        type=_positive_int,
+        help="address-space limit of the sandboxed model process (default: estimated from the bundle)",
+    )
     run.add_argument("-q", "--quiet", action="store_true", help="no progress on standard error")
 
     pack = commands.add_parser("bundle", help="pack a model and its tables into a bundle zip")
@@ -70,6 +86,22 @@ def build_parser() -> argparse.ArgumentParser:
     show = commands.add_parser("summary", help="print the summary table of a JSON report")
     show.add_argument("report", help="a report written by `audit --format json`")
     return parser
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 7 * 24 * 3600:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds between 1 and 604800")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) <= 10**7:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return int(text)
 
 
 class Progress:
@@ -116,7 +148,18 @@ def _run_audit(args: argparse.Namespace) -> None:
         "eval_fraction": args.eval_fraction,
         "reference_models": args.reference_models,
     }
-    report = audit(args.input, overrides, progress=None if args.quiet else Progress(sys.stderr))
+    if not args.sandbox and not args.quiet:
+        sys.stderr.write(
+            "warning: --no-sandbox: the model's code runs in this process, with your permissions\n"
+        )
+    report = audit(
+        args.input,
+        overrides,
+        progress=None if args.quiet else Progress(sys.stderr),
+        timeout=args.timeout,
+        sandbox=args.sandbox,
+        sandbox_memory_mb=args.sandbox_memory_mb,
+    )
     text = render(report, fmt)
     if args.output:
         _write_atomically(Path(args.output), text)

@@ -188,10 +188,15 @@ def run_sweep(
             range(len(cells)), key=lambda i: (_COST_RANK.get(cells[i].attack, 9), -cells[i].proportion)
         )
         futures = {i: pool.submit(run, cells[i]) for i in order}
-        for done, i in enumerate(order, 1):
-            futures[i].result()
-            if progress is not None:
-                progress("attacks", done, len(cells))
+        try:
+            for done, i in enumerate(order, 1):
+                futures[i].result()
+                if progress is not None:
+                    progress("attacks", done, len(cells))  # may raise: the audit's time limit passed
+        except BaseException:
+            # Cells not yet started never will; leaving the pool then waits only for the running ones.
+            pool.shutdown(cancel_futures=True)
+            raise
         results = [futures[i].result() for i in range(len(cells))]
     return results
 

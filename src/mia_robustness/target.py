@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import dataclass
 
@@ -9,6 +10,8 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError, ModelError
+
+log = logging.getLogger("mia_robustness.target")
 
 CHUNK_ROWS = 50_000
 PROBABILITY_TOLERANCE = 1e-3
@@ -106,18 +109,24 @@ def _predict_chunk(model: object, chunk) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return np.asarray(predict_proba(chunk))
-    except (ValueError, TypeError) as exc:
-        detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        raise DataError(
-            f"the model could not score the rows: {detail}. Check that the tables hold the same kind of values "
-            "the model was trained on (numbers where it expects numbers, no missing values unless it handles them)",
-            code="model_rejected_data",
-        ) from None
     except MemoryError:
         raise
+    # The exception's text comes from the model's own code: it may hold memory addresses (reprs of
+    # functions) or anything the model chose, so only its class name reaches the user (the log keeps all).
+    except (ValueError, TypeError) as exc:
+        log.debug("predict_proba rejected the rows", exc_info=True)
+        raise DataError(
+            f"the model could not score the rows ({type(exc).__name__} in predict_proba). Check that the tables hold "
+            "the same kind of values the model was trained on (numbers where it expects numbers, no missing values "
+            "unless it handles them), in columns of the same names",
+            code="model_rejected_data",
+        ) from None
     except Exception as exc:
+        log.debug("predict_proba failed", exc_info=True)
         raise ModelError(
-            f"the model's predict_proba failed: {type(exc).__name__}: {str(exc)[:300]}", code="predict_failed"
+            f"the model's predict_proba failed ({type(exc).__name__}); check that the model scores these tables "
+            "where it was trained",
+            code="predict_failed",
         ) from None
 
 

@@ -37,6 +37,9 @@ IGNORED_PREFIXES = ("sagemaker_", "_")
 # How deep to follow a channel that holds a single folder (an S3 prefix copied with its parent folder).
 MAX_CHANNEL_DEPTH = 5
 REPORT_FORMATS = {"report.json": "json", "report.csv": "csv"}
+# Hyperparameter for the audit's time limit, in seconds (SageMaker's own longest job runs 28 days).
+MAX_RUNTIME = "max_runtime"
+MAX_RUNTIME_CEILING = 28 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,27 @@ def read_hyperparameters(path: Path) -> dict[str, Any]:
                 value = json.loads(value)
         options[key] = value
     return options
+
+
+def parse_max_runtime(value: Any) -> float | None:
+    """The ``max_runtime`` hyperparameter: the audit's time limit in seconds (``None`` when not set).
+
+    Keep it below the job's own ``StoppingCondition.MaxRuntimeInSeconds``, so that an audit that runs
+    too long ends with a failure reason naming its stage rather than being stopped without one.
+    """
+    if value is None or value == "":
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if not 0 < seconds <= MAX_RUNTIME_CEILING:
+        raise InputError(
+            f"hyperparameter {MAX_RUNTIME} must be a number of seconds between 1 and {MAX_RUNTIME_CEILING}, "
+            f"got {str(value)[:40]!r}",
+            code="bad_hyperparameters",
+        )
+    return seconds
 
 
 def _entries(folder: Path) -> list[Path]:
@@ -174,6 +198,7 @@ def run(settings: TrainingSettings, say: Callable[[str], None]) -> None:
 
     paths = JobPaths(settings.opt_ml)
     options = read_hyperparameters(paths.hyperparameters)
+    max_runtime = parse_max_runtime(options.pop(MAX_RUNTIME, None))
     source = find_bundle(paths.data)
     say(f"auditing {source} with options {options or '{}'}")
     report = audit(
@@ -183,6 +208,7 @@ def run(settings: TrainingSettings, say: Callable[[str], None]) -> None:
         limits=settings.unpack_limits.bundle_limits(),
         workdir=settings.temp_root,
         max_memory_mb=settings.max_audit_memory_mb,
+        timeout=max_runtime,
     )
     for path in write_reports(report, [paths.model, paths.output_data]):
         say(f"wrote {path}")

@@ -124,7 +124,7 @@ def main() -> int:
 
     if request.get("probe"):  # test-only: attacker code run on purpose inside the confinement
         probe_result: dict[str, Any] = {}
-        exec(request["probe"], {"result": probe_result, "work": work})  # noqa: S102
+        exec(request["probe"], {"result": probe_result, "work": work, "answers": answers})  # noqa: S102
         write_message(answers, {"kind": "probe", "result": probe_result})
         return 0
 

@@ -216,22 +216,15 @@ class Limits:
 
 @dataclass(frozen=True)
 class Containment:
-    """What :func:`confine` put in place, for the report and the log."""
+    """What :func:`confine` put in place, for the report (limits, which vary with the machine's thread
+    count, go to the log only, so that the report stays the same for the same bundle and seed)."""
 
     seccomp: bool
     landlock_abi: int
     user: str
-    address_space_mb: int
-    cpu_seconds: int
 
     def to_dict(self) -> dict[str, object]:
-        return {
-            "seccomp": self.seccomp,
-            "landlock_abi": self.landlock_abi,
-            "user": self.user,
-            "address_space_mb": self.address_space_mb,
-            "cpu_seconds": self.cpu_seconds,
-        }
+        return {"seccomp": self.seccomp, "landlock_abi": self.landlock_abi, "user": self.user}
 
 
 class ConfinementError(RuntimeError):
@@ -437,10 +430,4 @@ def confine(work_folder: Path, limits: Limits, *, drop_privileges: bool = True) 
         _apply_seccomp()
     except (ImportError, OSError, RuntimeError) as exc:
         raise ConfinementError(f"could not install the seccomp filter ({type(exc).__name__})") from None
-    return Containment(
-        seccomp=True,
-        landlock_abi=abi,
-        user=user,
-        address_space_mb=limits.address_space_bytes // 2**20,
-        cpu_seconds=limits.cpu_seconds,
-    )
+    return Containment(seccomp=True, landlock_abi=abi, user=user)

@@ -193,7 +193,7 @@ class SandboxedModel:
         blocker = nobody_cannot_run_python() if os.geteuid() == 0 else None
         self._drop = os.geteuid() == 0 and blocker is None
         if blocker is not None:
-            log.warning(
+            log.info(
                 "the sandbox child stays root: user %s cannot read %s (the Python installation); Landlock and "
                 "seccomp still confine it",
                 "nobody",
@@ -208,6 +208,13 @@ class SandboxedModel:
             if ready.get("kind") != "ready" or not isinstance(ready.get("containment"), dict):
                 raise self._protocol_error()
             self.containment = {"sandbox": True, **_clean_containment(ready["containment"])}
+            log.info(
+                "sandbox child %s: %s, address space %d MB, %d CPU seconds",
+                self.process.pid,
+                self.containment,
+                address_space_mb,
+                self._cpu_seconds,
+            )
         except BaseException:
             self.close()
             raise
@@ -247,7 +254,9 @@ class SandboxedModel:
 
     def _start(self, threads: int, probe: str | None) -> subprocess.Popen:
         threads = max(int(threads), 1)
-        cpu = self.deadline.seconds if self.deadline.seconds is not None else DEFAULT_CPU_HOURS * 3600
+        wall = self.deadline.seconds if self.deadline.seconds is not None else DEFAULT_CPU_HOURS * 3600
+        # All its threads busy for the whole time limit, and a margin: past that it is stuck or hostile.
+        self._cpu_seconds = int(math.ceil(wall * threads * 1.1)) + 60
         env = {
             **CHILD_LOCALE,
             "HOME": str(self.folder),
@@ -274,7 +283,7 @@ class SandboxedModel:
         request = {
             "work_folder": str(self.folder),
             "address_space_bytes": self.address_space_mb * 2**20,
-            "cpu_seconds": int(math.ceil(cpu * threads * 1.1)) + 60,
+            "cpu_seconds": self._cpu_seconds,
             "drop_privileges": self._drop,
             "files": {role: str(getattr(self.files, role)) for role in ("model", "members", "non_members")},
         }
@@ -482,12 +491,11 @@ class SandboxedModel:
 
 
 def _clean_containment(raw: dict[str, Any]) -> dict[str, Any]:
+    abi = raw.get("landlock_abi")
     return {
         "seccomp": raw.get("seccomp") is True,
-        "landlock_abi": raw.get("landlock_abi") if type(raw.get("landlock_abi")) is int else 0,
+        "landlock_abi": abi if type(abi) is int and 0 <= abi < 100 else 0,
         "user": clean_text(raw.get("user", ""), 40),
-        "address_space_mb": raw.get("address_space_mb") if type(raw.get("address_space_mb")) is int else 0,
-        "cpu_seconds": raw.get("cpu_seconds") if type(raw.get("cpu_seconds")) is int else 0,
     }
 
 

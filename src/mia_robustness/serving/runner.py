@@ -105,7 +105,11 @@ class AuditRunner:
 
     def new_workdir(self) -> Path:
         """A fresh private folder for one invocation (under the configured temporary root)."""
-        return Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-", dir=self.settings.temp_root))
+        path = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-", dir=self.settings.temp_root))
+        # Enterable (not listable) by others: the audit's sandbox child runs as nobody in a folder of its
+        # own inside this one, and must be able to reach it.
+        path.chmod(0o711)
+        return path
 
     def run(self, request_id: str, archive: Path, overrides: dict[str, str], fmt: str, workdir: Path) -> str:
         """Audit ``archive`` in a child process and return the report rendered as ``fmt``.
