@@ -188,3 +188,24 @@ def test_find_bundle_follows_single_folders_and_prefers_a_lone_archive(tmp_path)
     with pytest.raises(InputError) as caught:
         find_bundle(tmp_path / "data3")
     assert caught.value.code == "pipe_mode_unsupported"
+
+
+def test_max_runtime_stops_the_audit_and_names_its_stage(tmp_path):
+    root = _job_tree(tmp_path / "opt_ml", {"attack_models": "nn,rf,gb", "repeats": "3", "max_runtime": "2"})
+    channel = root / "input" / "data" / "training"
+    channel.mkdir(parents=True)
+    write_bundle(tmp_path / "made", *_model_and_tables(rows=1500), kind="zip").rename(channel / "bundle.zip")
+    done = _run_train(root)
+    assert done.returncode == 2, done.stdout + done.stderr
+    reason = (root / "output" / "failure").read_text()
+    assert reason.startswith("audit_timeout: ") and "time limit of 2 s" in reason and "stopped during" in reason
+    assert not (root / "model" / "report.json").exists()
+
+
+@pytest.mark.parametrize("value", ["soon", "-5", "0", "1e12"])
+def test_max_runtime_must_be_a_sane_number_of_seconds(tmp_path, value):
+    root = _job_tree(tmp_path / "opt_ml", {**FAST, "max_runtime": value})
+    (root / "input" / "data" / "training").mkdir(parents=True)
+    done = _run_train(root)
+    assert done.returncode == 2
+    assert (root / "output" / "failure").read_text().startswith("bad_hyperparameters: hyperparameter max_runtime")
