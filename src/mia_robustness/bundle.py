@@ -8,7 +8,10 @@ A bundle holds exactly one model file, the members table and the non-members tab
   ``train_mia.csv`` (members) and ``test_mia.csv`` (non-members).
 
 Archives are unpacked by :mod:`mia_robustness.archive` into a private temporary folder that is removed
-when the ``open_bundle`` context ends, on every path.
+when the ``open_bundle`` context ends, on every path. A nested ``data.zip`` draws on what its outer
+archive left of the bundle limits (one :class:`~mia_robustness.archive.UnpackBudget` per bundle), and
+``config.json`` is parsed by :func:`~mia_robustness.options.load_json_config` (size, depth and number
+limits).
 """
 
 from __future__ import annotations
@@ -23,9 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .archive import BundleLimits, extract_archive
+from .archive import BundleLimits, UnpackBudget, extract_archive
 from .errors import BundleError
 from .loading import MODEL_SUFFIXES
+from .options import MAX_JSON_CONFIG_BYTES, load_json_config, shown
 
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 MEMBER_STEMS = ("train",)
@@ -34,7 +38,7 @@ LEGACY_MEMBER_STEMS = ("train_mia",)
 LEGACY_NON_MEMBER_STEMS = ("test_mia",)
 LEGACY_DATA_ARCHIVE = "data.zip"
 CONFIG_NAME = "config.json"
-MAX_CONFIG_BYTES = 64 * 1024
+MAX_CONFIG_BYTES = MAX_JSON_CONFIG_BYTES
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,7 @@ def _files_under(root: Path) -> list[Path]:
 def _pick_one(files: list[Path], stems: tuple[str, ...], suffixes: tuple[str, ...]) -> Path | None:
     matches = [p for p in files if p.stem.lower() in stems and p.suffix.lower() in suffixes]
     if len(matches) > 1:
-        names = ", ".join(p.name for p in matches)
+        names = ", ".join(shown(p.name, 80) for p in matches[:5]) + (", ..." if len(matches) > 5 else "")
         raise BundleError(
             f"the bundle has more than one {stems[0]} table ({names}); keep exactly one",
             code="ambiguous_table",
@@ -87,29 +91,22 @@ def _read_config(files: list[Path]) -> dict[str, Any]:
         raise BundleError(
             "the bundle has more than one config.json; keep exactly one", code="ambiguous_config"
         )
-    path = configs[0]
-    if path.stat().st_size > MAX_CONFIG_BYTES:
-        raise BundleError(
-            f"config.json is larger than {MAX_CONFIG_BYTES // 1024} KiB; it should hold only audit options",
-            code="bad_config",
-        )
-    try:
-        config = json.loads(path.read_text(encoding="utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(
-            f"config.json is not valid JSON ({exc}); write it as an object of option names to values",
-            code="bad_config",
-        ) from None
-    if not isinstance(config, dict):
-        raise BundleError(
-            'config.json must be a JSON object of option names to values, e.g. {"repeats": 1}',
-            code="bad_config",
-        )
-    return config
+    # Read at most one byte over the cap, so a huge file is refused without being read whole.
+    with open(configs[0], "rb") as handle:
+        data = handle.read(MAX_CONFIG_BYTES + 1)
+    return load_json_config(
+        data, CONFIG_NAME, error=BundleError, code="bad_config", max_bytes=MAX_CONFIG_BYTES
+    )
 
 
-def locate_parts(root: Path, scratch: Path, limits: BundleLimits) -> Bundle:
-    """Find the model, tables and config under ``root``; unpack a legacy ``data.zip`` into ``scratch``."""
+def locate_parts(
+    root: Path, scratch: Path, limits: BundleLimits, budget: UnpackBudget | None = None
+) -> Bundle:
+    """Find the model, tables and config under ``root``; unpack a legacy ``data.zip`` into ``scratch``.
+
+    ``budget`` is what unpacking the bundle's archive left of ``limits``; ``data.zip`` draws on it (a
+    folder bundle, which unpacked nothing, passes None: data.zip then gets all of ``limits``).
+    """
     files = _files_under(root)
     models = [p for p in files if p.suffix.lower() in MODEL_SUFFIXES]
     if not models:
@@ -118,7 +115,8 @@ def locate_parts(root: Path, scratch: Path, limits: BundleLimits) -> Bundle:
             code="missing_model",
         )
     if len(models) > 1:
-        names = ", ".join(str(p.relative_to(root)) for p in models)
+        names = ", ".join(shown(str(p.relative_to(root)), 80) for p in models[:5])
+        names += ", ..." if len(models) > 5 else ""
         raise BundleError(
             f"the bundle has {len(models)} model files ({names}); keep exactly one", code="ambiguous_model"
         )
@@ -141,7 +139,7 @@ def locate_parts(root: Path, scratch: Path, limits: BundleLimits) -> Bundle:
                 )
             target = scratch / "data"
             target.mkdir()
-            extract_archive(nested[0], target, limits)
+            extract_archive(nested[0], target, limits, budget=budget)
             files = files + _files_under(target)
         members = _pick_one(files, LEGACY_MEMBER_STEMS, TABLE_SUFFIXES)
         non_members = _pick_one(files, LEGACY_NON_MEMBER_STEMS, TABLE_SUFFIXES)
@@ -210,8 +208,9 @@ def _open_archive(archive: Path, scratch: Path, limits: BundleLimits) -> Bundle:
     # extract_archive recognises the kind by content and says precisely what is wrong with one it can't read.
     root = scratch / "bundle"
     root.mkdir()
-    extract_archive(archive, root, limits)
-    return locate_parts(root, scratch, limits)
+    budget = UnpackBudget.of(limits)  # one allowance for the archive and the data.zip inside it
+    extract_archive(archive, root, limits, budget=budget)
+    return locate_parts(root, scratch, limits, budget)
 
 
 def pack_bundle(

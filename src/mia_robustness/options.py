@@ -4,16 +4,30 @@ Options reach the audit from CLI flags, a bundle's ``config.json``, the SageMake
 header or training-job hyperparameters. All of them go through :func:`options_from_mapping`, which
 accepts the CLI's names (``attack_models`` or ``attack-models``) with native JSON values or strings, and
 rejects unknown names and bad values with an :class:`~mia_robustness.errors.OptionsError`.
+
+The options that set the audit's cost are bounded, so no option set can ask for unbounded work: at most
+``MAX_PROPORTIONS`` (20) distinct proportions, ``MAX_REPEATS`` (20) repeats and ``MAX_REFERENCE_MODELS``
+(64) reference models. With the seven attack models that is at most 20 x 5 x 20 = 2,000 learned-attack
+fits and 20 x 64 = 1,280 reference-model trainings. :class:`AuditOptions` checks these bounds on
+construction too, so an options object built in code cannot bypass them.
+
+JSON text that carries options (``config.json``, and for the other shells ``hyperparameters.json`` or a
+header) is parsed by :func:`load_json_config`, which bounds size, nesting depth and number length before
+:mod:`json` sees it, and answers every problem with a 4xx error instead of a ``RecursionError`` or
+``ValueError``. Error messages quote a user's value only through :func:`shown` (cut short, escaped).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import OptionsError
+from .errors import InputError, OptionsError
 
 LEARNED_ATTACKS = ("nn", "rf", "gb", "threshold", "class_threshold")
 REFERENCE_ATTACKS = ("lira", "rmia")
@@ -21,7 +35,19 @@ ATTACK_MODELS = LEARNED_ATTACKS + REFERENCE_ATTACKS
 DEFAULT_ATTACK_MODELS = ATTACK_MODELS
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_PROPORTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+# Cost bounds: every proportion runs every learned attack once per repeat; every repeat trains
+# reference_models clones of the target.
+MAX_PROPORTIONS = 20
 MAX_REPEATS = 20
+MIN_REFERENCE_MODELS = 2
+MAX_REFERENCE_MODELS = 64
+# A list option's raw items (before duplicates are dropped) are capped too, so parsing stays cheap.
+MAX_LIST_ITEMS = 200
+
+# load_json_config's limits. Options need an object holding lists (depth 2) of short numbers.
+MAX_JSON_CONFIG_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 16
+MAX_JSON_NUMBER_CHARS = 100
 
 
 @dataclass(frozen=True)
@@ -49,6 +75,9 @@ class AuditOptions:
     reference_models:
         Clones of the target trained per repeat for ``lira`` and ``rmia`` (even, 2 to 64); each record is
         in exactly half of them.
+
+    Construction checks the cost bounds (at most 20 proportions, 1 to 20 repeats, an even 2 to 64
+    reference models) with the same errors as :func:`options_from_mapping`; it does not normalise values.
     """
 
     proportions: tuple[float, ...] = DEFAULT_PROPORTIONS
@@ -62,6 +91,11 @@ class AuditOptions:
     # Not an option a user sets: names of the options that were set explicitly, for the report.
     explicit: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
+    def __post_init__(self) -> None:
+        _check_proportion_count(len(set(self.proportions)))
+        _PARSERS["repeats"](self.repeats)
+        _PARSERS["reference_models"](self.reference_models)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready settings (the names a user passes back to reproduce the audit)."""
         values = {name: getattr(self, name) for name in OPTION_NAMES}
@@ -71,26 +105,64 @@ class AuditOptions:
 OPTION_NAMES = tuple(f.name for f in dataclasses.fields(AuditOptions) if f.name != "explicit")
 
 
-def _as_list(name: str, value: Any) -> list[Any]:
+def shown(value: Any, limit: int = 60) -> str:
+    """``value`` as an error message may quote it: ``repr`` (which escapes control, bidi and other
+    unprintable characters), cut to ``limit`` characters; huge integers and long lists are described,
+    never spelled out (``repr`` of an integer over 4,300 digits would itself raise)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+    if isinstance(value, (list, tuple, set, frozenset, dict)) and len(value) > 10:
+        return f"a {type(value).__name__} of {len(value)} items"
+    if isinstance(value, str) and len(value) > limit:
+        value = value[:limit]  # cut before repr, so a long string is never copied whole
+        text = repr(value)
+        return text[: limit + 2] + "..."
+    try:
+        text = repr(value)
+    except Exception:  # a huge integer inside a short list, a broken __repr__
+        return f"a {type(value).__name__}"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _as_list(name: str, value: Any, hint: str = "give each value once") -> list[Any]:
     if isinstance(value, str):
         items = [item.strip() for item in value.replace(";", ",").split(",")]
-        return [item for item in items if item]
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    raise OptionsError(f"option {name!r} must be a comma-separated list, got {value!r}")
+        items = [item for item in items if item]
+    elif isinstance(value, (list, tuple)):
+        items = list(value[: MAX_LIST_ITEMS + 1])
+    else:
+        raise OptionsError(f"option {name!r} must be a comma-separated list, got {shown(value)}")
+    if len(items) > MAX_LIST_ITEMS:
+        raise OptionsError(
+            f"option {name!r} has more than {MAX_LIST_ITEMS} values; {hint}",
+            code="too_many_values",
+        )
+    return items
+
+
+_PROPORTIONS_HINT = f"give at most {MAX_PROPORTIONS} distinct shares in (0, 1], e.g. 0.1,0.25,0.5,1"
+
+
+def _check_proportion_count(count: int) -> None:
+    if count > MAX_PROPORTIONS:
+        raise OptionsError(
+            f"option 'proportions' has {count} distinct shares, over the limit of {MAX_PROPORTIONS} (every "
+            f"share reruns every attack for every repeat); {_PROPORTIONS_HINT}",
+            code="too_many_values",
+        )
 
 
 def _parse_proportions(value: Any) -> tuple[float, ...]:
-    items = _as_list("proportions", value)
+    items = _as_list("proportions", value, _PROPORTIONS_HINT)
     if not items:
         raise OptionsError("option 'proportions' is empty: give shares in (0, 1], e.g. 0.1,0.5,1")
     numbers = []
     for item in items:
         try:
             numbers.append(float(item))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise OptionsError(
-                f"option 'proportions' has {item!r}, not a number: give shares in (0, 1]"
+                f"option 'proportions' has {shown(item)}, not a number: give shares in (0, 1], e.g. 0.1,0.5,1"
             ) from None
     # The replaced product spoke in percentages (10, 20, ..., 100): accept them when every value is one.
     if all(1 < number <= 100 for number in numbers):
@@ -99,10 +171,12 @@ def _parse_proportions(value: Any) -> tuple[float, ...]:
     for item, number in zip(items, numbers, strict=True):
         if not (0 < number <= 1):
             raise OptionsError(
-                f"option 'proportions' has {item!r}: each share must be in (0, 1] (or all in percent)"
+                f"option 'proportions' has {shown(item)}: each share must be in (0, 1] (or all in percent)"
             )
         result.append(round(number, 6))
-    return tuple(sorted(set(result)))
+    distinct = sorted(set(result))
+    _check_proportion_count(len(distinct))
+    return tuple(distinct)
 
 
 def _parse_attack_models(value: Any) -> tuple[str, ...]:
@@ -112,38 +186,61 @@ def _parse_attack_models(value: Any) -> tuple[str, ...]:
     unknown = [item for item in items if item not in ATTACK_MODELS]
     if unknown:
         raise OptionsError(
-            f"option 'attack_models' has unknown model {unknown[0]!r}: choose from {', '.join(ATTACK_MODELS)}"
+            f"option 'attack_models' has unknown model {shown(unknown[0])}: choose from {', '.join(ATTACK_MODELS)}"
         )
     return tuple(dict.fromkeys(items))
 
 
-def _parse_int(name: str, value: Any, low: int, high: int) -> int:
+def _parse_int(name: str, value: Any, low: int, high: int, why: str = "") -> int:
+    """An integer in [low, high]; ``why`` (e.g. " (each repeat reruns every attack)") explains the bound."""
     if isinstance(value, bool):
-        raise OptionsError(f"option {name!r} must be an integer, got {value!r}")
+        raise OptionsError(f"option {name!r} must be an integer from {low} to {high}, got {shown(value)}")
     try:
-        number = int(str(value).strip()) if not isinstance(value, int) else value
-    except ValueError:
-        raise OptionsError(f"option {name!r} must be an integer, got {value!r}") from None
+        if isinstance(value, int):
+            number = value
+        else:
+            text = str(value).strip()
+            if len(text) > 30:  # int() of thousands of digits is slow, and over 4,300 raises
+                raise ValueError(text)
+            number = int(text)
+    except (TypeError, ValueError, OverflowError):
+        raise OptionsError(
+            f"option {name!r} must be an integer from {low} to {high}, got {shown(value)}"
+        ) from None
     if not low <= number <= high:
-        raise OptionsError(f"option {name!r} must be between {low} and {high}, got {number}")
+        limit = f"over the limit of {high}" if number > high else f"under the minimum of {low}"
+        raise OptionsError(
+            f"option {name!r} is {shown(number)}, {limit}{why}; give an integer from {low} to {high}"
+        )
     return number
 
 
 def _parse_float(name: str, value: Any, low: float, high: float) -> float:
+    if isinstance(value, bool):
+        raise OptionsError(f"option {name!r} must be a number from {low} to {high}, got {shown(value)}")
     try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise OptionsError(f"option {name!r} must be a number, got {value!r}") from None
+        number = float(value if not isinstance(value, str) or len(value) <= 100 else "not a number")
+    except (TypeError, ValueError, OverflowError):
+        raise OptionsError(
+            f"option {name!r} must be a number from {low} to {high}, got {shown(value)}"
+        ) from None
     if not (low <= number <= high):
-        raise OptionsError(f"option {name!r} must be between {low} and {high}, got {value!r}")
+        raise OptionsError(f"option {name!r} must be between {low} and {high}, got {shown(value)}")
     return number
 
 
 def _parse_reference_models(value: Any) -> int:
-    number = _parse_int("reference_models", value, 2, 64)
+    number = _parse_int(
+        "reference_models",
+        value,
+        MIN_REFERENCE_MODELS,
+        MAX_REFERENCE_MODELS,
+        " (each one retrains the target model once per repeat)",
+    )
     if number % 2:
         raise OptionsError(
-            f"option 'reference_models' must be even (each record is in half of them), got {number}"
+            f"option 'reference_models' must be even (each record is in half of them), got {number}; give "
+            f"an even number from {MIN_REFERENCE_MODELS} to {MAX_REFERENCE_MODELS}"
         )
     return number
 
@@ -151,7 +248,7 @@ def _parse_reference_models(value: Any) -> int:
 def _parse_device(value: Any) -> str:
     device = str(value).strip().lower()
     if device not in DEVICES:
-        raise OptionsError(f"option 'device' must be one of {', '.join(DEVICES)}, got {value!r}")
+        raise OptionsError(f"option 'device' must be one of {', '.join(DEVICES)}, got {shown(value)}")
     return device
 
 
@@ -165,7 +262,7 @@ def _parse_label_column(value: Any) -> str | None:
 _PARSERS = {
     "proportions": _parse_proportions,
     "attack_models": _parse_attack_models,
-    "repeats": lambda v: _parse_int("repeats", v, 1, MAX_REPEATS),
+    "repeats": lambda v: _parse_int("repeats", v, 1, MAX_REPEATS, " (each repeat reruns every attack)"),
     "seed": lambda v: _parse_int("seed", v, 0, 2**32 - 1),
     "device": _parse_device,
     "label_column": _parse_label_column,
@@ -194,7 +291,9 @@ def options_from_mapping(values: Mapping[str, Any] | None, base: AuditOptions | 
     for raw_name, value in values.items():
         name = normalize_name(raw_name)
         if name not in _PARSERS:
-            raise OptionsError(f"unknown option {raw_name!r}: valid options are {', '.join(OPTION_NAMES)}")
+            raise OptionsError(
+                f"unknown option {shown(str(raw_name))}: valid options are {', '.join(OPTION_NAMES)}"
+            )
         if value is None:
             continue
         changes[name] = _PARSERS[name](value)
@@ -214,6 +313,151 @@ def parse_key_value_pairs(text: str) -> dict[str, str]:
             continue
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise OptionsError(f"custom attribute {pair.strip()!r} is not of the form key=value")
+            raise OptionsError(f"custom attribute {shown(pair.strip())} is not of the form key=value")
         result[key.strip()] = value.strip()
     return result
+
+
+# --------------------------------------------------------------------------------------------------
+# JSON text that carries options
+# --------------------------------------------------------------------------------------------------
+
+# The characters that matter for nesting depth: brackets, and quotes / backslashes to skip strings.
+_JSON_STRUCTURE = re.compile(r'[\[\]{}"\\]')
+
+
+def _json_depth_over(text: str, limit: int) -> bool:
+    """Whether ``text`` nests arrays/objects deeper than ``limit`` (brackets inside strings ignored).
+
+    Linear in the text and without recursion, so it runs before :mod:`json` would recurse.
+    """
+    depth = 0
+    in_string = False
+    escaped_at = -1
+    for match in _JSON_STRUCTURE.finditer(text):
+        char, position = match.group(), match.start()
+        if in_string:
+            if position == escaped_at:
+                continue
+            if char == "\\":
+                escaped_at = position + 1
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
+
+
+def load_json_config(
+    data: str | bytes | bytearray,
+    what: str = "config.json",
+    *,
+    error: type[InputError] = OptionsError,
+    code: str = "bad_config",
+    max_bytes: int = MAX_JSON_CONFIG_BYTES,
+    max_depth: int = MAX_JSON_DEPTH,
+    max_number_chars: int = MAX_JSON_NUMBER_CHARS,
+) -> dict[str, Any]:
+    """Parse untrusted JSON text that must be an object of option names to values, within limits.
+
+    Parameters
+    ----------
+    data:
+        The JSON text, as bytes (UTF-8, a BOM allowed) or str.
+    what:
+        What the text is, for messages (``"config.json"``, ``"hyperparameters.json"``, a header name).
+    error, code:
+        The error class (any 4xx :class:`~mia_robustness.errors.InputError`) and code raised for every
+        problem, so each shell keeps its own (a bundle: ``BundleError`` / ``bad_config``).
+    max_bytes, max_depth, max_number_chars:
+        At most this many bytes (UTF-8), this much nesting of arrays and objects (1 = a flat object), and
+        this many characters in one number literal.
+
+    Returns
+    -------
+    The object as a dict. Refused, each with a message saying what is wrong and how to fix it: text over
+    ``max_bytes``, not UTF-8, not JSON, nested deeper than ``max_depth`` (checked before parsing, so
+    no ``RecursionError``), a number longer than ``max_number_chars`` (no ``ValueError`` from Python's
+    4,300-digit integer limit, no slow conversion), ``NaN`` / ``Infinity`` (not JSON), a key given
+    twice, and anything but an object at the top level.
+    """
+    # A str has at least as many UTF-8 bytes as characters: only encode one that might fit.
+    if isinstance(data, str) and len(data) <= max_bytes:
+        size = len(data.encode("utf-8", "surrogatepass"))
+    else:
+        size = len(data)
+    if size > max_bytes:
+        raise error(
+            f"{what} is larger than {max_bytes // 1024} KiB; it should hold only audit options, e.g. "
+            '{"repeats": 1}',
+            code=code,
+        )
+    if isinstance(data, str):
+        text = data.removeprefix("\ufeff")
+    else:
+        try:
+            text = bytes(data).decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise error(
+                f"{what} is not UTF-8 text (byte {exc.start} is not valid); save it as UTF-8 JSON", code=code
+            ) from None
+    if _json_depth_over(text, max_depth):
+        raise error(
+            f"{what} nests arrays or objects more than {max_depth} levels deep; options need only an "
+            'object of names to values or lists, e.g. {"proportions": [0.5, 1]}',
+            code=code,
+        )
+
+    def number(literal: str, convert):
+        if len(literal) > max_number_chars:
+            raise error(
+                f"{what} holds a number of {len(literal)} characters, more than the {max_number_chars} "
+                "allowed; no option needs one that long",
+                code=code,
+            )
+        return convert(literal)
+
+    def constant(name: str):
+        raise error(f"{what} holds {name}, which is not a JSON number; give a plain number", code=code)
+
+    def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in result:
+                raise error(f"{what} sets {shown(key)} more than once; keep one of them", code=code)
+            result[key] = value
+        return result
+
+    try:
+        value = json.loads(
+            text,
+            parse_int=lambda literal: number(literal, int),
+            parse_float=lambda literal: number(literal, float),
+            parse_constant=constant,
+            object_pairs_hook=unique_keys,
+        )
+    except json.JSONDecodeError as exc:
+        raise error(
+            f"{what} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); write it as an "
+            'object of option names to values, e.g. {"repeats": 1}',
+            code=code,
+        ) from None
+    except (RecursionError, ValueError, OverflowError) as exc:  # second guards behind the checks above
+        raise error(
+            f"{what} cannot be parsed ({type(exc).__name__}); write it as a flat object of option names to "
+            'values, e.g. {"repeats": 1}',
+            code=code,
+        ) from None
+    if not isinstance(value, dict):
+        raise error(
+            f'{what} must be a JSON object of option names to values, e.g. {{"repeats": 1}}, not a '
+            f"{type(value).__name__}",
+            code=code,
+        )
+    return value

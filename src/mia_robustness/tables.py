@@ -3,11 +3,23 @@
 Reading validates what a CSV or Parquet file can get wrong (encoding, ragged rows, duplicate or too many
 columns, empty tables). Preparing picks the label column, aligns feature columns to the order the model
 expects, and balances members and non-members by subsampling the larger side.
+
+A table comes from an untrusted bundle, so what could make the parser do unbounded work is checked
+before pandas runs: a CSV's header row and first data row are parsed from the file's first
+``HEAD_BYTES`` (4 MiB) only, refusing a header over ``MAX_COLUMNS`` columns, a column name over
+``MAX_COLUMN_NAME_CHARS`` (131,072, Python's csv field limit), a header row that does not end within
+those 4 MiB, and a first data row with more fields than the header (which pandas would otherwise turn
+into an index of up to millions of levels, minutes of work for a 2 MB line). A Parquet file's column
+count is read from its schema before its data. Every failure is a :class:`~mia_robustness.errors.DataError`
+naming the table; a file's size is bounded by the bundle's unpacking limits.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,17 +28,36 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError
+from .options import shown
+
+try:  # for a Parquet file's schema alone; pandas reads the data with it too
+    import pyarrow.parquet as _parquet
+except ImportError:  # pragma: no cover - pandas then says the Parquet file is unreadable
+    _parquet = None
 
 LABEL_CANDIDATES = ("label", "target", "class", "y")
 MAX_COLUMNS = 10_000
 MIN_ROWS_PER_SIDE = 100
 ENCODINGS = ("utf-8-sig", "latin-1")
+# The header row and the first data row must lie within a CSV's first HEAD_BYTES (10,000 columns of
+# 200-character names take 2 MB).
+HEAD_BYTES = 4 * 1024 * 1024
+# Python's csv module refuses longer fields (csv.field_size_limit(), a process-wide setting left alone).
+MAX_COLUMN_NAME_CHARS = 131_072
+
+
+def _names(names, most: int = 5) -> str:
+    """Column names for a message: the first ``most``, each cut short and escaped."""
+    names = list(names)
+    text = ", ".join(shown(str(n), 40) for n in names[:most])
+    return text + (", ..." if len(names) > most else "")
 
 
 def read_table(path: Path, role: str) -> pd.DataFrame:
     """Read a CSV or Parquet table; ``role`` ("members" / "non-members") names it in errors."""
     name = f"{role} table {path.name}"
     if path.suffix.lower() in (".parquet", ".pq"):
+        _check_parquet_schema(path, name)
         try:
             frame = pd.read_parquet(path)
         except Exception as exc:  # pyarrow raises many types for corrupt files
@@ -49,25 +80,78 @@ def read_table(path: Path, role: str) -> pd.DataFrame:
     return frame
 
 
+def _too_many_columns(name: str, count: int | str) -> DataError:
+    return DataError(
+        f"the {name} has {count} columns; at most {MAX_COLUMNS} are supported, so drop the columns the model "
+        "does not use",
+        code="too_many_columns",
+    )
+
+
 def _check_column_names(columns: list[str], name: str) -> None:
     """At most MAX_COLUMNS columns, each named once."""
     if len(columns) > MAX_COLUMNS:
-        raise DataError(
-            f"the {name} has {len(columns)} columns; at most {MAX_COLUMNS} are supported",
-            code="too_many_columns",
-        )
+        raise _too_many_columns(name, len(columns))
     duplicates = sorted(column for column, count in Counter(columns).items() if count > 1)
     if duplicates:
         raise DataError(
-            f"the {name} has duplicate column names: {', '.join(duplicates[:5])}; rename them",
+            f"the {name} has duplicate column names: {_names(duplicates)}; rename them",
             code="duplicate_columns",
         )
 
 
+def _check_parquet_schema(path: Path, name: str) -> None:
+    """Refuse a Parquet file with too many columns from its footer, before any column is read."""
+    if _parquet is None:
+        return
+    try:
+        count = len(_parquet.read_schema(path).names)
+    except Exception:  # unreadable: pd.read_parquet below gives the error
+        return
+    if count > MAX_COLUMNS:
+        raise _too_many_columns(name, count)
+
+
+def _head_records(text: str, whole_file: bool, name: str) -> tuple[list[str] | None, list[str] | None]:
+    """The header row and the first data row parsed from the start of a CSV (``text``).
+
+    ``whole_file`` says whether ``text`` is all of the file. The first data row is None when there is
+    none or it cannot be parsed here (pandas then judges it); when it is cut off at the end of ``text``,
+    its fields are a lower bound of the real count.
+    """
+    stream = io.StringIO(text, newline="")
+    reader = csv.reader(stream, skipinitialspace=True)
+    try:
+        header = next((record for record in reader if record), None)  # pandas skips blank lines
+    except csv.Error as exc:
+        detail = "a field is too long" if "field limit" in str(exc) else shown(str(exc), 80)
+        raise DataError(
+            f"the {name} has a header row that cannot be read ({detail}); column names must be at most "
+            f"{MAX_COLUMN_NAME_CHARS:,} characters and every quote must be closed, so check its first line",
+            code="bad_header",
+        ) from None
+    if header is None:
+        return None, None
+    if len(header) > MAX_COLUMNS:
+        raise _too_many_columns(name, f"more than {MAX_COLUMNS}")
+    if not whole_file and stream.tell() >= len(text) and not text.endswith(("\n", "\r")):
+        raise DataError(
+            f"the {name} has a header row longer than {HEAD_BYTES // (1024 * 1024)} MiB (no line end found); "
+            "the first line must hold the column names only, so check the line endings and quoting",
+            code="bad_header",
+        )
+    try:
+        first_row = next((record for record in reader if record), None)
+    except csv.Error:
+        first_row = None
+    return header, first_row
+
+
 def _read_csv(path: Path, name: str) -> pd.DataFrame:
     with path.open("rb") as handle:
-        head = handle.read(4096)
-    if b"\x00" in head:
+        head = handle.read(HEAD_BYTES)
+        whole_file = not handle.read(1)
+    if b"\x00" in head[:4096]:
         raise DataError(
             f"the {name} is not a text CSV file (it holds binary data); export it as UTF-8 CSV",
             code="unreadable_table",
@@ -75,15 +159,32 @@ def _read_csv(path: Path, name: str) -> pd.DataFrame:
     last_error: Exception | None = None
     for encoding in ENCODINGS:
         try:
-            # pandas renames duplicate headers (a, a.1); read the header row ourselves to catch them.
-            with path.open(encoding=encoding, newline="") as handle:
-                header = next(csv.reader(handle), None)
+            # pandas renames duplicate headers (a, a.1); read the header row ourselves to catch them, and
+            # check the sizes that could make pandas work for minutes before it parses anything.
+            text = codecs.getincrementaldecoder(encoding)().decode(head, final=whole_file)
+            header, first_row = _head_records(text, whole_file, name)
             if header is None:
                 raise DataError(f"the {name} is empty", code="empty_table")
-            _check_column_names([h.strip() for h in header], name)  # before pandas parses a huge header
-            frame = pd.read_csv(
-                path, encoding=encoding, skipinitialspace=True, on_bad_lines="error", low_memory=False
-            )
+            _check_column_names([h.strip() for h in header], name)
+            if first_row is not None and len(first_row) > len(header):
+                more = "" if len(first_row) <= MAX_COLUMNS else "more than "
+                raise _ragged(
+                    name,
+                    f"the first data row has {more}{min(len(first_row), MAX_COLUMNS)} "
+                    f"fields, the header {len(header)}",
+                )
+            with warnings.catch_warnings():
+                # index_col=False: a first data row longer than the header is not taken as index columns;
+                # pandas warns that it drops the extra fields instead, which is refused as a ragged row.
+                warnings.simplefilter("error", pd.errors.ParserWarning)
+                frame = pd.read_csv(
+                    path,
+                    encoding=encoding,
+                    skipinitialspace=True,
+                    on_bad_lines="error",
+                    low_memory=False,
+                    index_col=False,
+                )
             frame.columns = [str(c).strip() for c in frame.columns]
             return frame
         except UnicodeDecodeError as exc:
@@ -91,14 +192,33 @@ def _read_csv(path: Path, name: str) -> pd.DataFrame:
             continue
         except pd.errors.EmptyDataError:
             raise DataError(f"the {name} is empty", code="empty_table") from None
+        except pd.errors.ParserWarning:
+            raise _ragged(name, "the first data row has more fields than the header") from None
         except pd.errors.ParserError as exc:
-            detail = str(exc).strip().splitlines()[-1][:200]
+            detail = shown(str(exc).strip().splitlines()[-1], 200)
+            if "Expected" in detail:
+                raise _ragged(name, detail) from None
             raise DataError(
-                f"the {name} has ragged rows ({detail}); every row needs the header's number of fields",
-                code="ragged_rows",
+                f"the {name} cannot be parsed as CSV ({detail}); check its quoting (every quote closed) and "
+                "that it is a comma-separated file",
+                code="malformed_csv",
+            ) from None
+        except (ValueError, OverflowError) as exc:
+            raise DataError(
+                f"the {name} cannot be read as a table ({type(exc).__name__}); check that it is a plain "
+                "comma-separated file with one header row",
+                code="malformed_csv",
             ) from None
     raise DataError(
-        f"the {name} is not UTF-8 or Latin-1 text ({last_error}); save it as UTF-8 CSV", code="bad_encoding"
+        f"the {name} is not UTF-8 or Latin-1 text ({shown(str(last_error), 120)}); save it as UTF-8 CSV",
+        code="bad_encoding",
+    )
+
+
+def _ragged(name: str, detail: str) -> DataError:
+    return DataError(
+        f"the {name} has ragged rows ({detail}); every row needs the header's number of fields",
+        code="ragged_rows",
     )
 
 
@@ -107,8 +227,8 @@ def resolve_label_column(frame: pd.DataFrame, requested: str | None, role: str) 
     if requested is not None:
         if requested not in frame.columns:
             raise DataError(
-                f"label column {requested!r} is not in the {role} table (columns: {', '.join(map(str, frame.columns[:10]))}"
-                f"{', ...' if frame.shape[1] > 10 else ''}); set label_column to one of them",
+                f"label column {shown(requested)} is not in the {role} table (columns: "
+                f"{_names(frame.columns, 10)}); set label_column to one of them",
                 code="missing_label_column",
             )
         return requested
@@ -157,14 +277,14 @@ def prepare_data(
     label = resolve_label_column(members, label_column, "members")
     if label not in non_members.columns:
         raise DataError(
-            f"the non-members table has no label column {label!r}; both tables need the same columns",
+            f"the non-members table has no label column {shown(str(label))}; both tables need the same columns",
             code="missing_label_column",
         )
     feature_columns = _feature_columns(members, non_members, model, label)
     for frame, role in ((members, "members"), (non_members, "non-members")):
         if frame[label].isna().any():
             raise DataError(
-                f"the {role} table has {int(frame[label].isna().sum())} rows without a label in {label!r}; drop or fill them",
+                f"the {role} table has {int(frame[label].isna().sum())} rows without a label in {shown(str(label))}; drop or fill them",
                 code="missing_labels",
             )
     n_members, n_non_members = len(members), len(non_members)
@@ -219,7 +339,7 @@ def _feature_columns(
             if missing:
                 raise DataError(
                     f"the {role} table lacks {len(missing)} feature column(s) the model was trained on: "
-                    f"{', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}",
+                    f"{_names(missing)}",
                     code="feature_mismatch",
                 )
         return tuple(expected)
@@ -228,14 +348,14 @@ def _feature_columns(
     if set(columns) != set(other):
         only = sorted(set(columns) ^ set(other))
         raise DataError(
-            f"members and non-members tables have different columns ({', '.join(only[:5])}); give both the same columns",
+            f"members and non-members tables have different columns ({_names(only)}); give both the same columns",
             code="feature_mismatch",
         )
     expected_count = getattr(model, "n_features_in_", None)
     if expected_count is not None and expected_count != len(columns):
         raise DataError(
             f"the model expects {expected_count} features but the tables have {len(columns)} besides the label "
-            f"column {label!r}; check label_column and drop extra columns",
+            f"column {shown(str(label))}; check label_column and drop extra columns",
             code="feature_mismatch",
         )
     return tuple(columns)
