@@ -15,15 +15,15 @@ Exit status: 0 done, 2 the input is wrong (bundle, options, settings), 1 anythin
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import InputError, MiaError
+from .options import load_json_config
 from .serving.progress import ProgressLog
 from .serving.settings import TrainingSettings, opt_ml_root
 
@@ -40,6 +40,8 @@ REPORT_FORMATS = {"report.json": "json", "report.csv": "csv"}
 # Hyperparameter for the audit's time limit, in seconds (SageMaker's own longest job runs 28 days).
 MAX_RUNTIME = "max_runtime"
 MAX_RUNTIME_CEILING = 28 * 24 * 3600
+# SageMaker caps hyperparameters at 100 keys of 256 characters each: far below this.
+MAX_HYPERPARAMETERS_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -78,23 +80,29 @@ def read_hyperparameters(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        values = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_HYPERPARAMETERS_BYTES + 1)
+    except OSError as error:
         raise InputError(
-            f"cannot read {path}: {error}; it must be a JSON object", code="bad_hyperparameters"
+            f"cannot read {path.name}: {error.strerror}; it must be a JSON object", code="bad_hyperparameters"
         ) from None
-    if not isinstance(values, Mapping):
-        raise InputError(
-            f"{path} must hold a JSON object of option names to values", code="bad_hyperparameters"
-        )
+    values = load_json_config(
+        data,
+        "hyperparameters.json",
+        error=InputError,
+        code="bad_hyperparameters",
+        max_bytes=MAX_HYPERPARAMETERS_BYTES,
+    )
     options: dict[str, Any] = {}
     for key, value in values.items():
         if str(key).startswith(IGNORED_PREFIXES):
             continue
         if isinstance(value, str) and value.strip()[:1] in ("[", '"'):
             # Not JSON after all: the option parser judges the raw text.
-            with contextlib.suppress(json.JSONDecodeError):
-                value = json.loads(value)
+            with contextlib.suppress(InputError):
+                value = load_json_config(
+                    f'{{"v": {value}}}', "a hyperparameter", error=InputError, code="bad_hyperparameters"
+                )["v"]
         options[key] = value
     return options
 
