@@ -198,8 +198,9 @@ def memory_estimate(args: argparse.Namespace, overrides: dict) -> float:
 
     Called after the audit (its peak RSS is already measured), with the inputs ``audit()`` gives it.
     """
-    from mia_robustness.audit import estimate_peak_memory_mb, resolve_options
     from mia_robustness.bundle import open_bundle
+    from mia_robustness.bundle_audit import resolve_options
+    from mia_robustness.engine import estimate_peak_memory_mb
     from mia_robustness.sweep import default_workers
     from mia_robustness.tables import read_table, resolve_label_column
 

@@ -7,6 +7,7 @@ import json
 import shutil
 import zipfile
 
+import joblib
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,6 +16,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.tree import DecisionTreeClassifier
 
 from conftest import (
+    REPO_ROOT,
     SEED_SAMPLE,
     adult_frame,
     needs_adult,
@@ -22,7 +24,7 @@ from conftest import (
     noisy_numeric_frame,
     write_bundle,
 )
-from mia_robustness import AuditOptions, audit, render
+from mia_robustness import AuditOptions, audit, audit_estimator, render
 from mia_robustness.metrics import METRIC_NAMES
 from mia_robustness.sweep import plan_cells
 
@@ -228,3 +230,20 @@ def test_figures_do_not_depend_on_the_number_of_threads(overfit_bundle, monkeypa
     one = _without_timings(audit(overfit_bundle, options, workers=1))
     two = _without_timings(audit(overfit_bundle, options, workers=2))
     assert json.dumps(one, sort_keys=True) == json.dumps(two, sort_keys=True)
+
+
+def test_audit_estimator_gives_the_figures_of_audit_on_the_sample():
+    """The engine's in-memory entry point and the bundle path run the same audit."""
+    sample = REPO_ROOT / "sample_input"
+    model = joblib.load(sample / "model.joblib")  # the repository's own file: trusted
+    members, non_members = pd.read_csv(sample / "train.csv"), pd.read_csv(sample / "subject.csv")
+    options = {"repeats": 1, "proportions": "0.5,1", "attack_models": "threshold,rf,lira"}
+    from_bundle = _without_timings(audit(sample, options))
+    in_memory = _without_timings(audit_estimator(model, members, non_members, **options))
+    assert in_memory["results"] == from_bundle["results"] and in_memory["summary"] == from_bundle["summary"]
+    assert in_memory["curves"] == from_bundle["curves"]
+    assert in_memory["exposed_records"] == from_bundle["exposed_records"]
+    for section in ("target", "data"):
+        mismatched = {k for k in from_bundle[section] if in_memory[section][k] != from_bundle[section][k]}
+        assert mismatched <= {"sklearn_version_saved", "layout"}, (section, mismatched)
+    assert in_memory["data"]["layout"] == "in-memory" and in_memory["containment"] == {"sandbox": False}

@@ -197,7 +197,7 @@ def test_every_error_is_a_mia_error_with_a_message(tmp_path):
 
 def test_an_audit_over_the_memory_limit_is_refused_up_front(tmp_path, frames, monkeypatch):
     model, members, non_members = frames
-    engine = importlib.import_module("mia_robustness.audit")
+    engine = importlib.import_module("mia_robustness.engine")
     ran = []
     monkeypatch.setattr(engine, "run_sweep", lambda *a, **k: ran.append(1))
     with pytest.raises(LimitError) as caught:

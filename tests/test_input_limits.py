@@ -70,7 +70,7 @@ def test_nine_thousand_proportions_in_config_json_are_refused_before_any_work(tm
     config = {"proportions": ",".join(f"{i / 9000:.4f}".lstrip("0") for i in range(1, 9001))}  # .0001,...
     bundle = write_bundle(tmp_path, model, members, non_members, config=config)
     assert (bundle / "config.json").stat().st_size < 64 * 1024  # it fits the config size cap
-    engine = importlib.import_module("mia_robustness.audit")
+    engine = importlib.import_module("mia_robustness.bundle_audit")
     monkeypatch.setattr(engine, "open_model", lambda *a, **k: pytest.fail("the model was opened"))
     with pytest.raises(OptionsError) as caught:
         audit(bundle)

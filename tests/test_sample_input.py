@@ -16,6 +16,11 @@ from mia_robustness import audit
 
 SAMPLE = REPO_ROOT / "sample_input"
 TOLERANCE = 0.02
+# The nn attack's weights differ in the last bits between CPUs (torch picks kernels by instruction set),
+# which moves its early stopping; its scores' ranking barely moves (AUC within 0.001), but its hard
+# decisions sit on a knife edge (recall 0.80 on one machine, 0.91 on another). Those are compared for the
+# deterministic attacks only; every attack's ranking metrics are compared.
+HARD_DECISION_METRICS = {"accuracy", "precision", "recall", "f1", "member_accuracy", "non_member_accuracy"}
 
 
 def test_sample_bundle_is_small_and_gives_its_recorded_report():
@@ -33,6 +38,8 @@ def test_sample_bundle_is_small_and_gives_its_recorded_report():
     ], hint
     for new, old in zip(fresh["results"], recorded["results"], strict=True):
         for name, value in old["mean"].items():
+            if new["attack_model"] == "nn" and name in HARD_DECISION_METRICS:
+                continue
             assert new["mean"][name] == pytest.approx(value, abs=TOLERANCE), (
                 new["attack_model"],
                 new["proportion"],

@@ -120,7 +120,7 @@ def test_refitting_the_recipe_never_writes_where_the_model_file_says(tmp_path):
 
 
 def test_reference_attacks_are_skipped_by_default_on_large_tables(tmp_path, monkeypatch, overfit_tree_data):
-    engine = importlib.import_module("mia_robustness.audit")
+    engine = importlib.import_module("mia_robustness.engine")
     monkeypatch.setattr(engine, "REFERENCE_DEFAULT_MAX_ROWS", 100)
     model, members, non_members = overfit_tree_data
     bundle = write_bundle(tmp_path, model, members, non_members)

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import NoReturn, TextIO
 
 from . import __version__
-from .audit import audit
 from .bundle import pack_bundle
+from .bundle_audit import audit
 from .errors import InputError, MiaError
 from .options import ATTACK_MODELS, DEVICES
 from .report import render, render_text

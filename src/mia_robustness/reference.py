@@ -27,6 +27,7 @@ import types
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -50,6 +51,7 @@ from .errors import MiaError, ModelError, UnsafeModelError
 from .loading import NUMPY_UFUNCS, is_allowed
 from .metrics import attack_metrics
 from .sweep import CellResult, attacker_rows, default_workers, single_threaded_worker, split_for_repeat
+from .target import LoadedTarget
 
 log = logging.getLogger("mia_robustness.reference")
 
@@ -701,3 +703,43 @@ def run_reference_attacks(
                     )
                 )
     return results
+
+
+@dataclass(frozen=True)
+class ReferenceRequest:
+    """One reference stage: LiRA and/or RMIA at attacker knowledge ``proportion`` (see ``reference.py``)."""
+
+    attacks: tuple[str, ...]
+    proportion: float
+    repeats: int
+    eval_fraction: float
+    n_models: int
+    seed: int
+    workers: int
+
+
+def reference_cells(
+    loaded: LoadedTarget, request: ReferenceRequest, progress: Callable[[str, int, int], None]
+) -> list[CellResult]:
+    """Refit reference clones of the scored target and run LiRA / RMIA (:func:`run_reference_attacks`)."""
+    from .signals import compute_signals
+
+    scored = loaded.scored
+    confidence = compute_signals(scored.probabilities, scored.label_index).scores["confidence"]
+    return run_reference_attacks(
+        loaded.model,
+        loaded.features,
+        loaded.labels,
+        scored.label_index,
+        scored.classes,
+        confidence,
+        scored.is_member,
+        attacks=request.attacks,
+        proportion=request.proportion,
+        repeats=request.repeats,
+        eval_fraction=request.eval_fraction,
+        n_models=request.n_models,
+        seed=request.seed,
+        workers=request.workers,
+        progress=progress,
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -153,3 +154,108 @@ def _check_probabilities(probabilities: np.ndarray, n_rows: int, n_classes: int)
             "it must return class probabilities",
             code="bad_probabilities",
         )
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """What the first stage needs: how to find the label, and the seed of the balancing stream."""
+
+    label_column: str | None
+    seed: int
+
+
+@dataclass(frozen=True)
+class ScoredTarget:
+    """The target's answers for every audited row, and what the report says about the model and tables.
+
+    Attributes
+    ----------
+    probabilities:
+        ``(n_rows, n_classes)`` float64, ``predict_proba`` in the order of ``classes``.
+    label_index:
+        ``(n_rows,)`` int64, column of each row's true label.
+    classes:
+        ``(n_classes,)`` the model's ``classes_``.
+    is_member:
+        ``(n_rows,)`` int8, members first (1) then as many non-members (0).
+    source_rows:
+        ``(n_rows,)`` int64, each row's number in its own table.
+    """
+
+    probabilities: np.ndarray
+    label_index: np.ndarray
+    classes: np.ndarray
+    is_member: np.ndarray
+    source_rows: np.ndarray
+    label_column: str
+    n_features: int
+    members_available: int
+    non_members_available: int
+    balancing: str
+    model_class: str
+    estimator_class: str
+    saved_version: str | None
+    table_bytes: int
+    label_classes: int
+
+    @property
+    def rows_per_side(self) -> int:
+        return len(self.is_member) // 2
+
+
+@dataclass
+class LoadedTarget:
+    """What the stage keeps between its steps (never sent anywhere)."""
+
+    model: Any
+    features: pd.DataFrame
+    labels: np.ndarray
+    scored: ScoredTarget
+
+
+def score_target(
+    model: Any,
+    members: pd.DataFrame,
+    non_members: pd.DataFrame,
+    request: ScoreRequest,
+    *,
+    saved_version: str | None,
+) -> LoadedTarget:
+    """Balance the two tables, align them to ``model`` and query it once per row.
+
+    Parameters
+    ----------
+    model:
+        A fitted classifier with ``predict_proba``.
+    members, non_members:
+        The tables as read, each with the label column.
+    request:
+        The label column and the seed of the balancing stream.
+    saved_version:
+        The scikit-learn version the model was saved with (for the report), when known.
+    """
+    from .tables import prepare_data, resolve_label_column
+
+    rng = np.random.default_rng([request.seed, 2**31 - 1])  # a stream of its own for balancing
+    data = prepare_data(members, non_members, model, request.label_column, rng)
+    outputs = query_target(model, data.features, data.labels)
+    label = resolve_label_column(members, request.label_column, "members")
+    final = model.steps[-1][1] if hasattr(model, "steps") else model
+    scored = ScoredTarget(
+        probabilities=outputs.probabilities,
+        label_index=outputs.label_index,
+        classes=outputs.classes,
+        is_member=data.is_member,
+        source_rows=data.source_rows,
+        label_column=data.label_column,
+        n_features=int(data.features.shape[1]),
+        members_available=data.members_available,
+        non_members_available=data.non_members_available,
+        balancing=data.balancing,
+        model_class=type(model).__name__,
+        estimator_class=type(final).__name__,
+        saved_version=saved_version,
+        table_bytes=int(members.memory_usage(deep=True).sum() + non_members.memory_usage(deep=True).sum()),
+        label_classes=int(members[label].nunique()),
+    )
+    return LoadedTarget(model=model, features=data.features, labels=data.labels, scored=scored)

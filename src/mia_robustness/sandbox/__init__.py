@@ -6,16 +6,7 @@ user, Landlock, seccomp), talking to the audit through :mod:`.protocol` (JSON an
 pickle). :mod:`.session` is the audit's side; :mod:`.stage` is the work itself.
 """
 
-from .session import Deadline, InProcessModel, SandboxedModel, open_model
-from .stage import ModelFiles, ReferenceRequest, ScoredTarget, ScoreRequest
+from .session import SandboxedModel, open_model
+from .stage import ModelFiles
 
-__all__ = [
-    "Deadline",
-    "InProcessModel",
-    "ModelFiles",
-    "ReferenceRequest",
-    "SandboxedModel",
-    "ScoreRequest",
-    "ScoredTarget",
-    "open_model",
-]
+__all__ = ["ModelFiles", "SandboxedModel", "open_model"]

@@ -88,6 +88,8 @@ def main() -> int:
     request, _ = read_message(requests, max_array_bytes=0)
     # Everything the stage imports is imported before confinement (trusted code, read while readable).
     from ..errors import MiaError  # noqa: F401 - imported now, used after confinement
+    from ..reference import ReferenceRequest, reference_cells
+    from ..target import ScoreRequest, score_target
     from . import stage
     from .confine import ConfinementError, Limits, confine
 
@@ -134,15 +136,21 @@ def main() -> int:
         command, _ = read_message(requests, max_array_bytes=0)
         if command.get("kind") != "score":
             return 0
-        loaded = stage.score_target(files, stage.ScoreRequest(**command["score"]), progress)
+        model, members, non_members, saved_version = stage.load_files(files)
+        progress("loading", 1, 1)
+        step = "target_scoring"
+        loaded = score_target(
+            model, members, non_members, ScoreRequest(**command["score"]), saved_version=saved_version
+        )
+        progress("target_scoring", 1, 1)
         write_message(answers, *stage.scored_to_message(loaded.scored))
         command, _ = read_message(requests, max_array_bytes=0)
         if command.get("kind") != "reference":
             return 0
         step = "reference_models"
         reference = command["reference"]
-        cells = stage.reference_cells(
-            loaded, stage.ReferenceRequest(**{**reference, "attacks": tuple(reference["attacks"])}), progress
+        cells = reference_cells(
+            loaded, ReferenceRequest(**{**reference, "attacks": tuple(reference["attacks"])}), progress
         )
         write_message(answers, *stage.cells_to_message(cells))
     except EOFError:

@@ -24,30 +24,22 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .. import errors
+from ..deadline import Deadline
+from ..engine import InProcessModel
 from ..errors import LimitError, MiaError, ModelError
+from ..reference import ReferenceRequest
 from ..sweep import CellResult
+from ..target import ScoredTarget, ScoreRequest
 from .child import EXIT_CONFINEMENT_FAILED
 from .confine import nobody_cannot_run_python, nobody_ids
 from .protocol import ProtocolError, clean_text, read_message, write_message
-from .stage import (
-    CHILD_STAGES,
-    LoadedModel,
-    ModelFiles,
-    ReferenceRequest,
-    ScoredTarget,
-    ScoreRequest,
-    cells_from_message,
-    reference_cells,
-    score_target,
-    scored_from_message,
-)
+from .stage import CHILD_STAGES, ModelFiles, cells_from_message, load_files, scored_from_message
 
 log = logging.getLogger("mia_robustness.sandbox")
 
@@ -79,40 +71,6 @@ ERROR_CLASSES = {
 }
 
 
-class Deadline:
-    """The audit's time limit and the stage it is in, for errors that say where time ran out.
-
-    Parameters
-    ----------
-    seconds:
-        Time limit from now; ``None`` for none.
-    """
-
-    def __init__(self, seconds: float | None) -> None:
-        self.seconds = seconds
-        self.ends = None if seconds is None else time.monotonic() + seconds
-        self.stage = "loading"
-
-    def remaining(self) -> float | None:
-        return None if self.ends is None else self.ends - time.monotonic()
-
-    def check(self, stage: str | None = None) -> None:
-        """Raise the time-limit error if the limit has passed (``stage`` becomes the current one)."""
-        if stage is not None:
-            self.stage = stage
-        left = self.remaining()
-        if left is not None and left <= 0:
-            raise self.error()
-
-    def error(self) -> LimitError:
-        return LimitError(
-            f"the audit ran longer than its time limit of {self.seconds:g} s and was stopped during "
-            f"{self.stage.replace('_', ' ')}; audit fewer rows, attack models, proportions, repeats or reference "
-            "models, or raise the limit (--timeout, max_runtime)",
-            code="audit_timeout",
-        )
-
-
 def default_address_space_mb(
     files: ModelFiles, workers: int, n_models: int, max_memory_mb: float | None
 ) -> int:
@@ -128,30 +86,6 @@ def default_address_space_mb(
     if max_memory_mb is not None:
         need = min(need, max_memory_mb)
     return int(VIRTUAL_BASELINE_MB + max(need, 512))
-
-
-class InProcessModel:
-    """The model stage in this process, for trusted models (no containment)."""
-
-    containment: dict[str, Any] = {"sandbox": False}
-
-    def __init__(self, files: ModelFiles, deadline: Deadline, progress: ProgressCallback) -> None:
-        self.files = files
-        self.deadline = deadline
-        self.progress = progress
-        self._loaded: LoadedModel | None = None
-
-    def score(self, request: ScoreRequest) -> ScoredTarget:
-        self._loaded = score_target(self.files, request, self.progress)
-        self.deadline.check()
-        return self._loaded.scored
-
-    def reference(self, request: ReferenceRequest, eval_rows: int) -> list[CellResult]:
-        assert self._loaded is not None, "score() first"
-        return reference_cells(self._loaded, request, self.progress)
-
-    def close(self) -> None:
-        self._loaded = None
 
 
 class SandboxedModel:
@@ -513,7 +447,8 @@ def open_model(
 ) -> SandboxedModel | InProcessModel:
     """The model stage for ``files``: in a sandbox child (default) or in this process."""
     if not sandbox:
-        return InProcessModel(files, deadline, progress)
+        model, members, non_members, saved_version = load_files(files)
+        return InProcessModel(model, members, non_members, saved_version=saved_version, progress=progress)
     if address_space_mb is None:
         address_space_mb = default_address_space_mb(files, threads, n_models, max_memory_mb)
     return SandboxedModel(

@@ -1,9 +1,9 @@
-"""The model stage: every step of an audit that touches the user's model, and the messages that carry it.
+"""The model stage as the sandbox child runs it, and the messages that carry its answers.
 
-Inside the sandbox child (or in-process, for trusted models) this module loads the model file, reads the
-two tables, aligns and balances them, queries the target once per row, and later refits reference clones
-for LiRA and RMIA. What leaves it are plain arrays and a few short strings (:class:`ScoredTarget`,
-:class:`~mia_robustness.sweep.CellResult`); the model object itself never leaves.
+The child loads the model file and the two tables (:func:`load_files`), then runs the engine's own steps on
+them (``target.score_target``, ``reference.reference_cells``). What leaves it are plain arrays and a few
+short strings (:class:`~mia_robustness.target.ScoredTarget`, :class:`~mia_robustness.sweep.CellResult`);
+the model object itself never leaves.
 
 The ``*_from_message`` functions are the parent's side: they check a (possibly hostile) child's answer
 against what the request allows before the audit uses any of it.
@@ -13,18 +13,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from ..metrics import METRIC_NAMES, AttackMetrics
+from ..reference import ReferenceRequest
 from ..sweep import CellResult
+from ..target import ScoredTarget
 from .protocol import ProtocolError, clean_text, expect
-
-ProgressCallback = Callable[[str, int, int], None]
 
 # Stages the child reports progress for; any other name from it is a protocol error.
 CHILD_STAGES = ("loading", "target_scoring", "reference_models")
@@ -40,138 +41,15 @@ class ModelFiles:
     non_members: Path
 
 
-@dataclass(frozen=True)
-class ScoreRequest:
-    """What the first stage needs: how to find the label, and the seed of the balancing stream."""
-
-    label_column: str | None
-    seed: int
-
-
-@dataclass(frozen=True)
-class ReferenceRequest:
-    """One reference stage: LiRA and/or RMIA at attacker knowledge ``proportion`` (see ``reference.py``)."""
-
-    attacks: tuple[str, ...]
-    proportion: float
-    repeats: int
-    eval_fraction: float
-    n_models: int
-    seed: int
-    workers: int
-
-
-@dataclass(frozen=True)
-class ScoredTarget:
-    """The target's answers for every audited row, and what the report says about the model and tables.
-
-    Attributes
-    ----------
-    probabilities:
-        ``(n_rows, n_classes)`` float64, ``predict_proba`` in the order of ``classes``.
-    label_index:
-        ``(n_rows,)`` int64, column of each row's true label.
-    classes:
-        ``(n_classes,)`` the model's ``classes_``.
-    is_member:
-        ``(n_rows,)`` int8, members first (1) then as many non-members (0).
-    source_rows:
-        ``(n_rows,)`` int64, each row's number in its own table.
-    """
-
-    probabilities: np.ndarray
-    label_index: np.ndarray
-    classes: np.ndarray
-    is_member: np.ndarray
-    source_rows: np.ndarray
-    label_column: str
-    n_features: int
-    members_available: int
-    non_members_available: int
-    balancing: str
-    model_class: str
-    estimator_class: str
-    saved_version: str | None
-    table_bytes: int
-    label_classes: int
-
-    @property
-    def rows_per_side(self) -> int:
-        return len(self.is_member) // 2
-
-
-@dataclass
-class LoadedModel:
-    """What the stage keeps between its steps (never sent anywhere)."""
-
-    model: Any
-    features: Any
-    labels: np.ndarray
-    scored: ScoredTarget
-
-
-def score_target(files: ModelFiles, request: ScoreRequest, progress: ProgressCallback) -> LoadedModel:
-    """Load the model and tables, balance the rows, and query the target once per row."""
+def load_files(files: ModelFiles) -> tuple[Any, pd.DataFrame, pd.DataFrame, str | None]:
+    """The model (through the hardened loader), the two tables, and the version the model was saved with."""
     from ..loading import load_model, saved_sklearn_version
-    from ..tables import prepare_data, read_table, resolve_label_column
-    from ..target import query_target
+    from ..tables import read_table
 
     model = load_model(files.model)
     members = read_table(files.members, "members")
     non_members = read_table(files.non_members, "non-members")
-    progress("loading", 1, 1)
-    rng = np.random.default_rng([request.seed, 2**31 - 1])  # a stream of its own for balancing
-    data = prepare_data(members, non_members, model, request.label_column, rng)
-    outputs = query_target(model, data.features, data.labels)
-    label = resolve_label_column(members, request.label_column, "members")
-    final = model.steps[-1][1] if hasattr(model, "steps") else model
-    scored = ScoredTarget(
-        probabilities=outputs.probabilities,
-        label_index=outputs.label_index,
-        classes=outputs.classes,
-        is_member=data.is_member,
-        source_rows=data.source_rows,
-        label_column=data.label_column,
-        n_features=int(data.features.shape[1]),
-        members_available=data.members_available,
-        non_members_available=data.non_members_available,
-        balancing=data.balancing,
-        model_class=type(model).__name__,
-        estimator_class=type(final).__name__,
-        saved_version=saved_sklearn_version(model),
-        table_bytes=int(members.memory_usage(deep=True).sum() + non_members.memory_usage(deep=True).sum()),
-        label_classes=int(members[label].nunique()),
-    )
-    progress("target_scoring", 1, 1)
-    return LoadedModel(model=model, features=data.features, labels=data.labels, scored=scored)
-
-
-def reference_cells(
-    loaded: LoadedModel, request: ReferenceRequest, progress: ProgressCallback
-) -> list[CellResult]:
-    """Refit reference clones of the target and run LiRA / RMIA (``reference.run_reference_attacks``)."""
-    from ..reference import run_reference_attacks
-    from ..signals import compute_signals
-
-    scored = loaded.scored
-    confidence = compute_signals(scored.probabilities, scored.label_index).scores["confidence"]
-    return run_reference_attacks(
-        loaded.model,
-        loaded.features,
-        loaded.labels,
-        scored.label_index,
-        scored.classes,
-        confidence,
-        scored.is_member,
-        attacks=request.attacks,
-        proportion=request.proportion,
-        repeats=request.repeats,
-        eval_fraction=request.eval_fraction,
-        n_models=request.n_models,
-        seed=request.seed,
-        workers=request.workers,
-        progress=progress,
-    )
+    return model, members, non_members, saved_sklearn_version(model)
 
 
 # ---- the wire: child side ------------------------------------------------------------------------------

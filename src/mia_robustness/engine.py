@@ -1,37 +1,34 @@
-"""``audit()``: the one entry point every shell calls. Bundle in, :class:`Report` out."""
+"""The engine: an estimator and two tables in, a :class:`Report` out; no files, no shells.
+
+:func:`audit_estimator` audits a fitted estimator the caller already holds (trusted: it is in the caller's
+process anyway). :func:`run_audit` is the one audit both it and ``mia_robustness.audit(path)`` run; the
+target sits behind a :class:`ModelStage`, which for a bundle is a sandbox child (``sandbox/``) and here an
+:class:`InProcessModel`.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import pickle
 import time
-from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import numpy as np
+import pandas as pd
 import sklearn
 
 from . import __version__
-from .archive import BundleLimits
 from .attacks import ATTACK_DESCRIPTIONS, AttackInput, resolve_device
-from .bundle import open_bundle
+from .deadline import Deadline
 from .errors import LimitError
 from .metrics import correctness_metrics, metric_intervals, per_class_metrics, rate_intervals, roc_points
 from .options import LEARNED_ATTACKS, REFERENCE_ATTACKS, AuditOptions, options_from_mapping
-from .reference import REFERENCE_VARIANTS
+from .reference import REFERENCE_VARIANTS, ReferenceRequest, reference_cells
 from .report import DataInfo, Report, ResultRow, TargetInfo, aggregate, strongest_row, summarise
-from .sandbox import (
-    Deadline,
-    InProcessModel,
-    ModelFiles,
-    ReferenceRequest,
-    SandboxedModel,
-    ScoredTarget,
-    ScoreRequest,
-    open_model,
-)
 from .signals import compute_signals
 from .sweep import CellResult, default_workers, run_sweep, split_for_repeat
+from .target import LoadedTarget, ScoredTarget, ScoreRequest, score_target
 
 ProgressCallback = Callable[[str, int, int], None]
 
@@ -42,133 +39,186 @@ KNOWLEDGE = {name: _KNOWN_ROWS for name in LEARNED_ATTACKS} | {
 }
 TOP_EXPOSED_RECORDS = 10
 REFERENCE_DEFAULT_MAX_ROWS = 20_000
+# Stages whose end the model stage reports itself; the stopwatch times them as they end.
+MODEL_STAGE_STEPS = ("loading", "target_scoring")
 
 
-def resolve_options(
-    config: Mapping[str, Any], overrides: Mapping[str, Any] | AuditOptions | None
-) -> AuditOptions:
-    """Defaults <- the bundle's ``config.json`` <- the caller's overrides (an AuditOptions wins outright)."""
-    if isinstance(overrides, AuditOptions):
-        return overrides
-    return options_from_mapping(overrides, base=options_from_mapping(config))
+class ModelStage(Protocol):
+    """Where the target runs: it answers for every row once, and refits its recipe for LiRA / RMIA."""
+
+    containment: dict[str, Any]
+
+    def score(self, request: ScoreRequest) -> ScoredTarget: ...
+
+    def reference(self, request: ReferenceRequest, eval_rows: int) -> list[CellResult]: ...
+
+    def close(self) -> None: ...
 
 
-def audit(
-    source: str | Path | bytes,
-    overrides: Mapping[str, Any] | AuditOptions | None = None,
-    *,
-    progress: ProgressCallback | None = None,
-    limits: BundleLimits | None = None,
-    workdir: str | Path | None = None,
-    workers: int | None = None,
-    max_memory_mb: float | None = None,
-    timeout: float | None = None,
-    sandbox: bool = True,
-    sandbox_memory_mb: int | None = None,
-) -> Report:
-    """Audit the bundle at ``source`` and return its robustness report.
+class Stopwatch:
+    """Times the audit's stages and forwards progress (checking the deadline at each report).
 
     Parameters
     ----------
-    source:
-        A bundle folder, an archive file (zip, tar, tar.gz) or an archive's bytes.
-    overrides:
-        Audit options (names as in :class:`AuditOptions`; strings accepted) laid over the bundle's
-        ``config.json``; a complete :class:`AuditOptions` is used as it is.
     progress:
-        Called as ``progress(stage, done, total)`` while the audit runs.
-    limits:
-        Unpacking limits for archives.
-    workdir:
-        Parent folder for the audit's private temporary folders, removed on every path.
-    workers:
-        Most threads for the attack sweep and the reference fits (all usable CPUs when ``None``).
-    max_memory_mb:
-        Refuse the audit (``LimitError``, code ``memory_limit``) when :func:`estimate_peak_memory_mb` of
-        the bundle exceeds this, before any attack runs; ``None`` means no limit.
-    timeout:
-        Stop the audit after this many seconds (``LimitError``, code ``audit_timeout``, naming the stage
-        it was in); ``None`` for no limit.
-    sandbox:
-        Load, score and refit the model in a confined child process (see ``sandbox/``). ``False`` runs
-        the model's code in this process: only for models you trust.
-    sandbox_memory_mb:
-        The sandbox child's address-space limit; ``None`` for an estimate from the bundle's sizes.
+        The caller's ``progress(stage, done, total)``, or ``None``.
+    deadline:
+        Checked at every progress report.
     """
-    report_progress = progress or (lambda stage, done, total: None)
-    deadline = Deadline(timeout)
-    workers = workers or default_workers()
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-    started = clock
 
-    def lap(stage: str) -> None:
-        nonlocal clock
+    def __init__(self, progress: ProgressCallback | None, deadline: Deadline) -> None:
+        self.report = progress or (lambda stage, done, total: None)
+        self.deadline = deadline
+        self.timings: dict[str, float] = {}
+        self.started = self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        """Record the time since the last lap as ``stage``'s and report it done."""
         now = time.perf_counter()
-        timings[stage] = now - clock
-        clock = now
-        report_progress(stage, 1, 1)
+        self.timings[stage] = now - self._last
+        self._last = now
+        self.report(stage, 1, 1)
 
-    def on_progress(stage: str, done: int, total: int) -> None:
-        if stage in ("loading", "target_scoring") and done == total:
-            lap(stage)  # the model stage's own steps, timed as they end
+    def progress(self, stage: str, done: int, total: int) -> None:
+        if stage in MODEL_STAGE_STEPS and done == total:
+            self.lap(stage)
         else:
-            report_progress(stage, done, total)
-        deadline.check(stage)
+            self.report(stage, done, total)
+        self.deadline.check(stage)
 
-    with open_bundle(source, limits=limits, workdir=workdir) as bundle:
-        options = resolve_options(bundle.config, overrides)
-        device = resolve_device(options.device) if "nn" in options.attack_models else "cpu"
-        model_file_bytes = bundle.model_path.stat().st_size
-        reference = [a for a in options.attack_models if a in REFERENCE_ATTACKS]
-        model = open_model(
-            ModelFiles(bundle.model_path, bundle.members_path, bundle.non_members_path),
-            sandbox=sandbox,
-            deadline=deadline,
-            progress=on_progress,
-            work_parent=None if workdir is None else Path(workdir),
-            threads=workers,
-            address_space_mb=sandbox_memory_mb,
-            n_models=options.reference_models if reference else 0,
-            max_memory_mb=max_memory_mb,
-        )
-        layout = bundle.layout
+
+class InProcessModel:
+    """The model stage in this process: for an estimator the caller holds, or a bundle it trusts.
+
+    Parameters
+    ----------
+    model:
+        A fitted classifier with ``predict_proba``.
+    members, non_members:
+        The two tables, each with the label column.
+    saved_version:
+        The scikit-learn version the model was saved with, when known.
+    progress:
+        Receives the stage's progress.
+    """
+
+    containment: dict[str, Any] = {"sandbox": False}
+
+    def __init__(
+        self,
+        model: Any,
+        members: pd.DataFrame,
+        non_members: pd.DataFrame,
+        *,
+        saved_version: str | None,
+        progress: ProgressCallback,
+    ) -> None:
+        self._inputs = (model, members, non_members, saved_version)
+        self._progress = progress
+        self._loaded: LoadedTarget | None = None
+
+    def score(self, request: ScoreRequest) -> ScoredTarget:
+        model, members, non_members, saved_version = self._inputs
+        self._progress("loading", 1, 1)
+        self._loaded = score_target(model, members, non_members, request, saved_version=saved_version)
+        self._progress("target_scoring", 1, 1)
+        return self._loaded.scored
+
+    def reference(self, request: ReferenceRequest, eval_rows: int) -> list[CellResult]:
+        if self._loaded is None:
+            raise RuntimeError("score() comes before reference()")
+        return reference_cells(self._loaded, request, self._progress)
+
+    def close(self) -> None:
+        self._loaded = None
+
+
+def audit_estimator(
+    estimator: Any,
+    members: pd.DataFrame,
+    non_members: pd.DataFrame,
+    *,
+    progress: ProgressCallback | None = None,
+    workers: int | None = None,
+    max_memory_mb: float | None = None,
+    timeout: float | None = None,
+    **options: Any,
+) -> Report:
+    """Audit a fitted classifier held in memory; the same report, for the same data and seed, as
+    ``audit(path)`` of a bundle holding it.
+
+    Parameters
+    ----------
+    estimator:
+        A fitted classifier with ``predict_proba`` (it runs in this process: no sandbox).
+    members, non_members:
+        DataFrames with the feature columns and the label column, ``(n_members, n_features + 1)`` and
+        ``(n_non_members, n_features + 1)``.
+    progress, workers, max_memory_mb, timeout:
+        As for ``mia_robustness.audit``.
+    **options:
+        Audit options by name (``repeats=1``, ``proportions="0.5,1"``, ``label_column="income"``...).
+    """
+    for frame, role in ((members, "members"), (non_members, "non_members")):
+        if not isinstance(frame, pd.DataFrame):
+            raise TypeError(f"{role} must be a pandas DataFrame, got {type(frame).__name__}")
+    audit_options = options_from_mapping(options)
+    deadline = Deadline(timeout)
+    clock = Stopwatch(progress, deadline)
+    model_bytes = len(pickle.dumps(estimator)) if max_memory_mb is not None else 0
+    stage = InProcessModel(estimator, members, non_members, saved_version=None, progress=clock.progress)
     try:
-        return _audit_model(
-            model,
-            options,
-            layout,
-            device,
-            model_file_bytes,
-            reference,
-            workers,
-            max_memory_mb,
-            deadline,
-            on_progress,
-            lap,
-            timings,
-            started,
+        return run_audit(
+            stage,
+            audit_options,
+            layout="in-memory",
+            model_file_bytes=model_bytes,
+            workers=workers or default_workers(),
+            max_memory_mb=max_memory_mb,
+            deadline=deadline,
+            clock=clock,
         )
     finally:
-        model.close()
+        stage.close()
 
 
-def _audit_model(
-    model: SandboxedModel | InProcessModel,
+def run_audit(
+    model: ModelStage,
     options: AuditOptions,
+    *,
     layout: str,
-    device: str,
     model_file_bytes: int,
-    reference: list[str],
     workers: int,
     max_memory_mb: float | None,
     deadline: Deadline,
-    on_progress: ProgressCallback,
-    lap: Callable[[str], None],
-    timings: dict[str, float],
-    started: float,
+    clock: Stopwatch,
 ) -> Report:
-    """The audit once the bundle is open: score the target, attack it, assemble the report."""
+    """Score the target through ``model``, attack its answers, and assemble the report.
+
+    Parameters
+    ----------
+    model:
+        Where the target runs (a sandbox child, or this process for a trusted estimator).
+    options:
+        The audit's options.
+    layout:
+        The bundle layout, for the report (``in-memory`` for :func:`audit_estimator`).
+    model_file_bytes:
+        Size of the serialised model, for the memory estimate.
+    workers:
+        Threads for the sweep and the reference fits.
+    max_memory_mb:
+        Refuse the audit when its estimated peak memory is above this (``None``: no limit).
+    deadline:
+        The time limit; checked between cells and stages.
+    clock:
+        The audit's stopwatch, started by the caller (its progress callback too).
+    """
+    device = resolve_device(options.device) if "nn" in options.attack_models else "cpu"
+    reference = [a for a in options.attack_models if a in REFERENCE_ATTACKS]
+    on_progress = clock.progress
+    lap = clock.lap
+    timings = clock.timings
     scored = model.score(ScoreRequest(options.label_column, options.seed))
     if max_memory_mb is not None:
         estimate = estimate_peak_memory_mb(
@@ -259,7 +309,7 @@ def _audit_model(
     summary = summarise(results, target, ATTACK_DESCRIPTIONS, intervals)
     for attack in dict.fromkeys(c.attack for c in cells):
         timings[f"attack_{attack}_seconds"] = sum(c.seconds for c in cells if c.attack == attack)
-    timings["total"] = time.perf_counter() - started
+    timings["total"] = time.perf_counter() - clock.started
     settings = options.to_dict() | {"resolved_device": device}
     return Report(
         target=target,

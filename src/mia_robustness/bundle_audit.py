@@ -1,0 +1,106 @@
+"""``audit(path)``: the entry point every shell calls. Open the bundle, put its model behind the sandbox,
+run the engine. Bundle in, :class:`Report` out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from .archive import BundleLimits
+from .bundle import open_bundle
+from .deadline import Deadline
+from .engine import Stopwatch, run_audit
+from .options import REFERENCE_ATTACKS, AuditOptions, options_from_mapping
+from .report import Report
+from .sandbox import ModelFiles, open_model
+from .sweep import default_workers
+
+ProgressCallback = Callable[[str, int, int], None]
+
+
+def resolve_options(
+    config: Mapping[str, Any], overrides: Mapping[str, Any] | AuditOptions | None
+) -> AuditOptions:
+    """Defaults <- the bundle's ``config.json`` <- the caller's overrides (an AuditOptions wins outright)."""
+    if isinstance(overrides, AuditOptions):
+        return overrides
+    return options_from_mapping(overrides, base=options_from_mapping(config))
+
+
+def audit(
+    source: str | Path | bytes,
+    overrides: Mapping[str, Any] | AuditOptions | None = None,
+    *,
+    progress: ProgressCallback | None = None,
+    limits: BundleLimits | None = None,
+    workdir: str | Path | None = None,
+    workers: int | None = None,
+    max_memory_mb: float | None = None,
+    timeout: float | None = None,
+    sandbox: bool = True,
+    sandbox_memory_mb: int | None = None,
+) -> Report:
+    """Audit the bundle at ``source`` and return its robustness report.
+
+    Parameters
+    ----------
+    source:
+        A bundle folder, an archive file (zip, tar, tar.gz) or an archive's bytes.
+    overrides:
+        Audit options (names as in :class:`AuditOptions`; strings accepted) laid over the bundle's
+        ``config.json``; a complete :class:`AuditOptions` is used as it is.
+    progress:
+        Called as ``progress(stage, done, total)`` while the audit runs.
+    limits:
+        Unpacking limits for archives.
+    workdir:
+        Parent folder for the audit's private temporary folders, removed on every path.
+    workers:
+        Most threads for the attack sweep and the reference fits (all usable CPUs when ``None``).
+    max_memory_mb:
+        Refuse the audit (``LimitError``, code ``memory_limit``) when :func:`~mia_robustness.engine.estimate_peak_memory_mb` of
+        the bundle exceeds this, before any attack runs; ``None`` means no limit.
+    timeout:
+        Stop the audit after this many seconds (``LimitError``, code ``audit_timeout``, naming the stage
+        it was in); ``None`` for no limit.
+    sandbox:
+        Load, score and refit the model in a confined child process (see ``sandbox/``). ``False`` runs
+        the model's code in this process: only for models you trust.
+    sandbox_memory_mb:
+        The sandbox child's address-space limit; ``None`` for an estimate from the bundle's sizes.
+    """
+    deadline = Deadline(timeout)
+    clock = Stopwatch(progress, deadline)
+    workers = workers or default_workers()
+    with open_bundle(source, limits=limits, workdir=workdir) as bundle:
+        options = resolve_options(bundle.config, overrides)
+        model_file_bytes = bundle.model_path.stat().st_size
+        uses_reference = any(a in REFERENCE_ATTACKS for a in options.attack_models)
+        # The sandbox copies the files it needs, and in-process loading reads them now: the bundle's
+        # temporary folder can go when this block ends.
+        model = open_model(
+            ModelFiles(bundle.model_path, bundle.members_path, bundle.non_members_path),
+            sandbox=sandbox,
+            deadline=deadline,
+            progress=clock.progress,
+            work_parent=None if workdir is None else Path(workdir),
+            threads=workers,
+            address_space_mb=sandbox_memory_mb,
+            n_models=options.reference_models if uses_reference else 0,
+            max_memory_mb=max_memory_mb,
+        )
+        layout = bundle.layout
+    try:
+        return run_audit(
+            model,
+            options,
+            layout=layout,
+            model_file_bytes=model_file_bytes,
+            workers=workers,
+            max_memory_mb=max_memory_mb,
+            deadline=deadline,
+            clock=clock,
+        )
+    finally:
+        model.close()
