@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from .archive import BundleLimits
+from .attacks import REGISTRY
 from .bundle import open_bundle
 from .deadline import Deadline
 from .engine import Stopwatch, run_audit
-from .options import REFERENCE_ATTACKS, AuditOptions, options_from_mapping
+from .options import AuditOptions, options_from_mapping
 from .report import Report
 from .sandbox import ModelFiles, open_model
 from .sweep import default_workers
@@ -76,7 +77,7 @@ def audit(
     with open_bundle(source, limits=limits, workdir=workdir) as bundle:
         options = resolve_options(bundle.config, overrides)
         model_file_bytes = bundle.model_path.stat().st_size
-        uses_reference = any(a in REFERENCE_ATTACKS for a in options.attack_models)
+        uses_reference = any(REGISTRY[a].kind == "reference" for a in options.attack_models)
         # The sandbox copies the files it needs, and in-process loading reads them now: the bundle's
         # temporary folder can go when this block ends.
         model = open_model(

@@ -19,12 +19,12 @@ import pandas as pd
 import sklearn
 
 from . import __version__
-from .attacks import ATTACK_DESCRIPTIONS, AttackInput, resolve_device
+from .attacks import ATTACK_DESCRIPTIONS, KNOWLEDGE, REGISTRY, AttackInput, resolve_device
 from .deadline import Deadline
 from .errors import LimitError
 from .metrics import correctness_metrics, metric_intervals, per_class_metrics, rate_intervals, roc_points
-from .options import LEARNED_ATTACKS, REFERENCE_ATTACKS, AuditOptions, options_from_mapping
-from .reference import REFERENCE_VARIANTS, ReferenceRequest, reference_cells
+from .options import AuditOptions, options_from_mapping
+from .reference import ReferenceRequest, reference_cells
 from .report import DataInfo, Report, ResultRow, TargetInfo, aggregate, strongest_row, summarise
 from .signals import compute_signals
 from .sweep import CellResult, default_workers, run_sweep, split_for_repeat
@@ -32,11 +32,6 @@ from .target import LoadedTarget, ScoredTarget, ScoreRequest, score_target
 
 ProgressCallback = Callable[[str, int, int], None]
 
-_KNOWN_ROWS = "black-box outputs + known members and non-members"
-_REFERENCE = "black-box outputs + known rows as reference data + the target's training recipe"
-KNOWLEDGE = {name: _KNOWN_ROWS for name in LEARNED_ATTACKS} | {
-    variant: _REFERENCE for variants in REFERENCE_VARIANTS.values() for variant, _online in variants
-}
 TOP_EXPOSED_RECORDS = 10
 REFERENCE_DEFAULT_MAX_ROWS = 20_000
 # Stages whose end the model stage reports itself; the stopwatch times them as they end.
@@ -214,8 +209,9 @@ def run_audit(
     clock:
         The audit's stopwatch, started by the caller (its progress callback too).
     """
-    device = resolve_device(options.device) if "nn" in options.attack_models else "cpu"
-    reference = [a for a in options.attack_models if a in REFERENCE_ATTACKS]
+    uses_device = any(REGISTRY[a].uses_device for a in options.attack_models)
+    device = resolve_device(options.device) if uses_device else "cpu"
+    reference = [a for a in options.attack_models if REGISTRY[a].kind == "reference"]
     on_progress = clock.progress
     lap = clock.lap
     timings = clock.timings
@@ -235,7 +231,7 @@ def run_audit(
     inputs = AttackInput(signals.features, signals.scores, signals.label_index)
     lap("signals")
 
-    learned = [a for a in options.attack_models if a not in REFERENCE_ATTACKS]
+    learned = [a for a in options.attack_models if REGISTRY[a].kind == "learned"]
     notes = []
     if (
         reference
@@ -376,7 +372,7 @@ def estimate_peak_memory_mb(
             * FOREST_BYTES_PER_TRAINING_ROW
             / 10
         )
-    if set(options.attack_models) & set(REFERENCE_ATTACKS):
+    if any(REGISTRY[a].kind == "reference" for a in options.attack_models):
         total += min(workers, options.reference_models) * model_file_bytes * MODEL_IN_MEMORY_PER_FILE_BYTE
     return SAFETY_FACTOR * (BASELINE_MB + total / 2**20)
 

@@ -27,12 +27,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .attacks.registry import ATTACK_NAMES, attack_names
 from .errors import InputError, OptionsError
 
-LEARNED_ATTACKS = ("nn", "rf", "gb", "threshold", "class_threshold")
-REFERENCE_ATTACKS = ("lira", "rmia")
-ATTACK_MODELS = LEARNED_ATTACKS + REFERENCE_ATTACKS
-DEFAULT_ATTACK_MODELS = ATTACK_MODELS
+ATTACK_MODELS = ATTACK_NAMES
+DEFAULT_ATTACK_MODELS = ATTACK_NAMES
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_PROPORTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 # Cost bounds: every proportion runs every learned attack once per repeat; every repeat trains
@@ -182,11 +181,11 @@ def _parse_proportions(value: Any) -> tuple[float, ...]:
 def _parse_attack_models(value: Any) -> tuple[str, ...]:
     items = [str(item).strip().lower() for item in _as_list("attack_models", value)]
     if not items:
-        raise OptionsError(f"option 'attack_models' is empty: choose from {', '.join(ATTACK_MODELS)}")
-    unknown = [item for item in items if item not in ATTACK_MODELS]
+        raise OptionsError(f"option 'attack_models' is empty: choose from {', '.join(attack_names())}")
+    unknown = [item for item in items if item not in attack_names()]
     if unknown:
         raise OptionsError(
-            f"option 'attack_models' has unknown model {shown(unknown[0])}: choose from {', '.join(ATTACK_MODELS)}"
+            f"option 'attack_models' has unknown model {shown(unknown[0])}: choose from {', '.join(attack_names())}"
         )
     return tuple(dict.fromkeys(items))
 

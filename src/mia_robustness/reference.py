@@ -45,7 +45,8 @@ from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.preprocessing import PolynomialFeatures
 from threadpoolctl import threadpool_limits
 
-from .attacks.reference import balanced_in_mask, lira_scores, rmia_scores
+from .attacks import REGISTRY
+from .attacks.reference import balanced_in_mask
 from .attacks.threshold import best_cut
 from .errors import MiaError, ModelError, UnsafeModelError
 from .loading import NUMPY_UFUNCS, is_allowed
@@ -54,11 +55,6 @@ from .sweep import CellResult, attacker_rows, default_workers, single_threaded_w
 from .target import LoadedTarget
 
 log = logging.getLogger("mia_robustness.reference")
-
-REFERENCE_VARIANTS = {
-    "lira": (("lira", True), ("lira_offline", False)),
-    "rmia": (("rmia", True), ("rmia_offline", False)),
-}
 
 
 def _true_class_confidence(
@@ -675,22 +671,20 @@ def run_reference_attacks(
         known_part, eval_part = np.arange(len(known)), np.arange(len(known), len(pool))
         population = known_part[is_member[known] == 0]
         for attack in attacks:
-            for name, online in REFERENCE_VARIANTS[attack]:
+            spec = REGISTRY[attack]
+            for variant in spec.variants:
                 # The reference fits are shared by every variant; the report times them once, as the
                 # reference_attacks stage. A cell's seconds are its own scoring and measuring.
                 started = time.perf_counter()
-                if attack == "lira":
-                    scores = lira_scores(target_confidence[pool], reference, in_mask, online=online)
-                else:
-                    scores = rmia_scores(
-                        target_confidence[pool], reference, in_mask, population, online=online
-                    )
+                scores = spec.function(
+                    target_confidence[pool], reference, in_mask, population, online=bool(variant.online)
+                )
                 cut = best_cut(scores[known_part], is_member[known])
                 eval_scores = scores[eval_part]
                 metrics = attack_metrics(is_member[split.evaluation], eval_scores, eval_scores >= cut)
                 results.append(
                     CellResult(
-                        attack=name,
+                        attack=variant.name,
                         proportion=proportion,
                         repeat=repeat,
                         train_rows=len(known),

@@ -18,7 +18,7 @@ import numpy as np
 from sklearn import config_context
 from threadpoolctl import threadpool_limits
 
-from .attacks import ATTACKS, AttackInput
+from .attacks import REGISTRY, AttackInput
 from .attacks.base import distinct_rows
 from .errors import DataError
 from .metrics import AttackMetrics, attack_metrics
@@ -153,11 +153,11 @@ def run_sweep(
     def run(cell: Cell) -> CellResult:
         started = time.perf_counter()
         split = splits[cell.repeat]
-        cell_device = device if cell.attack == "nn" else "cpu"
+        cell_device = device if REGISTRY[cell.attack].uses_device else "cpu"
         # The signals are finite and well-formed by construction; scikit-learn's per-call validation
         # is a large share of a small cell (sklearn's config is per thread, so set it here).
         with config_context(skip_parameter_validation=True, assume_finite=True):
-            output = ATTACKS[cell.attack](
+            output = REGISTRY[cell.attack].function(
                 inputs.take(cell.train_rows),
                 is_member[cell.train_rows],
                 inputs.take(split.evaluation),
@@ -185,7 +185,7 @@ def run_sweep(
     ):
         # Longest cells first (nn, then gb) so the pool does not end waiting on one slow cell.
         order = sorted(
-            range(len(cells)), key=lambda i: (_COST_RANK.get(cells[i].attack, 9), -cells[i].proportion)
+            range(len(cells)), key=lambda i: (REGISTRY[cells[i].attack].cost_rank, -cells[i].proportion)
         )
         futures = {i: pool.submit(run, cells[i]) for i in order}
         try:
@@ -212,9 +212,6 @@ def single_threaded_worker() -> None:
         torch.set_num_threads(1)
     except ImportError:
         pass
-
-
-_COST_RANK = {"nn": 0, "gb": 1, "rf": 2, "threshold": 3}
 
 
 class _single_threaded_kernels:

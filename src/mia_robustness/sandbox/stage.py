@@ -161,9 +161,9 @@ def cells_from_message(
     header: Mapping[str, Any], arrays: Mapping[str, np.ndarray], request: ReferenceRequest, eval_rows: int
 ) -> list[CellResult]:
     """Check a child's ``cells`` answer against ``request`` (``eval_rows`` rows per evaluation split)."""
-    from ..reference import REFERENCE_VARIANTS
+    from ..attacks import REGISTRY
 
-    allowed = {name for attack in request.attacks for name, _online in REFERENCE_VARIANTS[attack]}
+    allowed = {variant.name for attack in request.attacks for variant in REGISTRY[attack].variants}
     raw = expect(header, "cells", list)
     if len(raw) != len(allowed) * request.repeats:
         raise ProtocolError("the reference answer has the wrong number of cells")

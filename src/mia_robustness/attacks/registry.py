@@ -1,0 +1,220 @@
+"""The attack registry: one :class:`AttackSpec` per attack, and every table the audit needs derived from it.
+
+Adding an attack is one entry in :data:`REGISTRY` plus its module. The options (which names
+``attack_models`` accepts), the sweep (which function a cell calls, in what order cells run, which of
+them use the device), the reference stage (which variants it reports), and the report (each row's
+description and the knowledge its attacker needs) all read this table; none of them names an attack.
+
+Two kinds:
+
+* ``learned``: ``fit_score(train, is_member, evaluation, *, seed, device) -> AttackOutput`` over the
+  target's per-row signals; run at every attacker-knowledge proportion (``sweep.py``).
+* ``reference``: ``score(target_confidence, reference_confidence, in_mask, population, *, online)`` over
+  the true-class confidences of reference clones of the target's recipe; run at the largest proportion
+  (``reference.py``), reported once per variant (online and offline).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from .base import AttackOutput
+from .learned import fit_score_gb, fit_score_rf
+from .nn import fit_score_nn
+from .reference import lira_scores, rmia_scores
+from .threshold import fit_score_class_threshold, fit_score_threshold
+
+KNOWN_ROWS = "black-box outputs + known members and non-members"
+RECIPE = "black-box outputs + known rows as reference data + the target's training recipe"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of the report that an attack produces.
+
+    Attributes
+    ----------
+    name:
+        The row's ``attack_model``.
+    description:
+        What the row's attacker does, for the summary.
+    online:
+        Reference attacks: whether the variant uses IN models (trained on the record); ``None`` otherwise.
+    """
+
+    name: str
+    description: str
+    online: bool | None = None
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """Everything the audit knows about one attack.
+
+    Attributes
+    ----------
+    name:
+        The name ``attack_models`` accepts.
+    kind:
+        ``learned`` or ``reference`` (see the module docstring for each kind's function).
+    function:
+        The learned attack's ``fit_score``, or the reference attack's ``score``.
+    knowledge:
+        What the attacker needs to know, for the report.
+    cost_rank:
+        Order in which the sweep starts cells (0 first: the slowest), so the pool does not end waiting.
+    uses_device:
+        Whether it trains on the audit's device (CUDA where present); the others run on the CPU.
+    variants:
+        The rows it reports.
+    """
+
+    name: str
+    kind: Literal["learned", "reference"]
+    function: Callable[..., AttackOutput] | Callable[..., np.ndarray]
+    knowledge: str
+    cost_rank: int
+    uses_device: bool
+    variants: tuple[Variant, ...]
+
+
+def _lira(
+    target_conf: np.ndarray,
+    reference_conf: np.ndarray,
+    in_mask: np.ndarray,
+    population: np.ndarray,
+    *,
+    online: bool,
+) -> np.ndarray:
+    del population  # LiRA compares each record with its own reference models only
+    return lira_scores(target_conf, reference_conf, in_mask, online=online)
+
+
+REGISTRY: dict[str, AttackSpec] = {
+    spec.name: spec
+    for spec in (
+        AttackSpec(
+            "nn",
+            "learned",
+            fit_score_nn,
+            KNOWN_ROWS,
+            cost_rank=0,
+            uses_device=True,
+            variants=(Variant("nn", "PyTorch MLP on all signals (knows some members)"),),
+        ),
+        AttackSpec(
+            "rf",
+            "learned",
+            fit_score_rf,
+            KNOWN_ROWS,
+            cost_rank=2,
+            uses_device=False,
+            variants=(Variant("rf", "random forest on all signals (knows some members)"),),
+        ),
+        AttackSpec(
+            "gb",
+            "learned",
+            fit_score_gb,
+            KNOWN_ROWS,
+            cost_rank=1,
+            uses_device=False,
+            variants=(Variant("gb", "histogram gradient boosting on all signals (knows some members)"),),
+        ),
+        AttackSpec(
+            "threshold",
+            "learned",
+            fit_score_threshold,
+            KNOWN_ROWS,
+            cost_rank=3,
+            uses_device=False,
+            variants=(
+                Variant(
+                    "threshold",
+                    "best single-signal threshold (loss, confidence, entropy), fitted on known rows",
+                ),
+            ),
+        ),
+        AttackSpec(
+            "class_threshold",
+            "learned",
+            fit_score_class_threshold,
+            KNOWN_ROWS,
+            cost_rank=9,
+            uses_device=False,
+            variants=(
+                Variant(
+                    "class_threshold", "best single signal with a threshold per class (Song & Mittal 2021)"
+                ),
+            ),
+        ),
+        AttackSpec(
+            "lira",
+            "reference",
+            _lira,
+            RECIPE,
+            cost_rank=0,
+            uses_device=False,
+            variants=(
+                Variant(
+                    "lira",
+                    "LiRA online (Carlini et al. 2022) with reference models of the target's recipe",
+                    True,
+                ),
+                Variant("lira_offline", "LiRA offline (OUT reference models only)", False),
+            ),
+        ),
+        AttackSpec(
+            "rmia",
+            "reference",
+            rmia_scores,
+            RECIPE,
+            cost_rank=0,
+            uses_device=False,
+            variants=(
+                Variant(
+                    "rmia", "RMIA (Zarifzadeh et al. 2024) with reference models of the target's recipe", True
+                ),
+                Variant("rmia_offline", "RMIA offline (OUT reference models only)", False),
+            ),
+        ),
+    )
+}
+
+
+class _ByVariant(Mapping[str, str]):
+    """A live view of :data:`REGISTRY`: report-row name -> one text about it (read at each lookup, so an
+    attack registered later is seen everywhere at once)."""
+
+    def __init__(self, text: Callable[[AttackSpec, Variant], str]) -> None:
+        self._text = text
+
+    def _table(self) -> dict[str, str]:
+        return {v.name: self._text(spec, v) for spec in REGISTRY.values() for v in spec.variants}
+
+    def __getitem__(self, name: str) -> str:
+        return self._table()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table())
+
+    def __len__(self) -> int:
+        return len(self._table())
+
+
+def attack_names(kind: str | None = None) -> tuple[str, ...]:
+    """Names ``attack_models`` accepts (of one ``kind`` when given), in registry order: learned first."""
+    return tuple(name for name, spec in REGISTRY.items() if kind is None or spec.kind == kind)
+
+
+#: The names as registered when the package was imported (for help texts and defaults).
+ATTACK_NAMES = attack_names()
+LEARNED_ATTACKS = attack_names("learned")
+REFERENCE_ATTACKS = attack_names("reference")
+#: Description of each report row (variant name -> text).
+ATTACK_DESCRIPTIONS: Mapping[str, str] = _ByVariant(lambda spec, variant: variant.description)
+#: What the attacker behind each report row needs to know.
+KNOWLEDGE: Mapping[str, str] = _ByVariant(lambda spec, variant: spec.knowledge)
