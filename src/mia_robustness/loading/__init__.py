@@ -96,7 +96,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import LimitError, MiaError, ModelError, UnsafeModelError
+from ..errors import LimitError, MiaError, ModelError, UnsafeModelError
 
 _LOG = logging.getLogger("mia_robustness.loading")
 
