@@ -34,7 +34,7 @@ from sklearn.tree import DecisionTreeClassifier
 
 from mia_robustness import loading
 from mia_robustness.errors import LimitError, MiaError, ModelError, UnsafeModelError
-from mia_robustness.loading import load_model, saved_sklearn_version
+from mia_robustness.loading import load_model
 
 # ---------------------------------------------------------------------------------------------------
 # Writing pickles opcode by opcode
@@ -408,7 +408,7 @@ def test_object_arrays_saved_the_legitimate_way_still_load(tmp_path):
             joblib.dump(model, path)
         else:
             path.write_bytes(pickle.dumps(model, protocol=int(how[-1])))
-        loaded = load_model(path)
+        loaded = load_model(path).estimator
         assert list(loaded.labels_) == ["yes", "no", None]
         assert loaded.records_.tolist() == model.records_.tolist()
         np.testing.assert_array_equal(loaded.masked_.mask, model.masked_.mask)
@@ -417,7 +417,7 @@ def test_object_arrays_saved_the_legitimate_way_still_load(tmp_path):
     for_skops = fitted_logistic()
     for_skops.labels_, for_skops.masked_ = model.labels_, model.masked_
     sio.dump(for_skops, tmp_path / "model.skops")
-    loaded = load_model(tmp_path / "model.skops")
+    loaded = load_model(tmp_path / "model.skops").estimator
     assert list(loaded.labels_) == ["yes", "no", None]
     np.testing.assert_array_equal(loaded.masked_.mask, model.masked_.mask)
 
@@ -520,7 +520,7 @@ def test_a_large_forest_passes_the_check(tmp_path):
     for how in ("joblib", "skops"):
         path = tmp_path / f"forest.{how}"
         joblib.dump(forest, path) if how == "joblib" else sio.dump(forest, path)
-        loaded = load_model(path)
+        loaded = load_model(path).estimator
         np.testing.assert_array_equal(loaded.predict_proba(features), forest.predict_proba(features))
 
 
@@ -764,7 +764,7 @@ def test_saved_version_that_is_not_a_version_is_none(tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         loaded = load_model(path)
-    assert saved_sklearn_version(loaded) is None
+    assert loaded.saved_version is None
     assert not any("\x1b" in str(warning.message) for warning in caught)
 
 
@@ -779,7 +779,7 @@ def test_skops_saved_version_that_is_not_a_version_is_none(tmp_path):
     write_skops(path, schema, members)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert saved_sklearn_version(load_model(path)) is None
+        assert load_model(path).saved_version is None
 
 
 def test_exception_text_from_the_file_is_not_repeated(tmp_path):

@@ -181,7 +181,7 @@ def test_misbehaving_models(tmp_path, frames, mode, monkeypatch):
         members.drop(columns="label"), members["label"]
     )
     # This class is test code, not in the allowlist: it is handed to the model stage in this process.
-    monkeypatch.setattr(loading, "load_model", lambda path: model)
+    monkeypatch.setattr(loading, "load_model", lambda path: loading.LoadedModel(model, None))
     with pytest.raises(ModelError) as caught:
         audit(write_bundle(tmp_path, honest, members, non_members), FAST, sandbox=False)
     assert caught.value.code in ("predict_failed", "bad_probabilities")

@@ -42,7 +42,7 @@ from sklearn.tree import DecisionTreeClassifier
 
 from conftest import adult_frame, needs_adult
 from mia_robustness.errors import LimitError, ModelError, UnsafeModelError
-from mia_robustness.loading import MODEL_SUFFIXES, load_model, saved_sklearn_version
+from mia_robustness.loading import MODEL_SUFFIXES, _load_pickle, _saved_version, load_model
 
 # ---------------------------------------------------------------------------------------------------
 # Honest models
@@ -135,9 +135,11 @@ def _save(model, path, how):
 
 
 def _assert_same_predictions(original, loaded, data):
-    assert type(loaded) is type(original)
-    np.testing.assert_array_equal(loaded.predict_proba(data), original.predict_proba(data))
-    np.testing.assert_array_equal(loaded.predict(data), original.predict(data))
+    """``loaded`` (what load_model returned) holds an estimator that predicts as ``original`` does."""
+    estimator = loaded.estimator
+    assert type(estimator) is type(original)
+    np.testing.assert_array_equal(estimator.predict_proba(data), original.predict_proba(data))
+    np.testing.assert_array_equal(estimator.predict(data), original.predict(data))
 
 
 @pytest.mark.parametrize("how", ["pickle", "joblib", "skops"])
@@ -147,7 +149,7 @@ def test_honest_model_round_trips(tmp_path, fitted, name, how):
     suffix = ".skops" if how == "skops" else (".pkl" if how == "pickle" else ".joblib")
     loaded = load_model(_save(model, tmp_path / f"model{suffix}", how))
     _assert_same_predictions(model, loaded, data)
-    assert saved_sklearn_version(loaded) == sklearn.__version__
+    assert loaded.saved_version == sklearn.__version__
 
 
 @pytest.mark.parametrize("how", ["joblib_zlib3", "joblib_lzma3", "joblib_gzip", "joblib_bz2"])
@@ -256,7 +258,7 @@ def test_model_suffixes():
 
 
 # ---------------------------------------------------------------------------------------------------
-# saved_sklearn_version
+# The saved scikit-learn version
 
 
 def test_saved_version_is_read_from_the_file(tmp_path, fitted):
@@ -270,17 +272,18 @@ def test_saved_version_is_read_from_the_file(tmp_path, fitted):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # InconsistentVersionWarning, on purpose
         loaded = load_model(path)
-    assert saved_sklearn_version(loaded) == old.decode()
-    assert "_sklearn_version" not in vars(loaded)  # sklearn pops it, which is why load_model notes it
+    assert loaded.saved_version == old.decode()
+    assert "_sklearn_version" not in vars(loaded.estimator)  # sklearn pops it: the loader notes it
 
 
 def test_saved_version_unknown_and_pipeline_steps(tmp_path, fitted):
     model, _ = fitted["tree"]
-    assert saved_sklearn_version(model) is None  # never saved
-    assert saved_sklearn_version(object()) is None
-    loaded_tree = load_model(_save(model, tmp_path / "tree.joblib", "joblib"))
+    assert _saved_version(model, []) is None  # never saved
+    assert _saved_version(object(), []) is None
+    loaded_tree, noted = _load_pickle(_save(model, tmp_path / "tree.joblib", "joblib"), None)
+    assert _saved_version(model, noted) is None  # noted for the loaded tree, not for another object
     assembled = Pipeline([("scale", StandardScaler()), ("tree", loaded_tree)])
-    assert saved_sklearn_version(assembled) == sklearn.__version__  # found in a step
+    assert _saved_version(assembled, noted) == sklearn.__version__  # found in a step
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -143,7 +143,7 @@ def test_search_grid_naming_a_cache_folder_never_writes_there(tmp_path, worker_p
     _fit(search, features, labels, is_member)
     assert search.best_estimator_.memory == str(cache)
     joblib.dump(search, tmp_path / "model.joblib")
-    search = load_model(tmp_path / "model.joblib")  # the loader admits it: a grid of strings is data
+    search = load_model(tmp_path / "model.joblib").estimator  # admitted: a grid of strings is data
     shutil.rmtree(cache)  # the target's own fit cached there: start empty
     cache.mkdir()
     before = _children()

@@ -87,10 +87,10 @@ import pickle
 import re
 import sys
 import types
-import weakref
 import zipfile
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -253,9 +253,6 @@ _SKLEARN_FUNCTION_MODULES = {
 
 _MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-
-# The scikit-learn version each loaded estimator was pickled with (sklearn's __setstate__ pops it).
-_SAVED_VERSIONS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
 
 class _Refused:
@@ -1277,12 +1274,6 @@ class _LimitedReader:
         return self._raw.peek(size)
 
 
-def _record_versions(gate: _Gate) -> None:
-    for inst, version in gate.versions:
-        with contextlib.suppress(TypeError):  # objects without weak-reference support keep no record
-            _SAVED_VERSIONS[inst] = version
-
-
 def _name(path: Path) -> str:
     """The file's name for messages (a bundle member's name comes from the uploader too)."""
     return _clean(path.name)
@@ -1316,7 +1307,9 @@ def _corrupt(path: Path, exc: BaseException, stage: str) -> ModelError:
     )
 
 
-def _load_pickle(path: Path, max_bytes: int | None) -> Any:
+def _load_pickle(path: Path, max_bytes: int | None) -> tuple[Any, list[tuple[Any, str]]]:
+    """The object a pickle or joblib file holds, and the (object, saved scikit-learn version) pairs noted
+    from its ``BUILD`` states before scikit-learn removed them."""
     from joblib.numpy_pickle_utils import _validate_fileobject_and_memmap
 
     gate = _Gate(_name(path), max_bytes)
@@ -1349,8 +1342,7 @@ def _load_pickle(path: Path, max_bytes: int | None) -> Any:
             raise _corrupt(path, exc, "unpickling") from None
     if gate.refused:
         raise _refusal(path, gate.refused)
-    _record_versions(gate)
-    return model
+    return model, gate.versions
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -1717,7 +1709,9 @@ class _SkopsCheck:
         return size
 
 
-def _load_skops(path: Path, max_bytes: int | None) -> Any:
+def _load_skops(path: Path, max_bytes: int | None) -> tuple[Any, list[tuple[Any, str]]]:
+    """The object a skops file holds, and the (object, saved scikit-learn version) pair of its top-level
+    object when the schema has one that looks like a version."""
     import skops.io as sio
 
     budget = _Budget(max_bytes, _name(path))
@@ -1766,10 +1760,7 @@ def _load_skops(path: Path, max_bytes: int | None) -> Any:
     except Exception as exc:  # noqa: BLE001
         raise _corrupt(path, exc, "loading the skops file") from None
     version = _skops_saved_version(schema)
-    if version is not None:
-        with contextlib.suppress(TypeError):
-            _SAVED_VERSIONS[model] = version
-    return model
+    return model, [] if version is None else [(model, version)]
 
 
 def _skops_saved_version(schema: Any) -> str | None:
@@ -1938,7 +1929,28 @@ def _check_loaded(path: Path, model: Any) -> None:
         todo.extend(_inner_objects(obj, tree_cython))
 
 
-def load_model(path: Path, *, max_bytes: int | None = DEFAULT_MAX_MODEL_BYTES) -> Any:
+@dataclass(frozen=True)
+class LoadedModel:
+    """What :func:`load_model` returns.
+
+    Attributes
+    ----------
+    estimator:
+        The loaded classifier; it has ``predict_proba``.
+    saved_version:
+        The scikit-learn version the model was saved with, or ``None`` when unknown or not a version.
+        scikit-learn writes ``_sklearn_version`` into each estimator's saved state and removes it when
+        loading, so the loaders note it as they go; the top-level estimator is consulted first, then, for
+        a ``Pipeline``, its steps in order. The value comes from the file, so it is kept only if it looks
+        like a version (``1.5.2``, ``1.6.dev0``): never text with escape sequences or newlines for a
+        terminal.
+    """
+
+    estimator: Any
+    saved_version: str | None
+
+
+def load_model(path: Path, *, max_bytes: int | None = DEFAULT_MAX_MODEL_BYTES) -> LoadedModel:
     """Load a classifier from a model file, refusing any code the allowlist does not admit.
 
     Parameters
@@ -1952,7 +1964,8 @@ def load_model(path: Path, *, max_bytes: int | None = DEFAULT_MAX_MODEL_BYTES) -
 
     Returns
     -------
-    The estimator; it has ``predict_proba``.
+    The estimator (it has ``predict_proba``) and the scikit-learn version it was saved with, as a
+    :class:`LoadedModel`.
 
     Raises
     ------
@@ -1983,7 +1996,7 @@ def load_model(path: Path, *, max_bytes: int | None = DEFAULT_MAX_MODEL_BYTES) -
             code="corrupt_model",
         )
     is_zip = head == b"PK\x03\x04"  # skops files are zip archives; pickles never start like that
-    model = _load_skops(path, max_bytes) if is_zip else _load_pickle(path, max_bytes)
+    model, noted = _load_skops(path, max_bytes) if is_zip else _load_pickle(path, max_bytes)
     try:
         _check_loaded(path, model)
         has_proba = hasattr(model, "predict_proba")
@@ -1999,30 +2012,28 @@ def load_model(path: Path, *, max_bytes: int | None = DEFAULT_MAX_MODEL_BYTES) -
             f"{hint}; the audit needs a fitted classifier that gives class probabilities",
             code="not_a_classifier",
         )
-    return model
+    return LoadedModel(model, _saved_version(model, noted))
 
 
-def saved_sklearn_version(model: Any) -> str | None:
-    """The scikit-learn version ``model`` was saved with, or ``None`` when unknown or not a version.
+def _saved_version(model: Any, noted: list[tuple[Any, str]]) -> str | None:
+    """The scikit-learn version ``model`` was saved with (see :attr:`LoadedModel.saved_version`).
 
     Parameters
     ----------
     model:
-        An estimator returned by :func:`load_model`. scikit-learn writes ``_sklearn_version`` into each
-        estimator's pickled state and removes it when loading, so :func:`load_model` notes it; the
-        top-level estimator is consulted first, then, for a ``Pipeline``, its steps in order. The value
-        comes from the file, so it is returned only if it looks like a version (``1.5.2``,
-        ``1.6.dev0``): never text with escape sequences or newlines for a terminal.
+        The loaded object.
+    noted:
+        (object, version) pairs the loader noted before scikit-learn removed them (a later pair for the
+        same object wins). An object without one is looked up in its own attributes, where classes
+        that do not remove the version keep it.
     """
+    by_object = {id(obj): version for obj, version in noted}  # ``noted`` keeps the objects alive
     candidates = [model]
     steps = getattr(model, "steps", None)
     if isinstance(steps, list):
         candidates += [step[1] for step in steps if isinstance(step, tuple) and len(step) == 2]
     for candidate in candidates:
-        try:
-            version = _SAVED_VERSIONS.get(candidate)
-        except TypeError:
-            version = None
+        version = by_object.get(id(candidate))
         if version is None:
             attributes = getattr(candidate, "__dict__", None)
             version = attributes.get("_sklearn_version") if isinstance(attributes, dict) else None

@@ -43,13 +43,13 @@ class ModelFiles:
 
 def load_files(files: ModelFiles) -> tuple[Any, pd.DataFrame, pd.DataFrame, str | None]:
     """The model (through the hardened loader), the two tables, and the version the model was saved with."""
-    from ..loading import load_model, saved_sklearn_version
+    from ..loading import load_model
     from ..tables import read_table
 
-    model = load_model(files.model)
+    loaded = load_model(files.model)
     members = read_table(files.members, "members")
     non_members = read_table(files.non_members, "non-members")
-    return model, members, non_members, saved_sklearn_version(model)
+    return loaded.estimator, members, non_members, loaded.saved_version
 
 
 # ---- the wire: child side ------------------------------------------------------------------------------
