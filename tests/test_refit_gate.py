@@ -36,7 +36,8 @@ from conftest import adult_frame, needs_adult, noisy_numeric_frame
 from mia_robustness.attacks.reference import balanced_in_mask
 from mia_robustness.errors import ModelError
 from mia_robustness.loading import load_model
-from mia_robustness.reference import _contained_clone, fit_reference_confidences, run_reference_attacks
+from mia_robustness.recipe import contained_clone
+from mia_robustness.reference import fit_reference_confidences, run_reference_attacks
 
 # --------------------------------------------------------------------------------------------------
 # helpers
@@ -202,7 +203,7 @@ def test_search_is_refit_from_its_best_estimator(search_class, space):
     )
     _fit(search, features, labels, is_member)
     confidence = _confidence(search, features, labels)
-    template = _contained_clone(search)
+    template = contained_clone(search)
     assert type(template) is RandomForestClassifier
     assert template.get_params() == {**search.best_estimator_.get_params(), "n_jobs": 1}
     from_search = _reference(search, features, labels, is_member, confidence)
@@ -231,7 +232,7 @@ def test_nested_searches_are_their_best_estimators_or_refused(tmp_path):
         cv=3,
     )
     outer = _fit(Pipeline([("poly", PolynomialFeatures(2)), ("search", inner)]), features, labels, is_member)
-    template = _contained_clone(outer)
+    template = contained_clone(outer)
     step = template.named_steps["search"]
     assert type(step) is Pipeline and step.memory is None
     assert outer.named_steps["search"].best_params_["lr__C"] == step.named_steps["lr"].C
@@ -241,7 +242,7 @@ def test_nested_searches_are_their_best_estimators_or_refused(tmp_path):
     )
     _fit(stack, features, labels, is_member)
     with pytest.raises(ModelError) as caught:
-        _contained_clone(stack)
+        contained_clone(stack)
     assert caught.value.code == "search_not_refit" and "search" in caught.value.message
 
 
@@ -270,7 +271,7 @@ def test_memory_n_jobs_and_verbose_are_neutral_at_every_depth(tmp_path, worker_p
     with joblib.parallel_config(backend="threading"):
         _fit(model, features, labels, is_member)
         confidence = _confidence(model, features, labels)  # the target itself still uses its pools
-    template = _contained_clone(model)
+    template = contained_clone(model)
     params = _every_param(template)
     assert {path for path, _ in params if path.endswith("memory")} == {"bag__estimator__memory"}
     for path, value in params:
@@ -345,15 +346,15 @@ def test_a_score_function_or_scorer_holding_a_hostile_callable_is_refused():
     model = _fit(SelectKBest(f_classif, k=3), features, labels, is_member)
     model.score_func = functools.partial(f_classif)
     with pytest.raises(ModelError) as caught:
-        _contained_clone(model)
+        contained_clone(model)
     assert caught.value.code == "unsafe_recipe" and "score_func" in caught.value.message
 
     scored = LogisticRegressionCV(Cs=2, cv=3, scoring=make_scorer(accuracy_score))
     scored = _fit(scored, features, labels, is_member)
-    assert _contained_clone(scored).scoring is not None  # an admitted scorer passes
+    assert contained_clone(scored).scoring is not None  # an admitted scorer passes
     scored.scoring._score_func = eval  # inside a scikit-learn object that is not an estimator
     with pytest.raises(ModelError) as caught:
-        _contained_clone(scored)
+        contained_clone(scored)
     assert caught.value.code == "unsafe_recipe" and "scoring" in caught.value.message
 
 
@@ -370,7 +371,7 @@ def test_admitted_callables_still_refit():
         ]
     )
     _fit(model, features, labels, is_member)
-    template = _contained_clone(model)
+    template = contained_clone(model)
     assert template.named_steps["svc"].cache_size == 200  # a memory knob that never changes the result
     assert template.named_steps["shape"].func is np.arcsinh
     assert len(_reference(model, features, labels, is_member)) == 2
@@ -438,7 +439,7 @@ def test_a_forest_declaring_a_million_trees_is_refit_at_its_fitted_size(forest_f
 def test_ordinary_forest_refits_are_unchanged(forest_fit_sizes):
     features, labels, is_member = _rows(noisy_numeric_frame(400, seed=41))
     model = _fit(RandomForestClassifier(n_estimators=20, random_state=3), features, labels, is_member)
-    template = _contained_clone(model)
+    template = contained_clone(model)
     assert template.get_params() == {**model.get_params(), "n_jobs": 1}
     forest_fit_sizes.clear()
     first = _reference(model, features, labels, is_member)
@@ -453,9 +454,9 @@ def test_iteration_and_width_knobs_are_capped_at_the_fitted_model():
         HistGradientBoostingClassifier(max_iter=5, early_stopping=False), features, labels, is_member
     )
     boosted.max_iter = 10**6
-    assert _contained_clone(boosted).max_iter == 5  # no early stopping: the fitted count is the size
+    assert contained_clone(boosted).max_iter == 5  # no early stopping: the fitted count is the size
     boosted._predictors = boosted._predictors[:1] * 10**4  # one iteration repeated is no evidence
-    assert _contained_clone(boosted).max_iter == 1
+    assert contained_clone(boosted).max_iter == 1
 
     early = HistGradientBoostingClassifier(
         max_iter=300, early_stopping=True, n_iter_no_change=2, random_state=0
@@ -463,19 +464,19 @@ def test_iteration_and_width_knobs_are_capped_at_the_fitted_model():
     early = _fit(early, features, labels, is_member)
     assert early.n_iter_ < 300
     early.max_iter = 10**6
-    assert _contained_clone(early).max_iter == max(4 * early.n_iter_ + 10, 100)
+    assert contained_clone(early).max_iter == max(4 * early.n_iter_ + 10, 100)
 
     mlp = MLPClassifier(hidden_layer_sizes=(8,), max_iter=30, random_state=0)
     mlp = _fit(mlp, features, labels, is_member)
     mlp.hidden_layer_sizes, mlp.max_iter = (10**5, 10**5), 10**7
-    template = _contained_clone(mlp)
+    template = contained_clone(mlp)
     assert template.hidden_layer_sizes == (8,) and template.max_iter == 200
 
     poly = _fit(
         Pipeline([("poly", PolynomialFeatures(2)), ("lr", LogisticRegression())]), features, labels, is_member
     )
     poly.named_steps["poly"].degree = 40
-    assert _contained_clone(poly).named_steps["poly"].degree == 2
+    assert contained_clone(poly).named_steps["poly"].degree == 2
 
     classes = np.unique(labels)
     started = time.perf_counter()
