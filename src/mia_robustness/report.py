@@ -1,7 +1,7 @@
-"""The robustness report: dataclasses, the summary's rules, and JSON / CSV / text renderings.
+"""The robustness report: dataclasses, the summary, and JSON / CSV / text renderings (HTML: ``report_html/``).
 
-Rendering knows nothing of how the figures were made; the summary rules (risk level, robustness score,
-knowledge needed) are documented here and in the README.
+Rendering knows nothing of how the figures were made; the summary judges by the rules in ``rules.py``
+(risk level, robustness score, knowledge needed), which the README and the HTML page state.
 """
 
 from __future__ import annotations
@@ -17,21 +17,12 @@ import numpy as np
 
 from .errors import OptionsError
 from .metrics import METRIC_NAMES, RateIntervals
+from .report_html import render_html
+from .rules import KNOWLEDGE_SHARE, knowledge_needed, risk_level, robustness_score
 from .sweep import CellResult
 
 SCHEMA_VERSION = "1.0"
 DECIMALS = 6
-
-# Risk levels from the strongest attack (documented in the README). An attack is judged by both its
-# ROC AUC and its true-positive rate at 1% false positives: the second catches attacks that are
-# confident about a few records, which AUC averages away.
-RISK_RULES = (
-    ("high", 0.70, 0.10),
-    ("medium", 0.60, 0.05),
-    ("low", 0.55, 0.02),
-)
-KNOWLEDGE_SHARE = 0.95
-CHANCE_MARGIN = 0.02
 
 
 @dataclass(frozen=True)
@@ -178,31 +169,6 @@ def aggregate(cells: Sequence[CellResult], knowledge: dict[str, str]) -> list[Re
     return rows
 
 
-def risk_level(auc: float, tpr_at_1pct: float) -> str:
-    """``high`` / ``medium`` / ``low`` by :data:`RISK_RULES`, else ``minimal``."""
-    for level, auc_floor, tpr_floor in RISK_RULES:
-        if auc >= auc_floor or tpr_at_1pct >= tpr_floor:
-            return level
-    return "minimal"
-
-
-def knowledge_needed(rows: Sequence[ResultRow]) -> float | None:
-    """Smallest proportion at which an attack model reaches 95% of its full-knowledge lift over chance.
-
-    ``rows`` are one attack model's rows. The lift is AUC - 0.5 (AUC itself would make any attack near
-    chance look "95% there" at once); ``None`` when the full-knowledge attack is within
-    ``CHANCE_MARGIN`` of chance, i.e. no knowledge level gives a real attack.
-    """
-    ordered = sorted(rows, key=lambda r: r.proportion)
-    full_lift = ordered[-1].mean["auc"] - 0.5
-    if full_lift <= CHANCE_MARGIN:
-        return None
-    for row in ordered:
-        if row.mean["auc"] - 0.5 >= KNOWLEDGE_SHARE * full_lift:
-            return row.proportion
-    return ordered[-1].proportion
-
-
 def strongest_row(results: Sequence[ResultRow]) -> ResultRow:
     """The attack model and proportion with the highest mean AUC (ties: higher TPR at 1% FPR)."""
     return max(results, key=lambda r: (r.mean["auc"], r.mean["tpr_at_1pct_fpr"]))
@@ -221,7 +187,7 @@ def summarise(
     precise_01 = max(results, key=lambda r: r.mean["tpr_at_0_1pct_fpr"])
     worst_tpr = precise_1.mean["tpr_at_1pct_fpr"]
     level = risk_level(strongest.mean["auc"], worst_tpr)
-    score = int(round(100 * (1 - min(max(worst_advantage, 0.0), 1.0))))
+    score = robustness_score(worst_advantage)
     # Knowledge needed is read off the strongest attack that was measured at several proportions (the
     # reference-model attacks run at the largest proportion only).
     swept = [
@@ -262,8 +228,9 @@ def summarise(
         )
     else:
         sentences.append(
-            f"An attacker who knows {needed:.0%} of the training rows it could know already gets 95% of the full-knowledge "
-            f"{swept_strongest.attack_model} attack's advantage over guessing, so limiting what an attacker knows "
+            f"An attacker who knows {needed:.0%} of the training rows it could know already gets "
+            f"{KNOWLEDGE_SHARE:.0%} of the full-knowledge {swept_strongest.attack_model} attack's advantage over "
+            f"guessing, so limiting what an attacker knows "
             f"{'protects little' if needed <= 0.3 else 'helps only partly' if needed <= 0.6 else 'helps'}."
         )
     sentences.append(
@@ -372,8 +339,6 @@ def render_text(report: dict[str, Any]) -> str:
 
 
 def _render_html(report: Report) -> str:
-    from .report_html import render_html
-
     return render_html(report.to_dict())
 
 
