@@ -201,8 +201,9 @@ def memory_estimate(args: argparse.Namespace, overrides: dict) -> float:
     from mia_robustness.bundle import open_bundle
     from mia_robustness.bundle_audit import resolve_options
     from mia_robustness.engine import estimate_peak_memory_mb
+    from mia_robustness.prepare import resolve_label_column
     from mia_robustness.sweep import default_workers
-    from mia_robustness.tables import read_table, resolve_label_column
+    from mia_robustness.tables import read_table
 
     with open_bundle(args.bundle) as bundle:
         options = resolve_options(bundle.config, overrides)
@@ -230,8 +231,9 @@ def run_art(args: argparse.Namespace) -> dict:
     from mia_robustness.bundle import open_bundle
     from mia_robustness.loading import load_model
     from mia_robustness.options import options_from_mapping
+    from mia_robustness.prepare import prepare_data
     from mia_robustness.sweep import attacker_rows, plan_cells
-    from mia_robustness.tables import prepare_data, read_table
+    from mia_robustness.tables import read_table
     from mia_robustness.target import label_positions, model_classes
 
     options = options_from_mapping(

@@ -123,6 +123,13 @@ def shown(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+def shown_names(names, most: int = 5) -> str:
+    """Column names for a message: the first ``most``, each cut short and escaped."""
+    names = list(names)
+    text = ", ".join(shown(str(n), 40) for n in names[:most])
+    return text + (", ..." if len(names) > most else "")
+
+
 def _as_list(name: str, value: Any, hint: str = "give each value once") -> list[Any]:
     if isinstance(value, str):
         items = [item.strip() for item in value.replace(";", ",").split(",")]

@@ -1,8 +1,7 @@
-"""Tables: read the members / non-members files and shape them for the target model.
+"""Tables: read the members / non-members files (CSV or Parquet) into DataFrames, checked.
 
 Reading validates what a CSV or Parquet file can get wrong (encoding, ragged rows, duplicate or too many
-columns, empty tables). Preparing picks the label column, aligns feature columns to the order the model
-expects, and balances members and non-members by subsampling the larger side.
+columns, empty tables). Shaping the rows for the target is the engine's (``prepare.py``).
 
 A table comes from an untrusted bundle, so what could make the parser do unbounded work is checked
 before pandas runs: a CSV's header row and first data row are parsed from the file's first
@@ -21,36 +20,25 @@ import csv
 import io
 import warnings
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from .errors import DataError
-from .options import shown
+from .options import shown, shown_names
 
 try:  # for a Parquet file's schema alone; pandas reads the data with it too
     import pyarrow.parquet as _parquet
 except ImportError:  # pragma: no cover - pandas then says the Parquet file is unreadable
     _parquet = None
 
-LABEL_CANDIDATES = ("label", "target", "class", "y")
 MAX_COLUMNS = 10_000
-MIN_ROWS_PER_SIDE = 100
 ENCODINGS = ("utf-8-sig", "latin-1")
 # The header row and the first data row must lie within a CSV's first HEAD_BYTES (10,000 columns of
 # 200-character names take 2 MB).
 HEAD_BYTES = 4 * 1024 * 1024
 # Python's csv module refuses longer fields (csv.field_size_limit(), a process-wide setting left alone).
 MAX_COLUMN_NAME_CHARS = 131_072
-
-
-def _names(names, most: int = 5) -> str:
-    """Column names for a message: the first ``most``, each cut short and escaped."""
-    names = list(names)
-    text = ", ".join(shown(str(n), 40) for n in names[:most])
-    return text + (", ..." if len(names) > most else "")
 
 
 def read_table(path: Path, role: str) -> pd.DataFrame:
@@ -95,7 +83,7 @@ def _check_column_names(columns: list[str], name: str) -> None:
     duplicates = sorted(column for column, count in Counter(columns).items() if count > 1)
     if duplicates:
         raise DataError(
-            f"the {name} has duplicate column names: {_names(duplicates)}; rename them",
+            f"the {name} has duplicate column names: {shown_names(duplicates)}; rename them",
             code="duplicate_columns",
         )
 
@@ -220,142 +208,3 @@ def _ragged(name: str, detail: str) -> DataError:
         f"the {name} has ragged rows ({detail}); every row needs the header's number of fields",
         code="ragged_rows",
     )
-
-
-def resolve_label_column(frame: pd.DataFrame, requested: str | None, role: str) -> str:
-    """The label column: ``requested``, else ``label``/``target``/``class``/``y`` (any case), else the last."""
-    if requested is not None:
-        if requested not in frame.columns:
-            raise DataError(
-                f"label column {shown(requested)} is not in the {role} table (columns: "
-                f"{_names(frame.columns, 10)}); set label_column to one of them",
-                code="missing_label_column",
-            )
-        return requested
-    lowered = {str(c).lower(): c for c in frame.columns}
-    for candidate in LABEL_CANDIDATES:
-        if candidate in lowered:
-            return lowered[candidate]
-    return frame.columns[-1]
-
-
-@dataclass(frozen=True)
-class PreparedData:
-    """Members and non-members ready for the target, balanced.
-
-    Attributes
-    ----------
-    features:
-        Feature rows for the model, members first then non-members, in the model's column order.
-    labels:
-        True labels as given in the tables (same order as ``features``).
-    is_member:
-        1 for a member row, 0 for a non-member.
-    source_rows:
-        Row number (0-based, data rows) of each row in its own table, to point at exposed records.
-    """
-
-    features: pd.DataFrame
-    labels: np.ndarray
-    is_member: np.ndarray
-    source_rows: np.ndarray
-    label_column: str
-    feature_columns: tuple[str, ...]
-    members_available: int
-    non_members_available: int
-    balancing: str
-
-
-def prepare_data(
-    members: pd.DataFrame,
-    non_members: pd.DataFrame,
-    model: object,
-    label_column: str | None,
-    rng: np.random.Generator,
-) -> PreparedData:
-    """Pick the label column, align features to ``model``, and balance the two sides by subsampling."""
-    label = resolve_label_column(members, label_column, "members")
-    if label not in non_members.columns:
-        raise DataError(
-            f"the non-members table has no label column {shown(str(label))}; both tables need the same columns",
-            code="missing_label_column",
-        )
-    feature_columns = _feature_columns(members, non_members, model, label)
-    for frame, role in ((members, "members"), (non_members, "non-members")):
-        if frame[label].isna().any():
-            raise DataError(
-                f"the {role} table has {int(frame[label].isna().sum())} rows without a label in {shown(str(label))}; drop or fill them",
-                code="missing_labels",
-            )
-    n_members, n_non_members = len(members), len(non_members)
-    if min(n_members, n_non_members) < MIN_ROWS_PER_SIDE:
-        raise DataError(
-            f"too few rows: {n_members} members and {n_non_members} non-members; an audit needs at least "
-            f"{MIN_ROWS_PER_SIDE} of each",
-            code="too_few_rows",
-        )
-    n = min(n_members, n_non_members)
-    member_rows = np.sort(rng.choice(n_members, size=n, replace=False)) if n_members > n else np.arange(n)
-    non_member_rows = (
-        np.sort(rng.choice(n_non_members, size=n, replace=False)) if n_non_members > n else np.arange(n)
-    )
-    if n_members > n:
-        balancing = f"members subsampled from {n_members} to {n} to match the non-members"
-    elif n_non_members > n:
-        balancing = f"non-members subsampled from {n_non_members} to {n} to match the members"
-    else:
-        balancing = "none (equal sizes)"
-    features = pd.concat(
-        [
-            members.iloc[member_rows][list(feature_columns)],
-            non_members.iloc[non_member_rows][list(feature_columns)],
-        ],
-        ignore_index=True,
-    )
-    labels = np.concatenate(
-        [members[label].to_numpy()[member_rows], non_members[label].to_numpy()[non_member_rows]]
-    )
-    return PreparedData(
-        features=features,
-        labels=labels,
-        is_member=np.concatenate([np.ones(n, dtype=np.int8), np.zeros(n, dtype=np.int8)]),
-        source_rows=np.concatenate([member_rows, non_member_rows]),
-        label_column=str(label),
-        feature_columns=feature_columns,
-        members_available=n_members,
-        non_members_available=n_non_members,
-        balancing=balancing,
-    )
-
-
-def _feature_columns(
-    members: pd.DataFrame, non_members: pd.DataFrame, model: object, label: str
-) -> tuple[str, ...]:
-    expected = getattr(model, "feature_names_in_", None)
-    if expected is not None:
-        expected = [str(c) for c in expected]
-        for frame, role in ((members, "members"), (non_members, "non-members")):
-            missing = [c for c in expected if c not in frame.columns]
-            if missing:
-                raise DataError(
-                    f"the {role} table lacks {len(missing)} feature column(s) the model was trained on: "
-                    f"{_names(missing)}",
-                    code="feature_mismatch",
-                )
-        return tuple(expected)
-    columns = [c for c in members.columns if c != label]
-    other = [c for c in non_members.columns if c != label]
-    if set(columns) != set(other):
-        only = sorted(set(columns) ^ set(other))
-        raise DataError(
-            f"members and non-members tables have different columns ({_names(only)}); give both the same columns",
-            code="feature_mismatch",
-        )
-    expected_count = getattr(model, "n_features_in_", None)
-    if expected_count is not None and expected_count != len(columns):
-        raise DataError(
-            f"the model expects {expected_count} features but the tables have {len(columns)} besides the label "
-            f"column {shown(str(label))}; check label_column and drop extra columns",
-            code="feature_mismatch",
-        )
-    return tuple(columns)

@@ -234,7 +234,7 @@ def score_target(
     saved_version:
         The scikit-learn version the model was saved with (for the report), when known.
     """
-    from .tables import prepare_data, resolve_label_column
+    from .prepare import prepare_data, resolve_label_column
 
     rng = np.random.default_rng([request.seed, 2**31 - 1])  # a stream of its own for balancing
     data = prepare_data(members, non_members, model, request.label_column, rng)
