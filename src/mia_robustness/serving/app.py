@@ -223,7 +223,7 @@ def _save_body(req: Request, path: Path, limit: int) -> int:
     stream = req.stream
     with path.open("wb") as out:
         while True:
-            chunk = stream.read(min(READ_CHUNK, limit + 1 - total))
+            chunk = _read_body(stream, min(READ_CHUNK, limit + 1 - total))
             if not chunk:
                 break
             total += len(chunk)
@@ -236,3 +236,22 @@ def _save_body(req: Request, path: Path, limit: int) -> int:
             code="empty_body",
         )
     return total
+
+
+def _read_body(stream: Any, size: int) -> bytes:
+    """One read of the request body; a body the HTTP server cannot decode is the client's fault (400).
+
+    Behind nginx the body arrives complete and well-formed; gunicorn alone (``MIA_FRONT_SERVER=none``)
+    raises its own exceptions from the read, e.g. for a malformed chunk size, which would otherwise end
+    as a 500.
+    """
+    try:
+        return stream.read(size)
+    except HTTPException:  # werkzeug's ClientDisconnected and the like: already a 400
+        raise
+    except Exception as error:
+        raise InputError(
+            f"the HTTP request is malformed: its body could not be read ({type(error).__name__}: {error}); "
+            "send a well-formed HTTP/1.1 request (a Content-Length, or valid chunked encoding)",
+            code="bad_http_request",
+        ) from None
