@@ -22,6 +22,7 @@ Variables (all optional):
 ``MIA_MAX_AUDIT_MEMORY_MB``                 refuse an audit whose estimated peak memory is above this
 ``MIA_OPT_ML``                              root of the SageMaker tree for ``train`` (``/opt/ml``)
 ``MIA_LOG_LEVEL``                           ``debug``, ``info`` (default), ``warning`` or ``error``
+``MIA_FRONT_SERVER``                        ``nginx`` (default) in front of gunicorn, or ``none`` (tests)
 ==========================================  ==========================================================
 """
 
@@ -41,6 +42,9 @@ if TYPE_CHECKING:  # the engine's archive module is only needed when limits are 
 MB = 1024 * 1024
 REPORT_MEDIA_TYPES = ("application/json", "text/csv", "text/html")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# What listens on the port: nginx in front of gunicorn (see front.py), or gunicorn itself ("none": only
+# for machines without nginx, e.g. running the tests; slow clients can then hold every HTTP thread).
+FRONT_SERVERS = ("nginx", "none")
 # SageMaker batch transform refuses a MaxPayloadInMB above 100; a larger body limit can still serve
 # direct HTTP callers, but the value advertised to SageMaker is capped.
 SAGEMAKER_MAX_PAYLOAD_MB = 100
@@ -170,6 +174,9 @@ class ServerSettings:
         CPUs the server may use; each audit gets ``max(1, cpus // workers)`` threads.
     log_level:
         Level of the server's and the audits' log lines.
+    front_server:
+        ``nginx`` (listens on ``host:port``, hands complete requests to gunicorn on a unix socket) or
+        ``none`` (gunicorn listens on ``host:port`` itself).
     """
 
     host: str = "0.0.0.0"
@@ -184,6 +191,7 @@ class ServerSettings:
     max_audit_memory_bytes: int | None = None
     cpus: int = 1
     log_level: str = "info"
+    front_server: str = "nginx"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, cpus: int | None = None) -> ServerSettings:
@@ -218,6 +226,7 @@ class ServerSettings:
             max_audit_memory_bytes=None if memory_mb is None else memory_mb * MB,
             cpus=cpus,
             log_level=_choice(environ, "MIA_LOG_LEVEL", "info", LOG_LEVELS),
+            front_server=_choice(environ, "MIA_FRONT_SERVER", "nginx", FRONT_SERVERS),
         )
 
     @property
