@@ -1,8 +1,10 @@
 """Helpers for the tests that drive a real `./serve` over HTTP (test_serve, test_server_stress, test_fuzz).
 
 :class:`Server` starts `./serve` as a subprocess on a free loopback port with its own temporary root and
-log file; the process helpers read ``/proc`` (Linux only) to find the gunicorn worker, the forkserver and
-the audit children, and to measure their open files and memory. :func:`bundle_bytes` makes a real bundle
+log file, behind nginx (the product's way) where nginx is installed, else with gunicorn listening itself
+(``MIA_FRONT_SERVER=none``; :data:`FRONT_SERVER` says which); the process helpers read ``/proc`` (Linux
+only) to find nginx, the gunicorn master and worker, the forkserver and the audit children, and to
+measure their open files and memory. :func:`bundle_bytes` makes a real bundle
 archive (an unpruned decision tree on noisy synthetic data) and returns its bytes.
 """
 
@@ -20,11 +22,15 @@ import requests
 from sklearn.tree import DecisionTreeClassifier
 
 from conftest import REPO_ROOT, noisy_numeric_frame, write_bundle
+from mia_robustness.serving.front import FOLDER_PREFIX, find_nginx
 
 SERVE = REPO_ROOT / "serve"
 TINY = "attack_models=threshold;repeats=1;proportions=0.5,1"
 ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
 STARTUP_SECONDS = 120  # imports are slow on a busy 2-core machine
+# What the serve tests run behind: nginx where it is installed (.ci/run installs it), else gunicorn alone.
+NGINX = find_nginx()
+FRONT_SERVER = "nginx" if NGINX else "none"
 
 
 # Custom attributes that keep an audit of the "busy" bundle running for seconds (about 6 s on one thread
@@ -89,7 +95,8 @@ class Server:
     directory:
         Holds the server's temporary root (``tmp/``, its ``MIA_TEMP_DIR``) and its log (``serve.log``).
     env:
-        Extra environment variables for `./serve` (its settings).
+        Extra environment variables for `./serve` (its settings); ``MIA_FRONT_SERVER`` defaults to
+        :data:`FRONT_SERVER`.
     """
 
     def __init__(self, directory: Path, **env: str) -> None:
@@ -104,8 +111,10 @@ class Server:
             SAGEMAKER_BIND_TO_PORT=str(self.port),
             MIA_BIND_HOST="127.0.0.1",
             MIA_TEMP_DIR=str(self.temp_root),
-            **env,
         )
+        environ.setdefault("MIA_FRONT_SERVER", FRONT_SERVER)
+        environ.update(env)
+        self.front = environ["MIA_FRONT_SERVER"]
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen([str(SERVE)], env=environ, stdout=self._log, stderr=subprocess.STDOUT)
         self.wait_until_up()
@@ -135,10 +144,11 @@ class Server:
         # A fresh connection per call: a refused upload may leave its connection closed by the server.
         return requests.post(f"{self.url}/invocations", data=body, headers=headers, timeout=300)
 
-    def descendants(self) -> list[int]:
-        """Live PIDs below the server: the worker, its forkserver and the audit children."""
+    def descendants(self, root: int | None = None) -> list[int]:
+        """Live PIDs below the server (nginx, gunicorn, its worker, the forkserver and the audit children),
+        or below ``root``."""
         parents = {pid: stat[1] for pid, stat in process_table().items() if stat[0] != "Z"}
-        found, frontier = [], [self.process.pid]
+        found, frontier = [], [self.process.pid if root is None else root]
         while frontier:
             parent = frontier.pop()
             children = [pid for pid, parent_pid in parents.items() if parent_pid == parent]
@@ -152,11 +162,36 @@ class Server:
         below = {self.process.pid, *self.descendants()}
         return [pid for pid, (state, parent) in table.items() if state == "Z" and parent in below]
 
+    def children(self) -> list[int]:
+        """Live PIDs whose parent is `serve` itself."""
+        return [pid for pid in self.descendants() if ppid(pid) == self.process.pid]
+
+    def nginx_master(self) -> int:
+        """PID of nginx's master process (a child of `serve`, behind nginx only)."""
+        assert self.front == "nginx", "this server runs without nginx"
+        masters = [pid for pid in self.children() if cmdline(pid).startswith("nginx")]
+        assert len(masters) == 1, f"expected one nginx master, found {masters}"
+        return masters[0]
+
+    def gunicorn_master(self) -> int:
+        """PID of the gunicorn master: `serve` itself without nginx, its other child behind nginx."""
+        if self.front == "none":
+            return self.process.pid
+        masters = [pid for pid in self.children() if not cmdline(pid).startswith("nginx")]
+        assert len(masters) == 1, f"expected one gunicorn master, found {masters}"
+        return masters[0]
+
     def worker(self) -> int:
-        """PID of the (single) gunicorn worker: the master's child."""
-        children = [pid for pid in self.descendants() if ppid(pid) == self.process.pid]
+        """PID of the (single) gunicorn worker: the gunicorn master's child."""
+        master = self.gunicorn_master()
+        children = [pid for pid in self.descendants() if ppid(pid) == master]
         assert len(children) == 1, f"expected one gunicorn worker, found {children}"
         return children[0]
+
+    def leftovers(self) -> list[Path]:
+        """What is in the temporary root besides the front server's own folder (nginx's configuration,
+        buffers and gunicorn's socket, there while `serve` runs): the invocations' folders."""
+        return [path for path in self.temp_root.iterdir() if not path.name.startswith(FOLDER_PREFIX)]
 
     def forkservers(self) -> list[int]:
         """PIDs of the audit forkservers (normally one, started by the worker)."""

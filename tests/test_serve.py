@@ -337,7 +337,7 @@ def test_no_temporary_files_are_left_behind(server, bundles):
         bundles["tar"],
     ] * 3:
         server.invoke(body)
-    assert list(server.temp_root.iterdir()) == []
+    assert server.leftovers() == []
 
 
 # --------------------------------------------------------------------------------------------------
@@ -377,7 +377,7 @@ def test_timeout_then_clean_sigterm(tmp_path, bundles):
         assert elapsed < 10
         time.sleep(1.5)  # the forkserver notices its parent is gone within its poll interval
         assert [pid for pid in processes if alive(pid)] == []
-        assert list(own.temp_root.iterdir()) == []
+        assert own.leftovers() == []
     finally:
         own.stop()
 
