@@ -87,6 +87,17 @@ ENV PYTHONUNBUFFERED=1 \
 
 SHELL ["/bin/sh", "-eu", "-c"]
 
+# nginx: the front server `serve` starts on port 8080 (it buffers whole requests, so slow clients never
+# hold a gunicorn thread; see src/mia_robustness/serving/front.py). serve writes its own configuration
+# into a private temporary folder and runs nginx from it (as the container's user), so Debian's
+# configuration, log and cache folders go unused.
+# libseccomp2: the audit sandbox's system-call filter.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx libseccomp2 \
+    && rm -rf /var/lib/apt/lists/* \
+    && nginx -v
+
 COPY --from=deps /opt/venv /opt/venv
 
 # The program. README* is a glob so the build works before README.md exists (pyproject names it).
