@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mia_robustness.metrics import attack_metrics
-from mia_robustness.report import knowledge_needed, risk_level
+from mia_robustness.rules import knowledge_needed, risk_level
 from mia_robustness.signals import compute_signals
 
 

@@ -8,7 +8,6 @@ target sits behind a :class:`ModelStage`, which for a bundle is a sandbox child 
 
 from __future__ import annotations
 
-import dataclasses
 import pickle
 import time
 from collections.abc import Callable
@@ -16,23 +15,21 @@ from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
-import sklearn
 
 from . import __version__
+from .assemble import assemble_report
 from .attacks import ATTACK_DESCRIPTIONS, KNOWLEDGE, REGISTRY, AttackInput, resolve_device
 from .deadline import Deadline
 from .errors import LimitError
-from .metrics import correctness_metrics, metric_intervals, per_class_metrics, rate_intervals, roc_points
 from .options import AuditOptions, options_from_mapping
 from .reference import ReferenceRequest, reference_cells
-from .report import DataInfo, Report, ResultRow, TargetInfo, aggregate, strongest_row, summarise
+from .report import Report
 from .signals import compute_signals
 from .sweep import CellResult, default_workers, run_sweep, split_for_repeat
 from .target import LoadedTarget, ScoredTarget, ScoreRequest, score_target
 
 ProgressCallback = Callable[[str, int, int], None]
 
-TOP_EXPOSED_RECORDS = 10
 REFERENCE_DEFAULT_MAX_ROWS = 20_000
 # Stages whose end the model stage reports itself; the stopwatch times them as they end.
 MODEL_STAGE_STEPS = ("loading", "target_scoring")
@@ -276,55 +273,21 @@ def run_audit(
         cells += model.reference(request, len(eval_rows))
         lap("reference_attacks")
 
-    results = aggregate(cells, KNOWLEDGE)
-    target = _target_info(scored, signals.correct)
-    n = scored.rows_per_side
-    eval_per_side = cells[0].eval_rows // 2
-    data_info = DataInfo(
+    return assemble_report(
+        cells,
+        scored,
+        signals,
+        options,
+        eval_rows=eval_rows,
         layout=layout,
-        label_column=scored.label_column,
-        feature_columns=scored.n_features,
-        members_available=scored.members_available,
-        non_members_available=scored.non_members_available,
-        rows_per_side=n,
-        balancing=scored.balancing,
-        eval_rows_per_side=eval_per_side,
-        attacker_pool_per_side=n - eval_per_side,
-    )
-    warnings = _warnings(target, data_info) + notes
-    truth = scored.is_member[eval_rows]
-    results = [
-        dataclasses.replace(
-            row, ci95=metric_intervals(truth, _first_cell(cells, row.attack_model, row.proportion).scores)
-        )
-        for row in results
-    ]
-    strongest = strongest_row(results)
-    strongest_cell = _first_cell(cells, strongest.attack_model, strongest.proportion)
-    intervals = rate_intervals(truth, strongest_cell.scores, np.random.default_rng([options.seed, 104729]))
-    summary = summarise(results, target, ATTACK_DESCRIPTIONS, intervals)
-    for attack in dict.fromkeys(c.attack for c in cells):
-        timings[f"attack_{attack}_seconds"] = sum(c.seconds for c in cells if c.attack == attack)
-    timings["total"] = time.perf_counter() - clock.started
-    settings = options.to_dict() | {"resolved_device": device}
-    return Report(
-        target=target,
-        data=data_info,
-        results=results,
-        summary=summary,
-        settings=settings,
+        device=device,
+        notes=notes,
+        knowledge=KNOWLEDGE,
+        descriptions=ATTACK_DESCRIPTIONS,
+        containment=model.containment,
         timings=timings,
-        warnings=warnings,
+        started=clock.started,
         tool_version=__version__,
-        per_class=per_class_metrics(
-            truth, strongest_cell.scores, scored.label_index[eval_rows], scored.classes
-        ),
-        by_correctness=correctness_metrics(truth, strongest_cell.scores, signals.correct[eval_rows]),
-        exposed_records=_exposed_records(
-            strongest_cell, eval_rows, scored.is_member, scored.source_rows, strongest.mean
-        ),
-        curves=_curves(results, cells, truth),
-        containment=dict(model.containment),
     )
 
 
@@ -380,66 +343,3 @@ def estimate_peak_memory_mb(
 def _evaluation_rows(is_member: np.ndarray, options: AuditOptions) -> np.ndarray:
     """The first repeat's evaluation rows (the same split the sweep and reference stage used)."""
     return split_for_repeat(is_member, options.eval_fraction, options.seed, 0).evaluation
-
-
-def _first_cell(cells: list[CellResult], attack: str, proportion: float) -> CellResult:
-    return next(c for c in cells if c.attack == attack and c.proportion == proportion and c.repeat == 0)
-
-
-def _exposed_records(
-    cell: CellResult, eval_rows: np.ndarray, is_member: np.ndarray, source_rows: np.ndarray, mean: dict
-) -> dict[str, Any]:
-    """The members the strongest attack is surest about, by their row number in the members table."""
-    member_positions = np.flatnonzero(is_member[eval_rows] == 1)
-    order = member_positions[np.argsort(-cell.scores[member_positions], kind="stable")][:TOP_EXPOSED_RECORDS]
-    return {
-        "attack_model": cell.attack,
-        "proportion": cell.proportion,
-        "members_evaluated": int(len(member_positions)),
-        "share_of_members_at_1pct_fpr": mean["tpr_at_1pct_fpr"],
-        "top": [{"row": int(source_rows[eval_rows[i]]), "score": float(cell.scores[i])} for i in order],
-    }
-
-
-def _curves(results: list[ResultRow], cells: list[CellResult], truth: np.ndarray) -> list[dict[str, Any]]:
-    """ROC points of each attack model's strongest proportion (first repeat), for charts."""
-    curves = []
-    for attack in dict.fromkeys(r.attack_model for r in results):
-        best = max((r for r in results if r.attack_model == attack), key=lambda r: r.mean["auc"])
-        fpr, tpr = roc_points(truth, _first_cell(cells, attack, best.proportion).scores)
-        curves.append({"attack_model": attack, "proportion": best.proportion, "fpr": fpr, "tpr": tpr})
-    return curves
-
-
-def _target_info(scored: ScoredTarget, correct: np.ndarray) -> TargetInfo:
-    member_accuracy = float(correct[scored.is_member == 1].mean())
-    non_member_accuracy = float(correct[scored.is_member == 0].mean())
-    return TargetInfo(
-        model_class=scored.model_class,
-        estimator_class=scored.estimator_class,
-        n_classes=len(scored.classes),
-        n_features=scored.n_features,
-        classes=[str(c) for c in scored.classes.tolist()],
-        member_accuracy=member_accuracy,
-        non_member_accuracy=non_member_accuracy,
-        accuracy_gap=member_accuracy - non_member_accuracy,
-        sklearn_version_saved=scored.saved_version,
-        sklearn_version_runtime=sklearn.__version__,
-    )
-
-
-def _warnings(target: TargetInfo, data: DataInfo) -> list[str]:
-    notes = []
-    if target.sklearn_version_saved and target.sklearn_version_saved != target.sklearn_version_runtime:
-        notes.append(
-            f"the model was saved with scikit-learn {target.sklearn_version_saved} and is audited with "
-            f"{target.sklearn_version_runtime}; its outputs may differ from production"
-        )
-    if data.balancing.startswith(("members", "non-members")):
-        notes.append(f"tables were balanced: {data.balancing}")
-    if data.eval_rows_per_side < 1000:
-        notes.append(
-            f"the evaluation set has {data.eval_rows_per_side} non-members, so TPR at 0.1% FPR is measured at zero "
-            "false positives; it takes at least 1,000 (about 3,400 rows per side) to resolve 0.1%"
-        )
-    return notes

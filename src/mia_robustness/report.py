@@ -1,7 +1,8 @@
-"""The robustness report: dataclasses, the summary, and JSON / CSV / text renderings (HTML: ``report_html/``).
+"""The robustness report: its dataclasses, and the JSON / CSV / text renderings (HTML: ``report_html/``).
 
-Rendering knows nothing of how the figures were made; the summary judges by the rules in ``rules.py``
-(risk level, robustness score, knowledge needed), which the README and the HTML page state.
+Rendering knows nothing of how the figures were made: ``assemble.py`` builds a :class:`Report` from the
+attacks' results, by the rules in ``rules.py``; :meth:`Report.to_dict` is the JSON document the README
+describes.
 """
 
 from __future__ import annotations
@@ -9,17 +10,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
-
 from .errors import OptionsError
-from .metrics import METRIC_NAMES, RateIntervals
+from .metrics import METRIC_NAMES
 from .report_html import render_html
-from .rules import KNOWLEDGE_SHARE, knowledge_needed, risk_level, robustness_score
-from .sweep import CellResult
 
 SCHEMA_VERSION = "1.0"
 DECIMALS = 6
@@ -54,7 +50,11 @@ class DataInfo:
 
 @dataclass(frozen=True)
 class ResultRow:
-    """One attack model at one knowledge proportion, aggregated over repeats."""
+    """One attack model at one knowledge proportion, aggregated over repeats.
+
+    ``mean`` and ``std`` map each of ``metrics.METRIC_NAMES`` to its mean and standard deviation over
+    ``repeats``; ``ci95`` maps ``auc`` and the TPRs at low FPR to ``[low, high]`` on the first repeat.
+    """
 
     attack_model: str
     proportion: float
@@ -90,6 +90,16 @@ class Summary:
 
 @dataclass(frozen=True)
 class Report:
+    """The whole report.
+
+    Attributes
+    ----------
+    settings:
+        The options the audit ran with (defaults filled in), and ``resolved_device``.
+    containment:
+        How the model was contained while it was loaded, scored and refitted (see ``sandbox/``).
+    """
+
     target: TargetInfo
     data: DataInfo
     results: list[ResultRow]
@@ -101,13 +111,12 @@ class Report:
     by_correctness: list[dict[str, Any]] = field(default_factory=list)
     exposed_records: dict[str, Any] = field(default_factory=dict)
     curves: list[dict[str, Any]] = field(default_factory=list)
-    # How the model was contained while it was loaded, scored and refitted (see sandbox/).
     containment: dict[str, Any] = field(default_factory=dict)
     schema_version: str = SCHEMA_VERSION
     tool_version: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict; key order is stable."""
+        """JSON-ready dict; key order is stable, floats are rounded to :data:`DECIMALS` places."""
         data = asdict(self)
         keys = (
             "schema_version",
@@ -143,133 +152,6 @@ def _rounded(value: Any) -> Any:
     if isinstance(value, list):
         return [_rounded(v) for v in value]
     return value
-
-
-def aggregate(cells: Sequence[CellResult], knowledge: dict[str, str]) -> list[ResultRow]:
-    """Mean and standard deviation over repeats, one row per (attack model, proportion), in plan order."""
-    groups: dict[tuple[str, float], list[CellResult]] = {}
-    for cell in cells:
-        groups.setdefault((cell.attack, cell.proportion), []).append(cell)
-    rows = []
-    for (attack, proportion), members in groups.items():
-        values = {name: np.array([getattr(c.metrics, name) for c in members]) for name in METRIC_NAMES}
-        rows.append(
-            ResultRow(
-                attack_model=attack,
-                proportion=proportion,
-                knowledge=knowledge.get(attack, ""),
-                train_rows=members[0].train_rows,
-                eval_rows=members[0].eval_rows,
-                repeats=len(members),
-                device=members[0].device,
-                mean={name: float(v.mean()) for name, v in values.items()},
-                std={name: float(v.std(ddof=1)) if len(v) > 1 else 0.0 for name, v in values.items()},
-            )
-        )
-    return rows
-
-
-def strongest_row(results: Sequence[ResultRow]) -> ResultRow:
-    """The attack model and proportion with the highest mean AUC (ties: higher TPR at 1% FPR)."""
-    return max(results, key=lambda r: (r.mean["auc"], r.mean["tpr_at_1pct_fpr"]))
-
-
-def summarise(
-    results: Sequence[ResultRow],
-    target: TargetInfo,
-    descriptions: dict[str, str],
-    intervals: RateIntervals | None = None,
-) -> Summary:
-    """The headline: the worst case over every attack model and proportion, and plain-language sentences."""
-    strongest = strongest_row(results)
-    worst_advantage = max(r.mean["advantage"] for r in results)
-    precise_1 = max(results, key=lambda r: r.mean["tpr_at_1pct_fpr"])
-    precise_01 = max(results, key=lambda r: r.mean["tpr_at_0_1pct_fpr"])
-    worst_tpr = precise_1.mean["tpr_at_1pct_fpr"]
-    level = risk_level(strongest.mean["auc"], worst_tpr)
-    score = robustness_score(worst_advantage)
-    # Knowledge needed is read off the strongest attack that was measured at several proportions (the
-    # reference-model attacks run at the largest proportion only).
-    swept = [
-        a
-        for a in dict.fromkeys(r.attack_model for r in results)
-        if sum(r.attack_model == a for r in results) > 1
-    ]
-    swept_strongest = strongest_row([r for r in results if r.attack_model in swept]) if swept else None
-    needed = (
-        knowledge_needed([r for r in results if r.attack_model == swept_strongest.attack_model])
-        if swept_strongest
-        else None
-    )
-    m = strongest.mean
-    sentences = [
-        f"The strongest attack ({descriptions.get(strongest.attack_model, strongest.attack_model)}) tells members "
-        f"from non-members with ROC AUC {m['auc']:.2f} (0.50 is guessing, 1.00 is perfect) when the attacker knows "
-        f"{strongest.proportion:.0%} of the training rows it could know.",
-        f"Allowed 1% false positives, the most precise attack ({precise_1.attack_model}) finds "
-        f"{worst_tpr:.1%} of members; allowed 0.1%, {precise_01.attack_model} finds "
-        f"{precise_01.mean['tpr_at_0_1pct_fpr']:.1%} (guessing would find 1% and 0.1%).",
-        f"Membership-inference risk is {level.upper()} (robustness score {score}/100, from the largest "
-        f"membership advantage {worst_advantage:.2f} over all attacks)"
-        + (
-            f"; with 95% confidence the model is not differentially private for any epsilon below "
-            f"{intervals.epsilon_lower_bound:.2f}."
-            if intervals is not None and intervals.epsilon_lower_bound
-            else "."
-        ),
-    ]
-    if swept_strongest is None:
-        sentences.append(
-            "Attacker knowledge was tested at one level only; give several proportions to see how much it matters."
-        )
-    elif needed is None:
-        sentences.append(
-            "No attack that learns from known members did clearly better than guessing at any knowledge level tested."
-        )
-    else:
-        sentences.append(
-            f"An attacker who knows {needed:.0%} of the training rows it could know already gets "
-            f"{KNOWLEDGE_SHARE:.0%} of the full-knowledge {swept_strongest.attack_model} attack's advantage over "
-            f"guessing, so limiting what an attacker knows "
-            f"{'protects little' if needed <= 0.3 else 'helps only partly' if needed <= 0.6 else 'helps'}."
-        )
-    sentences.append(
-        f"The model is right on {target.member_accuracy:.1%} of its training rows and on {target.non_member_accuracy:.1%} "
-        f"of unseen rows (a gap of {target.accuracy_gap:+.1%}); a large gap means overfitting, which these attacks exploit."
-    )
-    return Summary(
-        strongest_attack=strongest.attack_model,
-        strongest_proportion=strongest.proportion,
-        auc=m["auc"],
-        advantage=m["advantage"],
-        tpr_at_1pct_fpr=m["tpr_at_1pct_fpr"],
-        tpr_at_0_1pct_fpr=m["tpr_at_0_1pct_fpr"],
-        accuracy=m["accuracy"],
-        risk_level=level,
-        robustness_score=score,
-        knowledge_needed=needed,
-        sentences=sentences,
-        highest_tpr_at_1pct_fpr={
-            "attack_model": precise_1.attack_model,
-            "proportion": precise_1.proportion,
-            "value": worst_tpr,
-        },
-        highest_tpr_at_0_1pct_fpr={
-            "attack_model": precise_01.attack_model,
-            "proportion": precise_01.proportion,
-            "value": precise_01.mean["tpr_at_0_1pct_fpr"],
-        },
-        ci95={
-            "auc": list(intervals.auc),
-            "tpr_at_1pct_fpr": list(intervals.tpr_at_1pct_fpr),
-            "tpr_at_0_1pct_fpr": list(intervals.tpr_at_0_1pct_fpr),
-            "tpr_at_0_fpr": list(intervals.tpr_at_0_fpr),
-        }
-        if intervals is not None
-        else {},
-        epsilon_estimate=intervals.epsilon_estimate if intervals is not None else None,
-        epsilon_lower_bound=intervals.epsilon_lower_bound if intervals is not None else None,
-    )
 
 
 CSV_LEAD_COLUMNS = (
