@@ -55,27 +55,27 @@ def test_intervals_epsilon_and_where_the_risk_is(overfit_forest_report):
         summary.epsilon_lower_bound is not None
         and 0 < summary.epsilon_lower_bound <= summary.epsilon_estimate
     )
-    assert {c["label"] for c in report.per_class} == {"0", "1"}
-    assert sum(c["members"] for c in report.per_class) == report.data.eval_rows_per_side
+    assert {c.label for c in report.per_class} == {"0", "1"}
+    assert sum(c.members for c in report.per_class) == report.data.eval_rows_per_side
     exposed = report.exposed_records
-    assert exposed["members_evaluated"] == report.data.eval_rows_per_side
-    assert len(exposed["top"]) == 10
-    assert all(0 <= r["row"] < len(members) for r in exposed["top"])
-    scores = [r["score"] for r in exposed["top"]]
+    assert exposed.members_evaluated == report.data.eval_rows_per_side
+    assert len(exposed.top) == 10
+    assert all(0 <= r.row < len(members) for r in exposed.top)
+    scores = [r.score for r in exposed.top]
     assert scores == sorted(scores, reverse=True)
-    groups = {g["group"]: g for g in report.by_correctness}
+    groups = {g.group: g for g in report.by_correctness}
     assert set(groups) == {"correctly classified", "misclassified"}
-    assert sum(g["members"] + g["non_members"] for g in groups.values()) == 2 * report.data.eval_rows_per_side
-    assert groups["misclassified"]["members"] == 0  # an unpruned forest gets every member right
+    assert sum(g.members + g.non_members for g in groups.values()) == 2 * report.data.eval_rows_per_side
+    assert groups["misclassified"].members == 0  # an unpruned forest gets every member right
     for row in report.results:  # one repeat: the interval is around the very figure reported
         for name in ("auc", "tpr_at_1pct_fpr", "tpr_at_0_1pct_fpr", "tpr_at_0_fpr"):
             low, high = row.ci95[name]
             assert low <= row.mean[name] <= high, (row.attack_model, name)
-    attacks = {c["attack_model"] for c in report.curves}
+    attacks = {c.attack_model for c in report.curves}
     assert attacks == {r.attack_model for r in report.results}
     for curve in report.curves:
-        assert len(curve["fpr"]) == len(curve["tpr"]) <= 200
-        assert curve["fpr"] == sorted(curve["fpr"]) and curve["tpr"][-1] == 1.0
+        assert len(curve.fpr) == len(curve.tpr) <= 200
+        assert curve.fpr == sorted(curve.fpr) and curve.tpr[-1] == 1.0
 
 
 def test_dummy_target_stays_at_chance_with_intervals_covering_it(tmp_path):

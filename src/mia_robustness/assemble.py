@@ -27,7 +27,18 @@ from .metrics import (
     roc_points,
 )
 from .options import AuditOptions
-from .report import DataInfo, Report, ResultRow, Summary, TargetInfo
+from .report import (
+    ClassSlice,
+    CorrectnessSlice,
+    DataInfo,
+    ExposedRecord,
+    ExposedRecords,
+    Report,
+    ResultRow,
+    RocCurve,
+    Summary,
+    TargetInfo,
+)
 from .rules import KNOWLEDGE_SHARE, knowledge_needed, risk_level, robustness_score
 from .signals import Signals
 from .sweep import CellResult
@@ -128,12 +139,13 @@ def assemble_report(
         data=data_info,
         results=results,
         summary=summary,
-        settings=options.to_dict() | {"resolved_device": device},
+        settings=options.to_dict(),
+        resolved={"device": device},
         timings=timings,
         warnings=audit_warnings(target, data_info) + list(notes),
         tool_version=tool_version,
-        per_class=per_class,
-        by_correctness=by_correctness,
+        per_class=[ClassSlice(**entry) for entry in per_class],
+        by_correctness=[CorrectnessSlice(**entry) for entry in by_correctness],
         exposed_records=exposed,
         curves=roc,
         containment=dict(containment),
@@ -278,7 +290,7 @@ def exposed_records(
     is_member: np.ndarray,
     source_rows: np.ndarray,
     mean: Mapping[str, float],
-) -> dict[str, Any]:
+) -> ExposedRecords:
     """The members ``cell``'s attack is surest about, by their row number in the members table.
 
     ``cell.scores`` is ``(n_eval,)``, aligned with ``eval_rows``; ``is_member`` and ``source_rows`` are
@@ -286,24 +298,22 @@ def exposed_records(
     """
     member_positions = np.flatnonzero(is_member[eval_rows] == 1)
     order = member_positions[np.argsort(-cell.scores[member_positions], kind="stable")][:TOP_EXPOSED_RECORDS]
-    return {
-        "attack_model": cell.attack,
-        "proportion": cell.proportion,
-        "members_evaluated": int(len(member_positions)),
-        "share_of_members_at_1pct_fpr": mean["tpr_at_1pct_fpr"],
-        "top": [{"row": int(source_rows[eval_rows[i]]), "score": float(cell.scores[i])} for i in order],
-    }
+    return ExposedRecords(
+        attack_model=cell.attack,
+        proportion=cell.proportion,
+        members_evaluated=int(len(member_positions)),
+        share_of_members_at_1pct_fpr=mean["tpr_at_1pct_fpr"],
+        top=[ExposedRecord(row=int(source_rows[eval_rows[i]]), score=float(cell.scores[i])) for i in order],
+    )
 
 
-def curves(
-    results: Sequence[ResultRow], cells: Sequence[CellResult], truth: np.ndarray
-) -> list[dict[str, Any]]:
+def curves(results: Sequence[ResultRow], cells: Sequence[CellResult], truth: np.ndarray) -> list[RocCurve]:
     """ROC points of each attack model's strongest proportion (first repeat); ``truth`` is ``(n_eval,)``."""
     found = []
     for attack in dict.fromkeys(r.attack_model for r in results):
         best = max((r for r in results if r.attack_model == attack), key=lambda r: r.mean["auc"])
         fpr, tpr = roc_points(truth, first_cell(cells, attack, best.proportion).scores)
-        found.append({"attack_model": attack, "proportion": best.proportion, "fpr": fpr, "tpr": tpr})
+        found.append(RocCurve(attack_model=attack, proportion=best.proportion, fpr=fpr, tpr=tpr))
     return found
 
 

@@ -1,8 +1,8 @@
 """The robustness report: its dataclasses, and the JSON / CSV / text renderings (HTML: ``report_html/``).
 
 Rendering knows nothing of how the figures were made: ``assemble.py`` builds a :class:`Report` from the
-attacks' results, by the rules in ``rules.py``; :meth:`Report.to_dict` is the JSON document the README
-describes.
+attacks' results, by the rules in ``rules.py``. Every section is a frozen dataclass (as in TensorFlow
+Privacy's membership-inference module); :meth:`Report.to_dict` is the JSON document the README describes.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from .errors import OptionsError
 from .metrics import METRIC_NAMES
 from .report_html import render_html
 
-SCHEMA_VERSION = "1.0"
+# 1.1: values resolved at run time left ``settings`` for ``resolved`` (``settings.resolved_device`` is now
+# ``resolved.device``), so ``settings`` holds only options a user can pass back.
+SCHEMA_VERSION = "1.1"
 DECIMALS = 6
 
 
@@ -89,13 +91,75 @@ class Summary:
 
 
 @dataclass(frozen=True)
+class ClassSlice:
+    """The strongest attack on the evaluation rows of one true label.
+
+    ``auc`` and ``tpr_at_1pct_fpr`` are ``None`` when the label has no members or no non-members there.
+    """
+
+    label: str
+    members: int
+    non_members: int
+    auc: float | None
+    tpr_at_1pct_fpr: float | None
+
+
+@dataclass(frozen=True)
+class CorrectnessSlice:
+    """The strongest attack on the evaluation rows the target classifies correctly, or incorrectly.
+
+    ``group`` is ``correctly classified`` or ``misclassified``; ``None`` figures as for :class:`ClassSlice`.
+    """
+
+    group: str
+    members: int
+    non_members: int
+    auc: float | None
+    tpr_at_1pct_fpr: float | None
+
+
+@dataclass(frozen=True)
+class ExposedRecord:
+    """One member: its 0-based data row in the members table, and the strongest attack's score for it."""
+
+    row: int
+    score: float
+
+
+@dataclass(frozen=True)
+class ExposedRecords:
+    """The members the strongest attack (first repeat) is surest about, highest score first."""
+
+    attack_model: str
+    proportion: float
+    members_evaluated: int
+    share_of_members_at_1pct_fpr: float
+    top: list[ExposedRecord]
+
+
+@dataclass(frozen=True)
+class RocCurve:
+    """ROC points of one attack model at its strongest proportion (first repeat), for charts.
+
+    ``fpr`` and ``tpr`` have the same length (at most 200 points, FPR ascending, log-spaced).
+    """
+
+    attack_model: str
+    proportion: float
+    fpr: list[float]
+    tpr: list[float]
+
+
+@dataclass(frozen=True)
 class Report:
     """The whole report.
 
     Attributes
     ----------
     settings:
-        The options the audit ran with (defaults filled in), and ``resolved_device``.
+        The options the audit ran with (what the user asked for, defaults filled in): enough to reproduce it.
+    resolved:
+        Values the audit chose at run time from those options (``device``: where ``nn`` trained).
     containment:
         How the model was contained while it was loaded, scored and refitted (see ``sandbox/``).
     """
@@ -107,10 +171,11 @@ class Report:
     settings: dict[str, Any]
     timings: dict[str, float]
     warnings: list[str] = field(default_factory=list)
-    per_class: list[dict[str, Any]] = field(default_factory=list)
-    by_correctness: list[dict[str, Any]] = field(default_factory=list)
-    exposed_records: dict[str, Any] = field(default_factory=dict)
-    curves: list[dict[str, Any]] = field(default_factory=list)
+    per_class: list[ClassSlice] = field(default_factory=list)
+    by_correctness: list[CorrectnessSlice] = field(default_factory=list)
+    exposed_records: ExposedRecords | None = None
+    curves: list[RocCurve] = field(default_factory=list)
+    resolved: dict[str, Any] = field(default_factory=dict)
     containment: dict[str, Any] = field(default_factory=dict)
     schema_version: str = SCHEMA_VERSION
     tool_version: str = ""
@@ -118,6 +183,8 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; key order is stable, floats are rounded to :data:`DECIMALS` places."""
         data = asdict(self)
+        if data["exposed_records"] is None:  # the section is an object in every report, empty when absent
+            data["exposed_records"] = {}
         keys = (
             "schema_version",
             "tool_version",
@@ -130,6 +197,7 @@ class Report:
             "exposed_records",
             "curves",
             "settings",
+            "resolved",
             "containment",
             "warnings",
             "timings",

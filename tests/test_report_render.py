@@ -1,0 +1,445 @@
+"""Report assembly, rules and renderers on small hand-made data: no model, no attack, no sandbox.
+
+The cells, target answers and signals are built here from a few arrays (20 members and 20 non-members,
+10 of each evaluated), so every expected figure below can be worked out by hand or by a line of numpy.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import re
+import shlex
+import time
+from dataclasses import replace
+from html.parser import HTMLParser
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from conftest import REPO_ROOT
+from mia_robustness.assemble import aggregate, assemble_report, strongest_row
+from mia_robustness.errors import OptionsError
+from mia_robustness.metrics import METRIC_NAMES, attack_metrics
+from mia_robustness.options import AuditOptions
+from mia_robustness.report import (
+    CSV_LEAD_COLUMNS,
+    ClassSlice,
+    CorrectnessSlice,
+    ExposedRecord,
+    ExposedRecords,
+    Report,
+    RocCurve,
+    render,
+    render_csv,
+    render_json,
+    render_text,
+)
+from mia_robustness.report_html import render_html
+from mia_robustness.report_html.formatting import FONT
+from mia_robustness.rules import CHANCE_MARGIN, KNOWLEDGE_SHARE, RISK_RULES, risk_level, robustness_score
+from mia_robustness.signals import Signals
+from mia_robustness.sweep import CellResult
+from mia_robustness.target import ScoredTarget
+
+EVIL = "<script>alert('x')</script>"
+SIDE = 20  # rows per side
+EVAL = np.r_[0:10, 20:30]  # the first repeat's evaluation rows: 10 members, 10 non-members
+TRUTH = np.r_[np.ones(10), np.zeros(10)].astype(np.int8)
+KNOWLEDGE = {"rf": "known rows, and a comma", "threshold": "known rows"}
+DESCRIPTIONS = {"rf": "a random forest on the signals"}
+
+
+def _scores(separation: float, seed: int) -> np.ndarray:
+    """Scores on EVAL: members shifted up by ``separation``."""
+    rng = np.random.default_rng(seed)
+    return np.r_[rng.uniform(size=10) + separation, rng.uniform(size=10)]
+
+
+def _cell(
+    attack: str, proportion: float, repeat: int, scores: np.ndarray, seconds: float = 1.0
+) -> CellResult:
+    return CellResult(
+        attack=attack,
+        proportion=proportion,
+        repeat=repeat,
+        train_rows=int(2 * SIDE * proportion),
+        eval_rows=len(EVAL),
+        metrics=attack_metrics(TRUTH, scores, scores > np.median(scores)),
+        device="cpu",
+        seconds=seconds,
+        detail="",
+        scores=scores,
+    )
+
+
+MEMBER_SCORES = [0.9, 0.95, 0.95, 0.2, 0.3, 0.8, 0.1, 0.4, 0.6, 0.7]  # a tie at 0.95 (positions 1, 2)
+STRONGEST = np.r_[MEMBER_SCORES, np.linspace(0.05, 0.5, 10)]  # rf at 1.0, first repeat
+
+
+def _cells() -> list[CellResult]:
+    """rf at 0.5 and 1.0 (two repeats each), threshold at 1.0 (two repeats); rf at 1.0 is the strongest."""
+    return [
+        _cell("rf", 0.5, 0, _scores(0.1, 1)),
+        _cell("rf", 0.5, 1, _scores(0.2, 2)),
+        _cell("rf", 1.0, 0, STRONGEST, seconds=2.0),
+        _cell("rf", 1.0, 1, _scores(0.5, 3)),
+        _cell("threshold", 1.0, 0, _scores(0.0, 4), seconds=0.5),
+        _cell("threshold", 1.0, 1, _scores(0.05, 5), seconds=0.25),
+    ]
+
+
+def _scored(classes: tuple[str, ...] = ("<=50K", ">50K"), saved_version: str | None = None) -> ScoredTarget:
+    is_member = np.r_[np.ones(SIDE), np.zeros(SIDE)].astype(np.int8)
+    label_index = np.arange(2 * SIDE) % len(classes)
+    return ScoredTarget(
+        probabilities=np.full((2 * SIDE, len(classes)), 1 / len(classes)),
+        label_index=label_index,
+        classes=np.array(classes, dtype=object),
+        is_member=is_member,
+        # row numbers in each table: members listed backwards, so a position is not its row number
+        source_rows=np.r_[np.arange(SIDE)[::-1], np.arange(SIDE)],
+        label_column="income",
+        n_features=4,
+        members_available=25,
+        non_members_available=SIDE,
+        balancing="members subsampled from 25 to 20",
+        model_class="Pipeline",
+        estimator_class="RandomForestClassifier",
+        saved_version=saved_version,
+        table_bytes=1000,
+        label_classes=len(classes),
+    )
+
+
+def _signals() -> Signals:
+    correct = np.ones(2 * SIDE, dtype=bool)
+    correct[[25, 26, 27, 3]] = False  # three non-members and one member wrong
+    return Signals(
+        features=np.zeros((2 * SIDE, 1)),
+        names=("x",),
+        scores={},
+        label_index=np.arange(2 * SIDE) % 2,
+        correct=correct,
+    )
+
+
+def _assemble(**changes) -> Report:
+    arguments = dict(
+        cells=_cells(),
+        scored=_scored(),
+        signals=_signals(),
+        options=AuditOptions(proportions=(0.5, 1.0), attack_models=("rf", "threshold"), repeats=2),
+        eval_rows=EVAL,
+        layout="folder",
+        device="cpu",
+        notes=["lira was skipped"],
+        knowledge=KNOWLEDGE,
+        descriptions=DESCRIPTIONS,
+        containment={"sandbox": True},
+        timings={"loading": 0.5},
+        started=time.perf_counter() - 3.0,
+        tool_version="9.9.9",
+    )
+    arguments.update(changes)
+    return assemble_report(**arguments)
+
+
+@pytest.fixture(scope="module")
+def report() -> Report:
+    return _assemble()
+
+
+# ---------------------------------------------------------------- assembly
+
+
+def test_aggregate_means_and_sample_std_per_attack_and_proportion_in_plan_order():
+    cells = _cells()
+    rows = aggregate(cells, KNOWLEDGE)
+    assert [(r.attack_model, r.proportion, r.repeats) for r in rows] == [
+        ("rf", 0.5, 2),
+        ("rf", 1.0, 2),
+        ("threshold", 1.0, 2),
+    ]
+    aucs = [c.metrics.auc for c in cells[2:4]]
+    assert rows[1].mean["auc"] == pytest.approx(np.mean(aucs))
+    assert rows[1].std["auc"] == pytest.approx(abs(aucs[0] - aucs[1]) / np.sqrt(2))  # ddof=1
+    assert set(rows[0].mean) == set(METRIC_NAMES)
+    assert rows[0].knowledge == "known rows, and a comma" and rows[0].train_rows == 20
+    assert aggregate(cells[:1], {})[0].knowledge == "" and aggregate(cells[:1], {})[0].std["auc"] == 0.0
+
+
+def test_strongest_row_is_the_highest_mean_auc_ties_broken_by_tpr():
+    rows = aggregate(_cells(), KNOWLEDGE)
+    assert (strongest_row(rows).attack_model, strongest_row(rows).proportion) == ("rf", 1.0)
+    tied = [replace(r, mean=r.mean | {"auc": 0.7, "tpr_at_1pct_fpr": 0.1 * i}) for i, r in enumerate(rows)]
+    assert strongest_row(tied) is tied[2]
+
+
+def test_assembled_report_sections(report):
+    assert report.summary.strongest_attack == "rf" and report.summary.strongest_proportion == 1.0
+    assert report.summary.sentences[0].startswith("The strongest attack (a random forest on the signals)")
+    assert (
+        report.settings
+        == AuditOptions(proportions=(0.5, 1.0), attack_models=("rf", "threshold"), repeats=2).to_dict()
+    )
+    assert report.resolved == {"device": "cpu"} and "resolved_device" not in report.settings
+    assert report.data.eval_rows_per_side == 10 and report.data.attacker_pool_per_side == 10
+    assert report.target.member_accuracy == pytest.approx(19 / 20)
+    assert report.target.non_member_accuracy == pytest.approx(17 / 20)
+    # the engine's notes come after the assembly's own warnings
+    assert report.warnings[0] == "tables were balanced: members subsampled from 25 to 20"
+    assert report.warnings[-1] == "lira was skipped" and len(report.warnings) == 3  # + small evaluation set
+    # per class: labels alternate over rows, so each class has 5 evaluated members and 5 non-members
+    odd = np.arange(len(EVAL)) % 2 == 1
+    assert [(s.label, s.members, s.non_members) for s in report.per_class] == [
+        ("<=50K", 5, 5),
+        (">50K", 5, 5),
+    ]
+    for piece, rows in zip(report.per_class, (~odd, odd), strict=True):
+        assert isinstance(piece, ClassSlice)
+        assert piece.auc == pytest.approx(roc_auc_score(TRUTH[rows], STRONGEST[rows]))
+    # by correctness: evaluated rows 3 (member) and 25, 26, 27 (non-members) are the misclassified ones
+    right, wrong = report.by_correctness
+    assert (right.group, right.members, right.non_members) == ("correctly classified", 9, 7)
+    assert (wrong.group, wrong.members, wrong.non_members) == ("misclassified", 1, 3)
+    # one curve per attack model, at its best proportion
+    assert [(c.attack_model, c.proportion) for c in report.curves] == [("rf", 1.0), ("threshold", 1.0)]
+    assert all(len(c.fpr) == len(c.tpr) and c.tpr[-1] == 1.0 for c in report.curves)
+    # timings: the stage so far, each attack's cells summed, the total since `started`
+    assert report.timings["attack_rf_seconds"] == pytest.approx(1.0 + 1.0 + 2.0 + 1.0)
+    assert report.timings["attack_threshold_seconds"] == pytest.approx(0.75)
+    assert list(report.timings)[0] == "loading" and list(report.timings)[-1] == "total"
+    assert report.timings["total"] >= 3.0
+    assert report.containment == {"sandbox": True}
+
+
+def test_exposed_records_are_the_surest_members_by_their_table_row(report):
+    exposed = report.exposed_records
+    assert isinstance(exposed, ExposedRecords)
+    assert (exposed.attack_model, exposed.proportion, exposed.members_evaluated) == ("rf", 1.0, 10)
+    assert exposed.share_of_members_at_1pct_fpr == report.result("rf", 1.0).mean["tpr_at_1pct_fpr"]
+    order = sorted(range(10), key=lambda i: -MEMBER_SCORES[i])  # stable: the tie keeps position 1 first
+    assert order[:3] == [1, 2, 0]
+    # evaluated member at position i is row EVAL[i] = i, listed as row 19 - i of the members table
+    assert exposed.top == [ExposedRecord(row=SIDE - 1 - i, score=MEMBER_SCORES[i]) for i in order]
+
+
+def test_version_mismatch_is_warned():
+    report = _assemble(scored=_scored(saved_version="0.1"))
+    assert any("saved with scikit-learn 0.1" in w for w in report.warnings)
+
+
+# ---------------------------------------------------------------- JSON
+
+
+def test_typed_sections_serialise_as_the_1_0_dicts(report):
+    data = report.to_dict()
+    assert list(data) == [
+        "schema_version",
+        "tool_version",
+        "summary",
+        "target",
+        "data",
+        "results",
+        "per_class",
+        "by_correctness",
+        "exposed_records",
+        "curves",
+        "settings",
+        "resolved",
+        "containment",
+        "warnings",
+        "timings",
+    ]
+    assert data["schema_version"] == "1.1" and data["resolved"] == {"device": "cpu"}
+    assert list(data["per_class"][0]) == ["label", "members", "non_members", "auc", "tpr_at_1pct_fpr"]
+    assert list(data["by_correctness"][0]) == ["group", "members", "non_members", "auc", "tpr_at_1pct_fpr"]
+    assert list(data["exposed_records"]) == [
+        "attack_model",
+        "proportion",
+        "members_evaluated",
+        "share_of_members_at_1pct_fpr",
+        "top",
+    ]
+    assert data["exposed_records"]["top"][0] == {"row": 18, "score": 0.95}
+    assert list(data["curves"][0]) == ["attack_model", "proportion", "fpr", "tpr"]
+    assert json.loads(render_json(report)) == data
+
+
+def test_json_rounds_floats_and_writes_an_absent_exposed_section_as_an_object(report):
+    slices = [CorrectnessSlice("misclassified", 0, 4, None, None)]
+    curve = RocCurve("rf", 1.0, [0.0, 0.1234567891], [0.5, 1.0])
+    bare = replace(report, exposed_records=None, by_correctness=slices, curves=[curve])
+    data = json.loads(render_json(bare))
+    assert data["exposed_records"] == {}
+    assert data["by_correctness"] == [
+        {"group": "misclassified", "members": 0, "non_members": 4, "auc": None, "tpr_at_1pct_fpr": None}
+    ]
+    assert data["curves"][0]["fpr"] == [0.0, 0.123457]
+
+
+# ---------------------------------------------------------------- CSV and text
+
+
+def test_csv_columns_and_rows(report):
+    rows = list(csv.reader(io.StringIO(render_csv(report))))
+    header = rows[0]
+    assert header == list(CSV_LEAD_COLUMNS) + [f"{m}_{s}" for m in METRIC_NAMES for s in ("mean", "std")]
+    assert [r[:4] for r in rows[1:]] == [
+        ["rf", "0.5", "50", "known rows, and a comma"],  # the comma is quoted, not a new column
+        ["rf", "1", "100", "known rows, and a comma"],
+        ["threshold", "1", "100", "known rows"],
+    ]
+    assert all(len(r) == len(header) for r in rows)
+    row = dict(zip(header, rows[2], strict=True))
+    assert row["auc_mean"] == f"{report.result('rf', 1.0).mean['auc']:.6f}"
+    assert row["train_rows"] == "40" and row["repeats"] == "2" and row["device"] == "cpu"
+
+
+def test_text_summary_and_unknown_format(report):
+    text = render_text(report.to_dict())
+    assert text.startswith(f"Membership-inference risk: {report.summary.risk_level.upper()}")
+    assert len(text.splitlines()) == 2 + len(report.summary.sentences) + 2 + len(report.results)
+    with pytest.raises(OptionsError) as raised:
+        render(report, "xml")
+    assert raised.value.code == "unsupported_format"
+
+
+# ---------------------------------------------------------------- rules
+
+
+def test_risk_rules_are_the_ones_the_readme_states():
+    readme = (REPO_ROOT / "README.md").read_text()
+    stated = re.findall(r"`(\w+)` if AUC ≥ ([\d.]+)\s+or TPR@1%FPR ≥ (\d+)%", readme)
+    assert [(level, float(auc), int(tpr) / 100) for level, auc, tpr in stated] == list(RISK_RULES)
+    assert "`minimal` otherwise" in readme
+    assert f"reaches {KNOWLEDGE_SHARE:.0%} of its full-knowledge lift" in readme
+    assert re.search(rf"within {CHANCE_MARGIN} of\s+chance", readme)
+
+
+@pytest.mark.parametrize("level, auc_floor, tpr_floor", RISK_RULES)
+def test_each_rule_starts_at_its_floors(level, auc_floor, tpr_floor):
+    assert risk_level(auc_floor, 0.0) == level
+    assert risk_level(0.5, tpr_floor) == level
+    below = risk_level(auc_floor - 1e-9, tpr_floor - 1e-9)
+    assert below != level and below in [r[0] for r in RISK_RULES] + ["minimal"]
+
+
+def test_robustness_score():
+    assert robustness_score(0.51) == 49
+    assert robustness_score(-0.2) == 100 and robustness_score(1.5) == 0
+
+
+# ---------------------------------------------------------------- HTML
+
+
+class _Text(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.tags: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+
+    def handle_data(self, data):
+        self.parts.append(data)
+
+
+def _parsed(page: str) -> _Text:
+    parser = _Text()
+    parser.feed(page)
+    parser.close()
+    return parser
+
+
+def test_html_escapes_hostile_names_everywhere():
+    report = _assemble(
+        scored=replace(_scored(classes=(EVIL, '"><b>x')), label_column=EVIL),
+        cells=[replace(c, attack=EVIL) if c.attack == "threshold" else c for c in _cells()],
+        knowledge=KNOWLEDGE | {EVIL: EVIL},
+        notes=[EVIL],
+        device=EVIL,
+        tool_version=EVIL,
+    )
+    data = report.to_dict()
+    data["settings"]["label_column"] = EVIL
+    page = render_html(data)
+    assert "<script" not in page.lower() and '"><b>' not in page
+    parsed = _parsed(page)
+    assert "script" not in parsed.tags and "b" in parsed.tags  # only the page's own <b>s
+    text = "".join(parsed.parts)
+    for shown in (
+        f"{EVIL}",  # class label (table), attack name (table, legend), warning, version, label column
+        f"resolved_device = {EVIL}",
+        f"--label-column {shlex.quote(EVIL)}",  # in the command, shell-quoted
+    ):
+        assert shown in text, shown
+    assert text.count(EVIL) >= 6
+    # in the charts too: the class label and the attack name as SVG text, escaped
+    svgs = re.findall(r"<svg\b.*?</svg>", page, flags=re.S)
+    assert len(svgs) == 3 and all(html.escape(EVIL) in svg for svg in svgs)
+
+
+def test_html_settings_show_options_and_resolved_values_apart(report):
+    page = render_html(report.to_dict())
+    text = "".join(_parsed(page).parts)
+    assert "Resolved at run time: resolved_device = cpu." in text
+    command = re.search(r'<pre class="cmd"><code>(.*?)</code></pre>', page, flags=re.S).group(1)
+    assert "resolved" not in command and "--repeats 2" in command
+    block = json.loads(
+        html.unescape(re.search(r'<pre class="json"><code>(.*?)</code></pre>', page, re.S).group(1))
+    )
+    assert block == {k: v for k, v in report.settings.items()}
+    # a schema 1.0 report (the value in settings) shows the same note and the same command
+    old = report.to_dict()
+    old["settings"]["resolved_device"] = old.pop("resolved")["device"]
+    old_page = render_html(old)
+    assert "Resolved at run time: resolved_device = cpu." in "".join(_parsed(old_page).parts)
+    assert re.search(r'<pre class="cmd"><code>(.*?)</code></pre>', old_page, flags=re.S).group(1) == command
+
+
+def test_html_howto_states_the_rules_module(report):
+    text = "".join(_parsed(render_html(report.to_dict())).parts)
+    for level, auc, tpr in RISK_RULES:
+        assert f"{level} if AUC ≥ {auc:.2f} or members found at 1% FPR ≥ {tpr:.0%}" in text
+    assert f"gives {KNOWLEDGE_SHARE:.0%} of the full-knowledge" in text
+    assert f"within {CHANCE_MARGIN:.2f} AUC of guessing" in text
+
+
+def test_html_sections_follow_the_report(report):
+    page = render_html(report.to_dict())
+    for section in ("summary", "auc-chart", "roc-chart", "per-class", "by-correctness", "results", "exposed"):
+        assert f'id="{section}"' in page
+    assert 'class="strongest"' in page and page.count('class="strongest"') == 1
+    top = report.exposed_records.top[0]
+    assert f"<tr><td>{top.row}</td><td>{top.score:.4f}</td></tr>" in page
+    assert "Mean over 2 repeats" in page
+
+
+def test_css_and_templates_are_package_files_and_only_charts_are_unescaped(report):
+    templates = resources.files("mia_robustness.report_html") / "templates"
+    css = (templates / "report.css").read_text()
+    assert FONT in css  # the charts' font stack is the page's
+    assert css in render_html(report.to_dict())  # included verbatim (no template syntax in it)
+    safe = []
+    for name in ("report.html", "macros.html"):
+        source = (templates / name).read_text()
+        safe += re.findall(r"\{\{\s*([\w.]+)\s*\|\s*safe\s*\}\}", source)
+        assert "autoescape false" not in source
+    assert sorted(safe) == ["auc_chart.svg", "per_class.svg", "roc_chart"]
+
+
+def test_package_data_is_declared_for_non_editable_installs():
+    pyproject = (Path(REPO_ROOT) / "pyproject.toml").read_text()
+    declared = re.search(r'"mia_robustness.report_html" = \[(.*?)\]', pyproject).group(1)
+    templates = resources.files("mia_robustness.report_html") / "templates"
+    for entry in templates.iterdir():
+        if entry.is_file():
+            assert f'"templates/*{Path(entry.name).suffix}"' in declared, entry.name
