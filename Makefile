@@ -20,9 +20,11 @@ demo: $(STAMP)
 	$(BIN)/mia-robustness summary out/demo-report.json
 
 test: $(STAMP)
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 

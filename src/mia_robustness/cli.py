@@ -10,12 +10,12 @@ import time
 from pathlib import Path
 from typing import NoReturn, TextIO
 
-from . import __version__
 from .bundle import pack_bundle
 from .bundle_audit import audit
 from .errors import InputError, MiaError
 from .options import ATTACK_MODELS, DEVICES
 from .report import render, render_text
+from .version import __version__
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 1

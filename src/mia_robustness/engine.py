@@ -16,7 +16,6 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from . import __version__
 from .assemble import assemble_report
 from .attacks import ATTACK_DESCRIPTIONS, KNOWLEDGE, REGISTRY, AttackInput, resolve_device
 from .deadline import Deadline
@@ -27,6 +26,7 @@ from .report import Report
 from .signals import compute_signals
 from .sweep import CellResult, default_workers, run_sweep, split_for_repeat
 from .target import LoadedTarget, ScoredTarget, ScoreRequest, score_target
+from .version import __version__
 
 ProgressCallback = Callable[[str, int, int], None]
 
