@@ -297,9 +297,9 @@ RENDERERS = {"json": render_json, "csv": render_csv, "html": _render_html}
 
 def render(report: Report, fmt: str) -> str:
     """Render ``report`` as ``json``, ``csv`` or ``html`` (one self-contained page with SVG charts)."""
-    try:
-        return RENDERERS[fmt](report)
-    except KeyError:
+    renderer = RENDERERS.get(fmt)
+    if renderer is None:  # looked up first: a KeyError inside a renderer is a bug, not a bad format
         raise OptionsError(
             f"unknown report format {fmt!r}; choose from {', '.join(RENDERERS)}", code="unsupported_format"
-        ) from None
+        )
+    return renderer(report)
