@@ -32,9 +32,8 @@ from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.tree import DecisionTreeClassifier
 
-from mia_robustness import loading
 from mia_robustness.errors import LimitError, MiaError, ModelError, UnsafeModelError
-from mia_robustness.loading import load_model
+from mia_robustness.loading import load_model, structure
 
 # ---------------------------------------------------------------------------------------------------
 # Writing pickles opcode by opcode
@@ -502,7 +501,7 @@ def test_masked_object_arrays_are_checked_masked_elements_too(tmp_path):
 
 
 def test_a_model_too_large_to_check_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(loading, "_MAX_CHECKED_OBJECTS", 1_000)
+    monkeypatch.setattr(structure, "_MAX_CHECKED_OBJECTS", 1_000)
     model = fitted_logistic()
     model.notes_ = [(index,) for index in range(2_000)]
     path = tmp_path / "model.pkl"

@@ -42,7 +42,8 @@ from sklearn.tree import DecisionTreeClassifier
 
 from conftest import adult_frame, needs_adult
 from mia_robustness.errors import LimitError, ModelError, UnsafeModelError
-from mia_robustness.loading import MODEL_SUFFIXES, _load_pickle, _saved_version, load_model
+from mia_robustness.loading import MODEL_SUFFIXES, _saved_version, load_model
+from mia_robustness.loading.unpickle import _load_pickle
 
 # ---------------------------------------------------------------------------------------------------
 # Honest models

@@ -1,0 +1,90 @@
+"""What loading says about a model file: errors that never repeat text that came from the file.
+
+A file that fails to load is reported with the exception's class only (the exception itself is logged at
+debug level on ``mia_robustness.loading``), refused global names are stripped of control characters and
+shortened, and the scikit-learn version a model was saved with is returned only when it looks like a
+version.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+from ..errors import ModelError, UnsafeModelError
+
+_LOG = logging.getLogger("mia_robustness.loading")
+
+
+_FIX_HINT = (
+    "only scikit-learn estimators, numpy and scipy data are. If you trust this "
+    "file, load it where you trust it and re-save the estimator with skops (skops.io.dump) or with "
+    "joblib.dump after replacing custom classes and functions with scikit-learn ones."
+)
+
+
+# What a saved version looks like ("1.5.2", "1.6.dev0", "1.4.1.post1", "1.3+local"); anything else is
+# text from the file that must not reach a terminal.
+_VERSION = re.compile(r"[0-9A-Za-z.+\-_]{1,40}")
+
+# C0 and C1 controls (ANSI escapes, newlines), zero-width and bidirectional-override characters.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+
+
+def _clean(text: str, limit: int = 100) -> str:
+    """``text`` that came from a model file, safe to show: control characters removed, ``limit`` long at most."""
+    text = _CONTROL.sub("", text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _shown(value: Any) -> str:
+    """A value from a model file for a message: cleaned if it is text, else only its type's name."""
+    return _clean(value) if isinstance(value, str) else f"a {_clean(type(value).__name__)}"
+
+
+def _version_or_none(value: Any) -> str | None:
+    """``value`` if it looks like a version string, else ``None`` (it came from the file)."""
+    return value if isinstance(value, str) and _VERSION.fullmatch(value) else None
+
+
+def _unsafe(name: str, what: str) -> UnsafeModelError:
+    return UnsafeModelError(
+        f"{name} {what}, which no saved scikit-learn model does: the file was crafted or damaged, and it "
+        "was refused before that was built. Re-save the fitted estimator with joblib.dump or skops.io.dump",
+        code="unsafe_model",
+    )
+
+
+def _name(path: Path) -> str:
+    """The file's name for messages (a bundle member's name comes from the uploader too)."""
+    return _clean(path.name)
+
+
+def _refusal(path: Path, refused: list[str]) -> UnsafeModelError:
+    shown = [_clean(label) for label in refused[:20]]
+    what = ", ".join(shown) + (f" and {len(refused) - len(shown)} more" if len(refused) > len(shown) else "")
+    noun = "which is" if len(refused) == 1 else "which are"
+    hint = _FIX_HINT
+    if any(label.startswith("scipy.stats.") for label in shown):
+        hint = (
+            "a fitted RandomizedSearchCV keeps scipy.stats distributions: save its best_estimator_ instead; "
+            + hint
+        )
+    return UnsafeModelError(
+        f"{_name(path)} refers to {what}, {noun} not allowed in a model file: {hint}", code="unsafe_model"
+    )
+
+
+def _corrupt(path: Path, exc: BaseException, stage: str) -> ModelError:
+    """A file that failed to load, named by the exception's class only: its text may come from the file
+    (a ``__setstate__`` raising attacker-chosen words, a repr with a memory address). The exception is
+    logged at debug level for whoever runs the tool."""
+    _LOG.debug("model file %r could not be read (%s)", path.name, stage, exc_info=exc)
+    kind = _clean(type(exc).__name__, 60)
+    return ModelError(
+        f"{_name(path)} is not a readable model file ({kind} while {stage}); save the fitted classifier "
+        "with joblib.dump, pickle.dump or skops.io.dump and upload that file unchanged",
+        code="corrupt_model",
+    )
