@@ -32,7 +32,7 @@ from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.preprocessing import PolynomialFeatures
 
 from .errors import ModelError, UnsafeModelError
-from .loading import NUMPY_UFUNCS, is_allowed
+from .loading.policy import NUMPY_UFUNCS, is_allowed
 
 # Values that are data, never code: no type check or walk needed (exact types; subclasses are gated).
 _PLAIN = frozenset({bool, int, float, complex, str, bytes})
