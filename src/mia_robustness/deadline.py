@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from .errors import LimitError
+from .errors import TimeLimitError
 
 
 class Deadline:
@@ -32,10 +32,9 @@ class Deadline:
         if left is not None and left <= 0:
             raise self.error()
 
-    def error(self) -> LimitError:
-        return LimitError(
+    def error(self) -> TimeLimitError:
+        return TimeLimitError(
             f"the audit ran longer than its time limit of {self.seconds:g} s and was stopped during "
             f"{self.stage.replace('_', ' ')}; audit fewer rows, attack models, proportions, repeats or reference "
             "models, or raise the limit (--timeout, max_runtime)",
-            code="audit_timeout",
         )

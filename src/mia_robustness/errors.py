@@ -76,6 +76,62 @@ class DataError(InputError):
     default_code = "bad_data"
 
 
+class TimeLimitError(LimitError):
+    """The audit ran past the time limit its caller set (``--timeout``, ``max_runtime``)."""
+
+    default_code = "audit_timeout"
+
+
+class UnsupportedMediaError(InputError):
+    """The request body's ``Content-Type`` is not a bundle archive."""
+
+    default_code = "unsupported_media_type"
+    http_status = 415
+
+
+class NotAcceptableError(InputError):
+    """No report format the caller's ``Accept`` header allows."""
+
+    default_code = "not_acceptable"
+    http_status = 406
+
+
+class PayloadTooLargeError(LimitError):
+    """The request body is over the server's size limit."""
+
+    default_code = "payload_too_large"
+    http_status = 413
+
+
+class ServerBusyError(MiaError):
+    """Too many invocations are waiting for an audit slot; the caller should retry later."""
+
+    default_code = "server_busy"
+    http_status = 503
+
+
+class ShuttingDownError(MiaError):
+    """The server is stopping and runs no more audits."""
+
+    default_code = "shutting_down"
+    http_status = 503
+
+
+class ServerTimeoutError(MiaError):
+    """An audit ran past the server's own time limit (``SAGEMAKER_MODEL_SERVER_TIMEOUT``): the server's
+    setting, not the caller's input, so a 5xx."""
+
+    default_code = "audit_timeout"
+    http_status = 500
+
+
+class AuditCrashedError(MiaError):
+    """The process running an audit ended without an answer (killed, out of memory, crashed)."""
+
+    default_code = "audit_crashed"
+    http_status = 500
+
+
 class DeviceError(InputError):
     """The requested compute device is not available (e.g. ``--device cuda`` without CUDA)."""
 

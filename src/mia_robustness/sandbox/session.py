@@ -381,7 +381,7 @@ class SandboxedModel:
             process.kill()
             code = process.wait()
         stage = str(self.deadline.stage).replace("_", " ")
-        log.warning("sandbox child %s ended with status %s during %s", process.pid, code, stage)
+        log.info("sandbox child %s ended with status %s during %s", process.pid, code, stage)
         if code == -signal.SIGXCPU:
             return LimitError(
                 f"the model used more CPU time during {stage} than its sandbox allows; audit fewer rows or "

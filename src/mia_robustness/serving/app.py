@@ -21,8 +21,15 @@ from werkzeug.datastructures import MIMEAccept
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import parse_accept_header
 
-from ..errors import InputError, LimitError, MiaError, OptionsError
-from ..options import options_from_mapping, parse_key_value_pairs
+from ..errors import (
+    InputError,
+    MiaError,
+    NotAcceptableError,
+    OptionsError,
+    PayloadTooLargeError,
+    UnsupportedMediaError,
+)
+from ..options import options_from_mapping, parse_key_value_pairs, shown
 from .runner import AuditRunner, remove_workdir
 from .settings import ServerSettings
 
@@ -53,11 +60,6 @@ def supported_media_types() -> list[str]:
     from ..report import RENDERERS
 
     return [media for media, fmt in REPORT_FORMATS.items() if fmt in RENDERERS]
-
-
-def _with_status(error: MiaError, status: int) -> MiaError:
-    error.http_status = status
-    return error
 
 
 def check_settings(settings: ServerSettings) -> None:
@@ -160,13 +162,9 @@ def _error_response(error: Exception) -> tuple[Response, int]:
 def _check_content_type(req: Request) -> None:
     media = req.mimetype  # lower case, parameters dropped; "" when absent
     if media and media not in BUNDLE_MEDIA_TYPES:
-        raise _with_status(
-            InputError(
-                f"Content-Type {media!r} is not a bundle archive: send a zip, tar or tar.gz archive as "
-                "application/zip, application/x-tar, application/gzip or application/octet-stream",
-                code="unsupported_media_type",
-            ),
-            415,
+        raise UnsupportedMediaError(
+            f"Content-Type {shown(media)} is not a bundle archive: send a zip, tar or tar.gz archive as "
+            "application/zip, application/x-tar, application/gzip or application/octet-stream"
         )
 
 
@@ -182,12 +180,8 @@ def _negotiate(req: Request, preference: list[str], media_types: list[str]) -> s
         kept.append(";".join([media] + [p for p in params if p.replace(" ", "").startswith("q=")]))
     best = parse_accept_header(", ".join(kept), MIMEAccept).best_match(preference)
     if best is None:
-        raise _with_status(
-            InputError(
-                f"cannot answer with Accept: {header!r}: the report is available as {', '.join(media_types)}",
-                code="not_acceptable",
-            ),
-            406,
+        raise NotAcceptableError(
+            f"cannot answer with Accept: {shown(header)}: the report is available as {', '.join(media_types)}"
         )
     return best
 
@@ -202,13 +196,9 @@ def _overrides(req: Request) -> dict[str, str]:
 
 def _too_large(limit: int, size: int | None) -> MiaError:
     got = f" ({size} bytes)" if size is not None else ""
-    return _with_status(
-        LimitError(
-            f"the request body{got} is over the limit of {limit} bytes (MIA_MAX_PAYLOAD_MB); "
-            "send a smaller bundle (fewer rows, Parquet instead of CSV) or raise the limit",
-            code="payload_too_large",
-        ),
-        413,
+    return PayloadTooLargeError(
+        f"the request body{got} is over the limit of {limit} bytes (MIA_MAX_PAYLOAD_MB); "
+        "send a smaller bundle (fewer rows, Parquet instead of CSV) or raise the limit"
     )
 
 

@@ -2,12 +2,9 @@
 
 Each invocation's audit runs in its own process, forked from a ``forkserver`` that has imported the engine
 (and torch) once, so that a crash, an out-of-memory kill or a runaway audit costs one request and never
-the HTTP worker. Messages to the parent travel over a pipe:
-
-* ``("progress", stage, done, total)``: while the audit runs;
-* ``("ok", rendered_report)``: the report, already rendered in the requested format;
-* ``("error", class_name, code, message, http_status)``: a :class:`~mia_robustness.errors.MiaError`;
-* ``("crash", summary, traceback_text)``: anything else (the parent logs the traceback).
+the HTTP worker. (The model itself runs one level further down, in the audit's sandbox child.) Messages
+to the parent travel over a pipe, one of the dataclasses below: :class:`Progress` while the audit runs,
+then one :class:`Finished`, :class:`Refused` or :class:`Crashed`.
 """
 
 from __future__ import annotations
@@ -25,6 +22,42 @@ from typing import Any
 AUDIT_NICENESS = 10
 # Exit status when the parent went away: the audit is abandoned, nobody waits for its report.
 ORPHANED_EXIT = 70
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A stage's progress: ``done`` of ``total`` steps."""
+
+    stage: str
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The report, already rendered in the requested format."""
+
+    report: str
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A :class:`~mia_robustness.errors.MiaError`: its class (by name, from ``errors.py``), code and message."""
+
+    error_class: str
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Crashed:
+    """Anything else: a one-line summary and the traceback, for the server's log only."""
+
+    summary: str
+    traceback: str
+
+
+ChildMessage = Progress | Finished | Refused | Crashed
 
 
 @dataclass(frozen=True)
@@ -101,7 +134,7 @@ def run_audit(job: AuditJob, results: Connection, lifeline: Connection) -> None:
         _limit_threads(job.threads)
 
         def progress(stage: str, done: int, total: int) -> None:
-            results.send(("progress", str(stage), int(done), int(total)))
+            results.send(Progress(str(stage), int(done), int(total)))
 
         try:
             report = audit(
@@ -113,12 +146,12 @@ def run_audit(job: AuditJob, results: Connection, lifeline: Connection) -> None:
                 workers=job.threads,
                 max_memory_mb=job.max_memory_mb,
             )
-            message: tuple[Any, ...] = ("ok", render(report, job.fmt))
+            message: ChildMessage = Finished(render(report, job.fmt))
         except MiaError as error:
-            message = ("error", type(error).__name__, error.code, error.message, error.http_status)
+            message = Refused(type(error).__name__, error.code, error.message)
     except MemoryError:
-        message = ("crash", "the audit ran out of memory", traceback.format_exc())
+        message = Crashed("the audit ran out of memory", traceback.format_exc())
     except BaseException as error:  # noqa: BLE001 - everything must reach the parent as a message
-        message = ("crash", f"{type(error).__name__}: {error}", traceback.format_exc())
+        message = Crashed(f"{type(error).__name__}: {error}", traceback.format_exc())
     results.send(message)
     results.close()

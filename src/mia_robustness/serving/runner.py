@@ -28,7 +28,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
-from ..errors import MiaError
+from ..errors import AuditCrashedError, MiaError, ServerBusyError, ServerTimeoutError, ShuttingDownError
 from . import child
 from .settings import RESERVED_THREADS, ServerSettings
 
@@ -52,23 +52,14 @@ _SIGNAL_HINTS = {
 }
 
 
-def _error(message: str, code: str, status: int) -> MiaError:
-    """A :class:`MiaError` with an HTTP status other than its class's (timeouts, overload, shutdown)."""
-    error = MiaError(message, code=code)
-    error.http_status = status
-    return error
-
-
-def _rebuild_error(class_name: str, code: str, message: str, status: int) -> MiaError:
-    """The child's :class:`MiaError` again, as its own class where it is one of ``errors.py``."""
+def _rebuild_error(refused: child.Refused) -> MiaError:
+    """The child's :class:`MiaError` again, as its own class (and so its own HTTP status)."""
     from .. import errors
 
-    cls = getattr(errors, class_name, None)
+    cls = getattr(errors, refused.error_class, None)
     if not (isinstance(cls, type) and issubclass(cls, MiaError)):
         cls = MiaError
-    error = cls(message, code=code)
-    error.http_status = status
-    return error
+    return cls(refused.message, code=refused.code)
 
 
 class AuditRunner:
@@ -120,11 +111,9 @@ class AuditRunner:
         """
         with self._lock:
             if self._admitted >= self._max_admitted:
-                raise _error(
+                raise ServerBusyError(
                     f"the server is busy with {self._admitted} invocations; retry later or send at most "
-                    f"{self.settings.workers} at a time (see /execution-parameters)",
-                    "server_busy",
-                    503,
+                    f"{self.settings.workers} at a time (see /execution-parameters)"
                 )
             self._admitted += 1
         try:
@@ -211,19 +200,15 @@ class AuditRunner:
                 except EOFError:
                     process.join(TERMINATE_GRACE)
                     raise self._crash_error(process) from None
-                kind = message[0]
-                if kind == "progress":
-                    progress(*message[1:])
+                if isinstance(message, child.Progress):
+                    progress(message.stage, message.done, message.total)
                     continue
-                if kind == "ok":
-                    return message[1]
-                if kind == "error":
-                    raise _rebuild_error(*message[1:])
-                summary, trace = message[1], message[2]
-                log.error("audit failed unexpectedly (%s):\n%s", summary, trace)
-                raise _error(
-                    "the audit failed unexpectedly; the server log has the details", "internal_error", 500
-                )
+                if isinstance(message, child.Finished):
+                    return message.report
+                if isinstance(message, child.Refused):
+                    raise _rebuild_error(message)
+                log.error("audit failed unexpectedly (%s):\n%s", message.summary, message.traceback)
+                raise MiaError("the audit failed unexpectedly; the server log has the details")
             if process.sentinel in ready:
                 process.join(TERMINATE_GRACE)
                 raise self._crash_error(process)
@@ -240,20 +225,18 @@ class AuditRunner:
         else:
             hint = f"it exited with status {code} without a report"
         log.error("audit child %s died: exit code %s", process.pid, code)
-        return _error(f"the audit process ended abnormally: {hint}", "audit_crashed", 500)
+        return AuditCrashedError(f"the audit process ended abnormally: {hint}")
 
     def _timeout_error(self, *, waited: bool) -> MiaError:
         what = "waited for a free audit slot" if waited else "ran"
-        return _error(
+        return ServerTimeoutError(
             f"the audit {what} longer than SAGEMAKER_MODEL_SERVER_TIMEOUT={self.settings.timeout} s and was "
-            "stopped; audit fewer rows, attack models, proportions or repeats, or raise the timeout",
-            "audit_timeout",
-            500,
+            "stopped; audit fewer rows, attack models, proportions or repeats, or raise the timeout"
         )
 
     @staticmethod
     def _shutdown_error() -> MiaError:
-        return _error("the server is shutting down; send the request again", "shutting_down", 503)
+        return ShuttingDownError("the server is shutting down; send the request again")
 
     @staticmethod
     def _stop(process: Any) -> None:
