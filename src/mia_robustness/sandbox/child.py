@@ -25,6 +25,8 @@ from .protocol import read_message, write_message
 _PR_SET_PDEATHSIG = 1
 # Exit status when confinement itself failed: the parent reports it as "the sandbox could not start".
 EXIT_CONFINEMENT_FAILED = 71
+# Exit status when the parent was gone before the child could tie its life to it.
+EXIT_ORPHANED = 72
 
 
 def _thread_locks_for_multiprocessing() -> None:
@@ -45,11 +47,13 @@ def _thread_locks_for_multiprocessing() -> None:
     synchronize.Event = lambda *, ctx=None: threading.Event()
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent_pid: int) -> None:
     # Set after the user change (which clears it): a killed audit must not leave its model stage running.
     ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() == 1:
-        os._exit(EXIT_CONFINEMENT_FAILED)
+    # The parent may have died before the line above: then this process was handed to another one. (Not
+    # "the parent is PID 1": in a container, `train` itself is PID 1.)
+    if os.getppid() != parent_pid:
+        os._exit(EXIT_ORPHANED)
 
 
 def _channels() -> tuple[BinaryIO, BinaryIO]:
@@ -115,7 +119,7 @@ def main() -> int:
     except (ConfinementError, OSError) as exc:
         sys.stderr.write(f"confinement failed: {exc}\n")
         return EXIT_CONFINEMENT_FAILED
-    _die_with_parent()
+    _die_with_parent(int(request["parent_pid"]))
     os.chdir(work)
     write_message(answers, {"kind": "ready", "containment": containment.to_dict()})
 

@@ -219,6 +219,7 @@ class SandboxedModel:
             "address_space_bytes": self.address_space_mb * 2**20,
             "cpu_seconds": self._cpu_seconds,
             "drop_privileges": self._drop,
+            "parent_pid": os.getpid(),
             "files": {role: str(getattr(self.files, role)) for role in ("model", "members", "non_members")},
         }
         if probe is not None:
@@ -395,6 +396,7 @@ class SandboxedModel:
                 code="model_crashed",
             )
         if code == EXIT_CONFINEMENT_FAILED:
+            log.warning("the sandbox child could not confine itself: %s", self._stderr_text(2000))
             return MiaError(
                 "the sandbox could not be set up on this machine (seccomp or rlimits refused); see the log. "
                 "For a model you trust, --no-sandbox runs it without one",
@@ -416,12 +418,12 @@ class SandboxedModel:
             code="model_protocol_violation",
         )
 
+    def _stderr_text(self, limit: int = STDERR_TAIL_BYTES) -> str:
+        return clean_text(b"".join(self._stderr_tail).decode("utf-8", "replace"), limit)
+
     def _log_stderr(self) -> None:
         if self._stderr_tail and log.isEnabledFor(logging.DEBUG):
-            text = b"".join(self._stderr_tail).decode("utf-8", "replace")
-            log.debug(
-                "sandbox child output (last %d bytes):\n%s", len(text), clean_text(text, STDERR_TAIL_BYTES)
-            )
+            log.debug("sandbox child output (its end): %s", self._stderr_text())
 
 
 def _clean_containment(raw: dict[str, Any]) -> dict[str, Any]:
