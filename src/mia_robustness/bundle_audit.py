@@ -14,7 +14,8 @@ from .deadline import Deadline
 from .engine import Stopwatch, run_audit
 from .options import AuditOptions, options_from_mapping
 from .report import Report
-from .sandbox import ModelFiles, open_model
+from .sandbox.session import open_model
+from .sandbox.stage import ModelFiles
 from .sweep import default_workers
 
 ProgressCallback = Callable[[str, int, int], None]
