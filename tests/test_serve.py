@@ -50,7 +50,7 @@ def test_settings_defaults_and_derived_values():
     assert settings.threads == 2 * 2 + 2 and settings.threads_per_audit == 4
     assert settings.max_payload_bytes == 100 * MB and settings.max_payload_mb == 100
     assert settings.default_accept == "application/json"
-    assert settings.unpack_limits.bundle_limits() is None
+    assert settings.runtime.unpack_limits.bundle_limits() is None
     assert ServerSettings.from_env({}, cpus=1).workers == 1
 
     custom = ServerSettings.from_env(
@@ -66,9 +66,9 @@ def test_settings_defaults_and_derived_values():
     )
     assert custom.workers == 3 and custom.threads_per_audit == 1
     assert custom.max_payload_mb == 100  # SageMaker's ceiling, whatever the server accepts
-    limits = custom.unpack_limits.bundle_limits()
+    limits = custom.runtime.unpack_limits.bundle_limits()
     assert (limits.max_members, limits.max_unpacked_bytes) == (7, 5 * MB)
-    assert custom.default_accept == "text/csv" and custom.max_audit_memory_bytes == 512 * MB
+    assert custom.default_accept == "text/csv" and custom.runtime.max_audit_memory_bytes == 512 * MB
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from .bundle_audit import audit
 from .errors import InputError, MiaError
 from .options import ATTACK_MODELS, DEVICES
 from .report import render, render_text
+from .runtime import ENV_DEBUG, RuntimeSettings
 from .version import __version__
 
 EXIT_BAD_INPUT = 2
@@ -152,13 +153,16 @@ def _run_audit(args: argparse.Namespace) -> None:
         sys.stderr.write(
             "warning: --no-sandbox: the model's code runs in this process, with your permissions\n"
         )
+    arguments = RuntimeSettings.from_env(os.environ).audit_arguments()
+    if args.sandbox_memory_mb is not None:
+        arguments["sandbox_memory_mb"] = args.sandbox_memory_mb
     report = audit(
         args.input,
         overrides,
         progress=None if args.quiet else Progress(sys.stderr),
         timeout=args.timeout,
         sandbox=args.sandbox,
-        sandbox_memory_mb=args.sandbox_memory_mb,
+        **arguments,
     )
     text = render(report, fmt)
     if args.output:
@@ -209,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("interrupted\n")
         return 130
     except Exception as exc:  # the one place an unexpected failure becomes one line, not a traceback
-        if os.environ.get("MIA_DEBUG"):
+        if os.environ.get(ENV_DEBUG):
             raise
         sys.stderr.write(
             f"internal error: {type(exc).__name__}: {exc} (set MIA_DEBUG=1 for a traceback and report it)\n"

@@ -213,9 +213,7 @@ def run(settings: TrainingSettings, say: Callable[[str], None]) -> None:
         source,
         overrides=options,
         progress=ProgressLog(say),
-        limits=settings.unpack_limits.bundle_limits(),
-        workdir=settings.temp_root,
-        max_memory_mb=settings.max_audit_memory_mb,
+        **settings.runtime.audit_arguments(),
         timeout=max_runtime,
     )
     for path in write_reports(report, [paths.model, paths.output_data]):

@@ -83,6 +83,8 @@ class AuditJob:
     max_memory_mb:
         Refuse the audit (``LimitError``, code ``memory_limit``) when its estimated peak memory is above
         this many MB, before any attack runs; ``None`` for no limit (``MIA_MAX_AUDIT_MEMORY_MB``).
+    sandbox_memory_mb:
+        Address-space limit of the audit's sandboxed model process (``MIA_SANDBOX_MEMORY_MB``).
     """
 
     request_id: str
@@ -93,6 +95,7 @@ class AuditJob:
     fmt: str
     threads: int
     max_memory_mb: float | None = None
+    sandbox_memory_mb: int | None = None
 
 
 def _exit_when_orphaned(lifeline: Connection, workdir: str) -> None:
@@ -145,6 +148,7 @@ def run_audit(job: AuditJob, results: Connection, lifeline: Connection) -> None:
                 workdir=job.workdir,
                 workers=job.threads,
                 max_memory_mb=job.max_memory_mb,
+                sandbox_memory_mb=job.sandbox_memory_mb,
             )
             message: ChildMessage = Finished(render(report, job.fmt))
         except MiaError as error:

@@ -251,7 +251,7 @@ def render_config(settings: ServerSettings, paths: FrontPaths, build: NginxBuild
     return CONFIG_TEMPLATE.substitute(
         user=user,
         folder=folder,
-        log_level=NGINX_LOG_LEVELS.get(settings.log_level, "error"),
+        log_level=NGINX_LOG_LEVELS.get(settings.runtime.log_level, "error"),
         nofile=nofile,
         connections=connections,
         shutdown_timeout=f"{SHUTDOWN_TIMEOUT}s",
@@ -270,7 +270,7 @@ def render_config(settings: ServerSettings, paths: FrontPaths, build: NginxBuild
 
 def prepare(settings: ServerSettings, build: NginxBuild) -> FrontPaths:
     """Make the private folder and write nginx.conf into it (the caller removes it: :func:`remove`)."""
-    folder = Path(tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-", dir=settings.temp_root))
+    folder = Path(tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-", dir=settings.runtime.temp_root))
     socket_folder = None
     socket = folder / "gunicorn.sock"
     if len(os.fsencode(socket)) > MAX_SOCKET_PATH:  # a deep MIA_TEMP_DIR: the socket goes to the system temp

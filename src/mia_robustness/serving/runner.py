@@ -96,7 +96,9 @@ class AuditRunner:
 
     def new_workdir(self) -> Path:
         """A fresh private folder for one invocation (under the configured temporary root)."""
-        path = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-", dir=self.settings.temp_root))
+        path = Path(
+            tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-", dir=self.settings.runtime.temp_root)
+        )
         # Enterable (not listable) by others: the audit's sandbox child runs as nobody in a folder of its
         # own inside this one, and must be able to reach it.
         path.chmod(0o711)
@@ -145,11 +147,12 @@ class AuditRunner:
             request_id=request_id,
             source=str(archive),
             overrides=overrides,
-            limits=self.settings.unpack_limits.bundle_limits(),
+            limits=self.settings.runtime.unpack_limits.bundle_limits(),
             workdir=str(workdir),
             fmt=fmt,
             threads=self.settings.threads_per_audit,
-            max_memory_mb=self.settings.max_audit_memory_mb,
+            max_memory_mb=self.settings.runtime.max_audit_memory_mb,
+            sandbox_memory_mb=self.settings.runtime.sandbox_memory_mb,
         )
         results, results_for_child = self._context.Pipe(duplex=False)
         lifeline_for_child, lifeline = self._context.Pipe(duplex=False)

@@ -168,7 +168,7 @@ class GunicornServer(BaseApplication):
             "keepalive": 5,
             "accesslog": "-",
             "errorlog": "-",
-            "loglevel": s.log_level,
+            "loglevel": s.runtime.log_level,
             "logger_class": StdoutLogger,
             "proc_name": "mia-robustness-serve",
             # gunicorn's runtime-control socket lives in $HOME (outside any temp folder, shared by
@@ -176,7 +176,7 @@ class GunicornServer(BaseApplication):
             "control_socket_disable": True,
             "post_worker_init": _post_worker_init,
             "worker_exit": _worker_exit,
-            "child_exit": _remove_folders_of_exited_worker(s.temp_root),
+            "child_exit": _remove_folders_of_exited_worker(s.runtime.temp_root),
         }
         if self.socket is not None:
             options["access_log_format"] = PROXIED_ACCESS_LOG_FORMAT
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     except MiaError as error:
         print(f"serve: {error.message}", file=sys.stderr)
         return 2
-    _configure_logging(settings.log_level)
+    _configure_logging(settings.runtime.log_level)
     log.info(
         "serving on %s:%d (%s): %d audit(s) at a time, %d thread(s) each, %d HTTP threads, timeout %d s, "
         "body limit %d bytes",
