@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--sandbox-memory-mb",
-        type=_positive_int,
+        type=_sandbox_megabytes,
         help="address-space limit of the sandboxed model process (default: estimated from the bundle)",
     )
     run.add_argument("-q", "--quiet", action="store_true", help="no progress on standard error")
@@ -99,9 +99,10 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or not 0 < int(text) <= 10**7:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+def _sandbox_megabytes(text: str) -> int:
+    # The sandboxed interpreter with numpy, pandas and scikit-learn maps about a gigabyte before any data.
+    if not text.isdigit() or not 1024 <= int(text) <= 10**7:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a whole number of MB, at least 1024")
     return int(text)
 
 
