@@ -42,9 +42,16 @@ def _masked_mean_std(values: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, 
 
 
 def lira_scores(
-    target_conf: np.ndarray, reference_conf: np.ndarray, in_mask: np.ndarray, *, online: bool
+    target_conf: np.ndarray,
+    reference_conf: np.ndarray,
+    in_mask: np.ndarray,
+    population: np.ndarray | None = None,
+    *,
+    online: bool,
 ) -> np.ndarray:
-    """LiRA membership scores (higher = more likely a member).
+    """LiRA membership scores (higher = more likely a member). ``population`` is not used (LiRA compares
+    each record with its own reference models only); it is there so that every reference attack has the
+    registry's one signature.
 
     Online: log-likelihood ratio of the target's logit confidence under Gaussians fitted to the IN and to
     the OUT reference models of each record. Offline: how far above the OUT Gaussian the target's

@@ -82,18 +82,6 @@ class AttackSpec:
     variants: tuple[Variant, ...]
 
 
-def _lira(
-    target_conf: np.ndarray,
-    reference_conf: np.ndarray,
-    in_mask: np.ndarray,
-    population: np.ndarray,
-    *,
-    online: bool,
-) -> np.ndarray:
-    del population  # LiRA compares each record with its own reference models only
-    return lira_scores(target_conf, reference_conf, in_mask, online=online)
-
-
 REGISTRY: dict[str, AttackSpec] = {
     spec.name: spec
     for spec in (
@@ -154,7 +142,7 @@ REGISTRY: dict[str, AttackSpec] = {
         AttackSpec(
             "lira",
             "reference",
-            _lira,
+            lira_scores,
             RECIPE,
             cost_rank=0,
             uses_device=False,
