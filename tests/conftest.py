@@ -1,96 +1,33 @@
-"""Shared test fixtures: real data (Adult from ../shared/data, or a synthetic stand-in) and bundles."""
+"""Shared test fixtures: real data (Adult from ../shared/data, or a synthetic stand-in) and bundles.
+
+The builders these fixtures use (tables, fitted models, bundles, archives, option presets, polling) are in
+builders.py; import them from there.
+"""
 
 from __future__ import annotations
 
-import json
-import shutil
-import tarfile
-import zipfile
-from pathlib import Path
-
-import joblib
-import numpy as np
-import pandas as pd
 import pytest
+from sklearn.tree import DecisionTreeClassifier
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
-ADULT_CSV = SHARED_DATA / "adult.csv"
-SEED_SAMPLE = SHARED_DATA / "seed-sample"
-
-needs_adult = pytest.mark.skipif(not ADULT_CSV.exists(), reason=f"shared data set absent: {ADULT_CSV}")
-needs_seed_sample = pytest.mark.skipif(
-    not (SEED_SAMPLE / "data.zip").exists(), reason=f"replaced product's sample absent: {SEED_SAMPLE}"
+# Importable from conftest too, for code written before builders.py (the serving tests change in parallel).
+from builders import (  # noqa: F401
+    ADULT_CSV,
+    REPO_ROOT,
+    SEED_SAMPLE,
+    SHARED_DATA,
+    adult_frame,
+    needs_adult,
+    needs_seed_sample,
+    noisy_numeric_frame,
+    split_fit,
+    write_bundle,
 )
-
-
-def adult_frame(n_rows: int, seed: int = 0) -> pd.DataFrame:
-    """``n_rows`` random rows of Adult (label column ``income``)."""
-    frame = pd.read_csv(ADULT_CSV)
-    return frame.sample(n=n_rows, random_state=seed).reset_index(drop=True)
-
-
-def noisy_numeric_frame(
-    n_rows: int, n_features: int = 6, n_classes: int = 2, noise: float = 0.3, seed: int = 0
-):
-    """A synthetic numeric table whose labels are partly random, so an unpruned tree memorises members."""
-    rng = np.random.default_rng(seed)
-    features = rng.normal(size=(n_rows, n_features))
-    weights = rng.normal(size=(n_features, n_classes))
-    labels = np.argmax(features @ weights, axis=1)
-    flip = rng.random(n_rows) < noise
-    labels[flip] = rng.integers(0, n_classes, size=int(flip.sum()))
-    frame = pd.DataFrame(features, columns=[f"x{i}" for i in range(n_features)])
-    frame["label"] = labels
-    return frame
-
-
-def write_bundle(
-    directory: Path,
-    model,
-    members: pd.DataFrame,
-    non_members: pd.DataFrame,
-    *,
-    kind: str = "folder",
-    config: dict | None = None,
-    model_name: str = "model.pkl",
-) -> Path:
-    """Write a bundle (``folder``, ``zip``, ``tar`` or ``tar.gz``) and return its path."""
-    folder = directory / "bundle"
-    folder.mkdir(parents=True, exist_ok=True)
-    joblib.dump(model, folder / model_name)
-    members.to_csv(folder / "train.csv", index=False)
-    non_members.to_csv(folder / "subject.csv", index=False)
-    if config is not None:
-        (folder / "config.json").write_text(json.dumps(config))
-    if kind == "folder":
-        return folder
-    files = sorted(p for p in folder.iterdir())
-    if kind == "zip":
-        path = directory / "bundle.zip"
-        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
-            for file in files:
-                archive.write(file, file.name)
-    elif kind in ("tar", "tar.gz"):
-        path = directory / f"bundle.{kind}"
-        with tarfile.open(path, "w:gz" if kind == "tar.gz" else "w") as archive:
-            for file in files:
-                archive.add(file, file.name)
-    else:
-        raise ValueError(kind)
-    shutil.rmtree(folder)
-    return path
 
 
 @pytest.fixture(scope="session")
 def overfit_tree_data():
     """(model, members, non_members): an unpruned decision tree on noisy synthetic data."""
-    from sklearn.tree import DecisionTreeClassifier
-
-    frame = noisy_numeric_frame(1200, seed=1)
-    members, non_members = frame.iloc[:600].reset_index(drop=True), frame.iloc[600:].reset_index(drop=True)
-    model = DecisionTreeClassifier(random_state=0).fit(members.drop(columns="label"), members["label"])
-    return model, members, non_members
+    return split_fit(noisy_numeric_frame(1200, seed=1), DecisionTreeClassifier(random_state=0))
 
 
 @pytest.fixture()

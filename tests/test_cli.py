@@ -10,10 +10,10 @@ import zipfile
 
 import pytest
 
-from conftest import REPO_ROOT, write_bundle
+from builders import FAST, REPO_ROOT, as_flags, write_bundle
 
 CLI = [sys.executable, "-m", "mia_robustness.cli"]
-FAST = ["--repeats", "1", "--proportions", "0.5,1", "--attack-models", "threshold,rf"]
+FAST_FLAGS = as_flags(FAST)
 
 
 def run(*args, cwd=None):
@@ -22,12 +22,12 @@ def run(*args, cwd=None):
 
 def test_audit_writes_json_and_csv(tmp_path, overfit_bundle):
     out = tmp_path / "out" / "report.json"
-    done = run("audit", overfit_bundle, "-o", out, *FAST)
+    done = run("audit", overfit_bundle, "-o", out, *FAST_FLAGS)
     assert done.returncode == 0, done.stderr
     report = json.loads(out.read_text())
     assert report["settings"]["attack_models"] == ["threshold", "rf"]
     assert "attacks" in done.stderr  # progress on stderr
-    done = run("audit", overfit_bundle, "--format", "csv", "-q", *FAST)
+    done = run("audit", overfit_bundle, "--format", "csv", "-q", *FAST_FLAGS)
     assert done.returncode == 0 and done.stderr == ""
     rows = list(csv.DictReader(done.stdout.splitlines()))
     assert len(rows) == 4 and {r["attack_model"] for r in rows} == {"threshold", "rf"}
@@ -38,7 +38,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path, overfit_bundle):
         ("audit", tmp_path / "missing.zip"),
         ("audit", overfit_bundle, "--repeats", "many"),
         ("audit", overfit_bundle, "--attack-models", "svm"),
-        ("audit", overfit_bundle, "--label-column", "nope", *FAST),
+        ("audit", overfit_bundle, "--label-column", "nope", *FAST_FLAGS),
         ("audit",),
         ("summary", overfit_bundle / "train.csv"),
     ):
@@ -76,7 +76,7 @@ def test_bundle_command_then_audit_and_summary(tmp_path, overfit_tree_data):
         "train.csv",
     ]
     report = tmp_path / "r.json"
-    assert run("audit", packed, "-o", report, "-q", *FAST).returncode == 0
+    assert run("audit", packed, "-o", report, "-q", *FAST_FLAGS).returncode == 0
     done = run("summary", report)
     assert done.returncode == 0
     assert "robustness score" in done.stdout and "threshold" in done.stdout

@@ -16,10 +16,7 @@ run, no example database) and few enough that the module runs in well under a mi
 
 from __future__ import annotations
 
-import io
-import tarfile
 import tempfile
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -28,14 +25,21 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from sklearn.linear_model import LogisticRegression
 
-from conftest import noisy_numeric_frame, write_bundle
+from builders import (
+    CHEAPEST,
+    archive_bytes,
+    as_header,
+    folder_files,
+    noisy_numeric_frame,
+    split_fit,
+    write_bundle,
+)
 from mia_robustness import audit
 from mia_robustness.errors import MiaError, OptionsError
 from mia_robustness.options import AuditOptions, options_from_mapping, parse_key_value_pairs
 from serving_helpers import ATTRIBUTES
 
-CHEAPEST = {"attack_models": "threshold", "repeats": "1", "proportions": "1"}
-CHEAPEST_HEADER = ";".join(f"{key}={value}" for key, value in CHEAPEST.items())
+CHEAPEST_HEADER = as_header(CHEAPEST)
 NOT_AN_ARCHIVE = b"x0,label\n1,0\n" * 8
 
 FUZZ = {
@@ -49,22 +53,6 @@ FUZZ = {
 KINDS = ("zip", "tar", "tar.gz")
 
 
-def _pack(members: dict[str, bytes], kind: str) -> bytes:
-    """An archive of ``members`` (name -> content) in memory."""
-    buffer = io.BytesIO()
-    if kind == "zip":
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-            for name, data in members.items():
-                archive.writestr(name, data)
-    else:
-        with tarfile.open(fileobj=buffer, mode="w:gz" if kind == "tar.gz" else "w") as archive:
-            for name, data in members.items():
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                archive.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
 def _make_members() -> dict[str, bytes]:
     """The files of a small real bundle (110 rows per side) with a cheap config.json.
 
@@ -73,16 +61,14 @@ def _make_members() -> dict[str, bytes]:
     server runs audits in a child process for that reason); fuzzing it here could crash the test run.
     """
     frame = noisy_numeric_frame(220, n_features=3, seed=7)
-    members, non_members = frame.iloc[:110].reset_index(drop=True), frame.iloc[110:].reset_index(drop=True)
-    model = LogisticRegression(max_iter=200).fit(members.drop(columns="label"), members["label"])
-    config = {"attack_models": ["threshold"], "repeats": 1, "proportions": [1.0]}
+    model, members, non_members = split_fit(frame, LogisticRegression(max_iter=200))
+    config = {"attack_models": ["threshold"], "repeats": 1, "proportions": [1.0]}  # CHEAPEST as JSON values
     with tempfile.TemporaryDirectory() as scratch:
-        folder = write_bundle(Path(scratch), model, members, non_members, config=config)
-        return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+        return folder_files(write_bundle(Path(scratch), model, members, non_members, config=config))
 
 
 MEMBERS = _make_members()
-BASES = {kind: _pack(MEMBERS, kind) for kind in KINDS}
+BASES = {kind: archive_bytes(MEMBERS, kind) for kind in KINDS}
 
 
 def _edit(draw, original: bytes) -> bytes:
@@ -119,7 +105,7 @@ def mutated_bundles(draw) -> bytes:
     if draw(st.sampled_from(["archive", "member", "member"])) == "archive":
         return _edit(draw, BASES[kind])
     name = draw(st.sampled_from(sorted(MEMBERS)))
-    return _pack({**MEMBERS, name: _edit(draw, MEMBERS[name])}, kind)
+    return archive_bytes({**MEMBERS, name: _edit(draw, MEMBERS[name])}, kind)
 
 
 arbitrary_bodies = st.tuples(

@@ -25,7 +25,7 @@ import pytest
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from conftest import REPO_ROOT, noisy_numeric_frame
+from builders import REPO_ROOT, noisy_numeric_frame
 from mia_robustness.cli import build_parser
 from mia_robustness.options import OPTION_NAMES, options_from_mapping
 from mia_robustness.report_html import CHAR_WIDTH, PALETTE, RISK_COLOURS, cli_command, render_html

@@ -9,24 +9,17 @@ import numpy as np
 import pytest
 from sklearn.tree import DecisionTreeClassifier
 
-from conftest import noisy_numeric_frame, write_bundle
+from builders import CHEAPEST, noisy_numeric_frame, split_fit, write_bundle
 from mia_robustness import audit
 from mia_robustness.errors import BundleError, DataError, LimitError, MiaError, ModelError, OptionsError
-
-FAST = {"repeats": 1, "proportions": "1", "attack_models": "threshold"}
 
 
 @pytest.fixture(scope="module")
 def frames():
-    frame = noisy_numeric_frame(600, seed=2)
-    members, non_members = frame.iloc[:300].reset_index(drop=True), frame.iloc[300:].reset_index(drop=True)
-    model = DecisionTreeClassifier(max_depth=4, random_state=0).fit(
-        members.drop(columns="label"), members["label"]
-    )
-    return model, members, non_members
+    return split_fit(noisy_numeric_frame(600, seed=2), DecisionTreeClassifier(max_depth=4, random_state=0))
 
 
-def expect(error_type, code, source, options=FAST, contains=None):
+def expect(error_type, code, source, options=CHEAPEST, contains=None):
     with pytest.raises(error_type) as caught:
         audit(source, options)
     assert caught.value.code == code, caught.value.message
@@ -75,7 +68,7 @@ def test_missing_label_column_option(tmp_path, frames):
         DataError,
         "missing_label_column",
         write_bundle(tmp_path, model, members, non_members),
-        FAST | {"label_column": "nope"},
+        CHEAPEST | {"label_column": "nope"},
     )
 
 
@@ -183,7 +176,7 @@ def test_misbehaving_models(tmp_path, frames, mode, monkeypatch):
     # This class is test code, not in the allowlist: it is handed to the model stage in this process.
     monkeypatch.setattr(loading, "load_model", lambda path: loading.LoadedModel(model, None))
     with pytest.raises(ModelError) as caught:
-        audit(write_bundle(tmp_path, honest, members, non_members), FAST, sandbox=False)
+        audit(write_bundle(tmp_path, honest, members, non_members), CHEAPEST, sandbox=False)
     assert caught.value.code in ("predict_failed", "bad_probabilities")
     assert "boom" not in caught.value.message  # the model's own text never reaches the user
 
@@ -191,7 +184,7 @@ def test_misbehaving_models(tmp_path, frames, mode, monkeypatch):
 def test_every_error_is_a_mia_error_with_a_message(tmp_path):
     (tmp_path / "junk.zip").write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(MiaError) as caught:
-        audit(tmp_path / "junk.zip", FAST)
+        audit(tmp_path / "junk.zip", CHEAPEST)
     assert caught.value.http_status == 400 and caught.value.message
 
 
@@ -201,6 +194,6 @@ def test_an_audit_over_the_memory_limit_is_refused_up_front(tmp_path, frames, mo
     ran = []
     monkeypatch.setattr(engine, "run_sweep", lambda *a, **k: ran.append(1))
     with pytest.raises(LimitError) as caught:
-        audit(write_bundle(tmp_path, model, members, non_members), FAST, max_memory_mb=50)
+        audit(write_bundle(tmp_path, model, members, non_members), CHEAPEST, max_memory_mb=50)
     assert caught.value.code == "memory_limit" and "MB" in caught.value.message
     assert not ran  # refused before any attack ran

@@ -32,7 +32,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, PolynomialFeatures, StandardScaler
 from sklearn.svm import SVC
 
-from conftest import adult_frame, needs_adult, noisy_numeric_frame
+from builders import adult_frame, needs_adult, noisy_numeric_frame
 from mia_robustness.attacks.reference import balanced_in_mask
 from mia_robustness.errors import ModelError
 from mia_robustness.loading import load_model

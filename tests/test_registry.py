@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.tree import DecisionTreeClassifier
 
-from conftest import noisy_numeric_frame, write_bundle
+from builders import TINY, noisy_numeric_frame, split_fit, write_bundle
 from mia_robustness import audit
 from mia_robustness.attacks import ATTACK_DESCRIPTIONS, KNOWLEDGE, REGISTRY, AttackOutput, AttackSpec, Variant
 from mia_robustness.attacks.registry import KNOWN_ROWS
@@ -35,12 +35,11 @@ def test_one_registry_entry_adds_an_attack_to_options_sweep_and_report(tmp_path,
     assert ATTACK_DESCRIPTIONS["loss_rank"] == "members are the rows with the lowest loss"
     assert KNOWLEDGE["loss_rank"] == KNOWN_ROWS
 
-    frame = noisy_numeric_frame(600, seed=5)
-    model = DecisionTreeClassifier(random_state=0).fit(
-        frame.iloc[:300].drop(columns="label"), frame.iloc[:300]["label"]
+    model, members, non_members = split_fit(
+        noisy_numeric_frame(600, seed=5), DecisionTreeClassifier(random_state=0)
     )
-    bundle = write_bundle(tmp_path, model, frame.iloc[:300], frame.iloc[300:])
-    report = audit(bundle, {"attack_models": "loss_rank,threshold", "repeats": 1, "proportions": "0.5,1"})
+    bundle = write_bundle(tmp_path, model, members, non_members)
+    report = audit(bundle, TINY | {"attack_models": "loss_rank,threshold"})
     rows = {(row.attack_model, row.proportion) for row in report.results}
     assert rows == {("loss_rank", 0.5), ("loss_rank", 1.0), ("threshold", 0.5), ("threshold", 1.0)}
     loss_rank = report.result("loss_rank", 1.0)

@@ -13,7 +13,6 @@ import struct
 import textwrap
 from pathlib import Path
 
-import joblib
 import numpy as np
 import pytest
 from sklearn.ensemble import RandomForestClassifier
@@ -21,7 +20,7 @@ from sklearn.metrics import accuracy_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-from conftest import REPO_ROOT, noisy_numeric_frame, write_bundle
+from builders import CHEAPEST, REPO_ROOT, noisy_numeric_frame, split_fit, write_bundle
 from mia_robustness import audit
 from mia_robustness.cli import main as cli_main
 from mia_robustness.errors import LimitError, MiaError, ModelError
@@ -164,18 +163,17 @@ def test_a_lying_child_cannot_make_the_parent_parse_hostile_messages(tmp_path, f
 def test_text_raised_inside_model_code_never_reaches_the_user(tmp_path):
     """Finding 2: a FunctionTransformer whose kw_args hold a function makes numpy print the function's
     repr, address included; every audit child would share it. Only the exception class may travel."""
-    frame = noisy_numeric_frame(400, seed=1)
-    features, labels = frame.drop(columns="label"), frame["label"]
-    model = Pipeline(
+    pipeline = Pipeline(
         [
             ("log", FunctionTransformer(np.abs)),
             ("forest", RandomForestClassifier(n_estimators=5, random_state=0)),
         ]
-    ).fit(features, labels)
+    )
+    model, members, non_members = split_fit(noisy_numeric_frame(400, seed=1), pipeline)
     model.steps[0][1].kw_args = {"dtype": accuracy_score}
-    bundle = write_bundle(tmp_path, model, frame.iloc[:200], frame.iloc[200:])
+    bundle = write_bundle(tmp_path, model, members, non_members)
     with pytest.raises(MiaError) as caught:
-        audit(bundle, {"attack_models": "threshold", "repeats": 1, "proportions": "1"})
+        audit(bundle, CHEAPEST)
     message = caught.value.message
     assert caught.value.code in ("model_rejected_data", "predict_failed")
     assert "0x" not in message and "accuracy_score" not in message and "<function" not in message
@@ -183,11 +181,8 @@ def test_text_raised_inside_model_code_never_reaches_the_user(tmp_path):
 
 
 def test_cli_timeout_names_the_stage(tmp_path, capsys):
-    frame = noisy_numeric_frame(1000, seed=2)
-    model = RandomForestClassifier(n_estimators=20, random_state=0).fit(
-        frame.drop(columns="label"), frame["label"]
-    )
-    bundle = write_bundle(tmp_path, model, frame.iloc[:500], frame.iloc[500:])
+    forest = RandomForestClassifier(n_estimators=20, random_state=0)
+    bundle = write_bundle(tmp_path, *split_fit(noisy_numeric_frame(1000, seed=2), forest))
     status = cli_main(["audit", str(bundle), "--timeout", "1", "-q", "-o", str(tmp_path / "r.json")])
     err = capsys.readouterr().err
     assert status == 2
@@ -196,11 +191,8 @@ def test_cli_timeout_names_the_stage(tmp_path, capsys):
 
 
 def test_sandboxed_and_in_process_audits_give_the_same_figures(tmp_path):
-    frame = noisy_numeric_frame(600, seed=3)
-    model = RandomForestClassifier(n_estimators=10, random_state=0).fit(
-        frame.drop(columns="label"), frame["label"]
-    )
-    bundle = write_bundle(tmp_path, model, frame.iloc[:300], frame.iloc[300:])
+    forest = RandomForestClassifier(n_estimators=10, random_state=0)
+    bundle = write_bundle(tmp_path, *split_fit(noisy_numeric_frame(600, seed=3), forest))
     options = {
         "attack_models": "threshold,rf,lira,rmia",
         "repeats": 1,
@@ -224,11 +216,7 @@ def test_model_files_are_only_opened_inside_the_child(tmp_path, monkeypatch):
         raise AssertionError("the parent loaded a model")
 
     monkeypatch.setattr(loading, "load_model", refuse)
-    frame = noisy_numeric_frame(400, seed=4)
-    model = RandomForestClassifier(n_estimators=5, random_state=0).fit(
-        frame.drop(columns="label"), frame["label"]
-    )
-    joblib.dump(model, tmp_path / "m.joblib")
-    bundle = write_bundle(tmp_path, model, frame.iloc[:200], frame.iloc[200:])
-    report = audit(bundle, {"attack_models": "threshold", "repeats": 1, "proportions": "1"})
+    forest = RandomForestClassifier(n_estimators=5, random_state=0)
+    bundle = write_bundle(tmp_path, *split_fit(noisy_numeric_frame(400, seed=4), forest))
+    report = audit(bundle, CHEAPEST)
     assert report.containment["sandbox"] is True and report.containment["seccomp"] is True

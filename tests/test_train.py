@@ -2,32 +2,26 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import joblib
 import pytest
 from sklearn.tree import DecisionTreeClassifier
 
-from conftest import REPO_ROOT, noisy_numeric_frame, write_bundle
+from builders import CHEAPEST, FAST, REPO_ROOT, archive_bytes, noisy_numeric_frame, split_fit, write_bundle
 from mia_robustness import training
 from mia_robustness.errors import InputError
 from mia_robustness.training import find_bundle, read_hyperparameters
 
 TRAIN = REPO_ROOT / "train"
-FAST = {"attack_models": "threshold,rf", "repeats": "1", "proportions": "0.5,1"}
 
 
 def _model_and_tables(rows: int = 200, seed: int = 1):
-    frame = noisy_numeric_frame(2 * rows, seed=seed)
-    members, non_members = frame.iloc[:rows].reset_index(drop=True), frame.iloc[rows:].reset_index(drop=True)
-    model = DecisionTreeClassifier(random_state=0).fit(members.drop(columns="label"), members["label"])
-    return model, members, non_members
+    return split_fit(noisy_numeric_frame(2 * rows, seed=seed), DecisionTreeClassifier(random_state=0))
 
 
 def _job_tree(root: Path, hyperparameters: dict | None = FAST) -> Path:
@@ -80,14 +74,13 @@ def test_train_fails_clearly_on_a_bad_bundle(tmp_path):
 
 
 def test_legacy_layout_in_the_training_channel(tmp_path, monkeypatch, capsys):
-    root = _job_tree(tmp_path / "opt_ml", {"attack_models": "threshold", "repeats": "1", "proportions": "1"})
+    root = _job_tree(tmp_path / "opt_ml", CHEAPEST)
     channel = root / "input" / "data" / "training"
     channel.mkdir(parents=True)
     model, members, non_members = _model_and_tables(150, seed=5)
     joblib.dump(model, channel / "model.pkl")
-    with zipfile.ZipFile(channel / "data.zip", "w") as archive:
-        archive.writestr("train_mia.csv", members.to_csv(index=False))
-        archive.writestr("test_mia.csv", non_members.to_csv(index=False))
+    tables = {"train_mia.csv": members.to_csv(index=False), "test_mia.csv": non_members.to_csv(index=False)}
+    (channel / "data.zip").write_bytes(archive_bytes(tables))
     (root / "output").mkdir()
     (root / "output" / "failure").write_text("stale reason of an earlier run")
 
@@ -176,10 +169,7 @@ def test_find_bundle_follows_single_folders_and_prefers_a_lone_archive(tmp_path)
 
     archive_channel = tmp_path / "data2" / "train"
     archive_channel.mkdir(parents=True)
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("train.csv", "a\n")
-    (archive_channel / "anything.bin").write_bytes(buffer.getvalue())
+    (archive_channel / "anything.bin").write_bytes(archive_bytes({"train.csv": "a\n"}))
     (archive_channel / ".hidden").write_text("ignored")
     assert find_bundle(tmp_path / "data2") == archive_channel / "anything.bin"
 
@@ -198,7 +188,9 @@ def test_max_runtime_stops_the_audit_and_names_its_stage(tmp_path):
     done = _run_train(root)
     assert done.returncode == 2, done.stdout + done.stderr
     reason = (root / "output" / "failure").read_text()
-    assert reason.startswith("audit_timeout: ") and "time limit of 2 s" in reason and "stopped during" in reason
+    assert (
+        reason.startswith("audit_timeout: ") and "time limit of 2 s" in reason and "stopped during" in reason
+    )
     assert not (root / "model" / "report.json").exists()
 
 
@@ -208,4 +200,8 @@ def test_max_runtime_must_be_a_sane_number_of_seconds(tmp_path, value):
     (root / "input" / "data" / "training").mkdir(parents=True)
     done = _run_train(root)
     assert done.returncode == 2
-    assert (root / "output" / "failure").read_text().startswith("bad_hyperparameters: hyperparameter max_runtime")
+    assert (
+        (root / "output" / "failure")
+        .read_text()
+        .startswith("bad_hyperparameters: hyperparameter max_runtime")
+    )
