@@ -21,7 +21,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from builders import archive_bytes
 from mia_robustness.archive import BundleLimits, detect_archive_kind, extract_archive
+from mia_robustness.bundle import open_bundle
 from mia_robustness.errors import BundleError, LimitError, MiaError, OptionsError
 
 MIB = 1024 * 1024
@@ -256,8 +258,12 @@ def test_nested_zip_is_one_file_not_recursed(ws: Workspace) -> None:
     assert sorted(p.name for p in files) == ["data.zip", "model.pkl"]
     assert detect_archive_kind(ws.dest / "data.zip") == "zip"
     assert zipfile.ZipFile(ws.dest / "data.zip").namelist() == ["train_mia.csv", "test_mia.csv"]
-    assert BundleLimits().max_nesting == 1  # the caller may unpack data.zip one level down
-    assert BundleLimits(max_nesting=0).max_nesting == 0
+    # The caller unpacks data.zip one level down by default, and not at all with max_nesting=0.
+    with open_bundle(outer, workdir=ws.root) as bundle:
+        assert bundle.layout == "legacy" and bundle.members_path.name == "train_mia.csv"
+    with pytest.raises(BundleError) as caught, open_bundle(outer, limits=BundleLimits(max_nesting=0)):
+        pass
+    assert caught.value.code == "nesting_limit"
 
 
 @pytest.mark.parametrize(
@@ -570,22 +576,8 @@ def test_arbitrary_bytes_only_raise_mia_errors(prefix: bytes, body: bytes) -> No
     _only_mia_errors(prefix + body)
 
 
-def _small_valid(kind: str) -> bytes:
-    buffer = io.BytesIO()
-    if kind == "zip":
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
-            zf.writestr("model.pkl", bytes(range(256)) * 4)
-            zf.writestr("data/train.csv", b"a,b\n1,2\n" * 30)
-    else:
-        with tarfile.open(fileobj=buffer, mode="w:gz" if kind == "tar.gz" else "w") as tf:
-            for name, data in [("model.pkl", bytes(range(256)) * 4), ("data/train.csv", b"a,b\n1,2\n" * 30)]:
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                tf.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
-_VALID = {kind: _small_valid(kind) for kind in ("zip", "tar", "tar.gz")}
+_SMALL_VALID = {"model.pkl": bytes(range(256)) * 4, "data/train.csv": b"a,b\n1,2\n" * 30}
+_VALID = {kind: archive_bytes(_SMALL_VALID, kind) for kind in ("zip", "tar", "tar.gz")}
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -5,7 +5,7 @@ specific 4xx MiaError, quickly and without echoing the hostile input back."""
 from __future__ import annotations
 
 import importlib
-import io
+import re
 import struct
 import time
 import tracemalloc
@@ -16,7 +16,15 @@ import pandas as pd
 import pytest
 from sklearn.tree import DecisionTreeClassifier
 
-from conftest import noisy_numeric_frame, write_bundle
+from builders import (
+    CHEAPEST,
+    REPO_ROOT,
+    archive_bytes,
+    folder_files,
+    noisy_numeric_frame,
+    split_fit,
+    write_bundle,
+)
 from mia_robustness import audit
 from mia_robustness.archive import BundleLimits, UnpackBudget, extract_archive
 from mia_robustness.bundle import open_bundle
@@ -34,7 +42,6 @@ from mia_robustness.options import (
 from mia_robustness.tables import HEAD_BYTES, MAX_COLUMNS, read_table
 
 MIB = 1024 * 1024
-FAST = {"repeats": 1, "proportions": "1", "attack_models": "threshold"}
 
 
 def check_message(error: MiaError, *fragments: str, longest: int = 700) -> None:
@@ -48,12 +55,7 @@ def check_message(error: MiaError, *fragments: str, longest: int = 700) -> None:
 
 @pytest.fixture(scope="module")
 def frames():
-    frame = noisy_numeric_frame(300, seed=3)
-    members, non_members = frame.iloc[:150].reset_index(drop=True), frame.iloc[150:].reset_index(drop=True)
-    model = DecisionTreeClassifier(max_depth=3, random_state=0).fit(
-        members.drop(columns="label"), members["label"]
-    )
-    return model, members, non_members
+    return split_fit(noisy_numeric_frame(300, seed=3), DecisionTreeClassifier(max_depth=3, random_state=0))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -62,7 +64,29 @@ def frames():
 
 
 def test_limits_are_the_documented_ones():
-    assert (MAX_PROPORTIONS, MAX_REPEATS, MAX_REFERENCE_MODELS) == (20, 20, 64)
+    readme = (REPO_ROOT / "README.md").read_text()
+    stated = re.search(
+        r"at most (\d+) distinct proportions, 1 to (\d+) repeats, 2 to (\d+) reference models", readme
+    )
+    assert stated, "README's Security section no longer states the cost bounds"
+    assert tuple(map(int, stated.groups())) == (MAX_PROPORTIONS, MAX_REPEATS, MAX_REFERENCE_MODELS)
+    # and each is where the parsers draw the line: the bound itself passes, one more is refused
+    at_the_limit = options_from_mapping(
+        {
+            "proportions": [i / MAX_PROPORTIONS for i in range(1, MAX_PROPORTIONS + 1)],
+            "repeats": MAX_REPEATS,
+            "reference_models": MAX_REFERENCE_MODELS,
+        }
+    )
+    assert len(at_the_limit.proportions) == MAX_PROPORTIONS
+    assert (at_the_limit.repeats, at_the_limit.reference_models) == (MAX_REPEATS, MAX_REFERENCE_MODELS)
+    for over in (
+        {"proportions": [i / (MAX_PROPORTIONS + 1) for i in range(1, MAX_PROPORTIONS + 2)]},
+        {"repeats": MAX_REPEATS + 1},
+        {"reference_models": MAX_REFERENCE_MODELS + 2},
+    ):
+        with pytest.raises(OptionsError):
+            options_from_mapping(over)
 
 
 def test_nine_thousand_proportions_in_config_json_are_refused_before_any_work(tmp_path, frames, monkeypatch):
@@ -268,13 +292,8 @@ def test_real_zips_still_open_zip64_end_record_and_comment(tmp_path, monkeypatch
 
 
 def legacy_bundle(path: Path, inner_files: dict[str, bytes], model: bytes = b"m" * 1000) -> Path:
-    inner = io.BytesIO()
-    with zipfile.ZipFile(inner, "w", zipfile.ZIP_STORED) as zf:
-        for name, data in inner_files.items():
-            zf.writestr(name, data)
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
-        zf.writestr("model.pkl", model)
-        zf.writestr("data.zip", inner.getvalue())
+    inner = archive_bytes(inner_files, compression=zipfile.ZIP_STORED)
+    path.write_bytes(archive_bytes({"model.pkl": model, "data.zip": inner}, compression=zipfile.ZIP_STORED))
     return path
 
 
@@ -361,7 +380,7 @@ def test_header_field_over_the_limit_through_the_whole_audit(tmp_path, frames):
     good = (bundle / "train.csv").read_text()
     (bundle / "train.csv").write_text("x" * 140_000 + good)  # the first column's name is 140k long
     with pytest.raises(DataError) as caught:
-        audit(bundle, FAST)
+        audit(bundle, CHEAPEST)
     assert caught.value.code == "bad_header"
     check_message(caught.value, "members table train.csv")
 
@@ -505,7 +524,7 @@ def test_hostile_config_json_through_the_whole_audit(tmp_path, frames, text):
     bundle = write_bundle(tmp_path, model, members, non_members)
     (bundle / "config.json").write_text(text)
     with pytest.raises(BundleError) as caught:
-        audit(bundle, FAST)
+        audit(bundle, CHEAPEST)
     assert caught.value.code == "bad_config"
     check_message(caught.value, "config.json", longest=300)
 
@@ -515,9 +534,7 @@ def test_huge_config_json_in_an_archive_is_refused(tmp_path, frames):
     bundle = write_bundle(tmp_path, model, members, non_members)
     (bundle / "config.json").write_bytes(b'{"label_column": "' + b"x" * (5 * MIB) + b'"}')
     archive = tmp_path / "bundle.zip"
-    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
-        for file in bundle.iterdir():
-            zf.write(file, file.name)
+    archive.write_bytes(archive_bytes(folder_files(bundle), compression=zipfile.ZIP_STORED))
     with pytest.raises(BundleError) as caught, open_bundle(archive, workdir=tmp_path):
         pass
     assert caught.value.code == "bad_config"

@@ -7,6 +7,7 @@ import gzip
 import importlib
 import os
 import pickle
+import re
 import subprocess
 import warnings
 import zipfile
@@ -40,7 +41,7 @@ from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, SplineTran
 from sklearn.svm import SVC
 from sklearn.tree import DecisionTreeClassifier
 
-from conftest import adult_frame, needs_adult
+from builders import REPO_ROOT, adult_frame, needs_adult
 from mia_robustness.errors import LimitError, ModelError, UnsafeModelError
 from mia_robustness.loading import MODEL_SUFFIXES, _saved_version, load_model
 from mia_robustness.loading.unpickle import _load_pickle
@@ -254,8 +255,10 @@ def test_vectorizer_reading_files_is_refused(tmp_path, how):
     _assert_same_predictions(honest, load_model(_save(honest, tmp_path / f"ok.{how}", how)), texts)
 
 
-def test_model_suffixes():
-    assert MODEL_SUFFIXES == (".pkl", ".pickle", ".joblib", ".skops")
+def test_model_suffixes_are_the_ones_the_readme_lists():
+    readme = (REPO_ROOT / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| exactly one `*."))
+    assert tuple(re.findall(r"`\*(\.\w+)`", row)) == MODEL_SUFFIXES  # bundle.py finds the model by them
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -22,13 +22,14 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from conftest import REPO_ROOT
+from builders import REPO_ROOT
 from mia_robustness.assemble import aggregate, assemble_report, strongest_row
 from mia_robustness.errors import OptionsError
 from mia_robustness.metrics import METRIC_NAMES, attack_metrics
 from mia_robustness.options import AuditOptions
 from mia_robustness.report import (
     CSV_LEAD_COLUMNS,
+    RENDERERS,
     ClassSlice,
     CorrectnessSlice,
     ExposedRecord,
@@ -300,6 +301,20 @@ def test_csv_columns_and_rows(report):
     row = dict(zip(header, rows[2], strict=True))
     assert row["auc_mean"] == f"{report.result('rf', 1.0).mean['auc']:.6f}"
     assert row["train_rows"] == "40" and row["repeats"] == "2" and row["device"] == "cpu"
+
+
+def test_render_dispatches_to_every_format(report, monkeypatch):
+    assert set(RENDERERS) == {"json", "csv", "html"}  # the server offers text/html because html is here
+    assert render(report, "json") == render_json(report)
+    assert render(report, "csv") == render_csv(report)
+    assert render(report, "html") == render_html(report.to_dict())
+
+    def broken(report):
+        raise KeyError("auc")
+
+    monkeypatch.setitem(RENDERERS, "csv", broken)
+    with pytest.raises(KeyError):  # a renderer's own bug is not reported as an unknown format
+        render(report, "csv")
 
 
 def test_text_summary_and_unknown_format(report):
