@@ -1,0 +1,176 @@
+"""sweep.py on plain arrays: the evaluation splits and attacker rows (deterministic, disjoint, nested) and the
+run itself on synthetic signals (plan order, progress, the same figures whatever the thread count)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import mia_robustness.sweep as sweep
+from mia_robustness.attacks import AttackInput
+from mia_robustness.errors import DataError
+from mia_robustness.metrics import attack_metrics
+from mia_robustness.sweep import (
+    MIN_ATTACK_ROWS_PER_SIDE,
+    attacker_rows,
+    make_split,
+    plan_cells,
+    run_sweep,
+    split_for_repeat,
+)
+
+IS_MEMBER = np.repeat([1, 0], 400)
+
+
+# ---------------------------------------------------------------- splits
+
+
+def test_a_split_holds_out_the_same_share_of_each_side():
+    is_member = np.r_[np.ones(100), np.zeros(60)].astype(int)
+    split = make_split(is_member, 0.3, np.random.default_rng(0))
+    n_eval = round(0.3 * 60)
+    assert is_member[split.evaluation].sum() == n_eval and len(split.evaluation) == 2 * n_eval
+    assert (np.diff(split.evaluation) > 0).all()  # sorted
+    assert (is_member[split.member_pool] == 1).all() and len(split.member_pool) == 100 - n_eval
+    assert (is_member[split.non_member_pool] == 0).all() and len(split.non_member_pool) == 60 - n_eval
+    everything = np.concatenate([split.evaluation, split.member_pool, split.non_member_pool])
+    assert sorted(everything) == list(range(160))  # each row exactly once
+
+
+def test_splits_depend_on_seed_and_repeat_only():
+    first = split_for_repeat(IS_MEMBER, 0.3, seed=4, repeat=0)
+    again = split_for_repeat(IS_MEMBER, 0.3, seed=4, repeat=0)
+    for name in ("evaluation", "member_pool", "non_member_pool"):
+        np.testing.assert_array_equal(getattr(first, name), getattr(again, name))
+    assert not np.array_equal(first.evaluation, split_for_repeat(IS_MEMBER, 0.3, seed=4, repeat=1).evaluation)
+    assert not np.array_equal(first.evaluation, split_for_repeat(IS_MEMBER, 0.3, seed=5, repeat=0).evaluation)
+
+
+def test_attacker_rows_are_balanced_nested_prefixes_of_the_pools():
+    split = split_for_repeat(IS_MEMBER, 0.3, seed=0, repeat=0)
+    known = {p: attacker_rows(split, p) for p in (0.1, 0.5, 1.0)}
+    for proportion, rows in known.items():
+        n = round(proportion * 280)  # 400 - 120 evaluated per side
+        assert IS_MEMBER[rows].sum() == n and len(rows) == 2 * n
+        assert not set(rows) & set(split.evaluation)
+    assert set(known[0.1]) < set(known[0.5]) < set(known[1.0])
+
+
+def test_too_small_a_proportion_says_how_many_rows_it_leaves():
+    split = split_for_repeat(IS_MEMBER, 0.3, seed=0, repeat=0)
+    attacker_rows(split, MIN_ATTACK_ROWS_PER_SIDE / 280)  # exactly the minimum
+    with pytest.raises(DataError) as caught:
+        attacker_rows(split, 0.01)  # 3 rows
+    assert caught.value.code == "too_few_rows"
+    assert "only 3 member rows" in caught.value.message and "Use larger proportions" in caught.value.message
+
+
+# ---------------------------------------------------------------- the plan
+
+
+def test_evaluation_rows_never_enter_attack_training():
+    splits, cells = plan_cells(IS_MEMBER, [0.1, 0.5, 1.0], ["rf", "nn"], repeats=3, eval_fraction=0.3, seed=5)
+    for cell in cells:
+        split = splits[cell.repeat]
+        assert not set(cell.train_rows) & set(split.evaluation)
+        assert IS_MEMBER[cell.train_rows].sum() * 2 == len(cell.train_rows)  # balanced
+    for split in splits:
+        assert IS_MEMBER[split.evaluation].sum() * 2 == len(split.evaluation) == 2 * 120
+    # the same evaluation rows for every proportion and attack model of a repeat, different across repeats
+    assert not np.array_equal(splits[0].evaluation, splits[1].evaluation)
+    # nested knowledge: a larger proportion knows every row a smaller one knows
+    first = [c for c in cells if c.repeat == 0 and c.attack == "rf"]
+    assert set(first[0].train_rows) <= set(first[1].train_rows) <= set(first[2].train_rows)
+
+
+def test_the_plan_is_ordered_and_reproducible_with_a_seed_per_cell():
+    arguments = dict(proportions=[0.5, 1.0], attacks=["threshold", "rf"], repeats=2, eval_fraction=0.3)
+    _, cells = plan_cells(IS_MEMBER, seed=1, **arguments)
+    assert [(c.repeat, c.proportion, c.attack) for c in cells] == [
+        (r, p, a) for r in (0, 1) for p in (0.5, 1.0) for a in ("threshold", "rf")
+    ]
+    assert len({c.seed for c in cells}) == len(cells)
+    _, again = plan_cells(IS_MEMBER, seed=1, **arguments)
+    assert [c.seed for c in again] == [c.seed for c in cells]
+    assert all(np.array_equal(a.train_rows, b.train_rows) for a, b in zip(again, cells, strict=True))
+    _, other = plan_cells(IS_MEMBER, seed=2, **arguments)
+    assert [c.seed for c in other] != [c.seed for c in cells]
+
+
+# ---------------------------------------------------------------- running it
+
+
+def synthetic_inputs(n_per_side: int = 200, seed: int = 0) -> AttackInput:
+    """Members' signals sit 1.5 standard deviations above the non-members'."""
+    rng = np.random.default_rng(seed)
+    member = np.repeat([1, 0], n_per_side)
+    signal = rng.normal(size=2 * n_per_side) + 1.5 * member
+    return AttackInput(
+        features=np.column_stack([signal, rng.normal(size=2 * n_per_side)]).astype(np.float32),
+        signal_scores={"confidence": signal, "noise": rng.normal(size=2 * n_per_side)},
+        label_index=rng.integers(0, 2, 2 * n_per_side),
+    )
+
+
+def test_run_sweep_measures_every_cell_on_its_evaluation_rows_in_plan_order():
+    inputs, is_member = synthetic_inputs(), np.repeat([1, 0], 200)
+    progress = []
+    results = run_sweep(
+        inputs,
+        is_member,
+        proportions=[0.5, 1.0],
+        attacks=["threshold", "class_threshold"],
+        repeats=2,
+        eval_fraction=0.3,
+        seed=0,
+        device="cpu",
+        workers=1,
+        progress=lambda stage, done, total: progress.append((stage, done, total)),
+    )
+    splits, cells = plan_cells(is_member, [0.5, 1.0], ["threshold", "class_threshold"], 2, 0.3, 0)
+    assert [(r.attack, r.proportion, r.repeat) for r in results] == [
+        (c.attack, c.proportion, c.repeat) for c in cells
+    ]
+    assert progress == [("attacks", done, 8) for done in range(1, 9)]
+    for result, cell in zip(results, cells, strict=True):
+        evaluation = splits[cell.repeat].evaluation
+        assert (result.train_rows, result.eval_rows, result.device) == (len(cell.train_rows), 120, "cpu")
+        assert len(result.scores) == len(evaluation)
+        # the metrics are those of the scores on the evaluation rows
+        truth = is_member[evaluation]
+        assert result.metrics.auc == attack_metrics(truth, result.scores, result.scores > 0).auc
+        assert result.metrics.auc > 0.7  # the signal is there, and the threshold attack picks it
+    threshold = [r for r in results if r.attack == "threshold"]
+    assert all(r.detail.startswith("confidence >= ") for r in threshold)
+
+
+def test_a_progress_callback_that_raises_stops_the_sweep():
+    class Stop(Exception):
+        pass
+
+    def stop(stage, done, total):
+        raise Stop
+
+    with pytest.raises(Stop):
+        run_sweep(
+            synthetic_inputs(),
+            np.repeat([1, 0], 200),
+            proportions=[0.5, 1.0],
+            attacks=["threshold"],
+            repeats=3,
+            eval_fraction=0.3,
+            seed=0,
+            device="cpu",
+            progress=stop,
+        )
+
+
+def test_thread_count_does_not_change_the_figures(monkeypatch):
+    monkeypatch.setattr(sweep, "PARALLEL_MIN_DISTINCT_ROWS", 0)  # let 2 workers really run in parallel
+    options = dict(proportions=[0.5, 1.0], attacks=["threshold", "rf"], repeats=1, eval_fraction=0.3, seed=3)
+    inputs, is_member = synthetic_inputs(100), np.repeat([1, 0], 100)
+    one = run_sweep(inputs, is_member, device="cpu", workers=1, **options)
+    two = run_sweep(inputs, is_member, device="cpu", workers=2, **options)
+    for a, b in zip(one, two, strict=True):
+        assert (a.attack, a.proportion, a.metrics) == (b.attack, b.proportion, b.metrics)
+        np.testing.assert_array_equal(a.scores, b.scores)
