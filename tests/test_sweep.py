@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import mia_robustness.sweep as sweep
-from mia_robustness.attacks import AttackInput
+from builders import attack_data
 from mia_robustness.errors import DataError
 from mia_robustness.metrics import attack_metrics
 from mia_robustness.sweep import (
@@ -100,20 +100,8 @@ def test_the_plan_is_ordered_and_reproducible_with_a_seed_per_cell():
 # ---------------------------------------------------------------- running it
 
 
-def synthetic_inputs(n_per_side: int = 200, seed: int = 0) -> AttackInput:
-    """Members' signals sit 1.5 standard deviations above the non-members'."""
-    rng = np.random.default_rng(seed)
-    member = np.repeat([1, 0], n_per_side)
-    signal = rng.normal(size=2 * n_per_side) + 1.5 * member
-    return AttackInput(
-        features=np.column_stack([signal, rng.normal(size=2 * n_per_side)]).astype(np.float32),
-        signal_scores={"confidence": signal, "noise": rng.normal(size=2 * n_per_side)},
-        label_index=rng.integers(0, 2, 2 * n_per_side),
-    )
-
-
 def test_run_sweep_measures_every_cell_on_its_evaluation_rows_in_plan_order():
-    inputs, is_member = synthetic_inputs(), np.repeat([1, 0], 200)
+    inputs, is_member = attack_data(200, shift=1.5)
     progress = []
     results = run_sweep(
         inputs,
@@ -153,8 +141,7 @@ def test_a_progress_callback_that_raises_stops_the_sweep():
 
     with pytest.raises(Stop):
         run_sweep(
-            synthetic_inputs(),
-            np.repeat([1, 0], 200),
+            *attack_data(200),
             proportions=[0.5, 1.0],
             attacks=["threshold"],
             repeats=3,
@@ -168,7 +155,7 @@ def test_a_progress_callback_that_raises_stops_the_sweep():
 def test_thread_count_does_not_change_the_figures(monkeypatch):
     monkeypatch.setattr(sweep, "PARALLEL_MIN_DISTINCT_ROWS", 0)  # let 2 workers really run in parallel
     options = dict(proportions=[0.5, 1.0], attacks=["threshold", "rf"], repeats=1, eval_fraction=0.3, seed=3)
-    inputs, is_member = synthetic_inputs(100), np.repeat([1, 0], 100)
+    inputs, is_member = attack_data(100, shift=1.5)
     one = run_sweep(inputs, is_member, device="cpu", workers=1, **options)
     two = run_sweep(inputs, is_member, device="cpu", workers=2, **options)
     for a, b in zip(one, two, strict=True):
