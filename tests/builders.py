@@ -145,6 +145,26 @@ def fit_and_score(fit_score, inputs, is_member: np.ndarray, *, seed: int = 0, **
     return output, float(roc_auc_score(is_member[evaluation], output.scores))
 
 
+def separates(fit_score, **kwargs):
+    """A learned attack on :func:`attack_data` (members two standard deviations apart): its ranking beats
+    chance clearly (AUC > 0.85; about 0.92 in theory) and so do its hard decisions. Returns its output."""
+    inputs, is_member = attack_data()
+    output, auc = fit_and_score(fit_score, inputs, is_member, **kwargs)
+    assert auc > 0.85, auc
+    accuracy = (output.predicted_member == is_member[1::2]).mean()
+    assert accuracy > 0.75, accuracy  # a sensible cut-off, not just a ranking
+    return output
+
+
+def at_chance_on_a_constant_signal(fit_score, **kwargs):
+    """A learned attack on a constant signal: AUC 0.5 and the same score for every row. Returns its output."""
+    inputs, is_member = attack_data(constant=True)
+    output, auc = fit_and_score(fit_score, inputs, is_member, **kwargs)
+    assert auc == pytest.approx(0.5)
+    assert np.ptp(output.scores) == 0 and len(set(output.predicted_member.tolist())) == 1
+    return output
+
+
 # --------------------------------------------------------------------------------------------------
 # Archives and bundles
 # --------------------------------------------------------------------------------------------------
@@ -206,8 +226,18 @@ def write_bundle(
 
 
 # --------------------------------------------------------------------------------------------------
-# Waiting
+# Errors and waiting
 # --------------------------------------------------------------------------------------------------
+
+
+def raised(error_type: type[BaseException], code: str, call: Callable, *args, **kwargs):
+    """The ``error_type`` that ``call(*args, **kwargs)`` raises, after checking its ``code`` (the message
+    is shown when it is another)."""
+    with pytest.raises(error_type) as caught:
+        call(*args, **kwargs)
+    assert caught.value.code == code, caught.value.message
+    return caught.value
+
 
 T = TypeVar("T")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from builders import archive_bytes
+from builders import archive_bytes, raised
 from mia_robustness.archive import BundleLimits
 from mia_robustness.bundle import locate_parts, open_bundle, pack_bundle
 from mia_robustness.errors import BundleError
@@ -38,11 +38,9 @@ def locate(root: Path, files: dict[str, str | bytes], limits: BundleLimits | Non
 
 
 def refused(root: Path, files: dict[str, str | bytes], code: str, limits: BundleLimits | None = None) -> str:
-    with pytest.raises(BundleError) as caught:
-        locate(root, files, limits)
-    assert caught.value.code == code, caught.value.message
-    assert caught.value.http_status == 400
-    return caught.value.message
+    error = raised(BundleError, code, locate, root, files, limits)
+    assert error.http_status == 400
+    return error.message
 
 
 STANDARD = {"model.pkl": b"m", "train.csv": TABLE, "subject.csv": TABLE}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.tree import DecisionTreeClassifier
 
-from builders import CHEAPEST, noisy_numeric_frame, split_fit, write_bundle
+from builders import CHEAPEST, noisy_numeric_frame, raised, split_fit, write_bundle
 from mia_robustness import audit
 from mia_robustness.errors import BundleError, DataError, LimitError, MiaError, ModelError, OptionsError
 
@@ -20,13 +20,11 @@ def frames():
 
 
 def expect(error_type, code, source, options=CHEAPEST, contains=None):
-    with pytest.raises(error_type) as caught:
-        audit(source, options)
-    assert caught.value.code == code, caught.value.message
-    assert caught.value.http_status == 400
+    error = raised(error_type, code, audit, source, options)
+    assert error.http_status == 400
     if contains:
-        assert contains in caught.value.message
-    return caught.value
+        assert contains in error.message
+    return error
 
 
 def test_labels_the_model_never_saw(tmp_path, frames):

@@ -22,6 +22,7 @@ from builders import (
     archive_bytes,
     folder_files,
     noisy_numeric_frame,
+    raised,
     split_fit,
     write_bundle,
 )
@@ -362,11 +363,9 @@ def table(tmp_path: Path, data: bytes, name: str = "train.csv") -> Path:
 
 
 def refuse_table(path: Path, code: str, role: str = "members") -> DataError:
-    with pytest.raises(DataError) as caught:
-        read_table(path, role)
-    assert caught.value.code == code, caught.value.message
-    check_message(caught.value, f"{role} table {path.name}")
-    return caught.value
+    error = raised(DataError, code, read_table, path, role)
+    check_message(error, f"{role} table {path.name}")
+    return error
 
 
 def test_header_field_over_the_csv_field_limit(tmp_path):

@@ -3,11 +3,14 @@ run itself on synthetic signals (plan order, progress, the same figures whatever
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 import mia_robustness.sweep as sweep
 from builders import attack_data
+from mia_robustness.attacks import REGISTRY
 from mia_robustness.errors import DataError
 from mia_robustness.metrics import attack_metrics
 from mia_robustness.sweep import (
@@ -100,22 +103,21 @@ def test_the_plan_is_ordered_and_reproducible_with_a_seed_per_cell():
 # ---------------------------------------------------------------- running it
 
 
+PLAN = dict(
+    proportions=[0.5, 1.0], attacks=["threshold", "class_threshold"], repeats=2, eval_fraction=0.3, seed=0
+)
+
+
+def sweep_over(inputs, is_member, **changes):
+    """run_sweep with :data:`PLAN` and ``changes``, on the CPU, one worker unless changed."""
+    return run_sweep(inputs, is_member, **(PLAN | dict(device="cpu", workers=1) | changes))
+
+
 def test_run_sweep_measures_every_cell_on_its_evaluation_rows_in_plan_order():
     inputs, is_member = attack_data(200, shift=1.5)
     progress = []
-    results = run_sweep(
-        inputs,
-        is_member,
-        proportions=[0.5, 1.0],
-        attacks=["threshold", "class_threshold"],
-        repeats=2,
-        eval_fraction=0.3,
-        seed=0,
-        device="cpu",
-        workers=1,
-        progress=lambda stage, done, total: progress.append((stage, done, total)),
-    )
-    splits, cells = plan_cells(is_member, [0.5, 1.0], ["threshold", "class_threshold"], 2, 0.3, 0)
+    results = sweep_over(inputs, is_member, progress=lambda *step: progress.append(step))
+    splits, cells = plan_cells(is_member, **PLAN)
     assert [(r.attack, r.proportion, r.repeat) for r in results] == [
         (c.attack, c.proportion, c.repeat) for c in cells
     ]
@@ -132,7 +134,17 @@ def test_run_sweep_measures_every_cell_on_its_evaluation_rows_in_plan_order():
     assert all(r.detail.startswith("confidence >= ") for r in threshold)
 
 
-def test_a_progress_callback_that_raises_stops_the_sweep():
+def test_a_progress_callback_that_raises_stops_the_sweep(monkeypatch):
+    """The audit's time limit raises from the progress callback: the cells not yet started never run."""
+    ran = []
+    spec = REGISTRY["threshold"]
+
+    def counting(*args, **kwargs):
+        ran.append(1)
+        return spec.function(*args, **kwargs)
+
+    monkeypatch.setitem(REGISTRY, "threshold", dataclasses.replace(spec, function=counting))
+
     class Stop(Exception):
         pass
 
@@ -140,24 +152,15 @@ def test_a_progress_callback_that_raises_stops_the_sweep():
         raise Stop
 
     with pytest.raises(Stop):
-        run_sweep(
-            *attack_data(200),
-            proportions=[0.5, 1.0],
-            attacks=["threshold"],
-            repeats=3,
-            eval_fraction=0.3,
-            seed=0,
-            device="cpu",
-            progress=stop,
-        )
+        sweep_over(*attack_data(200), attacks=["threshold"], repeats=3, progress=stop)
+    assert len(ran) <= 2  # of 6 cells: the first, and the one the worker may have begun meanwhile
 
 
 def test_thread_count_does_not_change_the_figures(monkeypatch):
     monkeypatch.setattr(sweep, "PARALLEL_MIN_DISTINCT_ROWS", 0)  # let 2 workers really run in parallel
-    options = dict(proportions=[0.5, 1.0], attacks=["threshold", "rf"], repeats=1, eval_fraction=0.3, seed=3)
     inputs, is_member = attack_data(100, shift=1.5)
-    one = run_sweep(inputs, is_member, device="cpu", workers=1, **options)
-    two = run_sweep(inputs, is_member, device="cpu", workers=2, **options)
+    one = sweep_over(inputs, is_member, attacks=["threshold", "rf"], repeats=1, seed=3)
+    two = sweep_over(inputs, is_member, attacks=["threshold", "rf"], repeats=1, seed=3, workers=2)
     for a, b in zip(one, two, strict=True):
         assert (a.attack, a.proportion, a.metrics) == (b.attack, b.proportion, b.metrics)
         np.testing.assert_array_equal(a.scores, b.scores)

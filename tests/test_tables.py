@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from builders import raised
 from mia_robustness.errors import DataError
 from mia_robustness.tables import read_table
 
@@ -21,12 +22,9 @@ def write(tmp_path: Path, data: bytes | str, name: str = "train.csv") -> Path:
 
 
 def refused(path: Path, code: str, role: str = "members") -> str:
-    with pytest.raises(DataError) as caught:
-        read_table(path, role)
-    assert caught.value.code == code, caught.value.message
-    assert caught.value.http_status == 400
-    assert f"{role} table {path.name}" in caught.value.message  # says which file
-    return caught.value.message
+    error = raised(DataError, code, read_table, path, role)
+    assert error.http_status == 400 and f"{role} table {path.name}" in error.message  # says which file
+    return error.message
 
 
 def test_a_csv_is_read_with_names_stripped_and_missing_values_kept(tmp_path):
