@@ -1,5 +1,5 @@
 """`./serve` under load and abuse, over real HTTP: many different bundles at once, /ping while every audit
-slot and queue place is taken, a killed gunicorn worker, 200 invocations without leaking files, memory
+slot and queue place is taken, a killed gunicorn worker, 40 invocations without leaking files, memory
 or processes, and the memory limit (``MIA_MAX_AUDIT_MEMORY_MB``).
 
 Audits are as cheap as an audit gets (150-odd rows per side, the threshold attack, one proportion, one
@@ -25,9 +25,13 @@ from serving_helpers import BUSY, Server, alive, bundle_bytes, open_fds, rss_mb
 
 CHEAPEST = "attack_models=threshold;repeats=1;proportions=1"
 CONCURRENT = 20
-# Invocations for the leak test, sent by as many clients as the server has audit slots.
-LEAK_CALLS = 200
+# Invocations for the leak test, sent by as many clients as the server has audit slots. Each starts a
+# fresh sandbox child (about a second of interpreter start-up), so 40 keep the test near a minute; a leak
+# of one file descriptor or one megabyte per invocation still shows far above the tolerances below.
+LEAK_CALLS = 40
 LEAK_CLIENTS = 2
+# How long a client retries a 503 before the test gives up on the server.
+RETRY_FOR_SECONDS = 300
 
 pytestmark = pytest.mark.skipif(
     not Path("/proc/self").exists(), reason="needs Linux (/proc) to inspect processes"
@@ -140,14 +144,16 @@ def test_a_client_that_retries_on_503_gets_every_report_from_a_small_queue(serve
 
     def invoke_until_admitted(item):
         spec, body = item
-        for _ in range(200):
+        # A deadline, not a count of tries: how long the queue takes to drain depends on the machine.
+        deadline = time.monotonic() + RETRY_FOR_SECONDS
+        while time.monotonic() < deadline:
             response = server.invoke(body, attributes=CHEAPEST, **{"Content-Type": _content_type(spec)})
             if response.status_code != 503:
                 return response
             assert response.json()["error"] == "server_busy", response.text
             refusals.append(spec["label"])
-            time.sleep(0.2)
-        raise AssertionError(f"{spec['label']} was refused 200 times")
+            time.sleep(0.2)  # the client's own back-off between retries, the behaviour under test
+        raise AssertionError(f"{spec['label']} was refused for {RETRY_FOR_SECONDS} s")
 
     with ThreadPoolExecutor(max_workers=CONCURRENT) as pool:
         responses = list(pool.map(invoke_until_admitted, varied_bundles))
@@ -177,7 +183,7 @@ def _footprint(server: Server) -> dict:
     }
 
 
-def test_no_growth_of_files_memory_or_processes_across_200_invocations(stress_server, varied_bundles):
+def test_no_growth_of_files_memory_or_processes_across_many_invocations(stress_server, varied_bundles):
     spec, body = varied_bundles[0]
     headers = {"Content-Type": _content_type(spec)}
 
