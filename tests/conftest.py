@@ -9,19 +9,7 @@ from __future__ import annotations
 import pytest
 from sklearn.tree import DecisionTreeClassifier
 
-# Importable from conftest too, for code written before builders.py (the serving tests change in parallel).
-from builders import (  # noqa: F401
-    ADULT_CSV,
-    REPO_ROOT,
-    SEED_SAMPLE,
-    SHARED_DATA,
-    adult_frame,
-    needs_adult,
-    needs_seed_sample,
-    noisy_numeric_frame,
-    split_fit,
-    write_bundle,
-)
+from builders import noisy_numeric_frame, split_fit, write_bundle
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +39,7 @@ def overfit_bundle(tmp_path, overfit_tree_data):
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
     """One `./serve` shared by the session: 2 audits at a time, 1 MB body limit, its own temporary root."""
-    from serving_helpers import Server  # imported here: serving_helpers imports this module
+    from serving_helpers import Server  # imported here: only the HTTP tests need requests and nginx
 
     running = Server(
         tmp_path_factory.mktemp("serve"), SAGEMAKER_MODEL_SERVER_WORKERS="2", MIA_MAX_PAYLOAD_MB="1"

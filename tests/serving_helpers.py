@@ -15,17 +15,17 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import requests
 from sklearn.tree import DecisionTreeClassifier
 
-from conftest import REPO_ROOT, noisy_numeric_frame, write_bundle
+import builders
+from builders import REPO_ROOT, as_header, noisy_numeric_frame, split_fit, wait_until, write_bundle
 from mia_robustness.serving.front import FOLDER_PREFIX, find_nginx
 
 SERVE = REPO_ROOT / "serve"
-TINY = "attack_models=threshold;repeats=1;proportions=0.5,1"
+TINY = as_header(builders.TINY)
 ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
 STARTUP_SECONDS = 120  # imports are slow on a busy 2-core machine
 # What the serve tests run behind: nginx where it is installed (.ci/run installs it), else gunicorn alone.
@@ -121,18 +121,22 @@ class Server:
 
     def wait_until_up(self, seconds: float = STARTUP_SECONDS) -> None:
         """Wait until /ping answers 200 (the server process must stay alive meanwhile)."""
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
+
+        def state() -> str | None:
             if self.process.poll() is not None:
-                raise AssertionError(f"serve exited with {self.process.returncode}:\n{self.log()}")
+                return "exited"
             try:
-                if requests.get(f"{self.url}/ping", timeout=2).status_code == 200:
-                    return
+                return "up" if requests.get(f"{self.url}/ping", timeout=2).status_code == 200 else None
             except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise AssertionError(f"serve did not answer /ping within {seconds} s:\n{self.log()}")
+                return None
+
+        try:
+            outcome = wait_until(state, seconds, interval=0.2, what="an answer to /ping")
+        except AssertionError:
+            self.stop()
+            raise AssertionError(f"serve did not answer /ping within {seconds} s:\n{self.log()}") from None
+        if outcome == "exited":
+            raise AssertionError(f"serve exited with {self.process.returncode}:\n{self.log()}")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -248,8 +252,7 @@ def bundle_bytes(
         An unfitted scikit-learn classifier to fit on the members (an unpruned decision tree by default).
     """
     frame = noisy_numeric_frame(2 * rows, n_features=features, seed=seed).rename(columns={"label": label})
-    members, non_members = frame.iloc[:rows].reset_index(drop=True), frame.iloc[rows:].reset_index(drop=True)
     model = DecisionTreeClassifier(random_state=0) if model is None else model
-    model.fit(members.drop(columns=label), members[label])
+    model, members, non_members = split_fit(frame, model, rows, label=label)
     directory.mkdir(parents=True, exist_ok=True)
     return write_bundle(directory, model, members, non_members, kind=kind, config=config).read_bytes()

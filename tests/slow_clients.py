@@ -39,6 +39,8 @@ class SlowClients:
         self.host, self.port, self.interval = host, port, interval
         self.sockets: list[socket.socket] = []
         self.dropped = 0  # connections the server closed or reset while we were still sending
+        self.rounds = 0  # times every live connection has been sent one more byte
+        self._round_done = threading.Condition()
         self._stop = threading.Event()
         for start, count in ((HEADER_START, headers), (BODY_START, bodies)):
             for _ in range(count):
@@ -57,6 +59,15 @@ class SlowClients:
                 except OSError:
                     live.remove(sock)
                     self.dropped += 1
+            with self._round_done:
+                self.rounds += 1
+                self._round_done.notify_all()
+
+    def wait_rounds(self, rounds: int = 1, timeout: float = 30.0) -> bool:
+        """Wait until every live connection has trickled ``rounds`` bytes after its opening part, so each
+        has been sending for a while before the check starts; False if ``timeout`` seconds pass first."""
+        with self._round_done:
+            return self._round_done.wait_for(lambda: self.rounds >= rounds, timeout)
 
     def still_open(self) -> int:
         """Connections the server has neither closed nor answered (a read would block)."""
@@ -135,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     parts = urlsplit(args.url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     with SlowClients(host, port, headers=args.headers, bodies=args.bodies) as slow:
-        time.sleep(1.0)  # every slow connection accepted and read from at least once
+        if not slow.wait_rounds(1):  # every slow connection accepted and read from at least once
+            print("FAIL: the slow connections could not send their first byte")
+            return 1
         latencies = ping_latencies(host, port, args.seconds)
         open_at_end = slow.still_open()
     total = args.headers + args.bodies

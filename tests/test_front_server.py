@@ -9,20 +9,18 @@ nginx is not installed (`.ci/run` installs it).
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
 import socket
 import subprocess
 import time
-import zipfile
 from pathlib import Path
 
 import pytest
 import requests
 
-from conftest import REPO_ROOT
+from builders import REPO_ROOT, archive_bytes, wait_until
 from mia_robustness.serving import front
 from mia_robustness.serving.settings import MB, ServerSettings
 from serving_helpers import NGINX, TINY, Server, alive
@@ -58,12 +56,8 @@ def front_server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def sample_zip() -> bytes:
     """sample_input/ as a zip archive (its files at the top level), as .ci/docker-test sends it."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted((REPO_ROOT / "sample_input").iterdir()):
-            if path.is_file():
-                archive.write(path, path.name)
-    return buffer.getvalue()
+    sample = sorted(path for path in (REPO_ROOT / "sample_input").iterdir() if path.is_file())
+    return archive_bytes({path.name: path.read_bytes() for path in sample})
 
 
 def _nginx_error(status: int) -> dict:
@@ -147,7 +141,7 @@ def test_every_nginx_error_answer_is_json_in_the_apps_shape():
 @pytest.mark.parametrize("kind", ["headers", "bodies"])
 def test_ping_stays_fast_while_50_slow_clients_trickle(front_server, kind):
     with SlowClients("127.0.0.1", front_server.port, **{kind: SLOW_CONNECTIONS}) as slow:
-        time.sleep(1.0)  # every slow connection accepted and read from at least once
+        assert slow.wait_rounds(1), "the slow connections could not send a byte"  # each accepted and read
         latencies = ping_latencies("127.0.0.1", front_server.port, PING_SECONDS)
         still_open = slow.still_open()
     print(f"\n/ping with {SLOW_CONNECTIONS} connections trickling {kind}: {describe(latencies)}")
@@ -282,10 +276,9 @@ def _wait_exit(server: Server, seconds: float = 30) -> int:
 def _wait_gone(processes: list[int], seconds: float = 10) -> None:
     """All of ``processes`` exit within ``seconds`` (the audit forkserver notices its parent is gone only
     between two polls, or once it has finished importing the engine when it was stopped right away)."""
-    deadline = time.monotonic() + seconds
-    while [pid for pid in processes if alive(pid)] and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert [pid for pid in processes if alive(pid)] == []
+    wait_until(
+        lambda: not [pid for pid in processes if alive(pid)], seconds, interval=0.2, what="every process gone"
+    )
 
 
 @pytest.mark.parametrize("victim", ["nginx", "gunicorn"])

@@ -32,6 +32,7 @@ from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.tree import DecisionTreeClassifier
 
+from builders import wait_until
 from mia_robustness.errors import LimitError, MiaError, ModelError, UnsafeModelError
 from mia_robustness.loading import load_model, structure
 
@@ -153,17 +154,18 @@ def load_in_child(path: Path, *, timeout: float = 30.0, headroom: int = 1536 * 2
         finally:
             os._exit(0)
     os.close(write_end)
-    deadline = time.monotonic() + timeout
+
+    def exit_status() -> tuple[int] | None:  # a tuple: a status of 0 must count as done
+        done, status = os.waitpid(pid, os.WNOHANG)
+        return (status,) if done else None
+
     try:
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            if time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                pytest.fail(f"loading {path.name} still ran after {timeout:.0f} s")
-            time.sleep(0.01)
+        try:
+            (status,) = wait_until(exit_status, timeout, interval=0.01, what=f"loading {path.name}")
+        except AssertionError:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail(f"loading {path.name} still ran after {timeout:.0f} s")
         with os.fdopen(read_end, "rb") as pipe:
             read_end = -1
             data = pipe.read()

@@ -18,21 +18,21 @@ import socket
 import statistics
 import subprocess
 import sys
-import tarfile
 import threading
 import time
-import zipfile
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import pytest
 import requests
 
+import builders
+from builders import archive_bytes, as_header, wait_until
 from mia_robustness.errors import OptionsError
 from mia_robustness.serving.settings import MB, ServerSettings
 from serving_helpers import ATTRIBUTES, BUSY, SERVE, TINY, Server, alive
 
-FAST = "attack_models=threshold,rf;repeats=1;proportions=0.5,1"
+FAST = as_header(builders.FAST)
 
 pytestmark = pytest.mark.skipif(
     not Path("/proc/self").exists(), reason="needs Linux (/proc) to inspect processes"
@@ -201,11 +201,14 @@ def _corrupt_zip(bundle: bytes) -> bytes:
 
 
 def _zip_without_subject() -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("train.csv", "x0,label\n1,0\n")
-        archive.writestr("model.pkl", b"not a pickle")
-    return buffer.getvalue()
+    return archive_bytes({"train.csv": "x0,label\n1,0\n", "model.pkl": b"not a pickle"})
+
+
+def _audit_running(server: Server, log_from: int) -> int | None:
+    """The PID of an audit child that has reported progress in the log after offset ``log_from`` (so it
+    runs the audit: the worker has handed it the job), or None."""
+    child = next(iter(server.audit_children()), None)
+    return child if child is not None and " progress " in server.log()[log_from:] else None
 
 
 @pytest.mark.parametrize(
@@ -292,12 +295,14 @@ def test_ping_answers_fast_while_two_audits_run(server, bundles):
     latencies: list[float] = []
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = [pool.submit(busy_audit) for _ in range(2)]
-        time.sleep(1.0)  # both uploads done, both children forked
+        wait_until(
+            lambda: len(server.audit_children()) >= 2, 60, what="both uploads done, both children forked"
+        )
         while not any(f.done() for f in futures):
             start = time.monotonic()
             assert requests.get(f"{server.url}/ping", timeout=10).status_code == 200
             latencies.append(time.monotonic() - start)
-            time.sleep(0.1)
+            wait(futures, timeout=0.1, return_when=FIRST_COMPLETED)  # a ping every 0.1 s until one is done
         responses = [f.result() for f in futures]
     assert all(r.status_code == 200 for r in responses), [r.text[:200] for r in responses]
     assert len(latencies) >= 10, f"the audits were too short to measure ({len(latencies)} pings)"
@@ -313,14 +318,9 @@ def test_a_crashed_audit_is_a_500_and_the_server_survives(server, bundles):
     thread = threading.Thread(
         target=lambda: result.setdefault("r", server.invoke(bundles["busy"], attributes=BUSY))
     )
+    log_from = len(server.log())
     thread.start()
-    deadline = time.monotonic() + 60
-    child = None
-    while child is None and time.monotonic() < deadline:
-        child = next(iter(server.audit_children()), None)
-        time.sleep(0.05)
-    assert child is not None, "no audit child appeared"
-    time.sleep(0.5)
+    child = wait_until(lambda: _audit_running(server, log_from), 60, what="an audit child running the audit")
     os.kill(child, signal.SIGKILL)  # what the out-of-memory killer does
     thread.join(60)
     response = result["r"]
@@ -366,7 +366,8 @@ def test_timeout_then_clean_sigterm(tmp_path, bundles):
             target=lambda: result.setdefault("r", own.invoke(bundles["busy"], attributes=BUSY))
         )
         thread.start()
-        time.sleep(1.0)
+        # within the 2 s timeout: the upload is in and its audit child forked
+        wait_until(own.audit_children, 60, what="an audit child")
         processes = own.descendants()
         started = time.monotonic()
         own.process.send_signal(signal.SIGTERM)
@@ -375,21 +376,18 @@ def test_timeout_then_clean_sigterm(tmp_path, bundles):
         thread.join(15)
         assert result["r"].status_code == 503 and result["r"].json()["error"] == "shutting_down"
         assert elapsed < 10
-        time.sleep(1.5)  # the forkserver notices its parent is gone within its poll interval
-        assert [pid for pid in processes if alive(pid)] == []
+        # the forkserver notices its parent is gone within its poll interval
+        wait_until(
+            lambda: not [pid for pid in processes if alive(pid)], 10, what="every process of serve gone"
+        )
         assert own.leftovers() == []
     finally:
         own.stop()
 
 
 def test_tar_member_paths_are_checked_by_the_server(server, tmp_path):
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        data = json.dumps({"repeats": 1}).encode()
-        info = tarfile.TarInfo("../config.json")
-        info.size = len(data)
-        archive.addfile(info, io.BytesIO(data))
-    response = server.invoke(buffer.getvalue(), **{"Content-Type": "application/x-tar"})
+    body = archive_bytes({"../config.json": json.dumps({"repeats": 1})}, "tar")
+    response = server.invoke(body, **{"Content-Type": "application/x-tar"})
     assert response.status_code == 400
     assert response.json()["error"] == "member_path_traversal"
 
