@@ -20,10 +20,12 @@ from pathlib import Path
 import pytest
 import requests
 
+import builders
+from builders import as_header, wait_until
 from mia_robustness import training
 from serving_helpers import BUSY, Server, alive, bundle_bytes, open_fds, rss_mb
 
-CHEAPEST = "attack_models=threshold;repeats=1;proportions=1"
+CHEAPEST = as_header(builders.CHEAPEST)
 CONCURRENT = 20
 # Invocations for the leak test, sent by as many clients as the server has audit slots. Each starts a
 # fresh sandbox child (about a second of interpreter start-up), so 40 keep the test near a minute; a leak
@@ -86,16 +88,21 @@ def _content_type(spec: dict) -> str:
     return {"zip": "application/zip", "tar": "application/x-tar", "tar.gz": "application/gzip"}[spec["kind"]]
 
 
-def _ping_while(server: Server, busy: threading.Event, latencies: list[float]) -> None:
-    """Ping every 0.1 s until ``busy`` is cleared, recording each answer's latency (a failure as inf)."""
-    while busy.is_set():
+def _ping_until(server: Server, done: threading.Event, latencies: list[float]) -> None:
+    """Ping every 0.1 s until ``done`` is set, recording each answer's latency (a failure as inf)."""
+    while not done.is_set():
         start = time.monotonic()
         try:
             ok = requests.get(f"{server.url}/ping", timeout=10).status_code == 200
         except requests.RequestException:
             ok = False
         latencies.append(time.monotonic() - start if ok else float("inf"))
-        time.sleep(0.1)
+        done.wait(0.1)
+
+
+def _settled(server: Server) -> bool:
+    """No audit child running, and none left unreaped."""
+    return not server.audit_children() and not server.zombies()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -107,9 +114,8 @@ def test_twenty_concurrent_bundles_each_get_their_own_report_and_ping_stays_fast
     stress_server, varied_bundles
 ):
     """All 20 are admitted at once (2 run, 18 wait for a slot); /ping answers within 2 s throughout."""
-    busy, latencies = threading.Event(), []
-    busy.set()
-    pinger = threading.Thread(target=_ping_while, args=(stress_server, busy, latencies))
+    done, latencies = threading.Event(), []
+    pinger = threading.Thread(target=_ping_until, args=(stress_server, done, latencies))
     pinger.start()
     started = time.monotonic()
     try:
@@ -123,7 +129,7 @@ def test_twenty_concurrent_bundles_each_get_their_own_report_and_ping_stays_fast
                 )
             )
     finally:
-        busy.clear()
+        done.set()
         pinger.join()
     elapsed = time.monotonic() - started
     for (spec, _), response in zip(varied_bundles, responses, strict=True):
@@ -191,13 +197,13 @@ def test_no_growth_of_files_memory_or_processes_across_many_invocations(stress_s
         return [stress_server.invoke(body, attributes=CHEAPEST, **headers).status_code for _ in range(calls)]
 
     assert client(10) == [200] * 10  # warm-up: lazy imports, caches and the allocator's arenas settle
-    time.sleep(0.5)  # let the last audit child be reaped
+    wait_until(lambda: _settled(stress_server), 10, what="the last audit child reaped")
     before = _footprint(stress_server)
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=LEAK_CLIENTS) as pool:
         statuses = sum(pool.map(client, [LEAK_CALLS // LEAK_CLIENTS] * LEAK_CLIENTS), [])
     elapsed = time.monotonic() - started
-    time.sleep(0.5)
+    wait_until(lambda: _settled(stress_server), 10, what="the last audit child reaped")
     after = _footprint(stress_server)
     print(
         f"\n{LEAK_CALLS} invocations ({LEAK_CLIENTS} clients) in {elapsed:.1f} s "
@@ -233,9 +239,7 @@ def test_a_killed_gunicorn_worker_is_replaced_and_leaves_nothing_behind(stress_s
 
     thread = threading.Thread(target=busy_invocation)
     thread.start()
-    deadline = time.monotonic() + 60
-    while not server.audit_children() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(server.audit_children, 60, what="an audit child")
     old_worker = server.worker()
     old_processes = [old_worker, *server.descendants(old_worker)]  # not nginx nor the gunicorn master
     assert server.audit_children(), "no audit child appeared"
@@ -245,25 +249,30 @@ def test_a_killed_gunicorn_worker_is_replaced_and_leaves_nothing_behind(stress_s
     thread.join(60)
     assert "error" in outcome or outcome["response"].status_code >= 500, outcome
 
-    deadline = time.monotonic() + 60
-    new_worker = None
-    while time.monotonic() < deadline:
+    def new_worker_answering() -> int | None:
         workers = [pid for pid in server.descendants() if pid not in old_processes]
-        if workers and server.process.poll() is None:
-            try:
-                new_worker = server.worker()
-                if requests.get(f"{server.url}/ping", timeout=2).status_code == 200:
-                    break
-            except (AssertionError, requests.RequestException):
-                pass
-        time.sleep(0.2)
-    assert new_worker is not None and new_worker != old_worker, server.log()[-3000:]
+        if not workers or server.process.poll() is not None:
+            return None
+        try:
+            worker = server.worker()
+            return worker if requests.get(f"{server.url}/ping", timeout=2).status_code == 200 else None
+        except (AssertionError, requests.RequestException):
+            return None
+
+    try:
+        new_worker = wait_until(new_worker_answering, 60, interval=0.2, what="a new worker answering /ping")
+    except AssertionError as error:
+        raise AssertionError(f"{error}:\n{server.log()[-3000:]}") from None
+    assert new_worker != old_worker, server.log()[-3000:]
     assert server.invoke(bundles["tar"]).status_code == 200
 
-    deadline = time.monotonic() + 10  # the old forkserver and audit child notice their parent is gone
-    while [pid for pid in old_processes if alive(pid)] and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert [pid for pid in old_processes if alive(pid)] == []
+    # the old forkserver and audit child notice their parent is gone
+    wait_until(
+        lambda: not [pid for pid in old_processes if alive(pid)],
+        10,
+        interval=0.2,
+        what="the old processes gone",
+    )
     assert server.leftovers() == []
     assert server.zombies() == []
 
