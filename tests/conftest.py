@@ -38,11 +38,15 @@ def overfit_bundle(tmp_path, overfit_tree_data):
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
-    """One `./serve` shared by the session: 2 audits at a time, 1 MB body limit, its own temporary root."""
+    """One `./serve` shared by the session: 2 audits at a time, 1 MB body limit, its own temporary root, and
+    progress lines in its log whatever MIA_LOG_LEVEL says (test_serve's crash test waits for one)."""
     from serving_helpers import Server  # imported here: only the HTTP tests need requests and nginx
 
     running = Server(
-        tmp_path_factory.mktemp("serve"), SAGEMAKER_MODEL_SERVER_WORKERS="2", MIA_MAX_PAYLOAD_MB="1"
+        tmp_path_factory.mktemp("serve"),
+        SAGEMAKER_MODEL_SERVER_WORKERS="2",
+        MIA_MAX_PAYLOAD_MB="1",
+        MIA_LOG_LEVEL="info",
     )
     yield running
     assert running.stop() == 0, running.log()
