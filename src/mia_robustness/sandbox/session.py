@@ -61,8 +61,6 @@ DEFAULT_CPU_HOURS = 24
 STDERR_TAIL_BYTES = 64 * 1024
 # Environment of the child: nothing inherited but the locale; thread counts set per audit.
 CHILD_LOCALE = {"LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
-# Rows x classes of float64 + four per-row columns, plus each reference cell's scores: never more.
-_BYTES_PER_ROW_AND_CLASS = 8
 
 ERROR_CLASSES = {
     name: cls
