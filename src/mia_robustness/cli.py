@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 from typing import NoReturn, TextIO
 
-from .bundle import pack_bundle
 from .bundle_audit import audit
+from .bundle_check import make_bundle
 from .errors import InputError, MiaError
 from .options import ATTACK_MODELS, DEVICES
 from .report import render, render_text
@@ -83,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("--subject", required=True, help="non-members table (CSV or Parquet)")
     pack.add_argument("--label-column", help="stored in the bundle's config.json")
     pack.add_argument("-o", "--output", required=True, help="bundle zip to write")
+    pack.add_argument(
+        "--no-check",
+        dest="check",
+        action="store_false",
+        help="pack without checking that the model loads and scores the tables (in the sandbox, as the audit)",
+    )
 
     show = commands.add_parser("summary", help="print the summary table of a JSON report")
     show.add_argument("report", help="a report written by `audit --format json`")
@@ -182,11 +188,20 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 def _run_bundle(args: argparse.Namespace) -> None:
-    config = {"label_column": args.label_column} if args.label_column else None
-    path = pack_bundle(
-        Path(args.model), Path(args.train), Path(args.subject), Path(args.output), config=config
+    settings = RuntimeSettings.from_env(os.environ)
+    checked = make_bundle(
+        args.model,
+        args.train,
+        args.subject,
+        args.output,
+        label_column=args.label_column,
+        check=args.check,
+        workdir=settings.temp_root,
+        sandbox_memory_mb=settings.sandbox_memory_mb,
     )
-    sys.stderr.write(f"bundle written to {path}\n")
+    if checked is not None:
+        sys.stderr.write(f"checked: {checked.describe()}\n")
+    sys.stderr.write(f"bundle written to {args.output}\n")
 
 
 def _run_summary(args: argparse.Namespace) -> None:

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..metrics import METRIC_NAMES, AttackMetrics
+from ..model_check import ModelCheck
 from ..reference import ReferenceRequest
 from ..sweep import CellResult
 from ..target import ScoredTarget
@@ -74,6 +75,10 @@ def scored_to_message(scored: ScoredTarget) -> tuple[dict[str, Any], dict[str, n
         },
     }
     return header, {name: getattr(scored, name) for name in _SCORED_ARRAYS}
+
+
+def check_to_message(checked: ModelCheck) -> dict[str, Any]:
+    return {"kind": "checked", **dataclasses.asdict(checked)}
 
 
 def cells_to_message(cells: list[CellResult]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -154,6 +159,20 @@ def scored_from_message(header: Mapping[str, Any], arrays: Mapping[str, np.ndarr
         saved_version=clean_text(saved, 40) if isinstance(saved, str) else None,
         table_bytes=_count(header, "table_bytes"),
         label_classes=_count(header, "label_classes"),
+    )
+
+
+def checked_from_message(header: Mapping[str, Any]) -> ModelCheck:
+    """Check a child's ``checked`` answer (class names, counts and the label column's name)."""
+    return ModelCheck(
+        model_class=_identifier(header, "model_class"),
+        estimator_class=_identifier(header, "estimator_class"),
+        n_classes=_count(header, "n_classes"),
+        label_column=clean_text(expect(header, "label_column", str), 200),
+        n_features=_count(header, "n_features"),
+        members_rows=_count(header, "members_rows"),
+        non_members_rows=_count(header, "non_members_rows"),
+        rows_scored=_count(header, "rows_scored"),
     )
 
 
