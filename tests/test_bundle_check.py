@@ -22,6 +22,8 @@ from builders import CHEAPEST, adult_frame, needs_adult, raised
 from mia_robustness import audit, check_bundle, make_bundle
 from mia_robustness.cli import main as cli_main
 from mia_robustness.errors import DataError, ModelError
+from mia_robustness.sandbox.protocol import ProtocolError
+from mia_robustness.sandbox.stage import checked_from_message
 
 pytestmark = needs_adult
 
@@ -224,3 +226,29 @@ def test_check_bundle_in_process_matches_the_sandbox(parts, tmp_path):
     assert check_bundle(folder, sandbox=False) == check_bundle(folder)
     refused = raised(DataError, "missing_label_column", check_bundle, folder, {"label_column": "Income"})
     assert "'Income'" in refused.message
+
+
+def test_a_forged_check_answer_is_refused_or_cleaned():
+    """The child that answers may run a hostile model: its ``checked`` answer is parsed as untrusted."""
+    answer = {
+        "kind": "checked",
+        "model_class": "Pipeline",
+        "estimator_class": "RandomForestClassifier",
+        "n_classes": 2,
+        "label_column": "income\x1b[31m\nred",
+        "n_features": 14,
+        "members_rows": 300,
+        "non_members_rows": 300,
+        "rows_scored": 5,
+    }
+    assert checked_from_message(answer).label_column == "income [31m red"
+    for field, forged in (
+        ("model_class", "os.system('x')"),
+        ("n_features", -1),
+        ("rows_scored", True),
+        ("label_column", None),
+    ):
+        with pytest.raises(ProtocolError):
+            checked_from_message({**answer, field: forged})
+    with pytest.raises(ProtocolError):
+        checked_from_message({key: value for key, value in answer.items() if key != "n_classes"})

@@ -163,17 +163,14 @@ def scored_from_message(header: Mapping[str, Any], arrays: Mapping[str, np.ndarr
 
 
 def checked_from_message(header: Mapping[str, Any]) -> ModelCheck:
-    """Check a child's ``checked`` answer (class names, counts and the label column's name)."""
-    return ModelCheck(
-        model_class=_identifier(header, "model_class"),
-        estimator_class=_identifier(header, "estimator_class"),
-        n_classes=_count(header, "n_classes"),
-        label_column=clean_text(expect(header, "label_column", str), 200),
-        n_features=_count(header, "n_features"),
-        members_rows=_count(header, "members_rows"),
-        non_members_rows=_count(header, "non_members_rows"),
-        rows_scored=_count(header, "rows_scored"),
-    )
+    """Check a child's ``checked`` answer: class names (``*_class``), the label column's name, counts."""
+    values: dict[str, Any] = {}
+    for name in (field.name for field in dataclasses.fields(ModelCheck)):
+        if name == "label_column":
+            values[name] = clean_text(expect(header, name, str), 200)
+        else:
+            values[name] = _identifier(header, name) if name.endswith("_class") else _count(header, name)
+    return ModelCheck(**values)
 
 
 def cells_from_message(
