@@ -77,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("-q", "--quiet", action="store_true", help="no progress on standard error")
 
-    pack = commands.add_parser("bundle", help="pack a model and its tables into a bundle zip")
+    pack = commands.add_parser(
+        "bundle", help="check a model and its tables as the audit will, and pack them into a bundle zip"
+    )
     pack.add_argument("--model", required=True, help="model file (.pkl, .pickle, .joblib, .skops)")
     pack.add_argument("--train", required=True, help="members table (CSV or Parquet)")
     pack.add_argument("--subject", required=True, help="non-members table (CSV or Parquet)")

@@ -3,7 +3,8 @@
 :class:`SandboxedModel` and :class:`InProcessModel` have the same two steps, ``score()`` and
 ``reference()``; the audit uses whichever :func:`open_model` gives it. The sandboxed one is the default
 everywhere (CLI, Python API, ``serve``, ``train``); the in-process one is for models the caller trusts
-(``sandbox=False``), where it saves the child's start-up (about 1.5 s).
+(``sandbox=False``), where it saves the child's start-up (about 1.5 s). ``bundle``'s check asks a sandboxed
+child for ``check()`` instead of the two steps: a few rows scored and a summary back.
 
 A child is a fresh interpreter (``python -I``), not a fork: its memory layout is its own, so nothing one
 audit learns about its process tells it anything about another's. It gets an environment of its own
