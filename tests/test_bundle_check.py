@@ -55,7 +55,7 @@ def _encoded(estimator):
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory):
     """A folder of bundle parts under users' names: Adult's members and non-members, a good model, and
-    the five mistakes the check refuses."""
+    the mistakes the check refuses (issue #15's five, and their variants)."""
     folder = tmp_path_factory.mktemp("parts")
     frame = adult_frame(ROWS, seed=3)
     members, non_members = frame.iloc[: ROWS // 2], frame.iloc[ROWS // 2 :]
@@ -77,6 +77,10 @@ def parts(tmp_path_factory):
         RandomForestRegressor(10, random_state=0).fit(numeric, labels == ">50K"), folder / "regressor.pkl"
     )
     skops.io.dump(_encoded(TruncatedSVD(3, random_state=0)).fit(features), folder / "prep_only.skops")
+    # Fitted on the six numeric columns as a bare array: it knows their number, not their names.
+    joblib.dump(
+        RandomForestClassifier(10, random_state=0).fit(numeric.to_numpy(), labels), folder / "numeric.pkl"
+    )
     (folder / "csv").mkdir()
     members.head(20).to_csv(folder / "csv" / "model.pkl", index=False)
     (folder / "script").mkdir()
@@ -136,6 +140,11 @@ MISTAKES = {
             "('age')",
             "1 column the model does not know ('Age')",
         ],
+    ),
+    "feature count differs from a model fitted on arrays": (
+        "numeric.pkl",
+        {},
+        ["expects 6 features", "have 14 besides the label column 'income'"],
     ),
     "unexpected feature column": (
         "forest.skops",
