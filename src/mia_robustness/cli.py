@@ -75,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=_sandbox_megabytes,
         help="address-space limit of the sandboxed model process (default: estimated from the bundle)",
     )
+    run.add_argument(
+        "--records",
+        metavar="FILE",
+        help="also write every evaluated member's per-attack scores to this CSV, most exposed first",
+    )
     run.add_argument("-q", "--quiet", action="store_true", help="no progress on standard error")
 
     pack = commands.add_parser("bundle", help="pack a model and its tables into a bundle zip")
@@ -172,6 +177,10 @@ def _run_audit(args: argparse.Namespace) -> None:
             sys.stderr.write(f"report written to {args.output}\n")
     else:
         sys.stdout.write(text)
+    if args.records and report.records is not None:
+        _write_atomically(Path(args.records), report.records.to_csv())
+        if not args.quiet:
+            sys.stderr.write(f"per-record scores written to {args.records}\n")
 
 
 def _write_atomically(path: Path, text: str) -> None:
