@@ -183,6 +183,14 @@ def _svgs(page: str) -> dict[str, ET.Element]:
     return charts
 
 
+def _shape(marker: ET.Element) -> tuple:
+    """A marker's outline relative to its first point (circles: the radius)."""
+    if marker.tag == f"{SVG_NS}circle":
+        return (marker.get("r"),)
+    points = [tuple(map(float, p.split(","))) for p in marker.get("points").split()]
+    return tuple((round(x - points[0][0]), round(y - points[0][1])) for x, y in points)
+
+
 def _viewbox(root: ET.Element) -> tuple[float, float]:
     _, _, width, height = (float(v) for v in root.get("viewBox").split())
     return width, height
@@ -242,10 +250,17 @@ def test_auc_chart_has_every_attack_model_in_its_legend_with_its_own_colour(full
     assert set(strokes) <= set(PALETTE)
     # the chance line at 0.5 is dashed
     assert any(line.get("stroke-dasharray") for line in chart.iter(f"{SVG_NS}line"))
-    # a marker per result row, the strongest ringed
-    circles = list(chart.iter(f"{SVG_NS}circle"))
-    assert len(circles) == len(report["results"])
-    assert sum(1 for c in circles if c.get("stroke") == "#000") == 1
+    # a marker per result row, one shape per attack model, the strongest ringed
+    markers = [node for node in chart.iter() if node.get("class") == "point"]
+    assert len(markers) == len(report["results"])
+    assert sum(1 for m in markers if m.get("stroke") == "#000") == 1
+    shapes = {m.get("data-attack"): (m.tag, m.get("fill"), _shape(m)) for m in markers}
+    assert len(set(shapes.values())) == len(expected)
+    # a single-point attack is a marker without a line in the legend too; a swept one has both
+    legend_points = {n.get("data-attack") for n in chart.iter() if n.get("class") == "legend-point"}
+    assert legend_points == set(expected)
+    legend_lines = [line for line in chart.iter(f"{SVG_NS}line") if line.get("stroke-width") == "2.5"]
+    assert len(legend_lines) == len(swept)
 
 
 def test_optional_sections_drawn_from_curves_per_class_and_extras(full_report):

@@ -32,7 +32,6 @@ from mia_robustness.report import (
     RENDERERS,
     ClassSlice,
     CorrectnessSlice,
-    ExposedRecord,
     ExposedRecords,
     Report,
     RocCurve,
