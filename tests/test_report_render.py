@@ -485,7 +485,8 @@ def test_html_sections_follow_the_report(report):
         assert f'id="{section}"' in page
     assert 'class="strongest"' in page and page.count('class="strongest"') == 1
     top = report.exposed_records.top[0]
-    assert f"<tr><td>{top.row}</td><td>{top.score:.4f}</td></tr>" in page
+    assert f"<tr><td>{top.row}</td><td>{top.score:.4f}</td><td>{top.mean_rank:.1%}</td></tr>" in page
+    assert "share the highest score" in page and "from 0" in page
     assert "Mean over 2 repeats" in page
 
 
