@@ -294,8 +294,13 @@ def _knowledge_sentence(strongest: str, swept: ResultRow | None, needed: float |
     lead = (
         f"The {name} attack"
         if name == strongest
-        else f"{strongest} was run with full knowledge only; {name}, the strongest attack run at several knowledge levels,"
+        else f"The {strongest} attack ran with full knowledge only; the {name} attack, the strongest run at several knowledge levels,"
     )
+    if needed >= 1:
+        return (
+            f"{lead} gets {KNOWLEDGE_SHARE:.0%} of its full-knowledge lead over guessing only when the attacker knows "
+            f"all of those training records, so limiting what an attacker knows {verdict}."
+        )
     return (
         f"{lead} already gets {KNOWLEDGE_SHARE:.0%} of its full-knowledge lead over guessing when the attacker knows "
         f"only {needed:.0%} of those training records, so limiting what an attacker knows {verdict}."
