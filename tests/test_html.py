@@ -553,3 +553,102 @@ def test_in_a_headless_browser(tmp_path, full_report):
     first_models = list(dict.fromkeys(row["attack_model"] for row in report["results"]))[:4]
     for colour in PALETTE[: len(first_models)]:  # the chart lines were drawn
         assert _has_colour(image, colour), colour
+
+
+# Test-only probe of the shipped sample page at a narrow window: the AUC chart's text as rendered (font size
+# times the SVG's scale on screen), where each attack's markers sit against the 100% tick, which attacks
+# have a line, and the summary's text as shown.
+NARROW_PROBE = """<script>
+(function () {
+  const svg = document.querySelector('svg.chart[data-chart="auc"]');
+  const scale = svg.getScreenCTM().a;
+  const centre = (el) => { const r = el.getBoundingClientRect(); return [r.left + r.width / 2, r.top + r.height / 2]; };
+  const out = {
+    width: svg.getBoundingClientRect().width,
+    texts: [...svg.querySelectorAll("text")].map((t) => ({
+      text: t.textContent, px: parseFloat(getComputedStyle(t).fontSize) * scale})),
+    ticks: Object.fromEntries([...svg.querySelectorAll("text.x-tick")].map((t) => [t.textContent, centre(t)[0]])),
+    points: [...svg.querySelectorAll(".point")].map((p) => ({
+      attack: p.dataset.attack, proportion: parseFloat(p.dataset.proportion), tag: p.tagName,
+      fill: p.getAttribute("fill"), x: centre(p)[0]})),
+    lines: [...svg.querySelectorAll("polyline")].map((l) => l.getAttribute("stroke")),
+    legend_lines: [...svg.querySelectorAll('line[stroke-width="2.5"]')].map((l) => l.getAttribute("stroke")),
+    summary: document.querySelector("#summary").innerText,
+  };
+  const pre = document.createElement("pre");
+  pre.id = "probe";
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+})();
+</script>"""
+# Words of the report's JSON that must not reach a reader: metric and summary keys.
+RAW_KEY = re.compile(
+    r"\b(tpr_at\w*|\w*_fpr|ppv_at\w*|knowledge_needed|robustness_score|risk_level|"
+    r"strongest_\w+|epsilon_\w+|ci95|member_accuracy|non_member_accuracy|accuracy_gap)\b"
+)
+
+
+def test_sample_report_at_700px_draws_reference_attacks_as_points_with_readable_text(tmp_path):
+    """The shipped sample page in Chromium at 700 px: LiRA / RMIA are markers at 100% (none past the tick,
+    no line of their own, a colour each), the AUC chart's text renders at 11 px or more, and the summary
+    reads without raw key names; its screenshot shows every attack's colour."""
+    binary = _chromium()
+    if binary is None:
+        pytest.skip("no Chromium on PATH (apt-get install -y chromium) for the headless-browser check")
+    page = (REPO_ROOT / "sample_input" / "report.html").read_text(encoding="utf-8")
+    assert page == render_html(_sample()), (
+        "sample_input/report.html is stale: rerun sample_input/make_sample.py"
+    )
+    probed = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", page).replace(
+        "</body>", NARROW_PROBE + "</body>"
+    )
+    path = tmp_path / "narrow.html"
+    path.write_text(probed, encoding="utf-8")
+    done = _run_chromium(binary, tmp_path / "profile-narrow", 700, 1200, "--dump-dom", path.as_uri())
+    found = re.search(r'<pre id="probe">(.*?)</pre>', done.stdout, flags=re.S)
+    assert found, f"chromium gave no probe result (rc {done.returncode}): {done.stderr[-2000:]}"
+    probe = json.loads(html.unescape(found.group(1)))
+
+    small = [(t["text"], round(t["px"], 1)) for t in probe["texts"] if t["px"] < 11]
+    assert not small, small
+    assert len(probe["texts"]) > 20 and probe["width"] <= 700
+
+    results = _sample()["results"]
+    counts = {}
+    for row in results:
+        counts[row["attack_model"]] = counts.get(row["attack_model"], 0) + 1
+    single = [name for name, n in counts.items() if n == 1]
+    assert set(single) == {"lira", "lira_offline", "rmia", "rmia_offline"}
+    hundred, ninety = probe["ticks"]["100%"], probe["ticks"]["90%"]
+    fills = {}
+    for point in probe["points"]:
+        fills.setdefault(point["attack"], set()).add(point["fill"])
+        if point["attack"] in single:
+            assert point["tag"] in ("circle", "polygon") and point["proportion"] == 1.0, point
+            # at the 100% tick, or stepped left of it towards 90% so that equal AUCs stay visible
+            assert hundred - (hundred - ninety) / 2 <= point["x"] <= hundred + 0.5, (point, hundred)
+    assert len(probe["points"]) == len(results)
+    colours = {name: fill.pop() for name, fill in fills.items() if len(fill) == 1}
+    assert len(colours) == len(counts) and len(set(colours.values())) == len(counts)  # one colour each
+    for name in single:  # no line of their own, on the chart or in its legend
+        assert colours[name] not in probe["lines"] and colours[name] not in probe["legend_lines"]
+    assert len(probe["lines"]) == len(counts) - len(single)
+
+    summary = probe["summary"]
+    assert "members found with no false positives" in summary
+    assert not RAW_KEY.findall(summary), RAW_KEY.findall(summary)
+    for phrase in ("could know", "attackable", "training rows it"):
+        assert phrase not in summary
+
+    # the real page, CSP and all, as a 700 px screenshot: every attack's colour is drawn
+    shipped = tmp_path / "sample.html"
+    shipped.write_text(page, encoding="utf-8")
+    png = tmp_path / "sample.png"
+    done = _run_chromium(
+        binary, tmp_path / "profile-sample", 700, 2600, f"--screenshot={png}", shipped.as_uri()
+    )
+    assert png.exists(), f"no screenshot (rc {done.returncode}): {done.stderr[-2000:]}"
+    image = read_png(png)
+    assert image.shape[:2] == (2600, 700)
+    for name, colour in colours.items():
+        assert _has_colour(image, colour, at_least=10), (name, colour)
