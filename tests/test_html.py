@@ -455,9 +455,10 @@ PROBE = """<script>
 </script>"""
 
 
-def _probe(binary: str, tmp_path: Path, page: str, width: int) -> dict:
+def _probe(binary: str, tmp_path: Path, page: str, width: int, script: str = PROBE) -> dict:
+    """Lay ``page`` out at ``width`` with ``script`` (which writes its findings into ``pre#probe``) run in it."""
     probed = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", page).replace(
-        "</body>", PROBE + "</body>"
+        "</body>", script + "</body>"
     )
     path = tmp_path / f"probe-{width}.html"
     path.write_text(probed, encoding="utf-8")
@@ -513,6 +514,17 @@ def read_png(path: Path) -> np.ndarray:
     return image.reshape(height, width, bpp)
 
 
+def _screenshot(binary: str, tmp_path: Path, page: str, width: int, height: int, png: Path) -> np.ndarray:
+    """The page as it is (CSP and all) in a ``width`` x ``height`` screenshot, decoded."""
+    html_path = png.with_suffix(".html")
+    html_path.write_text(page, encoding="utf-8")
+    done = _run_chromium(
+        binary, tmp_path / f"profile-{png.stem}", width, height, f"--screenshot={png}", html_path.as_uri()
+    )
+    assert png.exists(), f"no screenshot (rc {done.returncode}): {done.stderr[-2000:]}"
+    return read_png(png)
+
+
 def _has_colour(image: np.ndarray, hex_colour: str, at_least: int = 50) -> bool:
     rgb = [int(hex_colour[i : i + 2], 16) for i in (1, 3, 5)]
     return int((image[:, :, :3] == rgb).all(axis=2).sum()) >= at_least
@@ -536,15 +548,9 @@ def test_in_a_headless_browser(tmp_path, full_report):
             assert chart["width"] > 300 and chart["height"] > 150 and chart["texts"] > 5, chart
 
     # the real page, CSP and all, as a screenshot
-    html_path = tmp_path / "report.html"
-    html_path.write_text(page, encoding="utf-8")
     png = tmp_path / "report.png"
-    done = _run_chromium(
-        binary, tmp_path / "profile-shot", 1100, 3000, f"--screenshot={png}", html_path.as_uri()
-    )
-    assert png.exists(), f"no screenshot (rc {done.returncode}): {done.stderr[-2000:]}"
+    image = _screenshot(binary, tmp_path, page, 1100, 3000, png)
     assert png.stat().st_size > 100_000  # a blank page is a few kB
-    image = read_png(png)
     assert image.shape[:2] == (3000, 1100)
     colours = np.unique(image[:, :, :3].reshape(-1, 3).astype(np.int64) @ np.array([65536, 256, 1]))
     assert len(colours) > 200
@@ -599,15 +605,7 @@ def test_sample_report_at_700px_draws_reference_attacks_as_points_with_readable_
     assert page == render_html(_sample()), (
         "sample_input/report.html is stale: rerun sample_input/make_sample.py"
     )
-    probed = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", page).replace(
-        "</body>", NARROW_PROBE + "</body>"
-    )
-    path = tmp_path / "narrow.html"
-    path.write_text(probed, encoding="utf-8")
-    done = _run_chromium(binary, tmp_path / "profile-narrow", 700, 1200, "--dump-dom", path.as_uri())
-    found = re.search(r'<pre id="probe">(.*?)</pre>', done.stdout, flags=re.S)
-    assert found, f"chromium gave no probe result (rc {done.returncode}): {done.stderr[-2000:]}"
-    probe = json.loads(html.unescape(found.group(1)))
+    probe = _probe(binary, tmp_path, page, 700, script=NARROW_PROBE)
 
     small = [(t["text"], round(t["px"], 1)) for t in probe["texts"] if t["px"] < 11]
     assert not small, small
@@ -641,14 +639,7 @@ def test_sample_report_at_700px_draws_reference_attacks_as_points_with_readable_
         assert phrase not in summary
 
     # the real page, CSP and all, as a 700 px screenshot: every attack's colour is drawn
-    shipped = tmp_path / "sample.html"
-    shipped.write_text(page, encoding="utf-8")
-    png = tmp_path / "sample.png"
-    done = _run_chromium(
-        binary, tmp_path / "profile-sample", 700, 2600, f"--screenshot={png}", shipped.as_uri()
-    )
-    assert png.exists(), f"no screenshot (rc {done.returncode}): {done.stderr[-2000:]}"
-    image = read_png(png)
+    image = _screenshot(binary, tmp_path, page, 700, 2600, tmp_path / "sample.png")
     assert image.shape[:2] == (2600, 700)
     for name, colour in colours.items():
         assert _has_colour(image, colour, at_least=10), (name, colour)
