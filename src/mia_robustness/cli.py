@@ -75,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=_sandbox_megabytes,
         help="address-space limit of the sandboxed model process (default: estimated from the bundle)",
     )
+    run.add_argument(
+        "--records",
+        metavar="FILE",
+        help="also write every evaluated member's per-attack scores to this CSV, most exposed first",
+    )
     run.add_argument("-q", "--quiet", action="store_true", help="no progress on standard error")
 
     pack = commands.add_parser(
@@ -115,9 +120,15 @@ def _sandbox_megabytes(text: str) -> int:
 
 
 class Progress:
-    """Progress on standard error: a bar on a terminal, a line per tenth of a counted stage otherwise."""
+    """Progress on standard error: a bar on a terminal, otherwise a line per step of a short counted stage
+    (at most :data:`EVERY_STEP_UP_TO` steps: the reference fits) and a line per tenth of a longer one.
+
+    The engine's notes (what the reference stage will cost, then the time left) follow the count.
+    """
 
     BAR = 30
+    EVERY_STEP_UP_TO = 20
+    accepts_notes = True  # the engine passes note= text (see engine.Stopwatch)
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
@@ -125,20 +136,24 @@ class Progress:
         self.started = time.perf_counter()
         self.last_tenth: dict[str, int] = {}
 
-    def __call__(self, stage: str, done: int, total: int) -> None:
+    def __call__(self, stage: str, done: int, total: int, note: str = "") -> None:
         elapsed = time.perf_counter() - self.started
         name = stage.replace("_", " ")
         if total <= 1:
             self.stream.write(f"[{elapsed:6.1f}s] {name} done\n")
         elif self.tty:
+            if note and done <= 1:  # the stage's plan, then its estimated cost: lines of their own
+                self.stream.write(f"\r{name}: {note}\x1b[K\n")
+                note = ""
             filled = self.BAR * done // total
             bar = "#" * filled + "." * (self.BAR - filled)
             self.stream.write(
-                f"\r{name} [{bar}] {done}/{total} {elapsed:6.1f}s" + ("\n" if done == total else "")
+                f"\r{name} [{bar}] {done}/{total} {elapsed:6.1f}s{f'  {note}' if note else ''}\x1b[K"
+                + ("\n" if done == total else "")
             )
-        elif 10 * done // total != self.last_tenth.get(stage):
+        elif note or total <= self.EVERY_STEP_UP_TO or 10 * done // total != self.last_tenth.get(stage):
             self.last_tenth[stage] = 10 * done // total
-            self.stream.write(f"[{elapsed:6.1f}s] {name} {done}/{total}\n")
+            self.stream.write(f"[{elapsed:6.1f}s] {name} {done}/{total}{f': {note}' if note else ''}\n")
         self.stream.flush()
 
 
@@ -180,6 +195,10 @@ def _run_audit(args: argparse.Namespace) -> None:
             sys.stderr.write(f"report written to {args.output}\n")
     else:
         sys.stdout.write(text)
+    if args.records and report.records is not None:
+        _write_atomically(Path(args.records), report.records.to_csv())
+        if not args.quiet:
+            sys.stderr.write(f"per-record scores written to {args.records}\n")
 
 
 def _write_atomically(path: Path, text: str) -> None:
