@@ -29,10 +29,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .. import errors
 from ..deadline import Deadline
 from ..engine import InProcessModel
-from ..errors import LimitError, MiaError, ModelError
+from ..errors import LimitError, MiaError, ModelError, error_class
 from ..reference import ReferenceRequest
 from ..sweep import CellResult
 from ..target import ScoredTarget, ScoreRequest
@@ -61,12 +60,6 @@ DEFAULT_CPU_HOURS = 24
 STDERR_TAIL_BYTES = 64 * 1024
 # Environment of the child: nothing inherited but the locale; thread counts set per audit.
 CHILD_LOCALE = {"LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
-
-ERROR_CLASSES = {
-    name: cls
-    for name, cls in vars(errors).items()
-    if isinstance(cls, type) and issubclass(cls, MiaError) and cls is not MiaError
-}
 
 
 def default_address_space_mb(
@@ -344,7 +337,7 @@ class SandboxedModel:
         kind = answer.get("kind")
         stage = str(self.deadline.stage).replace("_", " ")
         if kind == "error":
-            cls = ERROR_CLASSES.get(answer.get("class"), ModelError)
+            cls = error_class(answer.get("class"), default=ModelError)
             code = answer.get("code")
             code = (
                 code
