@@ -10,6 +10,8 @@ becomes its class again through :func:`error_class`.
 
 from __future__ import annotations
 
+import re
+
 
 class MiaError(Exception):
     """Base class of all errors the audit raises on purpose.
@@ -126,3 +128,24 @@ def error_class(name: object, default: type[MiaError] = MiaError) -> type[MiaErr
     chooses an arbitrary one.
     """
     return _SUBCLASSES.get(name, default) if isinstance(name, str) else default
+
+
+_NOT_NAME_CHARACTERS = re.compile(r"[^A-Za-z0-9_.<>-]")
+
+
+def quoted_name(text: object, limit: int = 120) -> str:
+    """A name from the model (class, function, parameter path) made fit to quote in a message.
+
+    Only names are quoted, never values or reprs; even names are the file's text, so anything but
+    identifier characters becomes ``?`` and the length is capped.
+    """
+    clean = _NOT_NAME_CHARACTERS.sub("?", text) if isinstance(text, str) else "?"
+    return clean if len(clean) <= limit else clean[: limit - 3] + "..."
+
+
+def raised_by_model(error: type[MiaError], exc: BaseException, message: str, *, code: str) -> MiaError:
+    """``error`` for an exception that the model's own code raised (its ``predict_proba``, its recipe's
+    ``fit``). ``message`` has one ``{}``, where the exception's class name goes: only that name reaches the
+    user, through :func:`quoted_name`, never the exception's text, which comes from the model's code and
+    may quote its values or memory addresses (the caller logs the whole exception)."""
+    return error(message.format(quoted_name(type(exc).__name__)), code=code)

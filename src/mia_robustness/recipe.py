@@ -13,7 +13,6 @@ import collections
 import functools
 import inspect
 import operator
-import re
 import sys
 import types
 from collections.abc import Callable, Iterator
@@ -33,7 +32,7 @@ from sklearn.model_selection._search import BaseSearchCV
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.preprocessing import PolynomialFeatures
 
-from .errors import ModelError, UnsafeModelError
+from .errors import ModelError, UnsafeModelError, quoted_name
 from .loading.policy import NUMPY_UFUNCS, is_allowed
 
 # Values that are data, never code: no type check or walk needed (exact types; subclasses are gated).
@@ -50,18 +49,6 @@ _MAX_NESTING = 50
 # times the fitted count (plus a few rounds), and is never capped below scikit-learn's default.
 _EARLY_STOPPING_HEADROOM = 4
 _EARLY_STOPPING_SLACK = 10
-
-_NOT_NAME_CHARACTERS = re.compile(r"[^A-Za-z0-9_.<>-]")
-
-
-def quoted_name(text: object, limit: int = 120) -> str:
-    """A name from the model (class, function, parameter path) made fit to quote in a message.
-
-    Only names are quoted, never values or reprs; even names are the file's text, so anything but
-    identifier characters becomes ``?`` and the length is capped.
-    """
-    clean = _NOT_NAME_CHARACTERS.sub("?", text) if isinstance(text, str) else "?"
-    return clean if len(clean) <= limit else clean[: limit - 3] + "..."
 
 
 def _qualified(obj: object) -> str:
