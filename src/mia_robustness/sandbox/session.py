@@ -29,9 +29,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .. import errors
 from ..deadline import Deadline
 from ..engine import InProcessModel
-from ..errors import LimitError, MiaError, ModelError, error_class
+from ..errors import LimitError, MiaError, ModelError
 from ..reference import ReferenceRequest
 from ..sweep import CellResult
 from ..target import ScoredTarget, ScoreRequest
@@ -337,7 +338,7 @@ class SandboxedModel:
         kind = answer.get("kind")
         stage = str(self.deadline.stage).replace("_", " ")
         if kind == "error":
-            cls = error_class(answer.get("class"), default=ModelError)
+            cls = errors.error_class(answer.get("class"), default=ModelError)
             code = answer.get("code")
             code = (
                 code
