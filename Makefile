@@ -28,7 +28,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
-docker-test:
+# The image's checks are tests/test_image.py: they run in the venv's pytest against the built image.
+docker-test: $(STAMP)
 	bash .ci/docker-test
 
 bench: $(STAMP)

@@ -1,5 +1,5 @@
-"""Slow HTTP clients and a /ping probe, standard library only (``.ci/docker-test`` runs it with the host's
-``python3``; ``test_front_server.py`` imports it).
+"""Slow HTTP clients and a /ping probe, standard library only (``test_front_server.py`` and
+``test_image.py`` import it).
 
 :class:`SlowClients` opens connections that trickle a request one byte a second, either its header
 (the request never ends) or, after a complete header announcing a large body, its body: each such

@@ -55,7 +55,7 @@ def front_server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sample_zip() -> bytes:
-    """sample_input/ as a zip archive (its files at the top level), as .ci/docker-test sends it."""
+    """sample_input/ as a zip archive (its files at the top level), as test_image.py sends it."""
     sample = sorted(path for path in (REPO_ROOT / "sample_input").iterdir() if path.is_file())
     return archive_bytes({path.name: path.read_bytes() for path in sample})
 

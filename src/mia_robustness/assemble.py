@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import sklearn
 
+from .attacks import ATTACK_DESCRIPTIONS, KNOWLEDGE
 from .metrics import (
     METRIC_NAMES,
     RateIntervals,
@@ -44,6 +45,7 @@ from .rules import KNOWLEDGE_SHARE, knowledge_needed, risk_level, robustness_sco
 from .signals import Signals
 from .sweep import CellResult
 from .target import ScoredTarget
+from .version import __version__
 
 TOP_EXPOSED_RECORDS = 10
 # Seeds the bootstrap of the strongest attack's AUC interval, beside the audit's own seed.
@@ -60,12 +62,12 @@ def assemble_report(
     layout: str,
     device: str,
     notes: Sequence[str],
-    knowledge: Mapping[str, str],
-    descriptions: Mapping[str, str],
     containment: Mapping[str, Any],
     timings: Mapping[str, float],
     started: float,
-    tool_version: str,
+    knowledge: Mapping[str, str] = KNOWLEDGE,
+    descriptions: Mapping[str, str] = ATTACK_DESCRIPTIONS,
+    tool_version: str = __version__,
 ) -> Report:
     """The report of one audit.
 
@@ -89,15 +91,16 @@ def assemble_report(
         Where the device-using attacks ran, as resolved from ``options.device``.
     notes:
         Warnings the engine adds (attacks it skipped and why).
-    knowledge, descriptions:
-        Attack model name -> what its attacker needs to know / what it does (for rows and sentences).
     containment:
         How the model was contained (from the model stage).
     timings:
         Seconds per stage so far; each attack's summed cell seconds and the ``total`` since ``started``
         (a ``time.perf_counter()`` value) are added.
+    knowledge, descriptions:
+        Attack model name -> what its attacker needs to know / what it does (for rows and sentences);
+        the attack registry's by default.
     tool_version:
-        This package's version.
+        The version the report names; this package's by default.
     """
     results = aggregate(cells, knowledge)
     target = target_info(scored, signals.correct)

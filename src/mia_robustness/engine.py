@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .assemble import assemble_report
-from .attacks import ATTACK_DESCRIPTIONS, KNOWLEDGE, REGISTRY, AttackInput, resolve_device
+from .attacks import REGISTRY, AttackInput, resolve_device
 from .deadline import Deadline
 from .errors import LimitError
 from .options import AuditOptions, options_from_mapping
@@ -26,7 +26,6 @@ from .report import Report
 from .signals import compute_signals
 from .sweep import CellResult, default_workers, run_sweep, split_for_repeat
 from .target import LoadedTarget, ScoredTarget, ScoreRequest, score_target
-from .version import __version__
 
 ProgressCallback = Callable[[str, int, int], None]
 
@@ -261,6 +260,8 @@ def run_audit(
         )
         reference = []
     cells = []
+    # The repeats, their evaluation rows and the seed: the same for the sweep and the reference stage.
+    repeat_plan = {"repeats": options.repeats, "eval_fraction": options.eval_fraction, "seed": options.seed}
     if learned:
         deadline.check("attacks")
         cells += run_sweep(
@@ -268,12 +269,10 @@ def run_audit(
             scored.is_member,
             proportions=options.proportions,
             attacks=learned,
-            repeats=options.repeats,
-            eval_fraction=options.eval_fraction,
-            seed=options.seed,
             device=device,
             workers=workers,
             progress=on_progress,
+            **repeat_plan,
         )
         lap("attacks")
     eval_rows = _evaluation_rows(scored.is_member, options)
@@ -282,11 +281,9 @@ def run_audit(
         request = ReferenceRequest(
             attacks=tuple(reference),
             proportion=max(options.proportions),
-            repeats=options.repeats,
-            eval_fraction=options.eval_fraction,
             n_models=options.reference_models,
-            seed=options.seed,
             workers=workers,
+            **repeat_plan,
         )
         clock.expect_fits(request)
         cells += model.reference(request, len(eval_rows))
@@ -301,12 +298,9 @@ def run_audit(
         layout=layout,
         device=device,
         notes=notes,
-        knowledge=KNOWLEDGE,
-        descriptions=ATTACK_DESCRIPTIONS,
         containment=model.containment,
         timings=timings,
         started=clock.started,
-        tool_version=__version__,
     )
 
 

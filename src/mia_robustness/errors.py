@@ -3,10 +3,14 @@
 Every error carries a stable machine-readable ``code``, a human ``message`` that says what is wrong and
 how to fix it, and the HTTP status a server should answer with. Each shell maps them once: the HTTP
 server to a status and a JSON body, the CLI to exit code 2 and one line, the training job to its
-failure file.
+failure file. A subclass states its default code and status in its class line
+(``class DataError(InputError, code="bad_data")``); an error that crossed a process boundary by name
+becomes its class again through :func:`error_class`.
 """
 
 from __future__ import annotations
+
+import re
 
 
 class MiaError(Exception):
@@ -23,6 +27,15 @@ class MiaError(Exception):
     default_code = "internal_error"
     http_status = 500
 
+    def __init_subclass__(
+        cls, *, code: str | None = None, status: int | None = None, **kwargs: object
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        if code is not None:
+            cls.default_code = code
+        if status is not None:
+            cls.http_status = status
+
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
@@ -33,106 +46,106 @@ class MiaError(Exception):
         return {"error": self.code, "error-message": self.message}
 
 
-class InputError(MiaError):
+class InputError(MiaError, code="bad_input", status=400):
     """The caller's input is wrong: a 4xx, never a crash."""
 
-    default_code = "bad_input"
-    http_status = 400
 
-
-class OptionsError(InputError):
+class OptionsError(InputError, code="bad_option"):
     """An audit option is unknown or has an invalid value."""
 
-    default_code = "bad_option"
 
-
-class BundleError(InputError):
+class BundleError(InputError, code="bad_bundle"):
     """The bundle (archive or folder) is malformed, incomplete or unsafe to unpack."""
 
-    default_code = "bad_bundle"
 
-
-class LimitError(BundleError):
+class LimitError(BundleError, code="limit_exceeded"):
     """The input exceeds a configured size limit (bytes, members, compression ratio, memory)."""
 
-    default_code = "limit_exceeded"
 
-
-class ModelError(InputError):
+class ModelError(InputError, code="bad_model"):
     """The model file cannot be loaded or the model misbehaves when queried."""
 
-    default_code = "bad_model"
 
-
-class UnsafeModelError(ModelError):
+class UnsafeModelError(ModelError, code="unsafe_model"):
     """The model file references code outside the allowlist; it was refused before anything ran."""
 
-    default_code = "unsafe_model"
 
-
-class DataError(InputError):
+class DataError(InputError, code="bad_data"):
     """The members or non-members tables do not fit the model or are too small."""
 
-    default_code = "bad_data"
 
-
-class TimeLimitError(LimitError):
+class TimeLimitError(LimitError, code="audit_timeout"):
     """The audit ran past the time limit its caller set (``--timeout``, ``max_runtime``)."""
 
-    default_code = "audit_timeout"
 
-
-class UnsupportedMediaError(InputError):
+class UnsupportedMediaError(InputError, code="unsupported_media_type", status=415):
     """The request body's ``Content-Type`` is not a bundle archive."""
 
-    default_code = "unsupported_media_type"
-    http_status = 415
 
-
-class NotAcceptableError(InputError):
+class NotAcceptableError(InputError, code="not_acceptable", status=406):
     """No report format the caller's ``Accept`` header allows."""
 
-    default_code = "not_acceptable"
-    http_status = 406
 
-
-class PayloadTooLargeError(LimitError):
+class PayloadTooLargeError(LimitError, code="payload_too_large", status=413):
     """The request body is over the server's size limit."""
 
-    default_code = "payload_too_large"
-    http_status = 413
 
-
-class ServerBusyError(MiaError):
+class ServerBusyError(MiaError, code="server_busy", status=503):
     """Too many invocations are waiting for an audit slot; the caller should retry later."""
 
-    default_code = "server_busy"
-    http_status = 503
 
-
-class ShuttingDownError(MiaError):
+class ShuttingDownError(MiaError, code="shutting_down", status=503):
     """The server is stopping and runs no more audits."""
 
-    default_code = "shutting_down"
-    http_status = 503
 
-
-class ServerTimeoutError(MiaError):
+class ServerTimeoutError(MiaError, code="audit_timeout", status=500):
     """An audit ran past the server's own time limit (``SAGEMAKER_MODEL_SERVER_TIMEOUT``): the server's
     setting, not the caller's input, so a 5xx."""
 
-    default_code = "audit_timeout"
-    http_status = 500
 
-
-class AuditCrashedError(MiaError):
+class AuditCrashedError(MiaError, code="audit_crashed", status=500):
     """The process running an audit ended without an answer (killed, out of memory, crashed)."""
 
-    default_code = "audit_crashed"
-    http_status = 500
 
-
-class DeviceError(InputError):
+class DeviceError(InputError, code="device_unavailable"):
     """The requested compute device is not available (e.g. ``--device cuda`` without CUDA)."""
 
-    default_code = "device_unavailable"
+
+# Every error class of this module but MiaError itself, by name: what another process may name.
+_SUBCLASSES = {
+    name: value
+    for name, value in dict(globals()).items()
+    if isinstance(value, type) and issubclass(value, MiaError) and value is not MiaError
+}
+
+
+def error_class(name: object, default: type[MiaError] = MiaError) -> type[MiaError]:
+    """The error class of this module called ``name``, to rebuild an error that another process (the audit
+    child, the sandbox) sent by its class name.
+
+    Anything else (an unknown name, ``"MiaError"`` itself, a name of something that is not an error class,
+    a value that is not a string) gives ``default``: a message from a child names a class, it never
+    chooses an arbitrary one.
+    """
+    return _SUBCLASSES.get(name, default) if isinstance(name, str) else default
+
+
+_NOT_NAME_CHARACTERS = re.compile(r"[^A-Za-z0-9_.<>-]")
+
+
+def quoted_name(text: object, limit: int = 120) -> str:
+    """A name from the model (class, function, parameter path) made fit to quote in a message.
+
+    Only names are quoted, never values or reprs; even names are the file's text, so anything but
+    identifier characters becomes ``?`` and the length is capped.
+    """
+    clean = _NOT_NAME_CHARACTERS.sub("?", text) if isinstance(text, str) else "?"
+    return clean if len(clean) <= limit else clean[: limit - 3] + "..."
+
+
+def raised_by_model(error: type[MiaError], exc: BaseException, message: str, *, code: str) -> MiaError:
+    """``error`` for an exception that the model's own code raised (its ``predict_proba``, its recipe's
+    ``fit``). ``message`` has one ``{}``, where the exception's class name goes: only that name reaches the
+    user, through :func:`quoted_name`, never the exception's text, which comes from the model's code and
+    may quote its values or memory addresses (the caller logs the whole exception)."""
+    return error(message.format(quoted_name(type(exc).__name__)), code=code)

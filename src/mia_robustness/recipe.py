@@ -12,10 +12,11 @@ from __future__ import annotations
 import collections
 import functools
 import inspect
-import re
+import operator
 import sys
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, clone
@@ -31,7 +32,7 @@ from sklearn.model_selection._search import BaseSearchCV
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.preprocessing import PolynomialFeatures
 
-from .errors import ModelError, UnsafeModelError
+from .errors import ModelError, UnsafeModelError, quoted_name
 from .loading.policy import NUMPY_UFUNCS, is_allowed
 
 # Values that are data, never code: no type check or walk needed (exact types; subclasses are gated).
@@ -48,18 +49,6 @@ _MAX_NESTING = 50
 # times the fitted count (plus a few rounds), and is never capped below scikit-learn's default.
 _EARLY_STOPPING_HEADROOM = 4
 _EARLY_STOPPING_SLACK = 10
-
-_NOT_NAME_CHARACTERS = re.compile(r"[^A-Za-z0-9_.<>-]")
-
-
-def quoted_name(text: object, limit: int = 120) -> str:
-    """A name from the model (class, function, parameter path) made fit to quote in a message.
-
-    Only names are quoted, never values or reprs; even names are the file's text, so anything but
-    identifier characters becomes ``?`` and the length is capped.
-    """
-    clean = _NOT_NAME_CHARACTERS.sub("?", text) if isinstance(text, str) else "?"
-    return clean if len(clean) <= limit else clean[: limit - 3] + "..."
 
 
 def _qualified(obj: object) -> str:
@@ -152,6 +141,26 @@ def _named_entries(value: object) -> bool:
     )
 
 
+Entry = TypeVar("Entry")
+
+
+def _unseen(
+    todo: list[Entry], seen: set[int], what: str, value: Callable[[Entry], object] = lambda entry: entry
+) -> Iterator[Entry]:
+    """Pop entries off ``todo`` until it is empty and yield each whose ``value`` was not seen before (its
+    id goes into ``seen``) and is neither ``None`` nor of a plain type; the caller pushes what the value
+    holds onto ``todo`` meanwhile. Refuses ``what`` once it holds more than ``_MAX_RECIPE_OBJECTS``."""
+    while todo:
+        entry = todo.pop()
+        item = value(entry)
+        if item is None or type(item) in _PLAIN or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if len(seen) > _MAX_RECIPE_OBJECTS:
+            raise _too_large(what)
+        yield entry
+
+
 def _gate_recipe(root: object) -> list[tuple[BaseEstimator, str]]:
     """Pass every value the recipe's parameters reach through the loader's allowlist.
 
@@ -167,16 +176,9 @@ def _gate_recipe(root: object) -> list[tuple[BaseEstimator, str]]:
     Returns the estimators found, with their parameter paths (``step__param``, as ``set_params`` names them).
     """
     estimators: list[tuple[BaseEstimator, str]] = []
-    seen: set[int] = set()
     todo: list[tuple[object, str]] = [(root, "")]
-    while todo:
-        value, path = todo.pop()
+    for value, path in _unseen(todo, set(), "recipe", value=operator.itemgetter(0)):
         kind = type(value)
-        if value is None or kind in _PLAIN or id(value) in seen:
-            continue
-        seen.add(id(value))
-        if len(seen) > _MAX_RECIPE_OBJECTS:
-            raise _too_large("recipe")
         refused = _not_admitted(value)
         if refused is not None:
             raise _recipe_error(
@@ -292,15 +294,9 @@ def _fitted_graph(model: object) -> tuple[dict[type, list[object]], set[int]]:
     """
     found: dict[type, list[object]] = {}
     seen: set[int] = set()
-    todo = [model]
-    while todo:
-        obj = todo.pop()
+    todo: list[object] = [model]
+    for obj in _unseen(todo, seen, "fitted model"):
         kind = type(obj)
-        if obj is None or kind in _PLAIN or id(obj) in seen:
-            continue
-        seen.add(id(obj))
-        if len(seen) > _MAX_RECIPE_OBJECTS:
-            raise _too_large("fitted model")
         if issubclass(kind, dict):
             todo += dict.values(obj)
         elif kind in (list, tuple, set, frozenset):

@@ -22,7 +22,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
@@ -32,13 +32,15 @@ from threadpoolctl import threadpool_limits
 from .attacks import REGISTRY
 from .attacks.reference import balanced_in_mask
 from .attacks.threshold import best_cut
-from .errors import MiaError, ModelError
+from .errors import MiaError, ModelError, raised_by_model
 from .metrics import attack_metrics
-from .recipe import contained_clone, quoted_name
+from .recipe import contained_clone
 from .sweep import CellResult, attacker_rows, default_workers, single_threaded_worker, split_for_repeat
 from .target import LoadedTarget
 
 log = logging.getLogger("mia_robustness.reference")
+# How a user gets past a recipe that cannot be retrained.
+_DROP_THEM = "drop lira / rmia from attack_models"
 
 
 def _true_class_confidence(
@@ -82,11 +84,10 @@ def fit_reference_confidences(
         raise
     except Exception as exc:  # noqa: BLE001 - a recipe scikit-learn cannot copy is the model's fault
         # The exception's class only: its text may quote the model's values.
-        raise ModelError(
-            f"the reference-model attacks need to retrain the model's recipe, but it cannot be cloned "
-            f"({quoted_name(type(exc).__name__)}); drop lira / rmia from attack_models",
-            code="not_clonable",
-        ) from None
+        message = (
+            "the reference-model attacks need to retrain the model's recipe, but it cannot be cloned ({}); "
+        )
+        raise raised_by_model(ModelError, exc, message + _DROP_THEM, code="not_clonable") from None
     takes_names = getattr(target, "feature_names_in_", None) is not None
     inputs = features if takes_names else features.to_numpy()
 
@@ -104,11 +105,8 @@ def fit_reference_confidences(
         # so only the exception's class reaches the user (the log keeps the rest).
         except Exception as exc:  # noqa: BLE001
             log.debug("a reference fit failed", exc_info=True)
-            raise ModelError(
-                f"retraining the model's recipe on a reference model's rows failed ({quoted_name(type(exc).__name__)}); "
-                "drop lira / rmia from attack_models",
-                code="refit_failed",
-            ) from None
+            message = "retraining the model's recipe on a reference model's rows failed ({}); "
+            raise raised_by_model(ModelError, exc, message + _DROP_THEM, code="refit_failed") from None
 
     results = []
     # One BLAS/OpenMP thread per fit: the fits run side by side, and a model's figures must not depend on
@@ -199,7 +197,8 @@ def run_reference_attacks(
 
 @dataclass(frozen=True)
 class ReferenceRequest:
-    """One reference stage: LiRA and/or RMIA at attacker knowledge ``proportion`` (see ``reference.py``)."""
+    """One reference stage: LiRA and/or RMIA at attacker knowledge ``proportion`` (see ``reference.py``);
+    the fields are :func:`run_reference_attacks`'s keyword arguments of the same names."""
 
     attacks: tuple[str, ...]
     proportion: float
@@ -226,13 +225,7 @@ def reference_cells(
         scored.classes,
         confidence,
         scored.is_member,
-        attacks=request.attacks,
-        proportion=request.proportion,
-        repeats=request.repeats,
-        eval_fraction=request.eval_fraction,
-        n_models=request.n_models,
-        seed=request.seed,
-        workers=request.workers,
+        **asdict(request),  # its fields are run_reference_attacks's keywords
         progress=progress,
     )
 

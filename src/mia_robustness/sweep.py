@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from sklearn import config_context
@@ -130,22 +131,21 @@ def run_sweep(
     inputs: AttackInput,
     is_member: np.ndarray,
     *,
-    proportions: Sequence[float],
-    attacks: Sequence[str],
-    repeats: int,
-    eval_fraction: float,
-    seed: int,
     device: str,
     workers: int | None = None,
     progress: ProgressCallback | None = None,
+    **plan: Any,
 ) -> list[CellResult]:
     """Train and measure every cell; results come back in plan order whatever the parallelism.
+
+    ``plan`` is what :func:`plan_cells` takes after ``is_member``, by keyword: ``proportions``,
+    ``attacks``, ``repeats``, ``eval_fraction`` and ``seed``.
 
     Cells run in a thread pool of up to ``workers`` threads (all usable CPUs when ``None``), each
     single-threaded inside (BLAS, OpenMP and torch limited to one thread), which uses the cores better than
     one cell at a time with many threads; one thread when cells are too small to gain from more.
     """
-    splits, cells = plan_cells(is_member, proportions, attacks, repeats, eval_fraction, seed)
+    splits, cells = plan_cells(is_member, **plan)
     workers = workers or default_workers()
     if len(distinct_rows(inputs.features)[0]) < PARALLEL_MIN_DISTINCT_ROWS:
         workers = 1

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import DataError, ModelError
+from .errors import DataError, ModelError, raised_by_model
 
 log = logging.getLogger("mia_robustness.target")
 
@@ -116,19 +116,16 @@ def _predict_chunk(model: object, chunk) -> np.ndarray:
     # functions) or anything the model chose, so only its class name reaches the user (the log keeps all).
     except (ValueError, TypeError) as exc:
         log.debug("predict_proba rejected the rows", exc_info=True)
-        raise DataError(
-            f"the model could not score the rows ({type(exc).__name__} in predict_proba). Check that the tables hold "
-            "the same kind of values the model was trained on (numbers where it expects numbers, no missing values "
-            "unless it handles them), in columns of the same names",
-            code="model_rejected_data",
-        ) from None
+        message = (
+            "the model could not score the rows ({} in predict_proba). Check that the tables hold the same kind "
+            "of values the model was trained on (numbers where it expects numbers, no missing values unless it "
+            "handles them), in columns of the same names"
+        )
+        raise raised_by_model(DataError, exc, message, code="model_rejected_data") from None
     except Exception as exc:
         log.debug("predict_proba failed", exc_info=True)
-        raise ModelError(
-            f"the model's predict_proba failed ({type(exc).__name__}); check that the model scores these tables "
-            "where it was trained",
-            code="predict_failed",
-        ) from None
+        message = "the model's predict_proba failed ({}); check that the model scores these tables where it was trained"
+        raise raised_by_model(ModelError, exc, message, code="predict_failed") from None
 
 
 def _check_probabilities(probabilities: np.ndarray, n_rows: int, n_classes: int) -> None:

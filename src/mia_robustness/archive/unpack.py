@@ -181,25 +181,29 @@ class _Unpacker:
             raise self.member_error(f"has more than {self.max_members} entries")
 
     def member_error(self, detail: str) -> LimitError:
-        limit = self.limits.max_members
-        used = limit - self.max_members
+        used = self.limits.max_members - self.max_members
         shared = f" ({used} of them used by the archive it came in)" if used > 0 else ""
-        return LimitError(
-            f"the archive {self.archive_name!r} {detail} (limit max_members={limit} for the bundle and any "
-            f"archive inside it{shared}); put fewer files in the bundle, or raise the max_members bundle "
-            "limit if this is expected",
-            code="member_count_limit",
+        return self._cap_error(
+            detail, "max_members", shared, "put fewer files in the bundle", "member_count_limit"
         )
 
     def size_error(self, detail: str) -> LimitError:
         limit = self.limits.max_unpacked_bytes
         used = limit - self.max_bytes
         shared = f", {_size_text(used)} of it used by the archive it came in" if used > 0 else ""
+        detail = f"{detail}, more than the {_size_text(limit)} allowed"
+        return self._cap_error(
+            detail, "max_unpacked_bytes", shared, "make the bundle smaller", "unpacked_size_limit"
+        )
+
+    def _cap_error(self, detail: str, setting: str, shared: str, fix: str, code: str) -> LimitError:
+        """The archive passed the bundle limit ``setting`` (which nested archives share: ``shared`` says how
+        much of it the enclosing archive used)."""
         return LimitError(
-            f"the archive {self.archive_name!r} {detail}, more than the {_size_text(limit)} allowed (limit "
-            f"max_unpacked_bytes={limit} for the bundle and any archive inside it{shared}); make the bundle "
-            "smaller, or raise the max_unpacked_bytes bundle limit if this is expected",
-            code="unpacked_size_limit",
+            f"the archive {self.archive_name!r} {detail} (limit {setting}={getattr(self.limits, setting)} for the "
+            f"bundle and any archive inside it{shared}); {fix}, or raise the {setting} bundle limit if this is "
+            "expected",
+            code=code,
         )
 
     def ratio_error(self, what: str, ratio: float) -> LimitError:

@@ -82,92 +82,56 @@ class AttackSpec:
     variants: tuple[Variant, ...]
 
 
+def _learned(
+    name: str,
+    fit_score: Callable[..., AttackOutput],
+    description: str,
+    cost_rank: int,
+    *,
+    uses_device: bool = False,
+) -> AttackSpec:
+    """A learned attack over the target's signals, trained on known rows; one report row."""
+    return AttackSpec(
+        name, "learned", fit_score, KNOWN_ROWS, cost_rank, uses_device, (Variant(name, description),)
+    )
+
+
+def _reference(name: str, score: Callable[..., np.ndarray], *, online: str, offline: str) -> AttackSpec:
+    """A reference attack over clones of the target's recipe; two report rows, ``name`` for the online
+    variant and ``name_offline``."""
+    variants = (Variant(name, online, True), Variant(f"{name}_offline", offline, False))
+    return AttackSpec(name, "reference", score, RECIPE, cost_rank=0, uses_device=False, variants=variants)
+
+
 REGISTRY: dict[str, AttackSpec] = {
     spec.name: spec
     for spec in (
-        AttackSpec(
-            "nn",
-            "learned",
-            fit_score_nn,
-            KNOWN_ROWS,
-            cost_rank=0,
-            uses_device=True,
-            variants=(Variant("nn", "PyTorch MLP on all signals (knows some members)"),),
-        ),
-        AttackSpec(
-            "rf",
-            "learned",
-            fit_score_rf,
-            KNOWN_ROWS,
-            cost_rank=2,
-            uses_device=False,
-            variants=(Variant("rf", "random forest on all signals (knows some members)"),),
-        ),
-        AttackSpec(
-            "gb",
-            "learned",
-            fit_score_gb,
-            KNOWN_ROWS,
-            cost_rank=1,
-            uses_device=False,
-            variants=(Variant("gb", "histogram gradient boosting on all signals (knows some members)"),),
-        ),
-        AttackSpec(
+        _learned("nn", fit_score_nn, "PyTorch MLP on all signals (knows some members)", 0, uses_device=True),
+        _learned("rf", fit_score_rf, "random forest on all signals (knows some members)", 2),
+        _learned("gb", fit_score_gb, "histogram gradient boosting on all signals (knows some members)", 1),
+        _learned(
             "threshold",
-            "learned",
             fit_score_threshold,
-            KNOWN_ROWS,
-            cost_rank=3,
-            uses_device=False,
-            variants=(
-                Variant(
-                    "threshold",
-                    "best single-signal threshold (loss, confidence, entropy), fitted on known rows",
-                ),
-            ),
+            "best single-signal threshold (loss, confidence, entropy), fitted on known rows",
+            3,
         ),
-        AttackSpec(
+        _learned(
             "class_threshold",
-            "learned",
             fit_score_class_threshold,
-            KNOWN_ROWS,
-            cost_rank=9,
-            uses_device=False,
-            variants=(
-                Variant(
-                    "class_threshold", "best single signal with a threshold per class (Song & Mittal 2021)"
-                ),
-            ),
+            "best single signal with a threshold per class (Song & Mittal 2021)",
+            9,
         ),
-        AttackSpec(
+        _reference(
             "lira",
-            "reference",
             lira_scores,
-            RECIPE,
-            cost_rank=0,
-            uses_device=False,
-            variants=(
-                Variant(
-                    "lira",
-                    "LiRA online (Carlini et al. 2022) with reference models of the target's recipe",
-                    True,
-                ),
-                Variant("lira_offline", "LiRA offline (OUT reference models only)", False),
-            ),
+            online="LiRA online (Carlini et al. 2022) with reference models of the target's recipe",
+            offline="LiRA offline (OUT reference models only)",
         ),
-        AttackSpec(
+        _reference(
             "rmia",
-            "reference",
             rmia_scores,
-            RECIPE,
-            cost_rank=0,
-            uses_device=False,
-            variants=(
-                Variant(
-                    "rmia", "RMIA (Zarifzadeh et al. 2024) with reference models of the target's recipe", True
-                ),
-                Variant("rmia_offline", "RMIA offline (OUT reference models only)", False),
-            ),
+            online="RMIA (Zarifzadeh et al. 2024) with reference models of the target's recipe",
+            offline="RMIA offline (OUT reference models only)",
         ),
     )
 }

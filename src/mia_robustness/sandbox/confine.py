@@ -25,6 +25,7 @@ In order, because each step needs what the next one takes away:
 from __future__ import annotations
 
 import ctypes
+import enum
 import errno
 import os
 import resource
@@ -51,40 +52,29 @@ _LANDLOCK_RULE_PATH_BENEATH = 1
 _PR_SET_NO_NEW_PRIVS = 38
 _PR_SET_DUMPABLE = 4
 
-# Landlock file-system rights, by the ABI version that introduced them.
-_FS_EXECUTE = 1 << 0
-_FS_WRITE_FILE = 1 << 1
-_FS_READ_FILE = 1 << 2
-_FS_READ_DIR = 1 << 3
-_FS_REMOVE_DIR = 1 << 4
-_FS_REMOVE_FILE = 1 << 5
-_FS_MAKE_CHAR = 1 << 6
-_FS_MAKE_DIR = 1 << 7
-_FS_MAKE_REG = 1 << 8
-_FS_MAKE_SOCK = 1 << 9
-_FS_MAKE_FIFO = 1 << 10
-_FS_MAKE_BLOCK = 1 << 11
-_FS_MAKE_SYM = 1 << 12
-_FS_REFER = 1 << 13  # ABI 2
-_FS_TRUNCATE = 1 << 14  # ABI 3
-_FS_IOCTL_DEV = 1 << 15  # ABI 5
+# Landlock rights, one bit each in the order below (bit 0 first), by the ABI version that introduced them:
+# the file-system rights of ABI 1, then REFER (ABI 2), TRUNCATE (ABI 3) and IOCTL_DEV (ABI 5); the network
+# rights came in ABI 4, the scopes in ABI 6.
+_FS = enum.IntFlag(
+    "_FS",
+    "EXECUTE WRITE_FILE READ_FILE READ_DIR REMOVE_DIR REMOVE_FILE MAKE_CHAR MAKE_DIR MAKE_REG MAKE_SOCK MAKE_FIFO "
+    "MAKE_BLOCK MAKE_SYM REFER TRUNCATE IOCTL_DEV",
+)
 _FS_BY_ABI = {1: (1 << 13) - 1, 2: (1 << 14) - 1, 3: (1 << 15) - 1, 5: (1 << 16) - 1}
-_NET_BIND_TCP = 1 << 0  # ABI 4
-_NET_CONNECT_TCP = 1 << 1
-_SCOPE_ABSTRACT_UNIX_SOCKET = 1 << 0  # ABI 6
-_SCOPE_SIGNAL = 1 << 1
+_NET = enum.IntFlag("_NET", "BIND_TCP CONNECT_TCP")
+_SCOPE = enum.IntFlag("_SCOPE", "ABSTRACT_UNIX_SOCKET SIGNAL")
 
-_READ = _FS_READ_FILE | _FS_READ_DIR
-_READ_FILE_ONLY = _FS_READ_FILE
+_READ = _FS.READ_FILE | _FS.READ_DIR
+_READ_FILE_ONLY = _FS.READ_FILE
 _WORK = (
-    _FS_READ_FILE
-    | _FS_READ_DIR
-    | _FS_WRITE_FILE
-    | _FS_REMOVE_DIR
-    | _FS_REMOVE_FILE
-    | _FS_MAKE_DIR
-    | _FS_MAKE_REG
-    | _FS_TRUNCATE
+    _FS.READ_FILE
+    | _FS.READ_DIR
+    | _FS.WRITE_FILE
+    | _FS.REMOVE_DIR
+    | _FS.REMOVE_FILE
+    | _FS.MAKE_DIR
+    | _FS.MAKE_REG
+    | _FS.TRUNCATE
 )
 
 # Readable trees besides the Python installation: shared libraries, their loader's cache, time zones.
@@ -341,8 +331,8 @@ def _apply_landlock(libc: ctypes.CDLL, work_folder: Path) -> int:
     handled_fs = _FS_BY_ABI[max(v for v in _FS_BY_ABI if v <= abi)]
     attr = _RulesetAttr(
         handled_access_fs=handled_fs,
-        handled_access_net=(_NET_BIND_TCP | _NET_CONNECT_TCP) if abi >= 4 else 0,
-        scoped=(_SCOPE_ABSTRACT_UNIX_SOCKET | _SCOPE_SIGNAL) if abi >= 6 else 0,
+        handled_access_net=(_NET.BIND_TCP | _NET.CONNECT_TCP) if abi >= 4 else 0,
+        scoped=(_SCOPE.ABSTRACT_UNIX_SOCKET | _SCOPE.SIGNAL) if abi >= 6 else 0,
     )
     size = 8 if abi < 4 else (16 if abi < 6 else 24)
     ruleset = libc.syscall(_SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(size), 0)
@@ -351,7 +341,7 @@ def _apply_landlock(libc: ctypes.CDLL, work_folder: Path) -> int:
     try:
         rules = [(path, _READ) for path in _read_roots()]
         rules.append((f"/proc/{os.getpid()}", _READ))  # its own /proc entry, not its parent's
-        rules += [(path, _READ_FILE_ONLY | _FS_WRITE_FILE) for path in SYSTEM_WRITE_FILES]
+        rules += [(path, _READ_FILE_ONLY | _FS.WRITE_FILE) for path in SYSTEM_WRITE_FILES]
         rules.append((str(work_folder), _WORK))
         for path, access in rules:
             _add_path_rule(libc, ruleset, path, access & handled_fs)
@@ -370,7 +360,7 @@ def _add_path_rule(libc: ctypes.CDLL, ruleset: int, path: str, access: int) -> N
     try:
         if not os.path.isdir(f"/proc/self/fd/{fd}"):
             # Rights that only make sense on folders are refused (EINVAL) on a file.
-            access &= _FS_EXECUTE | _FS_WRITE_FILE | _FS_READ_FILE | _FS_TRUNCATE | _FS_IOCTL_DEV
+            access &= _FS.EXECUTE | _FS.WRITE_FILE | _FS.READ_FILE | _FS.TRUNCATE | _FS.IOCTL_DEV
         rule = _PathBeneathAttr(allowed_access=access, parent_fd=fd)
         if (
             libc.syscall(_SYS_LANDLOCK_ADD_RULE, ruleset, _LANDLOCK_RULE_PATH_BENEATH, ctypes.byref(rule), 0)

@@ -72,12 +72,6 @@ STDERR_TAIL_BYTES = 64 * 1024
 # Environment of the child: nothing inherited but the locale; thread counts set per audit.
 CHILD_LOCALE = {"LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
 
-ERROR_CLASSES = {
-    name: cls
-    for name, cls in vars(errors).items()
-    if isinstance(cls, type) and issubclass(cls, MiaError) and cls is not MiaError
-}
-
 
 def default_address_space_mb(
     files: ModelFiles, workers: int, n_models: int, max_memory_mb: float | None
@@ -367,7 +361,7 @@ class SandboxedModel:
         kind = answer.get("kind")
         stage = str(self.deadline.stage).replace("_", " ")
         if kind == "error":
-            cls = ERROR_CLASSES.get(answer.get("class"), ModelError)
+            cls = errors.error_class(answer.get("class"), default=ModelError)
             code = answer.get("code")
             code = (
                 code

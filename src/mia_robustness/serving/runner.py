@@ -28,7 +28,14 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
-from ..errors import AuditCrashedError, MiaError, ServerBusyError, ServerTimeoutError, ShuttingDownError
+from ..errors import (
+    AuditCrashedError,
+    MiaError,
+    ServerBusyError,
+    ServerTimeoutError,
+    ShuttingDownError,
+    error_class,
+)
 from . import child
 from .settings import RESERVED_THREADS, ServerSettings
 
@@ -54,12 +61,7 @@ _SIGNAL_HINTS = {
 
 def _rebuild_error(refused: child.Refused) -> MiaError:
     """The child's :class:`MiaError` again, as its own class (and so its own HTTP status)."""
-    from .. import errors
-
-    cls = getattr(errors, refused.error_class, None)
-    if not (isinstance(cls, type) and issubclass(cls, MiaError)):
-        cls = MiaError
-    return cls(refused.message, code=refused.code)
+    return error_class(refused.error_class)(refused.message, code=refused.code)
 
 
 class AuditRunner:
