@@ -561,18 +561,18 @@ def test_in_a_headless_browser(tmp_path, full_report):
         assert _has_colour(image, colour), colour
 
 
-# Test-only probe of the shipped sample page at a narrow window: the AUC chart's text as rendered (font size
-# times the SVG's scale on screen), where each attack's markers sit against the 100% tick, which attacks
-# have a line, and the summary's text as shown.
+# Test-only probe of the shipped sample page at a narrow window: every chart's text as rendered (font size
+# times that SVG's scale on screen), where each attack's markers sit against the AUC chart's 100% tick,
+# which attacks have a line, and the summary's text as shown.
 NARROW_PROBE = """<script>
 (function () {
   const svg = document.querySelector('svg.chart[data-chart="auc"]');
-  const scale = svg.getScreenCTM().a;
   const centre = (el) => { const r = el.getBoundingClientRect(); return [r.left + r.width / 2, r.top + r.height / 2]; };
   const out = {
-    width: svg.getBoundingClientRect().width,
-    texts: [...svg.querySelectorAll("text")].map((t) => ({
-      text: t.textContent, px: parseFloat(getComputedStyle(t).fontSize) * scale})),
+    charts: [...document.querySelectorAll("svg.chart")].map((chart) => ({
+      name: chart.dataset.chart, width: chart.getBoundingClientRect().width,
+      texts: [...chart.querySelectorAll("text")].map((t) => ({
+        text: t.textContent, px: parseFloat(getComputedStyle(t).fontSize) * chart.getScreenCTM().a}))})),
     ticks: Object.fromEntries([...svg.querySelectorAll("text.x-tick")].map((t) => [t.textContent, centre(t)[0]])),
     points: [...svg.querySelectorAll(".point")].map((p) => ({
       attack: p.dataset.attack, proportion: parseFloat(p.dataset.proportion), tag: p.tagName,
@@ -596,7 +596,7 @@ RAW_KEY = re.compile(
 
 def test_sample_report_at_700px_draws_reference_attacks_as_points_with_readable_text(tmp_path):
     """The shipped sample page in Chromium at 700 px: LiRA / RMIA are markers at 100% (none past the tick,
-    no line of their own, a colour each), the AUC chart's text renders at 11 px or more, and the summary
+    no line of their own, a colour each), every chart's text renders at 11 px or more, and the summary
     reads without raw key names; its screenshot shows every attack's colour."""
     binary = _chromium()
     if binary is None:
@@ -607,9 +607,13 @@ def test_sample_report_at_700px_draws_reference_attacks_as_points_with_readable_
     )
     probe = _probe(binary, tmp_path, page, 700, script=NARROW_PROBE)
 
-    small = [(t["text"], round(t["px"], 1)) for t in probe["texts"] if t["px"] < 11]
-    assert not small, small
-    assert len(probe["texts"]) > 20 and probe["width"] <= 700
+    charts = {chart["name"]: chart for chart in probe["charts"]}
+    assert set(charts) == {"auc", "roc", "per_class"}
+    for name, chart in charts.items():
+        small = [(t["text"], round(t["px"], 1)) for t in chart["texts"] if t["px"] < 11]
+        assert not small, (name, small)
+        assert len(chart["texts"]) > 10 and chart["width"] <= 700, (name, chart["width"])
+    assert len(charts["auc"]["texts"]) > 20
 
     results = _sample()["results"]
     counts = {}

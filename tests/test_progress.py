@@ -15,6 +15,8 @@ from builders import write_bundle
 from mia_robustness import audit, audit_estimator
 from mia_robustness.cli import Progress
 from mia_robustness.reference import FitPace, ReferenceRequest
+from mia_robustness.serving.child import Progress as ChildProgress
+from mia_robustness.serving.child import ProgressSender
 from mia_robustness.serving.progress import ProgressLog
 
 REFERENCE = {"attack_models": "threshold,lira", "repeats": "3", "proportions": "1", "reference_models": "4"}
@@ -86,6 +88,25 @@ def test_in_process_audit_reports_every_fit_with_the_plan_the_cost_and_the_time_
     recorder = Recorder()
     audit_estimator(model, members, non_members, progress=recorder, **REFERENCE)
     _check_reference_flow(recorder.calls, fits=12)
+
+
+class Pipe:
+    """The sending end of the serve child's pipe, keeping what is sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[object] = []
+
+    def send(self, message: object) -> None:
+        self.sent.append(message)
+
+
+def test_serve_child_sends_the_same_flow_as_typed_messages(overfit_tree_data):
+    """The serve child's callback takes the notes and sends each call as one Progress message."""
+    model, members, non_members = overfit_tree_data
+    pipe = Pipe()
+    audit_estimator(model, members, non_members, progress=ProgressSender(pipe), **REFERENCE)
+    assert pipe.sent and all(type(message) is ChildProgress for message in pipe.sent)
+    _check_reference_flow([(m.stage, m.done, m.total, m.note) for m in pipe.sent], fits=12)
 
 
 def test_sandboxed_audit_reports_the_same_flow_and_a_plain_callback_still_works(tmp_path, overfit_tree_data):

@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import os
+import re
 import signal
 import socket
 import statistics
@@ -194,6 +195,32 @@ def test_html_report(server, bundles):
     response = server.invoke(bundles["tar"], Accept="text/html")
     assert response.status_code == 200 and response.headers["Content-Type"].startswith("text/html")
     assert "<svg" in response.text and "Membership" in response.text
+
+
+def test_the_log_gets_the_reference_stage_plan_and_estimates(server, bundles):
+    """The audit child's progress reaches the server log with the engine's notes: the reference stage's
+    plan at 0/N, its cost after the first fit, then the time left; nothing else rides along, and none
+    of it reaches the client."""
+    log_from = len(server.log())
+    response = server.invoke(
+        bundles["small"],
+        attributes="attack_models=threshold,lira;repeats=1;proportions=1;reference_models=4",
+    )
+    assert response.status_code == 200, response.text
+    steps = re.findall(
+        r" progress reference_models (\d+)/4(?: \((.*)\))?$", server.log()[log_from:], flags=re.M
+    )
+    assert [int(done) for done, _ in steps][:2] == [0, 1] and steps[-1] == ("4", ""), steps
+    assert re.fullmatch(
+        r"4 fits of the target's recipe \(4 reference models x 1 repeat, \d at a time\); "
+        r"the cost is estimated after the first",
+        steps[0][1],
+    ), steps[0]
+    assert re.fullmatch(
+        r"about \d+ (s|min) in all \(4 fits of the target's recipe\), \d+ (s|min) left", steps[1][1]
+    ), steps[1]
+    assert all(re.fullmatch(r"about \d+ (s|min) left", note) for _, note in steps[2:-1]), steps
+    assert "fits of the target's recipe" not in response.text
 
 
 def _corrupt_zip(bundle: bytes) -> bytes:

@@ -28,7 +28,11 @@ from .formatting import (
 LOG_FLOOR = 1e-3  # the ROC chart's axes run from 0.1% to 100%
 MAX_CLASS_BARS = 30
 MAX_CURVE_POINTS = 2000
-CHART_WIDTH = 940.0  # viewBox width of the wide charts: the page's content width, so 12 units draw as 12px
+# Every chart is drawn at most this many units wide (and never scaled up), with its text at CHART_TEXT units:
+# on a 700 px window, whose page column is about 644 px (629 px beside a scrollbar), a unit still draws as
+# at least 0.98 px, so the text stays above 11 px (the tests measure it in a browser for every chart).
+CHART_WIDTH = 640.0
+CHART_TEXT = 12
 
 # One ROC curve as drawn: (attack model, proportion or None, FPRs, TPRs), the two lists of equal length.
 Curve = tuple[str, float | None, list[float], list[float]]
@@ -130,14 +134,13 @@ def _axes(
     """The x and y axis lines of a plot area and their labels (x below, y rotated on the left)."""
     svg.line(left, top + height, left + width, top + height, stroke="#444")
     svg.line(left, top, left, top + height, stroke="#444")
-    svg.text(left + width / 2, total_height - 10, x_label, size=size, anchor="middle")
+    # centred under the plot, or as near as keeps it inside the chart when it is wider than the plot
+    half = text_width(x_label, size) / 2
+    centre = min(max(left + width / 2, half + 4), svg.width - half - 4)
+    svg.text(centre, total_height - 10, x_label, size=size, anchor="middle")
     svg.text(16, top + height / 2, y_label, size=size, anchor="middle", rotate=True)
 
 
-# The AUC chart is drawn narrower than the page (and never scaled up), so that on a 700 px wide window,
-# whose page column is about 644 px, its 12-unit text still renders at 12 px (the tests measure it).
-AUC_CHART_WIDTH = 640.0
-AUC_TEXT = 12
 SINGLE_POINT_STEP = 7.0  # units between the markers of attacks measured at one proportion only
 # One marker shape per attack model, in the colours' order: attacks that share a point stay told apart.
 MARKERS = ("circle", "square", "triangle", "diamond", "triangle-down", "plus", "cross", "star", "hexagon")
@@ -225,8 +228,8 @@ def auc_chart(
         hi = min(1.0, lo + 0.1)
     step = _nice_step(hi - lo, 8)
 
-    size = AUC_TEXT
-    width = AUC_CHART_WIDTH
+    size = CHART_TEXT
+    width = CHART_WIDTH
     left, top, right = 56.0, 12.0, 18.0  # the right margin holds the 100% label and the markers there
     plot_w, plot_h = width - left - right, 280.0
     entry_w = max(text_width(short(name), size) for name in points) + 40
@@ -355,14 +358,19 @@ def valid_curves(curves: Any) -> list[Curve]:
 
 
 def roc_chart(curves: Sequence[Curve], colours: Mapping[str, str]) -> str:
-    """ROC curves on log-log axes (0.1%..100% on both), with the chance diagonal."""
-    size = 12
+    """ROC curves on log-log axes (0.1%..100% on both), with the chance diagonal.
+
+    The chart is :data:`CHART_WIDTH` wide: the square plot takes what the legend on its right leaves
+    (legend labels are cut to :data:`~.formatting.MAX_LEGEND_CHARS` characters, so at least 300 units).
+    """
+    size = CHART_TEXT
     labels = [f"{name} ({share(p)} known)" if p is not None else name for name, p, _, _ in curves]
     legend_w = _legend_width(labels + ["guessing"], size)
-    left, top, bottom = 64, 16, 52
-    plot = 420.0
-    width = left + plot + 24 + legend_w + 12
-    height = top + plot + bottom
+    left, top, bottom, gap = 64, 16, 52, 20
+    width = CHART_WIDTH
+    plot = width - left - gap - legend_w - 8
+    legend_h = (len(labels) + 1) * (size + 8)
+    height = max(top + plot + bottom, top + 14 + legend_h)
     svg = Svg(width, height, "roc", "ROC curves of the strongest attacks on log-log axes")
 
     def sx(v: float) -> float:
@@ -380,15 +388,15 @@ def roc_chart(curves: Sequence[Curve], colours: Mapping[str, str]) -> str:
         svg.line(sx(base), top, sx(base), top + plot, stroke="#dddddd")
         svg.line(left, sy(base), left + plot, sy(base), stroke="#dddddd")
         label = f"{base * 100:g}%"
-        svg.text(sx(base), top + plot + 16, label, size=11, anchor="middle", fill="#444")
-        svg.text(left - 6, sy(base) + 4, label, size=11, anchor="end", fill="#444")
+        svg.text(sx(base), top + plot + 16, label, size=size, anchor="middle", fill="#444")
+        svg.text(left - 6, sy(base) + 4, label, size=size, anchor="end", fill="#444")
     _axes(
         svg,
         left,
         top,
         plot,
         plot,
-        height,
+        top + plot + bottom,
         size,
         "false-positive rate (non-members wrongly flagged), log scale",
         "true-positive rate (members found), log scale",
@@ -412,15 +420,17 @@ def roc_chart(curves: Sequence[Curve], colours: Mapping[str, str]) -> str:
     entries = [
         (label, colours.get(name, "#333"), None) for (name, *_), label in zip(curves, labels, strict=True)
     ]
-    _legend(svg, left + plot + 24, top + 14, entries + [("guessing", "#666", "6 4")], size)
+    _legend(svg, left + plot + gap, top + 14, entries + [("guessing", "#666", "6 4")], size)
     return svg.to_string()
 
 
 def class_chart(classes: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
-    """Per-class horizontal bars: AUC (left panel) and TPR at 1% FPR (right panel). Returns (svg, note).
+    """Per-class horizontal bars: AUC (upper panel) and TPR at 1% FPR (lower panel). Returns (svg, note).
 
     ``classes`` are the report's ``per_class`` entries (each with a ``label``); above
-    :data:`MAX_CLASS_BARS` only the classes with the highest AUC are drawn, and ``note`` says so.
+    :data:`MAX_CLASS_BARS` only the classes with the highest AUC are drawn, and ``note`` says so. The
+    panels are stacked, each with the class labels on its left, so that the chart stays
+    :data:`CHART_WIDTH` wide whatever the labels' length.
     """
     note = ""
     if len(classes) > MAX_CLASS_BARS:
@@ -429,18 +439,11 @@ def class_chart(classes: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
             "the table below lists them all."
         )
         classes = sorted(classes, key=lambda c: -(number(c.get("auc")) or 0.0))[:MAX_CLASS_BARS]
-    size, row_h = 12, 24
+    size, row_h = CHART_TEXT, 24
     labels = [short(str(c.get("label")), 24) for c in classes]
     label_w = max(text_width(label, size) for label in labels) + 14
-    gap = 60.0
     tpr_values = [number(c.get("tpr_at_1pct_fpr")) or 0.0 for c in classes]
     tpr_max = min(1.0, max(0.1, math.ceil(max(tpr_values) * 10 + 1e-9) / 10))
-    left, top = label_w + 8, 34
-    value_room = 46  # for the number printed after each bar
-    panel = max(200.0, (CHART_WIDTH - left - 2 * value_room - gap - 8) / 2)
-    width = left + panel + value_room + gap + panel + value_room + 8
-    height = top + len(classes) * row_h + 40
-    svg = Svg(width, height, "per_class", "Per-class attack AUC and true-positive rate at 1% false positives")
     panels = (
         ("auc", "attack AUC (0.5 = guessing)", 1.0, 0.5, "#0072B2", fixed),
         (
@@ -452,50 +455,57 @@ def class_chart(classes: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
             pct,
         ),
     )
+    # room after each bar for its figure (the widest figure either panel prints)
+    value_room = 8 + max(
+        text_width(fmt(number(c.get(key))), size) for c in classes for key, *_, fmt in panels
+    )
+    left = label_w + 8
+    panel = CHART_WIDTH - left - value_room - 8
+    bars_h = len(classes) * row_h
+    panel_h = 34 + bars_h + 26  # title, bars, tick labels
+    height = len(panels) * panel_h + 10 * (len(panels) - 1) + 4
+    svg = Svg(
+        CHART_WIDTH,
+        height,
+        "per_class",
+        "Per-class attack AUC and true-positive rate at 1% false positives",
+    )
     for k, (key, title, vmax, chance, colour, fmt) in enumerate(panels):
-        x0 = left + k * (panel + value_room + gap)
-        svg.text(x0, 16, title, size=size, weight="bold")
-        base_y = top + len(classes) * row_h
+        top = k * (panel_h + 10) + 34
+        svg.text(left, top - 18, title, size=size, weight="bold")
+        base_y = top + bars_h
         step = _nice_step(vmax, 5)
         for i in range(int(round(vmax / step)) + 1):
             v = i * step
-            x = x0 + v / vmax * panel
+            x = left + v / vmax * panel
             svg.line(x, top - 4, x, base_y, stroke="#ececec")
             svg.text(
                 x,
                 base_y + 16,
                 f"{v:.2f}" if key == "auc" else f"{v * 100:g}%",
-                size=11,
+                size=size,
                 anchor="middle",
                 fill="#444",
             )
-        for i, c in enumerate(classes):
+        for i, (c, label) in enumerate(zip(classes, labels, strict=True)):
             value = number(c.get(key))
             y = top + i * row_h
+            svg.text(left - 10, y + row_h / 2 + 4, label, size=size, anchor="end", title=str(c.get("label")))
             if value is not None:
                 bar = max(0.0, min(value, vmax)) / vmax * panel
                 svg.add(
-                    f'<rect x="{x0:.1f}" y="{y + 4:.1f}" width="{bar:.1f}" height="{row_h - 8}" fill="{colour}">'
+                    f'<rect x="{left:.1f}" y="{y + 4:.1f}" width="{bar:.1f}" height="{row_h - 8}" fill="{colour}">'
                     f"<title>{escape(c.get('label'))}: {escape(fmt(value))}</title></rect>"
                 )
                 # the figure goes after the bar, or after the chance line when the bar stops short of it
                 svg.text(
-                    x0 + max(bar, chance / vmax * panel) + 4,
+                    left + max(bar, chance / vmax * panel) + 4,
                     y + row_h / 2 + 4,
                     fmt(value),
-                    size=11,
+                    size=size,
                     fill="#333",
                 )
-        cx = x0 + chance / vmax * panel
+        cx = left + chance / vmax * panel
         svg.line(cx, top - 4, cx, base_y, stroke="#444", width=1.2, dash="5 3")
-        svg.line(x0, top - 4, x0, base_y, stroke="#444")
-    for i, (c, label) in enumerate(zip(classes, labels, strict=True)):
-        svg.text(
-            left - 10,
-            top + i * row_h + row_h / 2 + 4,
-            label,
-            size=size,
-            anchor="end",
-            title=str(c.get("label")),
-        )
+        svg.line(left, top - 4, left, base_y, stroke="#444")
     return svg.to_string(), note

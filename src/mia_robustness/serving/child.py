@@ -26,11 +26,25 @@ ORPHANED_EXIT = 70
 
 @dataclass(frozen=True)
 class Progress:
-    """A stage's progress: ``done`` of ``total`` steps."""
+    """A stage's progress: ``done`` of ``total`` steps, with the engine's note on the reference stage's cost
+    (its plan, then estimates; built by the engine from counts and timings only, never from the model)."""
 
     stage: str
     done: int
     total: int
+    note: str = ""
+
+
+class ProgressSender:
+    """The audit's progress callback in the child: each call goes to the parent as a :class:`Progress`."""
+
+    accepts_notes = True  # the engine's notes on the reference stage's cost (see engine.Stopwatch)
+
+    def __init__(self, results: Connection) -> None:
+        self._results = results
+
+    def __call__(self, stage: str, done: int, total: int, note: str = "") -> None:
+        self._results.send(Progress(str(stage), int(done), int(total), str(note)))
 
 
 @dataclass(frozen=True)
@@ -136,14 +150,11 @@ def run_audit(job: AuditJob, results: Connection, lifeline: Connection) -> None:
 
         _limit_threads(job.threads)
 
-        def progress(stage: str, done: int, total: int) -> None:
-            results.send(Progress(str(stage), int(done), int(total)))
-
         try:
             report = audit(
                 job.source,
                 overrides=job.overrides,
-                progress=progress,
+                progress=ProgressSender(results),
                 limits=job.limits,
                 workdir=job.workdir,
                 workers=job.threads,

@@ -206,7 +206,7 @@ class AuditRunner:
                     process.join(TERMINATE_GRACE)
                     raise self._crash_error(process) from None
                 if isinstance(message, child.Progress):
-                    progress(message.stage, message.done, message.total)
+                    progress(message.stage, message.done, message.total, note=message.note)
                     continue
                 if isinstance(message, child.Finished):
                     return message.report
@@ -267,8 +267,9 @@ class AuditRunner:
                 process.terminate()
 
 
-def child_progress_logger(request_id: str) -> Callable[[str, int, int], None]:
-    """The worker-side logger of a child's progress messages."""
+def child_progress_logger(request_id: str) -> Callable[..., None]:
+    """The worker-side logger of a child's progress messages, notes included (``progress(stage, done,
+    total, note="")``)."""
     from .progress import ProgressLog
 
     return ProgressLog(log.info, prefix=f"{request_id} ")
