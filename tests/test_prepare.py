@@ -91,9 +91,9 @@ def test_a_feature_the_model_needs_is_missing():
 
 
 def test_without_feature_names_the_tables_must_match_each_other_and_the_model():
-    data = prepare_data(frame(120), frame(120, columns=("c", "a", "b")), NoNames(3), None, rng())
+    data = prepare_data(frame(120), frame(120, columns=("c", "a", "b"), start=500), NoNames(3), None, rng())
     assert data.feature_columns == ("a", "b", "c")  # the members' order
-    np.testing.assert_array_equal(data.features["c"].to_numpy()[120:], 2000 + np.arange(120))
+    np.testing.assert_array_equal(data.features["c"].to_numpy()[120:], 2500 + np.arange(120))
     with pytest.raises(DataError) as caught:
         prepare_data(frame(120), frame(120, columns=("a", "b", "d")), NoNames(3), None, rng())
     assert caught.value.code == "feature_mismatch" and "'c', 'd'" in caught.value.message
@@ -116,7 +116,9 @@ def test_rows_without_a_label_are_counted():
 
 
 def test_too_few_rows_on_either_side():
-    prepare_data(frame(MIN_ROWS_PER_SIDE), frame(MIN_ROWS_PER_SIDE), NoNames(3), None, rng())  # just enough
+    prepare_data(
+        frame(MIN_ROWS_PER_SIDE), frame(MIN_ROWS_PER_SIDE, start=900), NoNames(3), None, rng()
+    )  # enough
     with pytest.raises(DataError) as caught:
         prepare_data(frame(500), frame(MIN_ROWS_PER_SIDE - 1), NoNames(3), None, rng())
     assert caught.value.code == "too_few_rows"

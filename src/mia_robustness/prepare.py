@@ -10,6 +10,7 @@ import pandas as pd
 
 from .errors import DataError
 from .options import shown, shown_names
+from .sanity import SharedRows, find_shared_rows
 
 LABEL_CANDIDATES = ("label", "target", "class", "y")
 MIN_ROWS_PER_SIDE = 100
@@ -57,6 +58,7 @@ class PreparedData:
     members_available: int
     non_members_available: int
     balancing: str
+    shared: SharedRows
 
 
 def prepare_data(
@@ -66,7 +68,8 @@ def prepare_data(
     label_column: str | None,
     rng: np.random.Generator,
 ) -> PreparedData:
-    """Pick the label column, align features to ``model``, and balance the two sides by subsampling."""
+    """Pick the label column, align features to ``model``, refuse tables that are mostly the same rows
+    (``sanity.find_shared_rows``), and balance the two sides by subsampling."""
     label = resolve_label_column(members, label_column, "members")
     if label not in non_members.columns:
         raise DataError(
@@ -87,6 +90,8 @@ def prepare_data(
             f"{MIN_ROWS_PER_SIDE} of each",
             code="too_few_rows",
         )
+    # Before balancing, over the whole tables: row numbers in messages are each table's own.
+    shared = find_shared_rows(members, non_members, [*feature_columns, label])
     n = min(n_members, n_non_members)
     member_rows = np.sort(rng.choice(n_members, size=n, replace=False)) if n_members > n else np.arange(n)
     non_member_rows = (
@@ -118,6 +123,7 @@ def prepare_data(
         members_available=n_members,
         non_members_available=n_non_members,
         balancing=balancing,
+        shared=shared,
     )
 
 

@@ -38,6 +38,51 @@ class TargetInfo:
 
 
 @dataclass(frozen=True)
+class RowOverlap:
+    """Rows the two tables share: identical in every feature column and the label.
+
+    ``members_shared`` member rows equal some non-member row, ``non_members_shared`` non-member rows equal
+    some member row; ``examples`` pairs ``[member_row, non_member_row]`` (0-based data rows of each table,
+    at most five, member rows ascending).
+    """
+
+    members_shared: int = 0
+    non_members_shared: int = 0
+    examples: list[list[int]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SwapCheck:
+    """How the target scores members against non-members, to catch swapped tables.
+
+    Accuracy and mean log loss per side on the audited rows; ``accuracy_z`` and ``loss_z`` are the
+    two-sample z statistics of "non-members are scored better" (positive when they are);
+    ``loss_auc`` is the share of (member, non-member) pairs where the member's loss is the lower (0.5:
+    no difference; a model that learned its members is above). ``verdict`` is ``consistent``,
+    ``suspicious`` (both z above the threshold: a warning) or ``extreme`` (suspicious and ``loss_auc``
+    at or below the extreme bound: refused unless ``allow_swapped``).
+    """
+
+    member_accuracy: float
+    non_member_accuracy: float
+    member_loss: float
+    non_member_loss: float
+    accuracy_z: float
+    loss_z: float
+    loss_auc: float
+    verdict: str
+
+
+@dataclass(frozen=True)
+class DataSanity:
+    """What the data-sanity step found before any attack ran; ``warnings`` are also in the report's."""
+
+    overlap: RowOverlap = field(default_factory=RowOverlap)
+    swap: SwapCheck | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class DataInfo:
     layout: str
     label_column: str
@@ -48,6 +93,7 @@ class DataInfo:
     balancing: str
     eval_rows_per_side: int
     attacker_pool_per_side: int
+    sanity: DataSanity = field(default_factory=DataSanity)
 
 
 @dataclass(frozen=True)
@@ -270,7 +316,8 @@ def _stat(row: ResultRow, name: str, stat: str) -> float:
 
 
 def render_text(report: dict[str, Any]) -> str:
-    """A terminal summary from a report dict (as loaded from JSON): the headline and a table per attack."""
+    """A terminal summary from a report dict (as loaded from JSON): the headline, a table per attack, and
+    the report's warnings (what limits the figures, such as too few non-members to resolve 0.1% FPR)."""
     summary = report["summary"]
     lines = [
         f"Membership-inference risk: {summary['risk_level'].upper()}   robustness score: {summary['robustness_score']}/100",
@@ -285,6 +332,9 @@ def render_text(report: dict[str, Any]) -> str:
             f"{row['attack_model']:<15} {row['proportion']:>6.0%} {mean['auc']:>6.3f} ±{std['auc']:.3f} {mean['advantage']:>10.3f} "
             f"{mean['tpr_at_1pct_fpr']:>10.3f} {mean['tpr_at_0_1pct_fpr']:>12.3f} {mean['accuracy']:>9.3f}"
         )
+    warnings = report.get("warnings") or []
+    if warnings:
+        lines += ["", "Warnings:", *[f"  - {warning}" for warning in warnings]]
     return "\n".join(lines) + "\n"
 
 

@@ -180,6 +180,9 @@ class ScoredTarget:
         ``(n_rows,)`` int8, members first (1) then as many non-members (0).
     source_rows:
         ``(n_rows,)`` int64, each row's number in its own table.
+    members_shared, non_members_shared, shared_examples:
+        Rows both tables hold (``sanity.SharedRows``): counts per table, and up to five
+        ``(member_row, non_member_row)`` pairs of 0-based data rows.
     """
 
     probabilities: np.ndarray
@@ -197,6 +200,9 @@ class ScoredTarget:
     saved_version: str | None
     table_bytes: int
     label_classes: int
+    members_shared: int = 0
+    non_members_shared: int = 0
+    shared_examples: tuple[tuple[int, int], ...] = ()
 
     @property
     def rows_per_side(self) -> int:
@@ -257,5 +263,8 @@ def score_target(
         saved_version=saved_version,
         table_bytes=int(members.memory_usage(deep=True).sum() + non_members.memory_usage(deep=True).sum()),
         label_classes=int(members[label].nunique()),
+        members_shared=data.shared.members_shared,
+        non_members_shared=data.shared.non_members_shared,
+        shared_examples=data.shared.examples,
     )
     return LoadedTarget(model=model, features=data.features, labels=data.labels, scored=scored)
