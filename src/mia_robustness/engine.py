@@ -24,7 +24,7 @@ from .errors import LimitError
 from .options import AuditOptions, options_from_mapping
 from .reference import ReferenceRequest, reference_cells
 from .report import Report
-from .sanity import sanity_findings
+from .sanity import RowOverlap, sanity_findings
 from .signals import compute_signals
 from .sweep import CellResult, default_workers, run_sweep, split_for_repeat
 from .target import LoadedTarget, ScoredTarget, ScoreRequest, score_target
@@ -228,7 +228,16 @@ def run_audit(
 
     # The data-sanity step, before any attack: swapped tables are refused here (shared rows were, where the
     # tables were aligned), and what it found goes to the report.
-    sanity = sanity_findings(scored, allow_swapped=options.allow_swapped)
+    sanity = sanity_findings(
+        scored.probabilities,
+        scored.label_index,
+        scored.is_member,
+        RowOverlap(
+            scored.members_shared, scored.non_members_shared, [list(p) for p in scored.shared_examples]
+        ),
+        (scored.members_available, scored.non_members_available),
+        allow_swapped=options.allow_swapped,
+    )
 
     signals = compute_signals(scored.probabilities, scored.label_index)
     inputs = AttackInput(signals.features, signals.scores, signals.label_index)

@@ -10,7 +10,7 @@ import pandas as pd
 
 from .errors import DataError
 from .options import shown, shown_names
-from .sanity import SharedRows, find_shared_rows
+from .sanity import RowOverlap, find_shared_rows
 
 LABEL_CANDIDATES = ("label", "target", "class", "y")
 MIN_ROWS_PER_SIDE = 100
@@ -58,7 +58,7 @@ class PreparedData:
     members_available: int
     non_members_available: int
     balancing: str
-    shared: SharedRows
+    shared: RowOverlap
 
 
 def prepare_data(

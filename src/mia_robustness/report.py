@@ -16,6 +16,7 @@ from typing import Any
 from .errors import OptionsError
 from .metrics import METRIC_NAMES
 from .report_html import render_html
+from .sanity import DataSanity
 
 # 1.1: values resolved at run time left ``settings`` for ``resolved`` (``settings.resolved_device`` is now
 # ``resolved.device``), so ``settings`` holds only options a user can pass back.
@@ -35,51 +36,6 @@ class TargetInfo:
     accuracy_gap: float
     sklearn_version_saved: str | None
     sklearn_version_runtime: str
-
-
-@dataclass(frozen=True)
-class RowOverlap:
-    """Rows the two tables share: identical in every feature column and the label.
-
-    ``members_shared`` member rows equal some non-member row, ``non_members_shared`` non-member rows equal
-    some member row; ``examples`` pairs ``[member_row, non_member_row]`` (0-based data rows of each table,
-    at most five, member rows ascending).
-    """
-
-    members_shared: int = 0
-    non_members_shared: int = 0
-    examples: list[list[int]] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class SwapCheck:
-    """How the target scores members against non-members, to catch swapped tables.
-
-    Accuracy and mean log loss per side on the audited rows; ``accuracy_z`` and ``loss_z`` are the
-    two-sample z statistics of "non-members are scored better" (positive when they are);
-    ``loss_auc`` is the share of (member, non-member) pairs where the member's loss is the lower (0.5:
-    no difference; a model that learned its members is above). ``verdict`` is ``consistent``,
-    ``suspicious`` (both z above the threshold: a warning) or ``extreme`` (suspicious and ``loss_auc``
-    at or below the extreme bound: refused unless ``allow_swapped``).
-    """
-
-    member_accuracy: float
-    non_member_accuracy: float
-    member_loss: float
-    non_member_loss: float
-    accuracy_z: float
-    loss_z: float
-    loss_auc: float
-    verdict: str
-
-
-@dataclass(frozen=True)
-class DataSanity:
-    """What the data-sanity step found before any attack ran; ``warnings`` are also in the report's."""
-
-    overlap: RowOverlap = field(default_factory=RowOverlap)
-    swap: SwapCheck | None = None
-    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -22,19 +22,13 @@ What the step found is the report's ``data.sanity`` section, and its warnings ar
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from .errors import DataError
-from .rules import RISK_RULES
-
-if TYPE_CHECKING:  # the report's dataclasses are built in the parent only (see sanity_findings)
-    from .report import DataSanity, SwapCheck
-    from .target import ScoredTarget
 
 # Refuse when more than this share of either table's rows are also in the other table ...
 REFUSE_SHARED_SHARE = 0.5
@@ -46,9 +40,10 @@ EXAMPLES = 5
 # and both tests (accuracy and loss) must pass.
 SWAP_Z = 3.0
 # Extreme: read the wrong way round, the loss alone would tell non-members from members with an AUC that
-# the report calls a medium risk (0.60): a member's loss is the lower in at most 40% of pairs. The model
-# then knows the non-members far better than its members, which no correct split gives.
-EXTREME_LOSS_AUC = 1 - dict((level, auc) for level, auc, _ in RISK_RULES)["medium"]
+# the report calls a medium risk (rules.RISK_RULES' 0.60; a test holds the two together): a member's loss
+# is the lower in at most 40% of pairs. The model then knows the non-members far better than its members,
+# which no correct split gives.
+EXTREME_LOSS_AUC = 0.4
 # Log loss of a row scored 0 for its true label is capped (-log(1e-6) = 13.8), so one row cannot
 # dominate a side's mean.
 MIN_PROBABILITY = 1e-6
@@ -58,12 +53,48 @@ MAX_Z = 1000.0
 
 
 @dataclass(frozen=True)
-class SharedRows:
-    """Rows both tables hold (see :class:`~mia_robustness.report.RowOverlap`, which the report shows)."""
+class RowOverlap:
+    """Rows the two tables share: identical in every feature column and the label.
+
+    ``members_shared`` member rows equal some non-member row, ``non_members_shared`` non-member rows equal
+    some member row; ``examples`` pairs ``[member_row, non_member_row]`` (0-based data rows of each table,
+    at most five, member rows ascending).
+    """
 
     members_shared: int = 0
     non_members_shared: int = 0
-    examples: tuple[tuple[int, int], ...] = ()
+    examples: list[list[int]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SwapCheck:
+    """How the target scores members against non-members, to catch swapped tables.
+
+    Accuracy and mean log loss per side on the audited rows; ``accuracy_z`` and ``loss_z`` are the
+    two-sample z statistics of "non-members are scored better" (positive when they are);
+    ``loss_auc`` is the share of (member, non-member) pairs where the member's loss is the lower (0.5:
+    no difference; a model that learned its members is above). ``verdict`` is ``consistent``,
+    ``suspicious`` (both z above the threshold: a warning) or ``extreme`` (suspicious and ``loss_auc``
+    at or below the extreme bound: refused unless ``allow_swapped``).
+    """
+
+    member_accuracy: float
+    non_member_accuracy: float
+    member_loss: float
+    non_member_loss: float
+    accuracy_z: float
+    loss_z: float
+    loss_auc: float
+    verdict: str
+
+
+@dataclass(frozen=True)
+class DataSanity:
+    """What the data-sanity step found before any attack ran; ``warnings`` are also in the report's."""
+
+    overlap: RowOverlap = field(default_factory=RowOverlap)
+    swap: SwapCheck | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 def _row_keys(frame: pd.DataFrame, columns: list[str], numeric: dict[str, bool]) -> np.ndarray:
@@ -78,7 +109,7 @@ def _row_keys(frame: pd.DataFrame, columns: list[str], numeric: dict[str, bool])
     return pd.util.hash_pandas_object(values, index=False).to_numpy()
 
 
-def find_shared_rows(members: pd.DataFrame, non_members: pd.DataFrame, columns: list[str]) -> SharedRows:
+def find_shared_rows(members: pd.DataFrame, non_members: pd.DataFrame, columns: list[str]) -> RowOverlap:
     """Find the rows the two tables share over ``columns`` (the feature columns and the label).
 
     Parameters
@@ -102,15 +133,15 @@ def find_shared_rows(members: pd.DataFrame, non_members: pd.DataFrame, columns: 
     non_member_keys = _row_keys(non_members, columns, numeric)
     in_non_members = np.isin(member_keys, non_member_keys)
     if not in_non_members.any():
-        return SharedRows()
+        return RowOverlap()
     first_non_member: dict[int, int] = {}
     for row, key in enumerate(non_member_keys.tolist()):
         first_non_member.setdefault(key, row)
     member_rows = np.flatnonzero(in_non_members)
-    shared = SharedRows(
+    shared = RowOverlap(
         members_shared=len(member_rows),
         non_members_shared=int(np.isin(non_member_keys, member_keys).sum()),
-        examples=tuple((int(row), first_non_member[int(member_keys[row])]) for row in member_rows[:EXAMPLES]),
+        examples=[[int(row), first_non_member[int(member_keys[row])]] for row in member_rows[:EXAMPLES]],
     )
     n_members, n_non_members = len(members), len(non_members)
     shared_share = max(shared.members_shared / n_members, shared.non_members_shared / n_non_members)
@@ -128,7 +159,7 @@ def find_shared_rows(members: pd.DataFrame, non_members: pd.DataFrame, columns: 
     return shared
 
 
-def _described(shared: SharedRows, n_members: int, n_non_members: int) -> str:
+def _described(shared: RowOverlap, n_members: int, n_non_members: int) -> str:
     pairs = ", ".join(f"{member} = non-member row {other}" for member, other in shared.examples[:3])
     return (
         f"{shared.members_shared:,} of {n_members:,} member rows are also non-member rows "
@@ -138,7 +169,7 @@ def _described(shared: SharedRows, n_members: int, n_non_members: int) -> str:
     )
 
 
-def overlap_warning(shared: SharedRows, n_members: int, n_non_members: int) -> str | None:
+def overlap_warning(shared: RowOverlap, n_members: int, n_non_members: int) -> str | None:
     """The report's warning about rows both tables hold (``None`` when there are none)."""
     if not shared.members_shared:
         return None
@@ -149,32 +180,20 @@ def overlap_warning(shared: SharedRows, n_members: int, n_non_members: int) -> s
     )
 
 
-def sanity_findings(scored: ScoredTarget, *, allow_swapped: bool) -> DataSanity:
-    """The data-sanity step's findings for the report, from the target's answers (in the parent).
-
-    The shared rows were counted (and refused when too many) where the tables were aligned; here the
-    swap check runs on the scored rows. Raises :class:`DataError` ``swapped_tables`` as
-    :func:`check_swap` does.
-    """
-    from .report import DataSanity, RowOverlap  # the report layer, imported where the report is built
-
-    shared = SharedRows(scored.members_shared, scored.non_members_shared, scored.shared_examples)
-    swap, swap_warning = check_swap(
-        scored.probabilities, scored.label_index, scored.is_member, allow_swapped=allow_swapped
-    )
-    warnings = [
-        text
-        for text in (
-            swap_warning,
-            overlap_warning(shared, scored.members_available, scored.non_members_available),
-        )
-        if text
-    ]
-    overlap = RowOverlap(
-        members_shared=shared.members_shared,
-        non_members_shared=shared.non_members_shared,
-        examples=[list(pair) for pair in shared.examples],
-    )
+def sanity_findings(
+    probabilities: np.ndarray,
+    label_index: np.ndarray,
+    is_member: np.ndarray,
+    overlap: RowOverlap,
+    table_rows: tuple[int, int],
+    *,
+    allow_swapped: bool,
+) -> DataSanity:
+    """The step's findings for the report: the swap check on the target's answers (arrays as for
+    :func:`check_swap`, which raises as it does), with the shared rows ``overlap`` found (and refused when
+    too many) where the tables were aligned; ``table_rows`` is ``(n_members, n_non_members)`` as read."""
+    swap, swap_warning = check_swap(probabilities, label_index, is_member, allow_swapped=allow_swapped)
+    warnings = [text for text in (swap_warning, overlap_warning(overlap, *table_rows)) if text]
     return DataSanity(overlap=overlap, swap=swap, warnings=warnings)
 
 
@@ -203,8 +222,6 @@ def check_swap(
     DataError
         ``swapped_tables``: the verdict is ``extreme`` and ``allow_swapped`` is false.
     """
-    from .report import SwapCheck
-
     members = is_member.astype(bool)
     true_probability = probabilities[np.arange(len(label_index)), label_index]
     correct = (probabilities.argmax(axis=1) == label_index).astype(np.float64)

@@ -181,7 +181,7 @@ class ScoredTarget:
     source_rows:
         ``(n_rows,)`` int64, each row's number in its own table.
     members_shared, non_members_shared, shared_examples:
-        Rows both tables hold (``sanity.SharedRows``): counts per table, and up to five
+        Rows both tables hold (``sanity.RowOverlap``): counts per table, and up to five
         ``(member_row, non_member_row)`` pairs of 0-based data rows.
     """
 
@@ -265,6 +265,6 @@ def score_target(
         label_classes=int(members[label].nunique()),
         members_shared=data.shared.members_shared,
         non_members_shared=data.shared.non_members_shared,
-        shared_examples=data.shared.examples,
+        shared_examples=tuple((member, other) for member, other in data.shared.examples),
     )
     return LoadedTarget(model=model, features=data.features, labels=data.labels, scored=scored)
