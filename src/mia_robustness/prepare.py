@@ -158,3 +158,37 @@ def _feature_columns(
             code="feature_mismatch",
         )
     return tuple(columns)
+
+
+def describe_non_finite(
+    members: pd.DataFrame, non_members: pd.DataFrame, columns: tuple[str, ...]
+) -> str | None:
+    """Where the tables first hold a missing (NaN) or infinite value in a feature column, as a clause for a
+    message ("the members table has ... in column 'x3', first at row 5 (0-based)..."), or ``None``.
+
+    Members are searched first, then non-members; within a table, the column whose first such value comes
+    earliest (ties: the model's column order).
+    """
+    for frame, role in ((members, "members"), (non_members, "non-members")):
+        found = None
+        for column in columns:
+            values = frame[column]
+            missing = values.isna().to_numpy()
+            infinite = (
+                np.isinf(values.to_numpy(dtype=np.float64, na_value=0.0))
+                if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+                else np.zeros(len(values), dtype=bool)
+            )
+            bad = missing | infinite
+            if bad.any():
+                row = int(np.argmax(bad))
+                if found is None or row < found[1]:
+                    kind = "an infinite value" if infinite[row] else "a missing value (NaN or empty)"
+                    found = (column, row, kind, int(bad.sum()))
+        if found is not None:
+            column, row, kind, count = found
+            return (
+                f"the {role} table has {kind} in column {shown(str(column))}, first at row {row} (0-based data "
+                f"row; {count:,} row{'s' if count != 1 else ''} in that column)"
+            )
+    return None

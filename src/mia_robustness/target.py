@@ -240,11 +240,23 @@ def score_target(
     saved_version:
         The scikit-learn version the model was saved with (for the report), when known.
     """
-    from .prepare import prepare_data, resolve_label_column
+    from .prepare import describe_non_finite, prepare_data, resolve_label_column
 
     rng = np.random.default_rng([request.seed, 2**31 - 1])  # a stream of its own for balancing
     data = prepare_data(members, non_members, model, request.label_column, rng)
-    outputs = query_target(model, data.features, data.labels)
+    try:
+        outputs = query_target(model, data.features, data.labels)
+    except DataError as error:
+        # Many models take no missing or infinite values: say where the first one is, not just that the
+        # model refused (its own message is not shown).
+        where = describe_non_finite(members, non_members, data.feature_columns)
+        if error.code != "model_rejected_data" or where is None:
+            raise
+        raise DataError(
+            f"the model could not score the rows: {where}. This model does not accept missing or infinite "
+            "values; fill or drop them, or put an imputer in the Pipeline before the classifier",
+            code="non_finite_values",
+        ) from None
     label = resolve_label_column(members, request.label_column, "members")
     final = model.steps[-1][1] if hasattr(model, "steps") else model
     scored = ScoredTarget(
