@@ -56,7 +56,21 @@ def test_a_requested_label_column_wins_or_is_refused_with_the_columns_listed():
     assert caught.value.code == "missing_label_column"
     message = caught.value.message
     assert "'Outcome'" in message and "members table" in message and "'label', 'outcome', 'x'" in message
+    assert "did you mean 'outcome' (the case differs)?" in message
     assert "set label_column to one of them" in message
+
+
+def test_a_missing_label_column_lists_every_column_and_suggests_the_nearest():
+    columns = [f"feature_{i}" for i in range(30)] + ["income_bracket"]
+    table = pd.DataFrame(columns=columns)
+    with pytest.raises(DataError) as caught:
+        resolve_label_column(table, "income-braket", "members")
+    message = caught.value.message
+    assert "did you mean 'income_bracket'?" in message
+    assert "its 31 columns: 'feature_0', " in message and "'feature_29', 'income_bracket')" in message
+    with pytest.raises(DataError) as caught:
+        resolve_label_column(table, "zzz", "members")
+    assert "did you mean" not in caught.value.message
 
 
 def test_the_non_members_need_the_same_label_column():

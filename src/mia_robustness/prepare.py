@@ -3,6 +3,7 @@ model expects, and balance members and non-members by subsampling the larger sid
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +15,19 @@ from .sanity import RowOverlap, find_shared_rows
 
 LABEL_CANDIDATES = ("label", "target", "class", "y")
 MIN_ROWS_PER_SIDE = 100
+# A message lists a table's columns up to this many (a table may have 10,000).
+MAX_LISTED_COLUMNS = 200
+
+
+def nearest_name(requested: str, columns) -> str:
+    """``"; did you mean 'Income'?"`` for the column closest to ``requested`` (a difference of case
+    first, then ``difflib``'s closest match, case ignored), or ``""`` when none is close."""
+    names = [str(c) for c in columns]
+    by_lower = {name.lower(): name for name in reversed(names)}  # the first of names equal but for case
+    if requested.lower() in by_lower:
+        return f"; did you mean {shown(by_lower[requested.lower()])} (the case differs)?"
+    close = difflib.get_close_matches(requested.lower(), list(by_lower), n=1, cutoff=0.6)
+    return f"; did you mean {shown(by_lower[close[0]])}?" if close else ""
 
 
 def resolve_label_column(frame: pd.DataFrame, requested: str | None, role: str) -> str:
@@ -21,8 +35,9 @@ def resolve_label_column(frame: pd.DataFrame, requested: str | None, role: str) 
     if requested is not None:
         if requested not in frame.columns:
             raise DataError(
-                f"label column {shown(requested)} is not in the {role} table (columns: "
-                f"{shown_names(frame.columns, 10)}); set label_column to one of them",
+                f"label column {shown(requested)} is not in the {role} table{nearest_name(requested, frame.columns)} "
+                f"(its {len(frame.columns)} columns: {shown_names(frame.columns, MAX_LISTED_COLUMNS)}); set "
+                "label_column to one of them",
                 code="missing_label_column",
             )
         return requested
@@ -73,7 +88,8 @@ def prepare_data(
     label = resolve_label_column(members, label_column, "members")
     if label not in non_members.columns:
         raise DataError(
-            f"the non-members table has no label column {shown(str(label))}; both tables need the same columns",
+            f"the non-members table has no label column {shown(str(label))}{nearest_name(str(label), non_members.columns)}; "
+            "both tables need the same columns",
             code="missing_label_column",
         )
     feature_columns = _feature_columns(members, non_members, model, label)
@@ -127,6 +143,32 @@ def prepare_data(
     )
 
 
+# How encoders name a one-hot column made from column "sex" and its value "Male": pandas.get_dummies
+# and OneHotEncoder's feature names give sex_Male, DictVectorizer / feature-engine sex=Male.
+ONE_HOT_SEPARATORS = ("_", "=")
+
+
+def _one_hot_hint(missing: list[str], columns) -> str:
+    """A hint when the missing features look like one-hot columns of columns the table has (``sex_Male``
+    while the table has ``sex``): the model was fitted on encoded data, the tables hold it raw. Only the
+    table's own column names are shown."""
+    bases = sorted(
+        {
+            str(column)
+            for column in columns
+            for name in missing
+            if any(name.startswith(f"{column}{separator}") for separator in ONE_HOT_SEPARATORS)
+        }
+    )
+    if not bases:
+        return ""
+    return (
+        f"; the model looks fitted on one-hot encoded columns made from {shown_names(bases)}: put the encoding "
+        "inside a Pipeline (a OneHotEncoder in a ColumnTransformer before the classifier), fit and save the "
+        "whole Pipeline, so the model takes the tables' own columns"
+    )
+
+
 def _feature_columns(
     members: pd.DataFrame, non_members: pd.DataFrame, model: object, label: str
 ) -> tuple[str, ...]:
@@ -138,7 +180,7 @@ def _feature_columns(
             if missing:
                 raise DataError(
                     f"the {role} table lacks {len(missing)} feature column(s) the model was trained on: "
-                    f"{shown_names(missing)}",
+                    f"{shown_names(missing)}{_one_hot_hint(missing, frame.columns)}",
                     code="feature_mismatch",
                 )
         return tuple(expected)
