@@ -53,3 +53,17 @@ def test_help_lists_each_format_once(capsys):
     with pytest.raises(SystemExit):
         main(["audit", "--help"])
     assert "--format {csv,html,json}" in capsys.readouterr().out
+
+
+def test_the_reports_reproduce_command_parses_allow_swapped(tmp_path):
+    """The HTML page's command spells every setting as ``--name value`` (``--allow-swapped false``)."""
+    from mia_robustness.cli import build_parser
+
+    for flags, expected in (
+        ([], None),
+        (["--allow-swapped"], "true"),
+        (["--allow-swapped", "false"], "false"),
+    ):
+        assert build_parser().parse_args(["audit", str(SAMPLE), *flags]).allow_swapped == expected
+    html = (SAMPLE / "report.html").read_text()
+    assert "--allow-swapped false</code>" in html

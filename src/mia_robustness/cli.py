@@ -65,9 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--allow-swapped",
-        action="store_true",
-        default=None,
-        help="audit even when non-members are scored far better than members (the tables look swapped)",
+        nargs="?",
+        const="true",
+        choices=("true", "false"),  # so `--allow-swapped BUNDLE` is refused, not read as the value
+        help="audit even when non-members are scored far better than members (the tables look swapped); "
+        "the flag alone means true",
     )
     run.add_argument(
         "--fail-on",
