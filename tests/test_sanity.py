@@ -175,3 +175,20 @@ def test_cli_says_swapped_tables_in_one_line_and_warns_when_allowed(tmp_path, sa
     assert main(["summary", str(tmp_path / "r.json")]) == 0
     out = capsys.readouterr().out
     assert "Warnings:" in out and "  - did you swap members and non-members?" in out
+
+
+def test_the_http_header_key_allows_swapped_tables(tmp_path, sample, server):
+    from builders import archive_bytes, as_header, folder_files
+
+    model, members, non_members = sample
+    body = archive_bytes(folder_files(write_bundle(tmp_path, model, non_members, members)), "zip")
+    refused = server.invoke(body, attributes=as_header(CHEAPEST))
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"] == "swapped_tables"
+    assert refused.json()["error-message"].startswith("did you swap members and non-members?")
+    allowed = server.invoke(body, attributes=as_header(CHEAPEST) + ";allow_swapped=true")
+    assert allowed.status_code == 200, allowed.text
+    report = allowed.json()
+    assert report["data"]["sanity"]["swap"]["verdict"] == "extreme"
+    assert report["settings"]["allow_swapped"] is True
+    assert any(warning.startswith("did you swap") for warning in report["warnings"])
