@@ -22,11 +22,25 @@ def run(*args, cwd=None):
 
 def test_audit_writes_json_and_csv(tmp_path, overfit_bundle):
     out = tmp_path / "out" / "report.json"
-    done = run("audit", overfit_bundle, "-o", out, *FAST_FLAGS)
+    records = tmp_path / "out" / "records.csv"
+    done = run("audit", overfit_bundle, "-o", out, "--records", records, *FAST_FLAGS)
     assert done.returncode == 0, done.stderr
     report = json.loads(out.read_text())
     assert report["settings"]["attack_models"] == ["threshold", "rf"]
     assert "attacks" in done.stderr  # progress on stderr
+    # --records: every evaluated member once, most exposed first, the JSON's top ten leading
+    table = list(csv.DictReader(records.read_text().splitlines()))
+    exposed = report["exposed_records"]
+    assert len(table) == exposed["members_evaluated"] == report["data"]["eval_rows_per_side"]
+    strongest = report["summary"]["strongest_attack"]
+    assert list(table[0])[:5] == ["rank", "row", "label", "mean_rank", f"{strongest}_score"]
+    assert {f"{name}_score" for name in ("threshold", "rf")} <= set(table[0])
+    rows = [int(r["row"]) for r in table]
+    assert len(set(rows)) == len(rows) and all(0 <= r < report["data"]["members_available"] for r in rows)
+    assert rows[:10] == [r["row"] for r in exposed["top"]]
+    assert [float(r[f"{strongest}_score"]) for r in table] == sorted(
+        (float(r[f"{strongest}_score"]) for r in table), reverse=True
+    )
     done = run("audit", overfit_bundle, "--format", "csv", "-q", *FAST_FLAGS)
     assert done.returncode == 0 and done.stderr == ""
     rows = list(csv.DictReader(done.stdout.splitlines()))

@@ -183,6 +183,14 @@ def _svgs(page: str) -> dict[str, ET.Element]:
     return charts
 
 
+def _shape(marker: ET.Element) -> tuple:
+    """A marker's outline relative to its first point (circles: the radius)."""
+    if marker.tag == f"{SVG_NS}circle":
+        return (marker.get("r"),)
+    points = [tuple(map(float, p.split(","))) for p in marker.get("points").split()]
+    return tuple((round(x - points[0][0]), round(y - points[0][1])) for x, y in points)
+
+
 def _viewbox(root: ET.Element) -> tuple[float, float]:
     _, _, width, height = (float(v) for v in root.get("viewBox").split())
     return width, height
@@ -242,10 +250,17 @@ def test_auc_chart_has_every_attack_model_in_its_legend_with_its_own_colour(full
     assert set(strokes) <= set(PALETTE)
     # the chance line at 0.5 is dashed
     assert any(line.get("stroke-dasharray") for line in chart.iter(f"{SVG_NS}line"))
-    # a marker per result row, the strongest ringed
-    circles = list(chart.iter(f"{SVG_NS}circle"))
-    assert len(circles) == len(report["results"])
-    assert sum(1 for c in circles if c.get("stroke") == "#000") == 1
+    # a marker per result row, one shape per attack model, the strongest ringed
+    markers = [node for node in chart.iter() if node.get("class") == "point"]
+    assert len(markers) == len(report["results"])
+    assert sum(1 for m in markers if m.get("stroke") == "#000") == 1
+    shapes = {m.get("data-attack"): (m.tag, m.get("fill"), _shape(m)) for m in markers}
+    assert len(set(shapes.values())) == len(expected)
+    # a single-point attack is a marker without a line in the legend too; a swept one has both
+    legend_points = {n.get("data-attack") for n in chart.iter() if n.get("class") == "legend-point"}
+    assert legend_points == set(expected)
+    legend_lines = [line for line in chart.iter(f"{SVG_NS}line") if line.get("stroke-width") == "2.5"]
+    assert len(legend_lines) == len(swept)
 
 
 def test_optional_sections_drawn_from_curves_per_class_and_extras(full_report):
@@ -440,9 +455,10 @@ PROBE = """<script>
 </script>"""
 
 
-def _probe(binary: str, tmp_path: Path, page: str, width: int) -> dict:
+def _probe(binary: str, tmp_path: Path, page: str, width: int, script: str = PROBE) -> dict:
+    """Lay ``page`` out at ``width`` with ``script`` (which writes its findings into ``pre#probe``) run in it."""
     probed = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", page).replace(
-        "</body>", PROBE + "</body>"
+        "</body>", script + "</body>"
     )
     path = tmp_path / f"probe-{width}.html"
     path.write_text(probed, encoding="utf-8")
@@ -498,6 +514,17 @@ def read_png(path: Path) -> np.ndarray:
     return image.reshape(height, width, bpp)
 
 
+def _screenshot(binary: str, tmp_path: Path, page: str, width: int, height: int, png: Path) -> np.ndarray:
+    """The page as it is (CSP and all) in a ``width`` x ``height`` screenshot, decoded."""
+    html_path = png.with_suffix(".html")
+    html_path.write_text(page, encoding="utf-8")
+    done = _run_chromium(
+        binary, tmp_path / f"profile-{png.stem}", width, height, f"--screenshot={png}", html_path.as_uri()
+    )
+    assert png.exists(), f"no screenshot (rc {done.returncode}): {done.stderr[-2000:]}"
+    return read_png(png)
+
+
 def _has_colour(image: np.ndarray, hex_colour: str, at_least: int = 50) -> bool:
     rgb = [int(hex_colour[i : i + 2], 16) for i in (1, 3, 5)]
     return int((image[:, :, :3] == rgb).all(axis=2).sum()) >= at_least
@@ -521,15 +548,9 @@ def test_in_a_headless_browser(tmp_path, full_report):
             assert chart["width"] > 300 and chart["height"] > 150 and chart["texts"] > 5, chart
 
     # the real page, CSP and all, as a screenshot
-    html_path = tmp_path / "report.html"
-    html_path.write_text(page, encoding="utf-8")
     png = tmp_path / "report.png"
-    done = _run_chromium(
-        binary, tmp_path / "profile-shot", 1100, 3000, f"--screenshot={png}", html_path.as_uri()
-    )
-    assert png.exists(), f"no screenshot (rc {done.returncode}): {done.stderr[-2000:]}"
+    image = _screenshot(binary, tmp_path, page, 1100, 3000, png)
     assert png.stat().st_size > 100_000  # a blank page is a few kB
-    image = read_png(png)
     assert image.shape[:2] == (3000, 1100)
     colours = np.unique(image[:, :, :3].reshape(-1, 3).astype(np.int64) @ np.array([65536, 256, 1]))
     assert len(colours) > 200
@@ -538,3 +559,87 @@ def test_in_a_headless_browser(tmp_path, full_report):
     first_models = list(dict.fromkeys(row["attack_model"] for row in report["results"]))[:4]
     for colour in PALETTE[: len(first_models)]:  # the chart lines were drawn
         assert _has_colour(image, colour), colour
+
+
+# Test-only probe of the shipped sample page at a narrow window: the AUC chart's text as rendered (font size
+# times the SVG's scale on screen), where each attack's markers sit against the 100% tick, which attacks
+# have a line, and the summary's text as shown.
+NARROW_PROBE = """<script>
+(function () {
+  const svg = document.querySelector('svg.chart[data-chart="auc"]');
+  const scale = svg.getScreenCTM().a;
+  const centre = (el) => { const r = el.getBoundingClientRect(); return [r.left + r.width / 2, r.top + r.height / 2]; };
+  const out = {
+    width: svg.getBoundingClientRect().width,
+    texts: [...svg.querySelectorAll("text")].map((t) => ({
+      text: t.textContent, px: parseFloat(getComputedStyle(t).fontSize) * scale})),
+    ticks: Object.fromEntries([...svg.querySelectorAll("text.x-tick")].map((t) => [t.textContent, centre(t)[0]])),
+    points: [...svg.querySelectorAll(".point")].map((p) => ({
+      attack: p.dataset.attack, proportion: parseFloat(p.dataset.proportion), tag: p.tagName,
+      fill: p.getAttribute("fill"), x: centre(p)[0]})),
+    lines: [...svg.querySelectorAll("polyline")].map((l) => l.getAttribute("stroke")),
+    legend_lines: [...svg.querySelectorAll('line[stroke-width="2.5"]')].map((l) => l.getAttribute("stroke")),
+    summary: document.querySelector("#summary").innerText,
+  };
+  const pre = document.createElement("pre");
+  pre.id = "probe";
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+})();
+</script>"""
+# Words of the report's JSON that must not reach a reader: metric and summary keys.
+RAW_KEY = re.compile(
+    r"\b(tpr_at\w*|\w*_fpr|ppv_at\w*|knowledge_needed|robustness_score|risk_level|"
+    r"strongest_\w+|epsilon_\w+|ci95|member_accuracy|non_member_accuracy|accuracy_gap)\b"
+)
+
+
+def test_sample_report_at_700px_draws_reference_attacks_as_points_with_readable_text(tmp_path):
+    """The shipped sample page in Chromium at 700 px: LiRA / RMIA are markers at 100% (none past the tick,
+    no line of their own, a colour each), the AUC chart's text renders at 11 px or more, and the summary
+    reads without raw key names; its screenshot shows every attack's colour."""
+    binary = _chromium()
+    if binary is None:
+        pytest.skip("no Chromium on PATH (apt-get install -y chromium) for the headless-browser check")
+    page = (REPO_ROOT / "sample_input" / "report.html").read_text(encoding="utf-8")
+    assert page == render_html(_sample()), (
+        "sample_input/report.html is stale: rerun sample_input/make_sample.py"
+    )
+    probe = _probe(binary, tmp_path, page, 700, script=NARROW_PROBE)
+
+    small = [(t["text"], round(t["px"], 1)) for t in probe["texts"] if t["px"] < 11]
+    assert not small, small
+    assert len(probe["texts"]) > 20 and probe["width"] <= 700
+
+    results = _sample()["results"]
+    counts = {}
+    for row in results:
+        counts[row["attack_model"]] = counts.get(row["attack_model"], 0) + 1
+    single = [name for name, n in counts.items() if n == 1]
+    assert set(single) == {"lira", "lira_offline", "rmia", "rmia_offline"}
+    hundred, ninety = probe["ticks"]["100%"], probe["ticks"]["90%"]
+    fills = {}
+    for point in probe["points"]:
+        fills.setdefault(point["attack"], set()).add(point["fill"])
+        if point["attack"] in single:
+            assert point["tag"] in ("circle", "polygon") and point["proportion"] == 1.0, point
+            # at the 100% tick, or stepped left of it towards 90% so that equal AUCs stay visible
+            assert hundred - (hundred - ninety) / 2 <= point["x"] <= hundred + 0.5, (point, hundred)
+    assert len(probe["points"]) == len(results)
+    colours = {name: fill.pop() for name, fill in fills.items() if len(fill) == 1}
+    assert len(colours) == len(counts) and len(set(colours.values())) == len(counts)  # one colour each
+    for name in single:  # no line of their own, on the chart or in its legend
+        assert colours[name] not in probe["lines"] and colours[name] not in probe["legend_lines"]
+    assert len(probe["lines"]) == len(counts) - len(single)
+
+    summary = probe["summary"]
+    assert "members found with no false positives" in summary
+    assert not RAW_KEY.findall(summary), RAW_KEY.findall(summary)
+    for phrase in ("could know", "attackable", "training rows it"):
+        assert phrase not in summary
+
+    # the real page, CSP and all, as a 700 px screenshot: every attack's colour is drawn
+    image = _screenshot(binary, tmp_path, page, 700, 2600, tmp_path / "sample.png")
+    assert image.shape[:2] == (2600, 700)
+    for name, colour in colours.items():
+        assert _has_colour(image, colour, at_least=10), (name, colour)

@@ -23,7 +23,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from builders import REPO_ROOT
-from mia_robustness.assemble import aggregate, assemble_report, strongest_row
+from mia_robustness.assemble import aggregate, assemble_report, strongest_row, summarise
 from mia_robustness.errors import OptionsError
 from mia_robustness.metrics import METRIC_NAMES, attack_metrics
 from mia_robustness.options import AuditOptions
@@ -32,7 +32,6 @@ from mia_robustness.report import (
     RENDERERS,
     ClassSlice,
     CorrectnessSlice,
-    ExposedRecord,
     ExposedRecords,
     Report,
     RocCurve,
@@ -184,7 +183,9 @@ def test_strongest_row_is_the_highest_mean_auc_ties_broken_by_tpr():
 
 def test_assembled_report_sections(report):
     assert report.summary.strongest_attack == "rf" and report.summary.strongest_proportion == 1.0
-    assert report.summary.sentences[0].startswith("The strongest attack (a random forest on the signals)")
+    assert report.summary.sentences[0].startswith(
+        "The strongest attack, rf (a random forest on the signals),"
+    )
     assert (
         report.settings
         == AuditOptions(proportions=(0.5, 1.0), attack_models=("rf", "threshold"), repeats=2).to_dict()
@@ -220,15 +221,69 @@ def test_assembled_report_sections(report):
     assert report.containment == {"sandbox": True}
 
 
-def test_exposed_records_are_the_surest_members_by_their_table_row(report):
+def _mean_ranks() -> np.ndarray:
+    """Each evaluated row's rank share (1 = top) by rf and by threshold (first repeats), averaged."""
+    shares = [
+        np.array([(scores < v).sum() + ((scores == v).sum() + 1) / 2 for v in scores]) / len(scores)
+        for scores in (STRONGEST, _scores(0.0, 4))
+    ]
+    return np.mean(shares, axis=0)
+
+
+def test_exposed_records_are_the_surest_members_ties_broken_by_mean_rank(report):
     exposed = report.exposed_records
     assert isinstance(exposed, ExposedRecords)
     assert (exposed.attack_model, exposed.proportion, exposed.members_evaluated) == ("rf", 1.0, 10)
     assert exposed.share_of_members_at_1pct_fpr == report.result("rf", 1.0).mean["tpr_at_1pct_fpr"]
-    order = sorted(range(10), key=lambda i: -MEMBER_SCORES[i])  # stable: the tie keeps position 1 first
-    assert order[:3] == [1, 2, 0]
+    assert exposed.tied_at_top == 2  # positions 1 and 2 share rf's top score, 0.95
+    mean_rank = _mean_ranks()
+    # rf's score first, then the mean rank over both attacks (higher first), then the row number
+    order = sorted(range(10), key=lambda i: (-MEMBER_SCORES[i], -mean_rank[i], SIDE - 1 - i))
+    tied = sorted((1, 2), key=lambda i: -mean_rank[i])
+    assert order[:3] == [*tied, 0] and mean_rank[1] != mean_rank[2]
     # evaluated member at position i is row EVAL[i] = i, listed as row 19 - i of the members table
-    assert exposed.top == [ExposedRecord(row=SIDE - 1 - i, score=MEMBER_SCORES[i]) for i in order]
+    assert [(r.row, r.score) for r in exposed.top] == [(SIDE - 1 - i, MEMBER_SCORES[i]) for i in order]
+    assert [r.mean_rank for r in exposed.top] == pytest.approx([mean_rank[i] for i in order])
+
+
+def test_member_scores_csv_lists_every_evaluated_member_in_the_exposed_order(report):
+    records = report.records
+    assert records.attacks == ("rf", "threshold") and records.proportions == (1.0, 1.0)
+    table = list(csv.DictReader(io.StringIO(records.to_csv())))
+    assert list(table[0]) == ["rank", "row", "label", "mean_rank", "rf_score", "threshold_score"]
+    assert [int(r["rank"]) for r in table] == list(range(1, 11))
+    assert [int(r["row"]) for r in table[:10]] == [r.row for r in report.exposed_records.top]
+    threshold = _scores(0.0, 4)
+    for line in table:
+        position = SIDE - 1 - int(line["row"])  # members table row -> evaluation position
+        assert float(line["rf_score"]) == pytest.approx(STRONGEST[position], abs=1e-6)
+        assert float(line["threshold_score"]) == pytest.approx(threshold[position], abs=1e-6)
+        assert float(line["mean_rank"]) == pytest.approx(_mean_ranks()[position], abs=1e-6)
+        assert line["label"] == ("<=50K", ">50K")[position % 2]
+    assert records.to_csv() == _assemble().records.to_csv()  # deterministic
+    assert "records" not in report.to_dict()
+
+
+def test_knowledge_sentence_names_the_attack_it_measured(report):
+    rows = aggregate(_cells(), KNOWLEDGE)
+    # threshold ran at full knowledge only: made the strongest, the sentence must still speak of rf
+    lifted = [replace(r, mean=r.mean | {"auc": 0.99}) if r.attack_model == "threshold" else r for r in rows]
+    sentences = summarise(lifted, report.target, DESCRIPTIONS).sentences
+    assert sentences[0].startswith("The strongest attack, threshold, tells members")
+    assert sentences[3].startswith(
+        "The threshold attack ran with full knowledge only; the rf attack, the strongest run at several knowledge levels,"
+    )
+    assert "only when the attacker knows all of those training records" in sentences[3]  # rf needs 100%
+    own = summarise(rows, report.target, DESCRIPTIONS).sentences[3]
+    assert own.startswith("The rf attack gets 95% of its full-knowledge lead over guessing only when")
+    full = rows[1].mean["auc"]  # rf at 1.0; rf at 0.5 made as strong
+    early = [replace(r, mean=r.mean | {"auc": full}) if r is rows[0] else r for r in rows]
+    assert summarise(early, report.target, DESCRIPTIONS).sentences[3] == (
+        "The rf attack already gets 95% of its full-knowledge lead over guessing when the attacker knows only 50% "
+        "of those training records, so limiting what an attacker knows helps only partly."
+    )
+    for sentence in report.summary.sentences:
+        assert "could know" not in sentence and "attackable" not in sentence
 
 
 def test_version_mismatch_is_warned():
@@ -267,8 +322,10 @@ def test_typed_sections_serialise_as_the_1_0_dicts(report):
         "members_evaluated",
         "share_of_members_at_1pct_fpr",
         "top",
+        "tied_at_top",
     ]
-    assert data["exposed_records"]["top"][0] == {"row": 18, "score": 0.95}
+    assert list(data["exposed_records"]["top"][0]) == ["row", "score", "mean_rank"]
+    assert data["exposed_records"]["top"][0]["score"] == 0.95
     assert list(data["curves"][0]) == ["attack_model", "proportion", "fpr", "tpr"]
     assert json.loads(render_json(report)) == data
 
@@ -437,7 +494,8 @@ def test_html_sections_follow_the_report(report):
         assert f'id="{section}"' in page
     assert 'class="strongest"' in page and page.count('class="strongest"') == 1
     top = report.exposed_records.top[0]
-    assert f"<tr><td>{top.row}</td><td>{top.score:.4f}</td></tr>" in page
+    assert f"<tr><td>{top.row}</td><td>{top.score:.4f}</td><td>{top.mean_rank:.1%}</td></tr>" in page
+    assert "share the highest score" in page and "from 0" in page
     assert "Mean over 2 repeats" in page
 
 

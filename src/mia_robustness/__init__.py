@@ -15,6 +15,8 @@ from .version import __version__
 _EXPORTS = {
     "audit": "bundle_audit",
     "audit_estimator": "engine",
+    "check_bundle": "bundle_check",
+    "make_bundle": "bundle_check",
     "MiaError": "errors",
     "AuditOptions": "options",
     "Report": "report",
@@ -23,12 +25,23 @@ _EXPORTS = {
 
 if TYPE_CHECKING:
     from .bundle_audit import audit
+    from .bundle_check import check_bundle, make_bundle
     from .engine import audit_estimator
     from .errors import MiaError
     from .options import AuditOptions
     from .report import Report, render
 
-__all__ = ["AuditOptions", "MiaError", "Report", "audit", "audit_estimator", "render", "__version__"]
+__all__ = [
+    "AuditOptions",
+    "MiaError",
+    "Report",
+    "audit",
+    "audit_estimator",
+    "check_bundle",
+    "make_bundle",
+    "render",
+    "__version__",
+]
 
 
 def __getattr__(name: str) -> Any:

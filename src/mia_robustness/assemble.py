@@ -27,6 +27,7 @@ from .metrics import (
     roc_points,
 )
 from .options import AuditOptions
+from .records import MemberScores, member_scores
 from .report import (
     ClassSlice,
     CorrectnessSlice,
@@ -128,8 +129,18 @@ def assemble_report(
     per_class = per_class_metrics(truth, strongest_cell.scores, scored.label_index[eval_rows], scored.classes)
     by_correctness = correctness_metrics(truth, strongest_cell.scores, signals.correct[eval_rows])
     summary = summarise(results, target, descriptions, intervals)
-    exposed = exposed_records(strongest_cell, eval_rows, scored.is_member, scored.source_rows, strongest.mean)
     roc = curves(results, cells, truth)
+    # Every attack's scores at its strongest proportion (as the curves), the strongest attack's first.
+    others = [c for c in roc if c.attack_model != strongest.attack_model]
+    records = member_scores(
+        {strongest.attack_model: strongest_cell.scores}
+        | {c.attack_model: first_cell(cells, c.attack_model, c.proportion).scores for c in others},
+        [strongest.proportion] + [c.proportion for c in others],
+        truth,
+        scored.source_rows[eval_rows],
+        scored.classes[scored.label_index[eval_rows]].astype(str),
+    )
+    exposed = exposed_records(records, strongest.mean)
     timings = dict(timings)
     for attack in dict.fromkeys(c.attack for c in cells):
         timings[f"attack_{attack}_seconds"] = sum(c.seconds for c in cells if c.attack == attack)
@@ -149,6 +160,7 @@ def assemble_report(
         exposed_records=exposed,
         curves=roc,
         containment=dict(containment),
+        records=records,
     )
 
 
@@ -209,10 +221,12 @@ def summarise(
         else None
     )
     m = strongest.mean
+    described = descriptions.get(strongest.attack_model)
     sentences = [
-        f"The strongest attack ({descriptions.get(strongest.attack_model, strongest.attack_model)}) tells members "
-        f"from non-members with ROC AUC {m['auc']:.2f} (0.50 is guessing, 1.00 is perfect) when the attacker knows "
-        f"{strongest.proportion:.0%} of the training rows it could know.",
+        f"The strongest attack, {strongest.attack_model}{f' ({described})' if described else ''}, "
+        f"tells members from non-members with ROC AUC {m['auc']:.2f} (0.50 is guessing, 1.00 is perfect) when the "
+        f"attacker already knows {_known_share(strongest.proportion)} of the training records it could have seen "
+        "(the audit keeps the rest back to test the attack).",
         f"Allowed 1% false positives, the most precise attack ({precise_1.attack_model}) finds "
         f"{worst_tpr:.1%} of members; allowed 0.1%, {precise_01.attack_model} finds "
         f"{precise_01.mean['tpr_at_0_1pct_fpr']:.1%} (guessing would find 1% and 0.1%).",
@@ -225,21 +239,7 @@ def summarise(
             else "."
         ),
     ]
-    if swept_strongest is None:
-        sentences.append(
-            "Attacker knowledge was tested at one level only; give several proportions to see how much it matters."
-        )
-    elif needed is None:
-        sentences.append(
-            "No attack that learns from known members did clearly better than guessing at any knowledge level tested."
-        )
-    else:
-        sentences.append(
-            f"An attacker who knows {needed:.0%} of the training rows it could know already gets "
-            f"{KNOWLEDGE_SHARE:.0%} of the full-knowledge {swept_strongest.attack_model} attack's advantage over "
-            f"guessing, so limiting what an attacker knows "
-            f"{'protects little' if needed <= 0.3 else 'helps only partly' if needed <= 0.6 else 'helps'}."
-        )
+    sentences.append(_knowledge_sentence(strongest.attack_model, swept_strongest, needed))
     sentences.append(
         f"The model is right on {target.member_accuracy:.1%} of its training rows and on {target.non_member_accuracy:.1%} "
         f"of unseen rows (a gap of {target.accuracy_gap:+.1%}); a large gap means overfitting, which these attacks exploit."
@@ -279,31 +279,58 @@ def summarise(
     )
 
 
+def _known_share(proportion: float) -> str:
+    return "all" if proportion >= 1 else f"{proportion:.0%}"
+
+
+def _knowledge_sentence(strongest: str, swept: ResultRow | None, needed: float | None) -> str:
+    """What limiting the attacker's knowledge buys, naming the attack it was measured on."""
+    if swept is None:
+        return "Attacker knowledge was tested at one level only; give several proportions to see how much it matters."
+    if needed is None:
+        return "No attack that learns from known members did clearly better than guessing at any knowledge level tested."
+    verdict = "protects little" if needed <= 0.3 else "helps only partly" if needed <= 0.6 else "helps"
+    name = swept.attack_model
+    lead = (
+        f"The {name} attack"
+        if name == strongest
+        else f"The {strongest} attack ran with full knowledge only; the {name} attack, the strongest run at several knowledge levels,"
+    )
+    if needed >= 1:
+        return (
+            f"{lead} gets {KNOWLEDGE_SHARE:.0%} of its full-knowledge lead over guessing only when the attacker knows "
+            f"all of those training records, so limiting what an attacker knows {verdict}."
+        )
+    return (
+        f"{lead} already gets {KNOWLEDGE_SHARE:.0%} of its full-knowledge lead over guessing when the attacker knows "
+        f"only {needed:.0%} of those training records, so limiting what an attacker knows {verdict}."
+    )
+
+
 def first_cell(cells: Sequence[CellResult], attack: str, proportion: float) -> CellResult:
     """The first repeat's cell of ``attack`` at ``proportion`` (its scores are on ``eval_rows``)."""
     return next(c for c in cells if c.attack == attack and c.proportion == proportion and c.repeat == 0)
 
 
-def exposed_records(
-    cell: CellResult,
-    eval_rows: np.ndarray,
-    is_member: np.ndarray,
-    source_rows: np.ndarray,
-    mean: Mapping[str, float],
-) -> ExposedRecords:
-    """The members ``cell``'s attack is surest about, by their row number in the members table.
-
-    ``cell.scores`` is ``(n_eval,)``, aligned with ``eval_rows``; ``is_member`` and ``source_rows`` are
-    ``(n_rows,)``; ``mean`` is the attack's row mean (for the share found at 1% FPR). Ties keep row order.
-    """
-    member_positions = np.flatnonzero(is_member[eval_rows] == 1)
-    order = member_positions[np.argsort(-cell.scores[member_positions], kind="stable")][:TOP_EXPOSED_RECORDS]
+def exposed_records(records: MemberScores, mean: Mapping[str, float]) -> ExposedRecords:
+    """The :data:`TOP_EXPOSED_RECORDS` members first in ``records`` (the strongest attack's surest, ties
+    broken by mean rank over all attacks, then row); ``mean`` is that attack's row mean (for the share
+    found at 1% FPR)."""
+    top = min(TOP_EXPOSED_RECORDS, len(records.rows))
     return ExposedRecords(
-        attack_model=cell.attack,
-        proportion=cell.proportion,
-        members_evaluated=int(len(member_positions)),
+        attack_model=records.attacks[0],
+        proportion=records.proportions[0],
+        members_evaluated=int(len(records.rows)),
         share_of_members_at_1pct_fpr=mean["tpr_at_1pct_fpr"],
-        top=[ExposedRecord(row=int(source_rows[eval_rows[i]]), score=float(cell.scores[i])) for i in order],
+        top=[
+            ExposedRecord(
+                row=int(records.rows[i]),
+                score=float(records.scores[i, 0]),
+                mean_rank=float(records.mean_rank[i]),
+            )
+            for i in range(top)
+        ],
+        tied_at_top=records.tied_at_top,
     )
 
 

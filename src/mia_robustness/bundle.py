@@ -213,10 +213,8 @@ def _open_archive(archive: Path, scratch: Path, limits: BundleLimits) -> Bundle:
     return locate_parts(root, scratch, limits, budget)
 
 
-def pack_bundle(
-    model: Path, members: Path, non_members: Path, output: Path, *, config: dict[str, Any] | None = None
-) -> Path:
-    """Write a zip bundle from a model file and the two tables (kept in their own format)."""
+def check_part_names(model: Path, members: Path, non_members: Path) -> None:
+    """Refuse parts that do not exist or whose names the bundle reader would not recognise."""
     for path, what in ((model, "model"), (members, "train"), (non_members, "subject")):
         if not Path(path).is_file():
             raise BundleError(f"the {what} file {path} does not exist", code="file_not_found")
@@ -231,6 +229,17 @@ def pack_bundle(
                 f"tables must be CSV or Parquet (.csv, .parquet): got {Path(path).name}",
                 code="bad_table_name",
             )
+
+
+def pack_bundle(
+    model: Path, members: Path, non_members: Path, output: Path, *, config: dict[str, Any] | None = None
+) -> Path:
+    """Write a zip bundle from a model file and the two tables (kept in their own format).
+
+    The parts are renamed to what :func:`locate_parts` looks for (``model.<suffix>``, ``train.<suffix>``,
+    ``subject.<suffix>``); checking what they hold is :func:`mia_robustness.bundle_check.make_bundle`'s.
+    """
+    check_part_names(model, members, non_members)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(output, "w", zipfile.ZIP_DEFLATED) as archive:

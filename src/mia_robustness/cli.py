@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 from typing import NoReturn, TextIO
 
-from .bundle import pack_bundle
 from .bundle_audit import audit
+from .bundle_check import make_bundle
 from .errors import InputError, MiaError
 from .options import ATTACK_MODELS, DEVICES
 from .report import render, render_text
@@ -92,14 +92,27 @@ def build_parser() -> argparse.ArgumentParser:
         type=_sandbox_megabytes,
         help="address-space limit of the sandboxed model process (default: estimated from the bundle)",
     )
+    run.add_argument(
+        "--records",
+        metavar="FILE",
+        help="also write every evaluated member's per-attack scores to this CSV, most exposed first",
+    )
     run.add_argument("-q", "--quiet", action="store_true", help="no progress on standard error")
 
-    pack = commands.add_parser("bundle", help="pack a model and its tables into a bundle zip")
+    pack = commands.add_parser(
+        "bundle", help="check a model and its tables as the audit will, and pack them into a bundle zip"
+    )
     pack.add_argument("--model", required=True, help="model file (.pkl, .pickle, .joblib, .skops)")
     pack.add_argument("--train", required=True, help="members table (CSV or Parquet)")
     pack.add_argument("--subject", required=True, help="non-members table (CSV or Parquet)")
     pack.add_argument("--label-column", help="stored in the bundle's config.json")
     pack.add_argument("-o", "--output", required=True, help="bundle zip to write")
+    pack.add_argument(
+        "--no-check",
+        dest="check",
+        action="store_false",
+        help="pack without checking that the model loads and scores the tables (in the sandbox, as the audit)",
+    )
 
     show = commands.add_parser("summary", help="print the summary table of a JSON report")
     show.add_argument("report", help="a report written by `audit --format json`")
@@ -124,9 +137,15 @@ def _sandbox_megabytes(text: str) -> int:
 
 
 class Progress:
-    """Progress on standard error: a bar on a terminal, a line per tenth of a counted stage otherwise."""
+    """Progress on standard error: a bar on a terminal, otherwise a line per step of a short counted stage
+    (at most :data:`EVERY_STEP_UP_TO` steps: the reference fits) and a line per tenth of a longer one.
+
+    The engine's notes (what the reference stage will cost, then the time left) follow the count.
+    """
 
     BAR = 30
+    EVERY_STEP_UP_TO = 20
+    accepts_notes = True  # the engine passes note= text (see engine.Stopwatch)
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
@@ -134,20 +153,24 @@ class Progress:
         self.started = time.perf_counter()
         self.last_tenth: dict[str, int] = {}
 
-    def __call__(self, stage: str, done: int, total: int) -> None:
+    def __call__(self, stage: str, done: int, total: int, note: str = "") -> None:
         elapsed = time.perf_counter() - self.started
         name = stage.replace("_", " ")
         if total <= 1:
             self.stream.write(f"[{elapsed:6.1f}s] {name} done\n")
         elif self.tty:
+            if note and done <= 1:  # the stage's plan, then its estimated cost: lines of their own
+                self.stream.write(f"\r{name}: {note}\x1b[K\n")
+                note = ""
             filled = self.BAR * done // total
             bar = "#" * filled + "." * (self.BAR - filled)
             self.stream.write(
-                f"\r{name} [{bar}] {done}/{total} {elapsed:6.1f}s" + ("\n" if done == total else "")
+                f"\r{name} [{bar}] {done}/{total} {elapsed:6.1f}s{f'  {note}' if note else ''}\x1b[K"
+                + ("\n" if done == total else "")
             )
-        elif 10 * done // total != self.last_tenth.get(stage):
+        elif note or total <= self.EVERY_STEP_UP_TO or 10 * done // total != self.last_tenth.get(stage):
             self.last_tenth[stage] = 10 * done // total
-            self.stream.write(f"[{elapsed:6.1f}s] {name} {done}/{total}\n")
+            self.stream.write(f"[{elapsed:6.1f}s] {name} {done}/{total}{f': {note}' if note else ''}\n")
         self.stream.flush()
 
 
@@ -190,6 +213,10 @@ def _run_audit(args: argparse.Namespace) -> int:
             sys.stderr.write(f"report written to {args.output}\n")
     else:
         sys.stdout.write(text)
+    if args.records and report.records is not None:
+        _write_atomically(Path(args.records), report.records.to_csv())
+        if not args.quiet:
+            sys.stderr.write(f"per-record scores written to {args.records}\n")
     for warning in report.data.sanity.warnings:  # mixed-up data: said here too, not only in the report
         sys.stderr.write(f"warning: {warning}\n")
     level = report.summary.risk_level
@@ -209,11 +236,20 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 def _run_bundle(args: argparse.Namespace) -> None:
-    config = {"label_column": args.label_column} if args.label_column else None
-    path = pack_bundle(
-        Path(args.model), Path(args.train), Path(args.subject), Path(args.output), config=config
+    settings = RuntimeSettings.from_env(os.environ)
+    checked = make_bundle(
+        args.model,
+        args.train,
+        args.subject,
+        args.output,
+        label_column=args.label_column,
+        check=args.check,
+        workdir=settings.temp_root,
+        sandbox_memory_mb=settings.sandbox_memory_mb,
     )
-    sys.stderr.write(f"bundle written to {path}\n")
+    if checked is not None:
+        sys.stderr.write(f"checked: {checked.describe()}\n")
+    sys.stderr.write(f"bundle written to {args.output}\n")
 
 
 def _run_summary(args: argparse.Namespace) -> None:

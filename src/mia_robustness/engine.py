@@ -22,7 +22,7 @@ from .attacks import ATTACK_DESCRIPTIONS, KNOWLEDGE, REGISTRY, AttackInput, reso
 from .deadline import Deadline
 from .errors import LimitError
 from .options import AuditOptions, options_from_mapping
-from .reference import ReferenceRequest, reference_cells
+from .reference import FitPace, ReferenceRequest, reference_cells
 from .report import Report
 from .sanity import RowOverlap, sanity_findings
 from .signals import compute_signals
@@ -35,6 +35,7 @@ ProgressCallback = Callable[[str, int, int], None]
 REFERENCE_DEFAULT_MAX_ROWS = 20_000
 # Stages whose end the model stage reports itself; the stopwatch times them as they end.
 MODEL_STAGE_STEPS = ("loading", "target_scoring")
+REFERENCE_FITS = "reference_models"  # the stage the reference fits report, one step per fit
 
 
 class ModelStage(Protocol):
@@ -55,16 +56,20 @@ class Stopwatch:
     Parameters
     ----------
     progress:
-        The caller's ``progress(stage, done, total)``, or ``None``.
+        The caller's ``progress(stage, done, total)``, or ``None``. A callback with a true
+        ``accepts_notes`` attribute is also told, as ``note=`` text, what the reference stage will cost:
+        its plan at ``0/total``, its estimated cost after the first fit, then the time left.
     deadline:
         Checked at every progress report.
     """
 
     def __init__(self, progress: ProgressCallback | None, deadline: Deadline) -> None:
         self.report = progress or (lambda stage, done, total: None)
+        self.takes_notes = bool(getattr(progress, "accepts_notes", False))
         self.deadline = deadline
         self.timings: dict[str, float] = {}
         self.started = self._last = time.perf_counter()
+        self._pace: FitPace | None = None
 
     def lap(self, stage: str) -> None:
         """Record the time since the last lap as ``stage``'s and report it done."""
@@ -73,12 +78,25 @@ class Stopwatch:
         self._last = now
         self.report(stage, 1, 1)
 
+    def expect_fits(self, request: ReferenceRequest) -> None:
+        """The reference stage begins: say so (``0/total``, with its plan) before its first fit ends."""
+        self._pace = FitPace(request, time.perf_counter())
+        self._forward(REFERENCE_FITS, 0, self._pace.fits, self._pace.plan())
+
     def progress(self, stage: str, done: int, total: int) -> None:
         if stage in MODEL_STAGE_STEPS and done == total:
             self.lap(stage)
+        elif stage == REFERENCE_FITS and self._pace is not None and done > 0:
+            self._forward(stage, done, total, self._pace.note(done, time.perf_counter()))
         else:
             self.report(stage, done, total)
         self.deadline.check(stage)
+
+    def _forward(self, stage: str, done: int, total: int, note: str) -> None:
+        if self.takes_notes and note:
+            self.report(stage, done, total, note=note)
+        else:
+            self.report(stage, done, total)
 
 
 class InProcessModel:
@@ -285,6 +303,7 @@ def run_audit(
             seed=options.seed,
             workers=workers,
         )
+        clock.expect_fits(request)
         cells += model.reference(request, len(eval_rows))
         lap("reference_attacks")
 

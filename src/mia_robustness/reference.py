@@ -17,6 +17,7 @@ allowlist; and size parameters are capped at what the fitted model shows it was 
 from __future__ import annotations
 
 import logging
+import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -234,3 +235,63 @@ def reference_cells(
         workers=request.workers,
         progress=progress,
     )
+
+
+class FitPace:
+    """What the reference stage will cost: its plan before the first fit, then estimates from the fits' pace.
+
+    The stage fits ``n_models`` clones per repeat, ``at_once = min(workers, n_models)`` side by side, and
+    waits for a repeat's fits before the next; so it takes about ``rounds`` times one fit, and the first
+    fit to finish measures one. Progress counts fits in model order, so a round's fits are counted together.
+
+    Parameters
+    ----------
+    request:
+        The stage's request (``n_models``, ``repeats``, ``workers``).
+    started:
+        ``time.perf_counter()`` when the stage began.
+    """
+
+    def __init__(self, request: ReferenceRequest, started: float) -> None:
+        self.n_models, self.repeats = request.n_models, request.repeats
+        self.at_once = max(1, min(request.workers, request.n_models))
+        self.per_repeat = math.ceil(self.n_models / self.at_once)
+        self.fits = self.n_models * self.repeats
+        self.rounds = self.per_repeat * self.repeats
+        self.started = started
+
+    def plan(self) -> str:
+        """The stage's work, said before it starts."""
+        return (
+            f"{self.fits} fits of the target's recipe ({self.n_models} reference models x {self.repeats} "
+            f"repeat{'s' if self.repeats != 1 else ''}, {self.at_once} at a time); the cost is estimated after the first"
+        )
+
+    def rounds_done(self, done: int) -> int:
+        """Rounds of side-by-side fits finished once ``done`` fits are (rounds are counted per repeat)."""
+        repeats, rest = divmod(done, self.n_models)
+        return repeats * self.per_repeat + math.ceil(rest / self.at_once)
+
+    def estimate(self, done: int, now: float) -> tuple[float, float]:
+        """``(seconds in all, seconds left)`` from the pace so far; ``done`` is at least 1."""
+        elapsed = now - self.started
+        total = elapsed * self.rounds / self.rounds_done(done)
+        return total, max(0.0, total - elapsed)
+
+    def note(self, done: int, now: float) -> str:
+        """The estimate after ``done`` fits: the whole stage's cost after the first, then the time left."""
+        if done >= self.fits:
+            return ""
+        total, left = self.estimate(done, now)
+        if done == 1:
+            return f"about {_seconds(total)} in all ({self.fits} fits of the target's recipe), {_seconds(left)} left"
+        return f"about {_seconds(left)} left"
+
+
+def _seconds(value: float) -> str:
+    """``7.3`` -> ``7 s``, ``61`` -> ``60 s``, ``754`` -> ``13 min``: as precise as an estimate is."""
+    if value < 10:
+        return f"{max(value, 1):.0f} s"
+    if value < 120:
+        return f"{round(value / 5) * 5:.0f} s"
+    return f"{round(value / 60):.0f} min"

@@ -10,11 +10,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from .errors import OptionsError
 from .metrics import METRIC_NAMES
+from .records import MemberScores
 from .report_html import render_html
 from .sanity import DataSanity
 
@@ -122,21 +123,28 @@ class CorrectnessSlice:
 
 @dataclass(frozen=True)
 class ExposedRecord:
-    """One member: its 0-based data row in the members table, and the strongest attack's score for it."""
+    """One member: its 0-based data row in the members table, the strongest attack's score for it, and
+    its mean rank over all attacks (the tie-break; see ``records.MemberScores``)."""
 
     row: int
     score: float
+    mean_rank: float | None = None
 
 
 @dataclass(frozen=True)
 class ExposedRecords:
-    """The members the strongest attack (first repeat) is surest about, highest score first."""
+    """The members the strongest attack (first repeat) is surest about, highest score first.
+
+    ``tied_at_top`` members share the highest score; ties are ordered by ``mean_rank`` over all attacks,
+    then by row number.
+    """
 
     attack_model: str
     proportion: float
     members_evaluated: int
     share_of_members_at_1pct_fpr: float
     top: list[ExposedRecord]
+    tied_at_top: int | None = None
 
 
 @dataclass(frozen=True)
@@ -164,6 +172,9 @@ class Report:
         Values the audit chose at run time from those options (``device``: where ``nn`` trained).
     containment:
         How the model was contained while it was loaded, scored and refitted (see ``sandbox/``).
+    records:
+        Every evaluated member's scores by every attack, most exposed first (``records.to_csv()`` is the
+        CLI's ``--records`` file); not part of the JSON document. ``None`` when the audit ran no attack.
     """
 
     target: TargetInfo
@@ -181,10 +192,11 @@ class Report:
     containment: dict[str, Any] = field(default_factory=dict)
     schema_version: str = SCHEMA_VERSION
     tool_version: str = ""
+    records: MemberScores | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; key order is stable, floats are rounded to :data:`DECIMALS` places."""
-        data = asdict(self)
+        data = asdict(replace(self, records=None))
         if data["exposed_records"] is None:  # the section is an object in every report, empty when absent
             data["exposed_records"] = {}
         keys = (

@@ -134,13 +134,74 @@ def _axes(
     svg.text(16, top + height / 2, y_label, size=size, anchor="middle", rotate=True)
 
 
+# The AUC chart is drawn narrower than the page (and never scaled up), so that on a 700 px wide window,
+# whose page column is about 644 px, its 12-unit text still renders at 12 px (the tests measure it).
+AUC_CHART_WIDTH = 640.0
+AUC_TEXT = 12
+SINGLE_POINT_STEP = 7.0  # units between the markers of attacks measured at one proportion only
+# One marker shape per attack model, in the colours' order: attacks that share a point stay told apart.
+MARKERS = ("circle", "square", "triangle", "diamond", "triangle-down", "plus", "cross", "star", "hexagon")
+_UNIT_SHAPES = {
+    "square": [(-0.85, -0.85), (0.85, -0.85), (0.85, 0.85), (-0.85, 0.85)],
+    "triangle": [(0.0, -1.15), (1.0, 0.7), (-1.0, 0.7)],
+    "diamond": [(0.0, -1.25), (1.1, 0.0), (0.0, 1.25), (-1.1, 0.0)],
+    "triangle-down": [(0.0, 1.15), (1.0, -0.7), (-1.0, -0.7)],
+    "plus": [
+        (-0.35, -1.1),
+        (0.35, -1.1),
+        (0.35, -0.35),
+        (1.1, -0.35),
+        (1.1, 0.35),
+        (0.35, 0.35),
+        (0.35, 1.1),
+        (-0.35, 1.1),
+        (-0.35, 0.35),
+        (-1.1, 0.35),
+        (-1.1, -0.35),
+        (-0.35, -0.35),
+    ],  # fmt: skip
+    "star": [
+        (
+            math.sin(i * math.pi / 5) * (1.25 if i % 2 == 0 else 0.55),
+            -math.cos(i * math.pi / 5) * (1.25 if i % 2 == 0 else 0.55),
+        )
+        for i in range(10)
+    ],  # fmt: skip
+    "hexagon": [(math.cos(i * math.pi / 3) * 1.1, math.sin(i * math.pi / 3) * 1.1) for i in range(6)],
+}
+_UNIT_SHAPES["cross"] = [
+    ((x - y) * math.sqrt(0.5), (x + y) * math.sqrt(0.5)) for x, y in _UNIT_SHAPES["plus"]
+]
+
+
+def marker_shapes(names: Iterable[str]) -> dict[str, str]:
+    """A marker shape per attack model name, in first-seen order, cycling through :data:`MARKERS`."""
+    shapes: dict[str, str] = {}
+    for name in names:
+        shapes.setdefault(name, MARKERS[len(shapes) % len(MARKERS)])
+    return shapes
+
+
+def _marker(
+    shape: str, x: float, y: float, radius: float, fill: str, attrs: str = "", inner: str = ""
+) -> str:
+    """One marker centred on (x, y); ``attrs`` are extra attributes, ``inner`` its ``<title>``."""
+    if shape not in _UNIT_SHAPES:
+        return f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{radius:.1f}" fill="{fill}"{attrs}>{inner}</circle>'
+    points = " ".join(f"{x + u * radius:.1f},{y + v * radius:.1f}" for u, v in _UNIT_SHAPES[shape])
+    return f'<polygon points="{points}" fill="{fill}"{attrs}>{inner}</polygon>'
+
+
 def auc_chart(
     results: Sequence[Mapping[str, Any]], colours: Mapping[str, str], strongest: tuple[str, float | None]
 ) -> str | None:
-    """Mean AUC (± std error bars) against knowledge proportion, one line per attack model.
+    """Mean AUC (± std error bars) against knowledge proportion: a line and markers per attack model.
 
     ``results`` are the report's result rows; ``strongest`` is (attack model, proportion) of the point to
-    ring. ``None`` when no row has a proportion and a mean AUC.
+    ring. An attack measured at one proportion only (LiRA, RMIA: full knowledge) is a marker of its own,
+    exactly at its proportion, and a marker without a line in the legend; attacks measured at several are
+    nudged a little apart sideways so that equal figures do not hide each other. The legend sits below the
+    plot. ``None`` when no row has a proportion and a mean AUC.
     """
     groups = results_by_attack(results)
     points = {
@@ -155,6 +216,7 @@ def auc_chart(
     points = {name: pts for name, pts in points.items() if pts}
     if not points:
         return None
+    shapes = marker_shapes(points)
     lows = [m - s for pts in points.values() for _, m, s in pts] + [0.5]
     highs = [m + s for pts in points.values() for _, m, s in pts] + [0.5]
     lo = max(0.0, math.floor((min(lows) - 0.02) * 20) / 20)
@@ -163,15 +225,18 @@ def auc_chart(
         hi = min(1.0, lo + 0.1)
     step = _nice_step(hi - lo, 8)
 
-    size = 12
-    legend_w = _legend_width(points, size)
-    left, top, bottom = 64, 16, 52
-    width = CHART_WIDTH
-    plot_w = max(360.0, width - left - 24 - legend_w - 12)
-    width = left + plot_w + 24 + legend_w + 12
-    plot_h = max(300.0, len(points) * (size + 8) + 10)
-    height = top + plot_h + bottom
-    svg = Svg(width, height, "auc", "Attack AUC against attacker knowledge, one line per attack model")
+    size = AUC_TEXT
+    width = AUC_CHART_WIDTH
+    left, top, right = 56.0, 12.0, 18.0  # the right margin holds the 100% label and the markers there
+    plot_w, plot_h = width - left - right, 280.0
+    entry_w = max(text_width(short(name), size) for name in points) + 40
+    columns = max(1, min(len(points), int(plot_w // entry_w)))
+    legend_rows = math.ceil(len(points) / columns)
+    legend_top = top + plot_h + 58
+    height = legend_top + legend_rows * (size + 10) + 4
+    svg = Svg(
+        width, height, "auc", "Attack AUC against attacker knowledge, one line or point per attack model"
+    )
 
     def sx(p: float) -> float:
         return left + p * plot_w
@@ -184,30 +249,39 @@ def auc_chart(
     for i in range(n_y + 1):
         v = lo + i * step
         svg.line(left, sy(v), left + plot_w, sy(v), stroke="#e3e3e3")
-        svg.text(left - 6, sy(v) + 4, f"{v:.2f}", size=11, anchor="end", fill="#444")
+        svg.text(left - 6, sy(v) + 4, f"{v:.2f}", size=size, anchor="end", fill="#444")
     for i in range(11):
         p = i / 10
         svg.line(sx(p), top, sx(p), top + plot_h, stroke="#f0f0f0")
-        svg.text(sx(p), top + plot_h + 16, f"{i * 10}%", size=11, anchor="middle", fill="#444")
+        svg.text(
+            sx(p), top + plot_h + 16, f"{i * 10}%", size=size, anchor="middle", fill="#444", cls="x-tick"
+        )
     _axes(
         svg,
         left,
         top,
         plot_w,
         plot_h,
-        height,
+        legend_top - 12,
         size,
-        "attacker knowledge (share of the attackable members the attacker knows)",
+        "attacker knowledge (share of the training records it could see)",
         "attack ROC AUC",
     )
     # chance
     svg.line(left, sy(0.5), left + plot_w, sy(0.5), stroke="#666", width=1.2, dash="6 4")
-    svg.text(left + plot_w - 4, sy(0.5) - 5, "0.5 = guessing", size=11, anchor="end", fill="#555")
+    svg.text(left + plot_w - 4, sy(0.5) - 5, "0.5 = guessing", size=size, anchor="end", fill="#555")
 
-    n = len(points)
-    for k, (name, pts) in enumerate(points.items()):
+    swept = [name for name, pts in points.items() if len(pts) > 1]
+    single = [name for name in points if name not in swept]
+    for name, pts in points.items():
         colour = colours.get(name, "#333")
-        dodge = (k - (n - 1) / 2) * 3.0  # spread error bars of models at the same proportion
+        # Spread the swept attacks' markers and error bars a little either side of their ticks; single
+        # points (LiRA and RMIA variants, often of equal AUC) step leftwards from theirs, the last one on
+        # it, so none is drawn past it.
+        if name in swept:
+            dodge = (swept.index(name) - (len(swept) - 1) / 2) * 2.5
+        else:
+            dodge = -SINGLE_POINT_STEP * (len(single) - 1 - single.index(name))
         xy = [(sx(p) + dodge, sy(m)) for p, m, _ in pts]
         if len(xy) > 1:
             svg.add(
@@ -222,15 +296,21 @@ def auc_chart(
                 svg.line(x - 3, y1, x + 3, y1, stroke=colour, width=1.2)
                 svg.line(x - 3, y2, x + 3, y2, stroke=colour, width=1.2)
             is_strongest = name == strongest[0] and same_proportion(p, strongest[1])
-            radius = 5.5 if is_strongest else 3.5
-            ring = ' stroke="#000" stroke-width="1.5"' if is_strongest else ""
-            svg.add(
-                f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{radius}" fill="{colour}"{ring}>'
-                f"<title>{escape(name)} at {escape(share(p))} known: AUC {m:.3f} ± {s:.3f}</title></circle>"
+            ring = (
+                ' stroke="#000" stroke-width="1.5"' if is_strongest else ' stroke="#fff" stroke-width="0.8"'
             )
-    _legend(
-        svg, left + plot_w + 24, top + 14, [(name, colours.get(name, "#333"), None) for name in points], size
-    )
+            attrs = f'{ring} class="point" data-attack="{escape(name)}" data-proportion="{p:g}"'
+            title = f"<title>{escape(name)} at {escape(share(p))} known: AUC {m:.3f} ± {s:.3f}</title>"
+            svg.add(_marker(shapes[name], x, y, 6.5 if is_strongest else 4.5, colour, attrs, title))
+    for i, name in enumerate(points):
+        x = left + (i % columns) * entry_w
+        y = legend_top + (i // columns) * (size + 10) + size
+        colour = colours.get(name, "#333")
+        if name in swept:
+            svg.line(x, y - size * 0.35, x + 26, y - size * 0.35, stroke=colour, width=2.5)
+        legend_attrs = f' class="legend-point" data-attack="{escape(name)}"'
+        svg.add(_marker(shapes[name], x + 13, y - size * 0.35, 4.5, colour, legend_attrs))
+        svg.text(x + 32, y, short(name), size=size, title=name, cls="legend")
     return svg.to_string()
 
 

@@ -11,7 +11,9 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-# Okabe-Ito colours (distinguishable with the common colour-vision deficiencies), then a few more.
+# Okabe-Ito colours (distinguishable with the common colour-vision deficiencies), then Paul Tol's wine,
+# olive, teal and indigo, then grey: the default nine attacks (lira, lira_offline, rmia, rmia_offline last)
+# get nine colours no two of which are near each other.
 PALETTE = (
     "#0072B2",
     "#D55E00",
@@ -20,11 +22,11 @@ PALETTE = (
     "#E69F00",
     "#56B4E9",
     "#000000",
-    "#8C564B",
+    "#882255",
+    "#999933",
+    "#44AA99",
+    "#332288",
     "#7F7F7F",
-    "#BCBD22",
-    "#17BECF",
-    "#9467BD",
 )
 RISK_COLOURS = {"high": "#B00020", "medium": "#C25E00", "low": "#8A7400", "minimal": "#2E7D32"}
 UNKNOWN_RISK_COLOUR = "#555"

@@ -40,6 +40,7 @@ METRIC_LABELS = {
     "accuracy": "accuracy",
     "tpr_at_1pct_fpr": "members found at 1% FPR",
     "tpr_at_0_1pct_fpr": "members found at 0.1% FPR",
+    "tpr_at_0_fpr": "members found with no false positives",
 }
 RATE_FREE_METRICS = ("auc", "advantage", "accuracy")  # shown as decimals; the rest as percentages
 
@@ -142,9 +143,8 @@ def _summary_paragraphs(summary: Mapping[str, Any]) -> list[str]:
         for key, bounds in ci.items():
             if isinstance(bounds, (list, tuple)) and len(bounds) == 2:
                 fmt, digits = (fixed, 3) if key in RATE_FREE_METRICS else (pct, 1)
-                parts.append(
-                    f"{METRIC_LABELS.get(key, key)} {fmt(bounds[0], digits)} to {fmt(bounds[1], digits)}"
-                )
+                label = METRIC_LABELS.get(key, str(key).replace("_", " "))  # never a raw key
+                parts.append(f"{label} {fmt(bounds[0], digits)} to {fmt(bounds[1], digits)}")
         if parts:
             paragraphs.append("95% confidence intervals for the strongest attack: " + "; ".join(parts) + ".")
     if "epsilon_lower_bound" in summary:
@@ -276,11 +276,23 @@ def _exposed_section(exposed: Any) -> dict[str, Any] | None:
     if found is None and not top:
         return None
     shown = top[:MAX_EXPOSED_ROWS]
+    tied, evaluated = number(exposed.get("tied_at_top")), number(exposed.get("members_evaluated"))
+    ranked = any("mean_rank" in t for t in shown)
+    headers = ["row (0-based)", f"{exposed.get('attack_model', 'attack')} score"]
+    headers += ["mean rank over all attacks"] if ranked else []
     return {
         "share": pct(found) if found is not None else None,
+        "attack": str(exposed.get("attack_model", DASH)),
+        "tied": _tie_note(int(tied), int(evaluated) if evaluated is not None else None, len(shown))
+        if tied is not None and tied > 1
+        else "",
         "table": Table(
-            ["row", "attack score"],
-            [[str(t.get("row", DASH)), fixed(t.get("score"), 4)] for t in shown],
+            headers,
+            [
+                [str(t.get("row", DASH)), fixed(t.get("score"), 4)]
+                + ([pct(t.get("mean_rank"))] if ranked else [])
+                for t in shown
+            ],
             left_cols=0,
         )
         if top
@@ -289,6 +301,16 @@ def _exposed_section(exposed: Any) -> dict[str, Any] | None:
         if len(top) > len(shown)
         else "",
     }
+
+
+def _tie_note(tied: int, evaluated: int | None, shown: int) -> str:
+    """What the table's order means when several members share the top score."""
+    of = f" of the {evaluated} evaluated members" if evaluated is not None else ""
+    listed = "these are" if tied <= shown else f"the {shown} listed are"
+    return (
+        f"{tied}{of} share the highest score; {listed} ordered by their mean rank over all attacks "
+        "(100% = ranked above every other evaluated record by every attack), then by row."
+    )
 
 
 def _facts_section(report: Mapping[str, Any]) -> dict[str, list[tuple[str, str]]] | None:
@@ -347,7 +369,33 @@ def _warning_lines(warnings: Any) -> list[str]:
     return [str(w) for w in warnings if w] if isinstance(warnings, list) else []
 
 
+# What each stage's seconds are: the stages are wall-clock time; per-attack figures are summed over cells.
+STAGE_LABELS = {
+    "loading": "loading the model and tables",
+    "target_scoring": "querying the target on every row",
+    "signals": "computing the per-row signals",
+    "attacks": "learned and threshold attacks: training and scoring",
+    "reference_attacks": "reference attacks: training the reference models, then scoring",
+    "total": "total",
+}
+REFERENCE_ATTACK_PREFIXES = ("lira", "rmia")
+
+
+def _stage_label(key: str) -> str:
+    if key in STAGE_LABELS:
+        return STAGE_LABELS[key]
+    if key.startswith("attack_") and key.endswith("_seconds"):
+        name = key[len("attack_") : -len("_seconds")]
+        if name.startswith(REFERENCE_ATTACK_PREFIXES):
+            return f"{name}: scoring only (its reference models' training is in the reference attacks line)"
+        return f"{name}: training and scoring, summed over its cells"
+    return key.replace("_", " ")
+
+
 def _timings_table(timings: Any) -> Table | None:
     if not isinstance(timings, Mapping) or not timings:
         return None
-    return Table(["stage", "seconds"], [[str(k).replace("_", " "), fixed(v, 2)] for k, v in timings.items()])
+    return Table(
+        ["what the time was spent on", "seconds"],
+        [[_stage_label(str(k)), fixed(v, 2)] for k, v in timings.items()],
+    )

@@ -92,12 +92,13 @@ def main() -> int:
     request, _ = read_message(requests, max_array_bytes=0)
     # Everything the stage imports is imported before confinement (trusted code, read while readable).
     from ..errors import MiaError  # noqa: F401 - imported now, used after confinement
+    from ..model_check import CheckRequest, check_model
     from ..reference import ReferenceRequest, reference_cells
     from ..target import ScoreRequest, score_target
     from . import stage
     from .confine import ConfinementError, Limits, confine
 
-    for module in ("loading", "tables", "target", "reference", "signals"):
+    for module in ("loading", "tables", "target", "reference", "signals", "model_check"):
         __import__(f"mia_robustness.{module}")
     import sklearn.ensemble  # noqa: F401 - the common targets' modules, before the interpreter may be unreadable
     import sklearn.pipeline  # noqa: F401
@@ -138,9 +139,23 @@ def main() -> int:
     step = "loading"
     try:
         command, _ = read_message(requests, max_array_bytes=0)
-        if command.get("kind") != "score":
+        if command.get("kind") not in ("score", "check"):
             return 0
         model, members, non_members, saved_version = stage.load_files(files)
+        if command["kind"] == "check":  # `bundle`'s check: a few rows scored, a summary back, nothing after
+            progress("loading", 1, 1)
+            step = "target_scoring"
+            checked = check_model(
+                model,
+                members,
+                non_members,
+                CheckRequest(**command["check"]),
+                model_name=files.model.name,
+                table_names=(files.members.name, files.non_members.name),
+            )
+            progress("target_scoring", 1, 1)
+            write_message(answers, stage.check_to_message(checked))
+            return 0
         progress("loading", 1, 1)
         step = "target_scoring"
         loaded = score_target(

@@ -3,7 +3,8 @@
 :class:`SandboxedModel` and :class:`InProcessModel` have the same two steps, ``score()`` and
 ``reference()``; the audit uses whichever :func:`open_model` gives it. The sandboxed one is the default
 everywhere (CLI, Python API, ``serve``, ``train``); the in-process one is for models the caller trusts
-(``sandbox=False``), where it saves the child's start-up (about 1.5 s).
+(``sandbox=False``), where it saves the child's start-up (about 1.5 s). ``bundle``'s check asks a sandboxed
+child for ``check()`` instead of the two steps: a few rows scored and a summary back.
 
 A child is a fresh interpreter (``python -I``), not a fork: its memory layout is its own, so nothing one
 audit learns about its process tells it anything about another's. It gets an environment of its own
@@ -14,6 +15,7 @@ private folder that is all it may write to, and the limits of :class:`~.confine.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -33,13 +35,21 @@ from .. import errors
 from ..deadline import Deadline
 from ..engine import InProcessModel
 from ..errors import LimitError, MiaError, ModelError
+from ..model_check import CheckRequest, ModelCheck
 from ..reference import ReferenceRequest
 from ..sweep import CellResult
 from ..target import ScoredTarget, ScoreRequest
 from .child import EXIT_CONFINEMENT_FAILED
 from .confine import nobody_cannot_run_python, nobody_ids
 from .protocol import ProtocolError, clean_text, read_message, write_message
-from .stage import CHILD_STAGES, ModelFiles, cells_from_message, load_files, scored_from_message
+from .stage import (
+    CHILD_STAGES,
+    ModelFiles,
+    cells_from_message,
+    checked_from_message,
+    load_files,
+    scored_from_message,
+)
 
 log = logging.getLogger("mia_robustness.sandbox")
 
@@ -293,6 +303,19 @@ class SandboxedModel:
             raise self._protocol_error()
         try:
             return scored_from_message(answer, answer.pop("_arrays"))
+        except ProtocolError:
+            raise self._protocol_error() from None
+
+    def check(self, request: CheckRequest) -> ModelCheck:
+        """The bundle check (:func:`~mia_robustness.model_check.check_model`) in the child, instead of
+        an audit's two steps: the child exits after answering."""
+        self._send(self.process, {"kind": "check", "check": dataclasses.asdict(request)})
+        answer = self._receive("loading")
+        self._raise_if_failed(answer)
+        if answer.get("kind") != "checked":
+            raise self._protocol_error()
+        try:
+            return checked_from_message(answer)
         except ProtocolError:
             raise self._protocol_error() from None
 

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..metrics import METRIC_NAMES, AttackMetrics
+from ..model_check import ModelCheck
 from ..reference import ReferenceRequest
 from ..sweep import CellResult
 from ..target import ScoredTarget
@@ -74,6 +75,10 @@ def scored_to_message(scored: ScoredTarget) -> tuple[dict[str, Any], dict[str, n
         },
     }
     return header, {name: getattr(scored, name) for name in _SCORED_ARRAYS}
+
+
+def check_to_message(checked: ModelCheck) -> dict[str, Any]:
+    return {"kind": "checked", **dataclasses.asdict(checked)}
 
 
 def cells_to_message(cells: list[CellResult]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -158,6 +163,17 @@ def scored_from_message(header: Mapping[str, Any], arrays: Mapping[str, np.ndarr
         non_members_shared=_count(header, "non_members_shared"),
         shared_examples=_row_pairs(header, "shared_examples"),
     )
+
+
+def checked_from_message(header: Mapping[str, Any]) -> ModelCheck:
+    """Check a child's ``checked`` answer: class names (``*_class``), the label column's name, counts."""
+    values: dict[str, Any] = {}
+    for name in (field.name for field in dataclasses.fields(ModelCheck)):
+        if name == "label_column":
+            values[name] = clean_text(expect(header, name, str), 200)
+        else:
+            values[name] = _identifier(header, name) if name.endswith("_class") else _count(header, name)
+    return ModelCheck(**values)
 
 
 def cells_from_message(

@@ -20,6 +20,8 @@ class ProgressLog:
         Least seconds between two lines of the same unfinished stage.
     """
 
+    accepts_notes = True  # the engine's notes on the reference stage's cost (see engine.Stopwatch)
+
     def __init__(self, write: Callable[[str], None], prefix: str = "", interval: float = 5.0) -> None:
         self._write = write
         self._prefix = prefix
@@ -27,8 +29,10 @@ class ProgressLog:
         self._stage: str | None = None
         self._last = 0.0
 
-    def __call__(self, stage: str, done: int, total: int) -> None:
+    def __call__(self, stage: str, done: int, total: int, note: str = "") -> None:
         now = time.monotonic()
-        if stage != self._stage or done >= total or now - self._last >= self._interval:
+        # A stage's plan (at 0) and its estimated cost (at 1) are always written; later notes ride along.
+        plan_or_cost = bool(note) and done <= 1
+        if stage != self._stage or done >= total or now - self._last >= self._interval or plan_or_cost:
             self._stage, self._last = stage, now
-            self._write(f"{self._prefix}progress {stage} {done}/{total}")
+            self._write(f"{self._prefix}progress {stage} {done}/{total}" + (f" ({note})" if note else ""))
