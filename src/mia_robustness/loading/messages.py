@@ -136,6 +136,6 @@ def looks_like(head: bytes, *, specific_only: bool) -> str | None:
 def _not_a_model_file(path: Path, what: str) -> ModelError:
     return ModelError(
         f"{_name(path)} is not a saved model: it looks like {what}. Save the fitted classifier with "
-        "joblib.dump(model, 'model.joblib') or skops.io.dump and put that file in the bundle",
+        "joblib.dump or skops.io.dump and use the file it writes",
         code="corrupt_model",
     )
