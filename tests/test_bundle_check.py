@@ -151,11 +151,11 @@ MISTAKES = {
         {"subject": "holdout_with_ids.csv"},
         ["non-members table holdout_with_ids.csv", "does not know ('row_id')"],
     ),
-    "a CSV saved as model.pkl": ("csv/model.pkl", {}, ["model.pkl", "not a readable model file"]),
+    "a CSV saved as model.pkl": ("csv/model.pkl", {}, ["model.pkl", "it looks like a CSV table"]),
     "a Python script saved as model.pkl": (
         "script/model.pkl",
         {},
-        ["model.pkl", "not allowed in a model file"],
+        ["model.pkl", "it looks like Python source code"],
     ),
 }
 

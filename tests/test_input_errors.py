@@ -140,8 +140,17 @@ def test_nan_values_for_a_model_that_cannot_take_them(tmp_path, frames):
         members.drop(columns="label"), members["label"]
     )  # trees take NaN; this does not
     members = members.copy()
-    members.loc[5, "x3"] = np.nan
-    expect(DataError, "model_rejected_data", write_bundle(tmp_path, model, members, non_members))
+    members.loc[[5, 40], "x3"] = np.nan
+    members.loc[9, "x1"] = np.inf
+    error = expect(DataError, "non_finite_values", write_bundle(tmp_path, model, members, non_members))
+    assert error.message.startswith(
+        "the model could not score the rows: the members table has a missing value (NaN or empty) in column "
+        "'x3', first at row 5 (0-based data row; 2 rows in that column). This model"
+    )
+    assert ".." not in error.message and "imputer" in error.message
+    members.loc[[5, 40], "x3"] = 0.0
+    error = expect(DataError, "non_finite_values", write_bundle(tmp_path, model, members, non_members))
+    assert "an infinite value in column 'x1', first at row 9" in error.message
 
 
 class ExplodingProbabilities(DecisionTreeClassifier):

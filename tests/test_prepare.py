@@ -56,7 +56,21 @@ def test_a_requested_label_column_wins_or_is_refused_with_the_columns_listed():
     assert caught.value.code == "missing_label_column"
     message = caught.value.message
     assert "'Outcome'" in message and "members table" in message and "'label', 'outcome', 'x'" in message
+    assert "did you mean 'outcome' (the case differs)?" in message
     assert "set label_column to one of them" in message
+
+
+def test_a_missing_label_column_lists_every_column_and_suggests_the_nearest():
+    columns = [f"feature_{i}" for i in range(30)] + ["income_bracket"]
+    table = pd.DataFrame(columns=columns)
+    with pytest.raises(DataError) as caught:
+        resolve_label_column(table, "income-braket", "members")
+    message = caught.value.message
+    assert "did you mean 'income_bracket'?" in message
+    assert "its 31 columns: 'feature_0', " in message and "'feature_29', 'income_bracket')" in message
+    with pytest.raises(DataError) as caught:
+        resolve_label_column(table, "zzz", "members")
+    assert "did you mean" not in caught.value.message
 
 
 def test_the_non_members_need_the_same_label_column():
@@ -91,9 +105,9 @@ def test_a_feature_the_model_needs_is_missing():
 
 
 def test_without_feature_names_the_tables_must_match_each_other_and_the_model():
-    data = prepare_data(frame(120), frame(120, columns=("c", "a", "b")), NoNames(3), None, rng())
+    data = prepare_data(frame(120), frame(120, columns=("c", "a", "b"), start=500), NoNames(3), None, rng())
     assert data.feature_columns == ("a", "b", "c")  # the members' order
-    np.testing.assert_array_equal(data.features["c"].to_numpy()[120:], 2000 + np.arange(120))
+    np.testing.assert_array_equal(data.features["c"].to_numpy()[120:], 2500 + np.arange(120))
     with pytest.raises(DataError) as caught:
         prepare_data(frame(120), frame(120, columns=("a", "b", "d")), NoNames(3), None, rng())
     assert caught.value.code == "feature_mismatch" and "'c', 'd'" in caught.value.message
@@ -116,7 +130,9 @@ def test_rows_without_a_label_are_counted():
 
 
 def test_too_few_rows_on_either_side():
-    prepare_data(frame(MIN_ROWS_PER_SIDE), frame(MIN_ROWS_PER_SIDE), NoNames(3), None, rng())  # just enough
+    prepare_data(
+        frame(MIN_ROWS_PER_SIDE), frame(MIN_ROWS_PER_SIDE, start=900), NoNames(3), None, rng()
+    )  # enough
     with pytest.raises(DataError) as caught:
         prepare_data(frame(500), frame(MIN_ROWS_PER_SIDE - 1), NoNames(3), None, rng())
     assert caught.value.code == "too_few_rows"

@@ -377,7 +377,10 @@ def test_render_dispatches_to_every_format(report, monkeypatch):
 def test_text_summary_and_unknown_format(report):
     text = render_text(report.to_dict())
     assert text.startswith(f"Membership-inference risk: {report.summary.risk_level.upper()}")
-    assert len(text.splitlines()) == 2 + len(report.summary.sentences) + 2 + len(report.results)
+    table = 2 + len(report.summary.sentences) + 2 + len(report.results)
+    warnings = text.splitlines()[table:]  # then the report's warnings, each on a line of its own
+    assert warnings == ["", "Warnings:", *[f"  - {warning}" for warning in report.warnings]]
+    assert report.warnings  # the fixture's small evaluation set gives one
     with pytest.raises(OptionsError) as raised:
         render(report, "xml")
     assert raised.value.code == "unsupported_format"

@@ -190,7 +190,9 @@ def test_score_target_balances_aligns_and_describes(fitted):
     members = pd.DataFrame(
         {"y": np.arange(150) % 2, "x": np.arange(150.0), "label": ["no"] * 75 + ["yes"] * 75}
     )
-    non_members = members.iloc[:120][["label", "x", "y"]]  # columns in another order
+    non_members = members.iloc[:120][["label", "x", "y"]].assign(
+        x=lambda f: f["x"] + 1000
+    )  # columns reordered
     loaded = score_target(fitted, members, non_members, ScoreRequest(None, seed=3), saved_version="1.5.0")
     scored = loaded.scored
     assert scored.rows_per_side == 120 and scored.members_available == 150

@@ -15,11 +15,15 @@ from .bundle_check import make_bundle
 from .errors import InputError, MiaError
 from .options import ATTACK_MODELS, DEVICES
 from .report import render, render_text
+from .rules import BELOW_RULES, RISK_RULES
 from .runtime import ENV_DEBUG, RuntimeSettings
 from .version import __version__
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 1
+# `audit --fail-on LEVEL`: the report was written and its risk level is at or above LEVEL.
+EXIT_RISK = 3
+RISK_LEVELS = (BELOW_RULES, *(level for level, _, _ in reversed(RISK_RULES)))  # lowest first
 FORMAT_BY_SUFFIX = {".json": "json", ".csv": "csv", ".html": "html", ".htm": "html"}
 
 
@@ -42,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-o", "--output", help="write the report here (default: standard output)")
     run.add_argument(
         "--format",
-        choices=sorted(FORMAT_BY_SUFFIX.values()),
+        choices=sorted(set(FORMAT_BY_SUFFIX.values())),
         help="report format (default: from -o's suffix, else json)",
     )
     run.add_argument(
@@ -58,6 +62,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--eval-fraction", help="share of each side held out for evaluation (default 0.3)")
     run.add_argument(
         "--reference-models", help="clones of the target per repeat for lira and rmia (default 4)"
+    )
+    run.add_argument(
+        "--allow-swapped",
+        nargs="?",
+        const="true",
+        choices=("true", "false"),  # so `--allow-swapped BUNDLE` is refused, not read as the value
+        help="audit even when non-members are scored far better than members (the tables look swapped); "
+        "the flag alone means true",
+    )
+    run.add_argument(
+        "--fail-on",
+        choices=RISK_LEVELS[1:],
+        help="exit with status 3 when the risk level is at or above this, after writing the report (for CI)",
     )
     run.add_argument(
         "--timeout",
@@ -157,7 +174,7 @@ class Progress:
         self.stream.flush()
 
 
-def _run_audit(args: argparse.Namespace) -> None:
+def _run_audit(args: argparse.Namespace) -> int:
     fmt = (
         args.format or FORMAT_BY_SUFFIX.get(Path(args.output).suffix.lower(), "json")
         if args.output
@@ -172,6 +189,7 @@ def _run_audit(args: argparse.Namespace) -> None:
         "label_column": args.label_column,
         "eval_fraction": args.eval_fraction,
         "reference_models": args.reference_models,
+        "allow_swapped": args.allow_swapped,
     }
     if not args.sandbox and not args.quiet:
         sys.stderr.write(
@@ -199,6 +217,15 @@ def _run_audit(args: argparse.Namespace) -> None:
         _write_atomically(Path(args.records), report.records.to_csv())
         if not args.quiet:
             sys.stderr.write(f"per-record scores written to {args.records}\n")
+    for warning in report.data.sanity.warnings:  # mixed-up data: said here too, not only in the report
+        sys.stderr.write(f"warning: {warning}\n")
+    level = report.summary.risk_level
+    if args.fail_on and RISK_LEVELS.index(level) >= RISK_LEVELS.index(args.fail_on):
+        sys.stderr.write(
+            f"risk level {level} is at or above --fail-on {args.fail_on}: exit status {EXIT_RISK}\n"
+        )
+        return EXIT_RISK
+    return 0
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -242,7 +269,7 @@ COMMANDS = {"audit": _run_audit, "bundle": _run_bundle, "summary": _run_summary}
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        COMMANDS[args.command](args)
+        status = COMMANDS[args.command](args)
     except MiaError as exc:
         sys.stderr.write(f"error: {exc.message}\n")
         return EXIT_BAD_INPUT if exc.http_status < 500 else EXIT_INTERNAL
@@ -256,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             f"internal error: {type(exc).__name__}: {exc} (set MIA_DEBUG=1 for a traceback and report it)\n"
         )
         return EXIT_INTERNAL
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

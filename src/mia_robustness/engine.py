@@ -8,6 +8,7 @@ target sits behind a :class:`ModelStage`, which for a bundle is a sandbox child 
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from .errors import LimitError
 from .options import AuditOptions, options_from_mapping
 from .reference import FitPace, ReferenceRequest, reference_cells
 from .report import Report
+from .sanity import RowOverlap, sanity_findings
 from .signals import compute_signals
 from .sweep import CellResult, default_workers, run_sweep, split_for_repeat
 from .target import LoadedTarget, ScoredTarget, ScoreRequest, score_target
@@ -241,12 +243,25 @@ def run_audit(
                 code="memory_limit",
             )
 
+    # The data-sanity step, before any attack: swapped tables are refused here (shared rows were, where the
+    # tables were aligned), and what it found goes to the report.
+    sanity = sanity_findings(
+        scored.probabilities,
+        scored.label_index,
+        scored.is_member,
+        RowOverlap(
+            scored.members_shared, scored.non_members_shared, [list(p) for p in scored.shared_examples]
+        ),
+        (scored.members_available, scored.non_members_available),
+        allow_swapped=options.allow_swapped,
+    )
+
     signals = compute_signals(scored.probabilities, scored.label_index)
     inputs = AttackInput(signals.features, signals.scores, signals.label_index)
     lap("signals")
 
     learned = [a for a in options.attack_models if REGISTRY[a].kind == "learned"]
-    notes = []
+    notes = list(sanity.warnings)
     if (
         reference
         and "attack_models" not in options.explicit
@@ -289,7 +304,7 @@ def run_audit(
         cells += model.reference(request, len(eval_rows))
         lap("reference_attacks")
 
-    return assemble_report(
+    report = assemble_report(
         cells,
         scored,
         signals,
@@ -301,6 +316,13 @@ def run_audit(
         containment=model.containment,
         timings=timings,
         started=clock.started,
+    )
+    # A swap warning puts every figure in doubt: the summary opens with it.
+    doubts = [text[0].upper() + text[1:] + "." for text in sanity.warnings if text.startswith("did you swap")]
+    return dataclasses.replace(
+        report,
+        data=dataclasses.replace(report.data, sanity=sanity),
+        summary=dataclasses.replace(report.summary, sentences=doubts + list(report.summary.sentences)),
     )
 
 

@@ -74,6 +74,9 @@ class AuditOptions:
     reference_models:
         Clones of the target trained per repeat for ``lira`` and ``rmia`` (even, 2 to 64); each record is
         in exactly half of them.
+    allow_swapped:
+        Audit even when the target scores non-members far better than members (the tables look swapped:
+        ``sanity.check_swap``); the report still warns.
 
     Construction checks the cost bounds (at most 20 proportions, 1 to 20 repeats, an even 2 to 64
     reference models) with the same errors as :func:`options_from_mapping`; it does not normalise values.
@@ -87,6 +90,7 @@ class AuditOptions:
     label_column: str | None = None
     eval_fraction: float = 0.3
     reference_models: int = 4
+    allow_swapped: bool = False
     # Not an option a user sets: names of the options that were set explicitly, for the report.
     explicit: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
@@ -258,6 +262,20 @@ def _parse_device(value: Any) -> str:
     return device
 
 
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+
+
+def _parse_bool(name: str, value: Any) -> bool:
+    """``true`` / ``false`` as JSON gives them, or as text from a header or flag (1/0, yes/no, on/off)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower() if isinstance(value, (str, int)) else None
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise OptionsError(f"option {name!r} must be true or false, got {shown(value)}")
+
+
 def _parse_label_column(value: Any) -> str | None:
     if value is None:
         return None
@@ -274,6 +292,7 @@ _PARSERS = {
     "label_column": _parse_label_column,
     "eval_fraction": lambda v: _parse_float("eval_fraction", v, 0.1, 0.5),
     "reference_models": _parse_reference_models,
+    "allow_swapped": lambda v: _parse_bool("allow_swapped", v),
 }
 
 

@@ -3,6 +3,7 @@ model expects, and balance members and non-members by subsampling the larger sid
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,9 +11,23 @@ import pandas as pd
 
 from .errors import DataError
 from .options import shown, shown_names
+from .sanity import RowOverlap, find_shared_rows
 
 LABEL_CANDIDATES = ("label", "target", "class", "y")
 MIN_ROWS_PER_SIDE = 100
+# A message lists a table's columns up to this many (a table may have 10,000).
+MAX_LISTED_COLUMNS = 200
+
+
+def nearest_name(requested: str, columns) -> str:
+    """``"; did you mean 'Income'?"`` for the column closest to ``requested`` (a difference of case
+    first, then ``difflib``'s closest match, case ignored), or ``""`` when none is close."""
+    names = [str(c) for c in columns]
+    by_lower = {name.lower(): name for name in reversed(names)}  # the first of names equal but for case
+    if requested.lower() in by_lower:
+        return f"; did you mean {shown(by_lower[requested.lower()])} (the case differs)?"
+    close = difflib.get_close_matches(requested.lower(), list(by_lower), n=1, cutoff=0.6)
+    return f"; did you mean {shown(by_lower[close[0]])}?" if close else ""
 
 
 def resolve_label_column(frame: pd.DataFrame, requested: str | None, role: str) -> str:
@@ -20,8 +35,9 @@ def resolve_label_column(frame: pd.DataFrame, requested: str | None, role: str) 
     if requested is not None:
         if requested not in frame.columns:
             raise DataError(
-                f"label column {shown(requested)} is not in the {role} table (columns: "
-                f"{shown_names(frame.columns, 10)}); set label_column to one of them",
+                f"label column {shown(requested)} is not in the {role} table{nearest_name(requested, frame.columns)} "
+                f"(its {len(frame.columns)} columns: {shown_names(frame.columns, MAX_LISTED_COLUMNS)}); set "
+                "label_column to one of them",
                 code="missing_label_column",
             )
         return requested
@@ -57,6 +73,7 @@ class PreparedData:
     members_available: int
     non_members_available: int
     balancing: str
+    shared: RowOverlap
 
 
 def prepare_data(
@@ -66,11 +83,13 @@ def prepare_data(
     label_column: str | None,
     rng: np.random.Generator,
 ) -> PreparedData:
-    """Pick the label column, align features to ``model``, and balance the two sides by subsampling."""
+    """Pick the label column, align features to ``model``, refuse tables that are mostly the same rows
+    (``sanity.find_shared_rows``), and balance the two sides by subsampling."""
     label = resolve_label_column(members, label_column, "members")
     if label not in non_members.columns:
         raise DataError(
-            f"the non-members table has no label column {shown(str(label))}; both tables need the same columns",
+            f"the non-members table has no label column {shown(str(label))}{nearest_name(str(label), non_members.columns)}; "
+            "both tables need the same columns",
             code="missing_label_column",
         )
     feature_columns = _feature_columns(members, non_members, model, label)
@@ -87,6 +106,8 @@ def prepare_data(
             f"{MIN_ROWS_PER_SIDE} of each",
             code="too_few_rows",
         )
+    # Before balancing, over the whole tables: row numbers in messages are each table's own.
+    shared = find_shared_rows(members, non_members, [*feature_columns, label])
     n = min(n_members, n_non_members)
     member_rows = np.sort(rng.choice(n_members, size=n, replace=False)) if n_members > n else np.arange(n)
     non_member_rows = (
@@ -118,6 +139,33 @@ def prepare_data(
         members_available=n_members,
         non_members_available=n_non_members,
         balancing=balancing,
+        shared=shared,
+    )
+
+
+# How encoders name a one-hot column made from column "sex" and its value "Male": pandas.get_dummies
+# and OneHotEncoder's feature names give sex_Male, DictVectorizer / feature-engine sex=Male.
+ONE_HOT_SEPARATORS = ("_", "=")
+
+
+def _one_hot_hint(missing: list[str], columns) -> str:
+    """A hint when the missing features look like one-hot columns of columns the table has (``sex_Male``
+    while the table has ``sex``): the model was fitted on encoded data, the tables hold it raw. Only the
+    table's own column names are shown."""
+    bases = sorted(
+        {
+            str(column)
+            for column in columns
+            for name in missing
+            if any(name.startswith(f"{column}{separator}") for separator in ONE_HOT_SEPARATORS)
+        }
+    )
+    if not bases:
+        return ""
+    return (
+        f"; the model looks fitted on one-hot encoded columns made from {shown_names(bases)}: put the encoding "
+        "inside a Pipeline (a OneHotEncoder in a ColumnTransformer before the classifier), fit and save the "
+        "whole Pipeline, so the model takes the tables' own columns"
     )
 
 
@@ -132,7 +180,7 @@ def _feature_columns(
             if missing:
                 raise DataError(
                     f"the {role} table lacks {len(missing)} feature column(s) the model was trained on: "
-                    f"{shown_names(missing)}",
+                    f"{shown_names(missing)}{_one_hot_hint(missing, frame.columns)}",
                     code="feature_mismatch",
                 )
         return tuple(expected)
@@ -152,3 +200,37 @@ def _feature_columns(
             code="feature_mismatch",
         )
     return tuple(columns)
+
+
+def describe_non_finite(
+    members: pd.DataFrame, non_members: pd.DataFrame, columns: tuple[str, ...]
+) -> str | None:
+    """Where the tables first hold a missing (NaN) or infinite value in a feature column, as a clause for a
+    message ("the members table has ... in column 'x3', first at row 5 (0-based)..."), or ``None``.
+
+    Members are searched first, then non-members; within a table, the column whose first such value comes
+    earliest (ties: the model's column order).
+    """
+    for frame, role in ((members, "members"), (non_members, "non-members")):
+        found = None
+        for column in columns:
+            values = frame[column]
+            missing = values.isna().to_numpy()
+            infinite = (
+                np.isinf(values.to_numpy(dtype=np.float64, na_value=0.0))
+                if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+                else np.zeros(len(values), dtype=bool)
+            )
+            bad = missing | infinite
+            if bad.any():
+                row = int(np.argmax(bad))
+                if found is None or row < found[1]:
+                    kind = "an infinite value" if infinite[row] else "a missing value (NaN or empty)"
+                    found = (column, row, kind, int(bad.sum()))
+        if found is not None:
+            column, row, kind, count = found
+            return (
+                f"the {role} table has {kind} in column {shown(str(column))}, first at row {row} (0-based data "
+                f"row; {count:,} row{'s' if count != 1 else ''} in that column)"
+            )
+    return None

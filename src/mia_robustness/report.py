@@ -17,6 +17,7 @@ from .errors import OptionsError
 from .metrics import METRIC_NAMES
 from .records import MemberScores
 from .report_html import render_html
+from .sanity import DataSanity
 
 # 1.1: values resolved at run time left ``settings`` for ``resolved`` (``settings.resolved_device`` is now
 # ``resolved.device``), so ``settings`` holds only options a user can pass back.
@@ -49,6 +50,7 @@ class DataInfo:
     balancing: str
     eval_rows_per_side: int
     attacker_pool_per_side: int
+    sanity: DataSanity = field(default_factory=DataSanity)
 
 
 @dataclass(frozen=True)
@@ -282,7 +284,8 @@ def _stat(row: ResultRow, name: str, stat: str) -> float:
 
 
 def render_text(report: dict[str, Any]) -> str:
-    """A terminal summary from a report dict (as loaded from JSON): the headline and a table per attack."""
+    """A terminal summary from a report dict (as loaded from JSON): the headline, a table per attack, and
+    the report's warnings (what limits the figures, such as too few non-members to resolve 0.1% FPR)."""
     summary = report["summary"]
     lines = [
         f"Membership-inference risk: {summary['risk_level'].upper()}   robustness score: {summary['robustness_score']}/100",
@@ -297,6 +300,9 @@ def render_text(report: dict[str, Any]) -> str:
             f"{row['attack_model']:<15} {row['proportion']:>6.0%} {mean['auc']:>6.3f} ±{std['auc']:.3f} {mean['advantage']:>10.3f} "
             f"{mean['tpr_at_1pct_fpr']:>10.3f} {mean['tpr_at_0_1pct_fpr']:>12.3f} {mean['accuracy']:>9.3f}"
         )
+    warnings = report.get("warnings") or []
+    if warnings:
+        lines += ["", "Warnings:", *[f"  - {warning}" for warning in warnings]]
     return "\n".join(lines) + "\n"
 
 

@@ -177,6 +177,9 @@ class ScoredTarget:
         ``(n_rows,)`` int8, members first (1) then as many non-members (0).
     source_rows:
         ``(n_rows,)`` int64, each row's number in its own table.
+    members_shared, non_members_shared, shared_examples:
+        Rows both tables hold (``sanity.RowOverlap``): counts per table, and up to five
+        ``(member_row, non_member_row)`` pairs of 0-based data rows.
     """
 
     probabilities: np.ndarray
@@ -194,6 +197,9 @@ class ScoredTarget:
     saved_version: str | None
     table_bytes: int
     label_classes: int
+    members_shared: int = 0
+    non_members_shared: int = 0
+    shared_examples: tuple[tuple[int, int], ...] = ()
 
     @property
     def rows_per_side(self) -> int:
@@ -231,11 +237,23 @@ def score_target(
     saved_version:
         The scikit-learn version the model was saved with (for the report), when known.
     """
-    from .prepare import prepare_data, resolve_label_column
+    from .prepare import describe_non_finite, prepare_data, resolve_label_column
 
     rng = np.random.default_rng([request.seed, 2**31 - 1])  # a stream of its own for balancing
     data = prepare_data(members, non_members, model, request.label_column, rng)
-    outputs = query_target(model, data.features, data.labels)
+    try:
+        outputs = query_target(model, data.features, data.labels)
+    except DataError as error:
+        # Many models take no missing or infinite values: say where the first one is, not just that the
+        # model refused (its own message is not shown).
+        where = describe_non_finite(members, non_members, data.feature_columns)
+        if error.code != "model_rejected_data" or where is None:
+            raise
+        raise DataError(
+            f"the model could not score the rows: {where}. This model does not accept missing or infinite "
+            "values; fill or drop them, or put an imputer in the Pipeline before the classifier",
+            code="non_finite_values",
+        ) from None
     label = resolve_label_column(members, request.label_column, "members")
     final = model.steps[-1][1] if hasattr(model, "steps") else model
     scored = ScoredTarget(
@@ -254,5 +272,8 @@ def score_target(
         saved_version=saved_version,
         table_bytes=int(members.memory_usage(deep=True).sum() + non_members.memory_usage(deep=True).sum()),
         label_classes=int(members[label].nunique()),
+        members_shared=data.shared.members_shared,
+        non_members_shared=data.shared.non_members_shared,
+        shared_examples=tuple((member, other) for member, other in data.shared.examples),
     )
     return LoadedTarget(model=model, features=data.features, labels=data.labels, scored=scored)

@@ -61,12 +61,13 @@ untrusted models in a separate process with memory and time limits (the server d
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import MiaError, ModelError
-from .messages import _clean, _corrupt, _name, _version_or_none
+from .messages import HEAD_BYTES, _clean, _corrupt, _name, _not_a_model_file, _version_or_none, looks_like
 from .policy import NUMPY_UFUNCS, is_allowed
 from .skops_files import _load_skops
 from .structure import _check_loaded
@@ -155,7 +156,18 @@ def load_model(path: Path, *, max_bytes: int | None = DEFAULT_MAX_MODEL_BYTES) -
             code="corrupt_model",
         )
     is_zip = head == b"PK\x03\x04"  # skops files are zip archives; pickles never start like that
-    model, noted = _load_skops(path, max_bytes) if is_zip else _load_pickle(path, max_bytes)
+    try:
+        model, noted = _load_skops(path, max_bytes) if is_zip else _load_pickle(path, max_bytes)
+    except ModelError as error:
+        # A file that is no pickle at all (a script, a table, a web page saved as model.pkl) fails as a
+        # pickle would; say what it looks like instead, never what it holds.
+        if error.code not in ("unsafe_model", "corrupt_model"):
+            raise
+        with open(path, "rb") as handle:
+            what = looks_like(handle.read(HEAD_BYTES), specific_only=error.code == "unsafe_model")
+        if what is None or (is_zip and what == "a zip archive" and _is_skops_archive(path)):
+            raise
+        raise _not_a_model_file(path, what) from None
     try:
         _check_loaded(path, model)
         has_proba = hasattr(model, "predict_proba")
@@ -164,13 +176,7 @@ def load_model(path: Path, *, max_bytes: int | None = DEFAULT_MAX_MODEL_BYTES) -
     except Exception as exc:  # noqa: BLE001 - hostile state in admitted classes fails here, not later
         raise _corrupt(path, exc, "checking the loaded model") from None
     if not has_proba:
-        name = type(model).__name__
-        hint = " (for SVC, fit it with probability=True)" if name in ("SVC", "NuSVC") else ""
-        raise ModelError(
-            f"{_name(path)} holds a {_clean(f'{type(model).__module__}.{name}')}, which has no predict_proba"
-            f"{hint}; the audit needs a fitted classifier that gives class probabilities",
-            code="not_a_classifier",
-        )
+        raise _not_a_classifier(path, model)
     return LoadedModel(model, _saved_version(model, noted))
 
 
@@ -199,3 +205,51 @@ def _saved_version(model: Any, noted: list[tuple[Any, str]]) -> str | None:
         if isinstance(version, str):
             return _version_or_none(version)
     return None
+
+
+def _not_a_classifier(path: Path, model: Any) -> ModelError:
+    """Why ``model`` gives no probabilities; for a pipeline, its last step named by position and class
+    (the step's own name is text from the file, so it is not shown)."""
+    steps = getattr(model, "steps", None)
+    final = model
+    where = ""
+    if isinstance(steps, list) and steps and isinstance(steps[-1], tuple) and len(steps[-1]) == 2:
+        final = steps[-1][1]
+        where = f"a {_clean(type(model).__name__)} whose last step (step {len(steps)} of {len(steps)}) is "
+    name = type(final).__name__
+    if isinstance(final, str) or final is None:  # "passthrough" / None: the pipeline ends without a model
+        what = "no estimator at all (passthrough)"
+    else:
+        what = f"a {_clean(name)}, " + _role(final)
+    hint = " (for SVC, fit it with probability=True)" if name in ("SVC", "NuSVC") else ""
+    return ModelError(
+        f"{_name(path)} holds {where or ''}{what}{hint}; the audit needs a fitted classifier that gives class "
+        "probabilities (predict_proba)" + ("; make a classifier the pipeline's last step" if where else ""),
+        code="not_a_classifier",
+    )
+
+
+def _role(estimator: Any) -> str:
+    """What an estimator without ``predict_proba`` is, by scikit-learn's estimator type and its methods."""
+    from sklearn.base import is_clusterer, is_regressor
+
+    try:  # the estimator's own tags: admitted scikit-learn code, but guarded like any call on a loaded model
+        regressor, clusterer = is_regressor(estimator), is_clusterer(estimator)
+    except Exception:  # noqa: BLE001 - hostile state: fall back to the methods it has
+        regressor = clusterer = False
+    if regressor:
+        return "a regressor, not a classifier"
+    if clusterer:
+        return "a clusterer, not a classifier"
+    if hasattr(estimator, "transform") and not hasattr(estimator, "predict"):
+        return "a transformer, not a classifier"
+    return "which has no predict_proba"
+
+
+def _is_skops_archive(path: Path) -> bool:
+    """Whether a zip file has the ``schema.json`` every skops file has (then the skops error stands)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return "schema.json" in archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return False

@@ -88,3 +88,54 @@ def _corrupt(path: Path, exc: BaseException, stage: str) -> ModelError:
         "with joblib.dump, pickle.dump or skops.io.dump and upload that file unchanged",
         code="corrupt_model",
     )
+
+
+# How a file that is no model file at all looks, from its first bytes (checked in this order).
+_PYTHON_LINE = re.compile(
+    r"^(import [A-Za-z_]|from [\w.]+ import |def \w+\(|class \w+[(:]|#!.*python|if __name__)", re.M
+)
+HEAD_BYTES = 4096
+
+
+def looks_like(head: bytes, *, specific_only: bool) -> str | None:
+    """What a file that failed to load looks like instead, from its first bytes (:data:`HEAD_BYTES`):
+    "a zip archive", "a PDF document", "an HTML page", "XML", "JSON text", "Python source code",
+    "a CSV table", "plain text", or ``None`` (binary, or nothing recognisable).
+
+    ``specific_only`` leaves out "plain text": an old (protocol 0) pickle is plain text too, and its own
+    error (a refused global) is the one to give.
+    """
+    if head.startswith(b"PK\x03\x04"):
+        return "a zip archive"
+    if head.startswith(b"%PDF"):
+        return "a PDF document"
+    try:
+        text = head.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 4:  # not just a character cut at the end of the head
+            return None
+        text = head[: exc.start].decode("utf-8-sig")
+    if not text.strip() or any(not (c.isprintable() or c in "\t\r\n") for c in text):
+        return None
+    start = text.lstrip().lower()
+    if start.startswith(("<!doctype html", "<html")) or (start.startswith("<") and "<html" in start):
+        return "an HTML page"
+    if start.startswith("<?xml"):
+        return "XML"
+    if start.startswith(("{", "[")):
+        return "JSON text"
+    if _PYTHON_LINE.search(text):
+        return "Python source code"
+    lines = [line for line in text.splitlines()[:5] if line.strip()]
+    commas = {line.count(",") for line in (lines[:-1] if len(lines) > 2 else lines)}
+    if len(lines) >= 2 and len(commas) == 1 and commas != {0}:
+        return "a CSV table"
+    return None if specific_only else "plain text"
+
+
+def _not_a_model_file(path: Path, what: str) -> ModelError:
+    return ModelError(
+        f"{_name(path)} is not a saved model: it looks like {what}. Save the fitted classifier with "
+        "joblib.dump or skops.io.dump and use the file it writes",
+        code="corrupt_model",
+    )

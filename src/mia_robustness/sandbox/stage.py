@@ -159,6 +159,9 @@ def scored_from_message(header: Mapping[str, Any], arrays: Mapping[str, np.ndarr
         saved_version=clean_text(saved, 40) if isinstance(saved, str) else None,
         table_bytes=_count(header, "table_bytes"),
         label_classes=_count(header, "label_classes"),
+        members_shared=_count(header, "members_shared"),
+        non_members_shared=_count(header, "non_members_shared"),
+        shared_examples=_row_pairs(header, "shared_examples"),
     )
 
 
@@ -222,6 +225,19 @@ def _count(header: Mapping[str, Any], key: str) -> int:
     if not 0 <= value < 2**53:
         raise ProtocolError(f"message field {key!r} is out of range")
     return value
+
+
+def _row_pairs(header: Mapping[str, Any], key: str) -> tuple[tuple[int, int], ...]:
+    """At most five ``[member_row, non_member_row]`` pairs of row numbers."""
+    value = expect(header, key, list)
+    if len(value) > 5 or not all(
+        isinstance(pair, list)
+        and len(pair) == 2
+        and all(type(row) is int and 0 <= row < 2**53 for row in pair)
+        for pair in value
+    ):
+        raise ProtocolError(f"message field {key!r} is not a short list of row pairs")
+    return tuple((pair[0], pair[1]) for pair in value)
 
 
 def _identifier(header: Mapping[str, Any], key: str) -> str:
