@@ -136,3 +136,17 @@ class DeviceError(InputError):
     """The requested compute device is not available (e.g. ``--device cuda`` without CUDA)."""
 
     default_code = "device_unavailable"
+
+
+class SageMakerError(InputError):
+    """A SageMaker run cannot start or finish: bad flags, an AWS refusal (no bucket, no permission),
+    no credentials. The message names the AWS error code where there is one."""
+
+    default_code = "sagemaker_error"
+
+
+class SageMakerJobFailedError(SageMakerError):
+    """A SageMaker job or invocation ended in failure; the message carries its ``FailureReason`` and the
+    container's failure text."""
+
+    default_code = "job_failed"
