@@ -150,21 +150,6 @@ class ServerSettings:
         """:attr:`default_options` as a dict, ready to be laid under a request's own options."""
         return dict(self.default_options)
 
-
-def env_audit_options(environ: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
-    """``MIA_AUDIT_OPTIONS`` parsed and validated, as ``(normalised name, value)`` pairs."""
-    raw = environ.get(ENV_AUDIT_OPTIONS, "").strip()
-    if not raw:
-        return ()
-    try:
-        pairs = {normalize_name(name): value for name, value in parse_key_value_pairs(raw).items()}
-        options_from_mapping(pairs)
-    except OptionsError as error:
-        raise setting_error(
-            ENV_AUDIT_OPTIONS, raw[:200], f"{error.message} (the form is name=value;name=value)"
-        ) from None
-    return tuple(pairs.items())
-
     @property
     def max_payload_mb(self) -> int:
         """The body limit in whole MB, as SageMaker's ``MaxPayloadInMB`` wants it (at most 100)."""
@@ -202,3 +187,18 @@ class TrainingSettings:
         """Parse ``environ`` (``os.environ`` when ``None``)."""
         environ = os.environ if environ is None else environ
         return cls(opt_ml=opt_ml_root(environ), runtime=RuntimeSettings.from_env(environ))
+
+
+def env_audit_options(environ: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """``MIA_AUDIT_OPTIONS`` parsed and validated, as ``(normalised name, value)`` pairs."""
+    raw = environ.get(ENV_AUDIT_OPTIONS, "").strip()
+    if not raw:
+        return ()
+    try:
+        pairs = {normalize_name(name): value for name, value in parse_key_value_pairs(raw).items()}
+        options_from_mapping(pairs)
+    except OptionsError as error:
+        raise setting_error(
+            ENV_AUDIT_OPTIONS, raw[:200], f"{error.message} (the form is name=value;name=value)"
+        ) from None
+    return tuple(pairs.items())
