@@ -295,7 +295,7 @@ def test_training_waits_downloads_and_reports_a_failed_job_in_one_line(aws, bund
     assert status == 2
     report = json.loads((tmp_path / "out" / "sample.report.json").read_text())
     assert report["settings"]["repeats"] == 1 and report["summary"]["risk_level"]
-    assert (tmp_path / "out" / "sample.report.csv").read_text().startswith("section,")
+    assert (tmp_path / "out" / "sample.report.csv").read_text().startswith("attack_model,")
     assert not (tmp_path / "out" / "broken.report.json").exists()
     assert out.count("Membership-inference risk:") == 1 and "== sample (" in out
     [line] = error_lines(err)
