@@ -552,3 +552,72 @@ def test_the_header_form_round_trips_through_the_containers_parser():
     assert contract.transform_job_request(plan)["Environment"] == {
         "MIA_AUDIT_OPTIONS": contract.header_form(options)
     }
+
+
+# --------------------------------------------------------------------------------------------------
+# The Marketplace notebook, executed
+# --------------------------------------------------------------------------------------------------
+
+EXAMPLES = ROOT / "examples"
+
+
+def test_the_marketplace_notebook_runs_against_moto(aws, tmp_path, monkeypatch):
+    """Every code cell of examples/sagemaker-marketplace.ipynb, in order, with REAL_AWS as the file has it.
+
+    The batch transform and the training job really run (the job runner starts `./serve` and `./train`
+    on the sample bundle). moto's server cannot take a binary body for ``invoke_endpoint`` (it decodes every
+    body as UTF-8), so that one call is answered by botocore's Stubber, which also checks the request's
+    fields; its answer is the real-time output sample that examples/make_samples.py recorded from `./serve`.
+    """
+    import nbformat
+    from botocore.response import StreamingBody
+    from botocore.stub import Stubber
+
+    notebook = nbformat.read(EXAMPLES / "sagemaker-marketplace.ipynb", as_version=4)
+    nbformat.validate(notebook)
+    realtime_sample = (EXAMPLES / "samples" / "realtime" / "output" / "report.json").read_bytes()
+    monkeypatch.chdir(EXAMPLES)
+    monkeypatch.setenv("MIA_SAGEMAKER_S3", f"s3://{BUCKET}/notebook")
+    monkeypatch.setenv("MIA_NOTEBOOK_REPORTS", str(tmp_path / "reports"))
+    namespace: dict = {}
+    stubber = None
+    runner = JobRunner(aws.url, tmp_path)
+    try:
+        for cell in notebook.cells:
+            if cell.cell_type != "code":
+                continue
+            exec(compile(cell.source, f"<notebook {cell['id']}>", "exec"), namespace)  # noqa: S102
+            if stubber is None and "runtime" in namespace:
+                stubber = Stubber(namespace["runtime"])
+                stubber.add_response(
+                    "invoke_endpoint",
+                    {
+                        "Body": StreamingBody(io.BytesIO(realtime_sample), len(realtime_sample)),
+                        "ContentType": "application/json",
+                    },
+                    {
+                        "EndpointName": "mia-robustness-realtime",
+                        "Body": (EXAMPLES / "samples" / "input" / "sample_input.zip").read_bytes(),
+                        "ContentType": "application/zip",
+                        "Accept": "application/json",
+                        "CustomAttributes": "attack_models=threshold,rf;repeats=1;proportions=0.5,1",
+                    },
+                )
+                stubber.activate()
+    finally:
+        runner.stop()
+    stubber.assert_no_pending_responses()
+
+    assert namespace["REAL_AWS"] is False  # the file as committed runs here, not on AWS
+    options = {"repeats": 1, "attack_models": ["threshold", "rf"], "proportions": [0.5, 1.0]}
+    batch = json.loads((tmp_path / "reports" / "batch" / "sample_input.report.json").read_text())
+    training = json.loads((tmp_path / "reports" / "training" / "sample_input.report.json").read_text())
+    sample = json.loads(realtime_sample)
+    for report in (batch, training, namespace["realtime_report"]):
+        assert {name: report["settings"][name] for name in options} == options
+        # The same bundle, options and seed give the same figures in every mode.
+        assert report["summary"] == sample["summary"] and report["results"] == sample["results"]
+    assert (tmp_path / "reports" / "training" / "sample_input.report.csv").is_file()
+    sm = boto3.client("sagemaker", region_name=REGION)
+    assert sm.list_endpoints()["Endpoints"] == [] and sm.list_models()["Models"] == []
+    assert s3_keys("notebook/") == {}  # the clean-up cell removed what the runs left
