@@ -22,7 +22,8 @@ from builders import CHEAPEST
 from mia_robustness import cli
 from mia_robustness.bundle import open_bundle
 from mia_robustness.errors import BundleError, OptionsError, SageMakerError
-from mia_robustness.sagemaker import client, contract
+from mia_robustness.sagemaker import aws as sagemaker_aws
+from mia_robustness.sagemaker import contract
 from mia_robustness.sagemaker.contract import RunPlan, Upload, Where
 from mia_robustness.serving.settings import ServerSettings
 from sagemaker_helpers import (
@@ -90,7 +91,7 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
 def record_requests(monkeypatch, *operations: str) -> list[tuple[str, dict]]:
     """Record the parameters of ``operations`` (e.g. ``sagemaker.CreateModel``) the command sends."""
     sent: list[tuple[str, dict]] = []
-    original = client.make_session
+    original = sagemaker_aws.make_session
 
     def make_session(*args, **kwargs):
         session = original(*args, **kwargs)
@@ -101,7 +102,7 @@ def record_requests(monkeypatch, *operations: str) -> list[tuple[str, dict]]:
             )
         return session
 
-    monkeypatch.setattr(client, "make_session", make_session)
+    monkeypatch.setattr(sagemaker_aws, "make_session", make_session)
     return sent
 
 

@@ -12,18 +12,10 @@ bundles, starts batch transforms, training jobs or asynchronous invocations with
 
 from __future__ import annotations
 
-from .client import (
-    Result,
-    Run,
-    audit,
-    collect,
-    delete_endpoint,
-    find_run,
-    make_session,
-    submit,
-    wait,
-)
+from .aws import make_session
+from .client import Run, audit, delete_endpoint, find_run, submit, wait
 from .contract import MODES, Where
+from .reports import Result, collect
 
 __all__ = [
     "MODES",

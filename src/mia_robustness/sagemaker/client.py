@@ -13,33 +13,29 @@ configuration (profile, region, ``AWS_ENDPOINT_URL``). Every AWS refusal becomes
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import re
 import secrets
-import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..errors import MiaError, SageMakerError, SageMakerJobFailedError
+from ..errors import SageMakerError, SageMakerJobFailedError
 from . import contract
+from .aws import aws_errors, exists, make_session, one_line, parse_s3_uri, read_object
 from .contract import RunPlan, Upload, Where
 from .packing import archive_suffix, bundle_archives, check_options
 
 Progress = Callable[[str, int, int], None]
 Say = Callable[[str], None]
 
+if TYPE_CHECKING:
+    from .reports import Result
+
 POLL_SECONDS = 30.0
-# Reports are kilobytes; a bound keeps a wrong object from filling memory.
-MAX_REPORT_BYTES = 64 * 1024 * 1024
-# The longest failure text shown: SageMaker's own FailureReason is at most 1024 characters.
-MAX_FAILURE_CHARS = 1024
 RUNNING = {"InProgress", "Stopping", "Creating", "Updating", "Pending"}
 MANIFEST_VERSION = 1
 
@@ -104,88 +100,6 @@ class Run:
             created_endpoint=bool(data.get("created_endpoint")),
             locations={name: (pair[0], pair[1]) for name, pair in data.get("locations", {}).items()},
         )
-
-
-@dataclass(frozen=True)
-class Result:
-    """What came back for one bundle: its report (a dict, as JSON) and the files written, or why not.
-
-    ``failure`` is ``None`` when the report came back; otherwise one line: the job's ``FailureReason``
-    and, where SageMaker keeps it, the container's own failure text.
-    """
-
-    name: str
-    job: str
-    files: tuple[Path, ...] = ()
-    report: dict[str, Any] | None = None
-    failure: str | None = None
-
-
-# --------------------------------------------------------------------------------------------------
-# AWS access
-# --------------------------------------------------------------------------------------------------
-
-
-def make_session(profile: str | None = None, region: str | None = None) -> Any:
-    """A ``boto3.Session`` from the user's usual configuration; ``profile`` and ``region`` override it."""
-    import boto3
-    from botocore.exceptions import BotoCoreError
-
-    try:
-        return boto3.Session(profile_name=profile, region_name=region)
-    except BotoCoreError as error:
-        raise SageMakerError(f"cannot use the AWS configuration: {error}", code="aws_config") from None
-
-
-@contextlib.contextmanager
-def aws_errors(doing: str) -> Iterator[None]:
-    """Turn a boto3 failure while ``doing`` something into one :class:`SageMakerError` line."""
-    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
-
-    try:
-        yield
-    except ClientError as error:
-        details = error.response.get("Error", {})
-        code = str(details.get("Code") or "ClientError")
-        message = one_line(str(details.get("Message") or ""), 300)
-        hint = {
-            "NoSuchBucket": "; create the bucket or give another --s3",
-            "AccessDenied": "; the AWS identity in use lacks the permission (check the profile and its policy)",
-            "403": "; the AWS identity in use lacks the permission (check the profile and its policy)",
-            "404": "; check the bucket and the prefix",
-        }.get(code, "")
-        raise SageMakerError(
-            f"AWS refused to {doing}: {code}" + (f": {message}" if message else "") + hint, code="aws_error"
-        ) from None
-    except NoCredentialsError:
-        raise SageMakerError(
-            f"cannot {doing}: no AWS credentials found; configure a profile (aws configure) or the usual "
-            "AWS_* environment variables, then give --profile if it is not the default",
-            code="aws_credentials",
-        ) from None
-    except NoRegionError:
-        raise SageMakerError(
-            f"cannot {doing}: no AWS region set; give --region or set it in the profile", code="aws_config"
-        ) from None
-    except BotoCoreError as error:
-        raise SageMakerError(f"cannot {doing}: {one_line(str(error), 300)}", code="aws_error") from None
-
-
-def one_line(text: str, limit: int = MAX_FAILURE_CHARS) -> str:
-    """``text`` on one line (whitespace runs become one space), cut to ``limit`` characters."""
-    flat = re.sub(r"\s+", " ", text).strip()
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
-
-
-def parse_s3_uri(uri: str) -> tuple[str, str]:
-    """``s3://bucket/prefix`` -> ``(bucket, "prefix/")`` (the prefix empty or ending in ``/``)."""
-    match = re.fullmatch(r"s3://([a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(?:/(.*))?", uri.strip())
-    if not match:
-        raise SageMakerError(
-            f"{uri[:100]!r} is not an S3 location: give s3://bucket or s3://bucket/prefix", code="bad_s3_uri"
-        )
-    prefix = (match.group(2) or "").strip("/")
-    return match.group(1), f"{prefix}/" if prefix else ""
 
 
 def run_name(now: datetime | None = None) -> str:
@@ -408,7 +322,7 @@ def find_run(job_name: str, *, s3: str | None = None, session: Any = None) -> Ru
         bucket, prefix = parse_s3_uri(s3)
         manifest_uri = f"s3://{bucket}/{prefix}{job_name}/manifest.json"
     bucket, key = manifest_uri[len("s3://") :].split("/", 1)
-    data = _read_object(session.client("s3"), bucket, key, f"read the run's manifest {manifest_uri}")
+    data = read_object(session.client("s3"), bucket, key, f"read the run's manifest {manifest_uri}")
     try:
         return Run.from_manifest(json.loads(data))
     except (ValueError, KeyError, TypeError):
@@ -430,31 +344,6 @@ def _describe_if_any(describe: Callable[[], dict[str, Any]], job_name: str) -> d
             raise
 
 
-def _read_object(s3_client: Any, bucket: str, key: str, doing: str) -> bytes:
-    with aws_errors(doing):
-        body = s3_client.get_object(Bucket=bucket, Key=key)["Body"]
-        data = body.read(MAX_REPORT_BYTES + 1)
-    if len(data) > MAX_REPORT_BYTES:
-        raise SageMakerError(
-            f"s3://{bucket}/{key} is over {MAX_REPORT_BYTES} bytes; it is no report", code="bad_output"
-        )
-    return data
-
-
-def _exists(s3_client: Any, uri: str) -> bool:
-    from botocore.exceptions import ClientError
-
-    bucket, key = uri[len("s3://") :].split("/", 1)
-    try:
-        s3_client.head_object(Bucket=bucket, Key=key)
-    except ClientError as error:
-        if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-            return False
-        with aws_errors(f"look for {uri}"):
-            raise
-    return True
-
-
 def job_states(run: Run, *, session: Any) -> dict[str, tuple[str, str]]:
     """Job name -> ``(status, detail)`` now; ``detail`` is the failure reason or SageMaker's sub-status."""
     states: dict[str, tuple[str, str]] = {}
@@ -462,9 +351,9 @@ def job_states(run: Run, *, session: Any) -> dict[str, tuple[str, str]]:
         s3_client = session.client("s3")
         for bundle_name, (output, failure) in run.locations.items():
             job = run.jobs[bundle_name] or bundle_name
-            if _exists(s3_client, output):
+            if exists(s3_client, output):
                 states[job] = ("Completed", "")
-            elif failure and _exists(s3_client, failure):
+            elif failure and exists(s3_client, failure):
                 states[job] = ("Failed", "")
             else:
                 states[job] = ("InProgress", "")
@@ -514,125 +403,6 @@ def wait(
         sleep(poll)
 
 
-def collect(run: Run, outdir: str | Path, *, session: Any = None, say: Say | None = None) -> list[Result]:
-    """Download each bundle's report into ``outdir`` as ``<name>.report.json`` (and ``.csv`` from a
-    training job), or say why there is none; the jobs must have ended (see :func:`wait`)."""
-    session = session or make_session()
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
-    s3_client = session.client("s3")
-    states = job_states(run, session=session)
-    results = []
-    for upload in run.plan.uploads:
-        job = run.jobs.get(upload.name) or upload.name
-        status, detail = states[job]
-        if run.mode == "batch":
-            result = _collect_batch(run, upload, job, status, detail, s3_client, outdir)
-        elif run.mode == "training":
-            result = _collect_training(run, upload, job, status, detail, session, s3_client, outdir)
-        else:
-            result = _collect_async(run, upload, job, status, s3_client, outdir)
-        if say:
-            say(f"{upload.name}: " + (", ".join(str(p) for p in result.files) or f"failed: {result.failure}"))
-        results.append(result)
-    return results
-
-
-def _failed(upload: Upload, job: str, what: str, reason: str, container: str = "") -> Result:
-    text = f"{what} {job} for {upload.name} failed: {one_line(reason or 'no reason given', 600)}"
-    if container and one_line(container) not in text:
-        text += f"; container: {one_line(container, 600)}"
-    return Result(upload.name, job, failure=text)
-
-
-def _write_report(outdir: Path, upload: Upload, job: str, texts: dict[str, bytes]) -> Result:
-    files = []
-    report = None
-    for file_name, data in texts.items():
-        path = outdir / f"{upload.name}.{file_name}"
-        path.write_bytes(data)
-        files.append(path)
-        if file_name == contract.REPORT_JSON:
-            try:
-                report = json.loads(data)
-            except ValueError:
-                return Result(
-                    upload.name, job, tuple(files), failure=f"the report of {upload.name} is not JSON"
-                )
-    return Result(upload.name, job, tuple(files), report=report)
-
-
-def _collect_batch(
-    run: Run, upload: Upload, job: str, status: str, detail: str, s3_client: Any, outdir: Path
-) -> Result:
-    plan = run.plan
-    key = plan.output_prefix + upload.key[len(plan.input_prefix) :] + contract.BATCH_OUTPUT_SUFFIX
-    if status != "Completed":
-        return _failed(upload, job, "transform job", f"{status}: {detail}" if detail else status)
-    data = _read_object(s3_client, plan.bucket, key, f"download the report of {upload.name}")
-    return _write_report(outdir, upload, job, {contract.REPORT_JSON: data})
-
-
-def _collect_training(
-    run: Run, upload: Upload, job: str, status: str, detail: str, session: Any, s3_client: Any, outdir: Path
-) -> Result:
-    if status != "Completed":
-        # SageMaker makes the container's failure file (/opt/ml/output/failure) the job's FailureReason.
-        return _failed(upload, job, "training job", f"{status}: {detail}" if detail else status)
-    with aws_errors(f"describe job {job}"):
-        artifact = session.client("sagemaker").describe_training_job(TrainingJobName=job)["ModelArtifacts"]
-    bucket, key = artifact["S3ModelArtifacts"][len("s3://") :].split("/", 1)
-    data = _read_object(s3_client, bucket, key, f"download the report of {upload.name}")
-    texts = _reports_in_tarball(data)
-    if contract.REPORT_JSON not in texts:
-        return Result(
-            upload.name,
-            job,
-            failure=f"training job {job} left no {contract.REPORT_JSON} in its model artifact",
-        )
-    return _write_report(outdir, upload, job, texts)
-
-
-def _reports_in_tarball(data: bytes) -> dict[str, bytes]:
-    """The report files at the top of a ``model.tar.gz`` (nothing else is read out of it)."""
-    texts: dict[str, bytes] = {}
-    try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as archive:
-            for member in archive.getmembers():
-                name = member.name.removeprefix("./")
-                if name in contract.REPORT_FILES and member.isfile() and member.size <= MAX_REPORT_BYTES:
-                    handle = archive.extractfile(member)
-                    if handle is not None:
-                        texts[name] = handle.read()
-    except (tarfile.TarError, OSError, EOFError):
-        return {}
-    return {name: texts[name] for name in contract.REPORT_FILES if name in texts}
-
-
-def _collect_async(run: Run, upload: Upload, job: str, status: str, s3_client: Any, outdir: Path) -> Result:
-    output, failure = run.locations[upload.name]
-    if status == "Completed":
-        bucket, key = output[len("s3://") :].split("/", 1)
-        data = _read_object(s3_client, bucket, key, f"download the report of {upload.name}")
-        return _write_report(outdir, upload, job, {contract.REPORT_JSON: data})
-    if status != "Failed":
-        return _failed(upload, job, "asynchronous invocation", status)
-    bucket, key = failure[len("s3://") :].split("/", 1)
-    text = _read_object(s3_client, bucket, key, f"download the failure of {upload.name}").decode(
-        "utf-8", "replace"
-    )
-    return _failed(upload, job, "asynchronous invocation", _container_error(text))
-
-
-def _container_error(text: str) -> str:
-    """The container's error body (``{"error": code, "error-message": text}``) as ``code: text``."""
-    with contextlib.suppress(ValueError, AttributeError, TypeError):
-        body = json.loads(text)
-        if isinstance(body, dict) and "error" in body:
-            return f"{body['error']}: {body.get('error-message', '')}"
-    return text
-
-
 def delete_endpoint(run: Run, *, session: Any = None, say: Say | None = None) -> None:
     """Delete the endpoint, endpoint configuration and model a run created (an endpoint costs by the hour)."""
     if not run.created_endpoint or not run.endpoint:
@@ -644,14 +414,6 @@ def delete_endpoint(run: Run, *, session: Any = None, say: Say | None = None) ->
         sagemaker.delete_model(ModelName=run.plan.name)
     if say:
         say(f"deleted endpoint {run.endpoint}")
-
-
-def failures_error(results: Sequence[Result]) -> MiaError | None:
-    """One :class:`SageMakerJobFailedError` for every bundle that came back without a report, or ``None``."""
-    failed = [result.failure for result in results if result.failure]
-    if not failed:
-        return None
-    return SageMakerJobFailedError("; ".join(failed))
 
 
 def audit(
@@ -672,6 +434,8 @@ def audit(
     Raises :class:`~mia_robustness.errors.SageMakerJobFailedError` after downloading what did come back
     when any bundle failed. An endpoint the run created is deleted once every answer is in.
     """
+    from .reports import collect, failures_error
+
     session = session or make_session()
     run = submit(bundles, mode, where, s3, options, session=session, say=say, progress=progress)
     try:

@@ -13,7 +13,7 @@ from typing import Any, TextIO
 
 from ..errors import SageMakerError
 from ..report import render_text
-from . import client
+from . import aws, client, reports
 from .contract import DEFAULT_INSTANCE_TYPE, MODES, Where
 
 ProgressFactory = Callable[[TextIO], Callable[[str, int, int], None]]
@@ -113,7 +113,7 @@ def run(args: argparse.Namespace, progress_factory: ProgressFactory) -> None:
             sys.stderr.flush()
 
     progress = None if quiet else progress_factory(sys.stderr)
-    session = client.make_session(args.profile, args.region)
+    session = aws.make_session(args.profile, args.region)
     if args.sagemaker_command == "fetch":
         found = client.find_run(args.job_name, s3=args.s3, session=session)
         _finish(found, args, session, say, progress)
@@ -144,13 +144,13 @@ def run(args: argparse.Namespace, progress_factory: ProgressFactory) -> None:
 def _finish(found: client.Run, args: argparse.Namespace, session: Any, say: Any, progress: Any) -> None:
     try:
         client.wait(found, session=session, say=say, progress=progress, poll=args.poll)
-        results = client.collect(found, args.output, session=session, say=say)
+        results = reports.collect(found, args.output, session=session, say=say)
     finally:
         client.delete_endpoint(found, session=session, say=say)
     for result in results:
         if result.report is not None:
             sys.stdout.write(f"== {result.name} ({result.job})\n{render_text(result.report)}\n")
-    error = client.failures_error(results)
+    error = reports.failures_error(results)
     if error:
         raise error
     if not results:
