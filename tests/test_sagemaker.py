@@ -40,6 +40,7 @@ IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/mia-robustness:1"
 ROLE = "arn:aws:iam::123456789012:role/sagemaker-audit"
 BUCKET = "audits"
 S3 = f"s3://{BUCKET}/runs"
+TARGET = ["--image", IMAGE, "--role", ROLE, "--s3", S3]
 OPTIONS = ["--option", "repeats=1", "--option", "attack-models=threshold", "--option", "proportions=1"]
 
 
@@ -132,12 +133,7 @@ def test_batch_no_wait_leaves_both_bundles_and_one_transform_job_with_the_contra
     status, out, err = run_cli(
         ["sagemaker", "audit", str(bundle_files["sample"]), str(bundle_files["other"]), "--via", "batch"]
         + [
-            "--image",
-            IMAGE,
-            "--role",
-            ROLE,
-            "--s3",
-            S3,
+            *TARGET,
             "--instance-type",
             "ml.m5.xlarge",
             *OPTIONS,
@@ -185,7 +181,7 @@ def test_batch_no_wait_leaves_both_bundles_and_one_transform_job_with_the_contra
 def test_batch_fetch_waits_and_downloads_the_real_container_reports(aws, bundle_files, tmp_path, capsys):
     status, out, err = run_cli(
         ["sagemaker", "audit", str(bundle_files["sample"]), str(bundle_files["other"]), "--via", "batch"]
-        + ["--image", IMAGE, "--role", ROLE, "--s3", S3, *OPTIONS, "--no-wait"],
+        + [*TARGET, *OPTIONS, "--no-wait"],
         capsys,
     )
     assert status == 0, err
@@ -277,12 +273,7 @@ def test_training_waits_downloads_and_reports_a_failed_job_in_one_line(aws, bund
                 "training",
             ]
             + [
-                "--image",
-                IMAGE,
-                "--role",
-                ROLE,
-                "--s3",
-                S3,
+                *TARGET,
                 *OPTIONS,
                 "-o",
                 str(tmp_path / "out"),
@@ -306,8 +297,7 @@ def test_training_waits_downloads_and_reports_a_failed_job_in_one_line(aws, bund
 
 def test_a_folder_is_packed_as_the_bundle_command_packs_it(aws, tmp_path, capsys):
     status, _, err = run_cli(
-        ["sagemaker", "audit", str(ROOT / "sample_input"), "--via", "training"]
-        + ["--image", IMAGE, "--role", ROLE, "--s3", S3, "--no-wait"],
+        ["sagemaker", "audit", str(ROOT / "sample_input"), "--via", "training"] + [*TARGET, "--no-wait"],
         capsys,
     )
     assert status == 0, err
