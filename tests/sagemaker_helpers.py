@@ -6,7 +6,8 @@ machines would do, with the product's own entry points:
 
 * a transform job: `./serve` started with the job's ``Environment`` (as SageMaker starts the container),
   each input object POSTed to ``/invocations`` with the job's content type and ``Accept``, each answer
-  written to ``<S3OutputPath>/<input name>.out``; a non-200 answer fails the job;
+  written to ``<S3OutputPath>/<input name>.out``; a non-200 answer fails the job (the other records
+  still run);
 * a training job: the channel's objects laid out under ``input/data/<channel>/``, the hyperparameters
   in ``input/config/hyperparameters.json``, `./train` run on that tree (``MIA_OPT_ML``), ``model/``
   packed as ``<S3OutputPath>/<job>/output/model.tar.gz``; on failure the job's ``FailureReason`` is
@@ -159,6 +160,7 @@ class JobRunner:
         out_bucket, out_prefix = _split(job.transform_output["S3OutputPath"])
         folder = Path(tempfile.mkdtemp(dir=self.workdir, prefix="serve-"))
         server = Server(folder, **{**self.serve_env, **(job.environment or {})})
+        failures = []
         try:
             for key in self._objects(source):
                 body = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
@@ -171,15 +173,18 @@ class JobRunner:
                     },
                     timeout=600,
                 )
-                if answer.status_code != 200:
-                    job.failure_reason = f"ClientError: the model container answered {answer.status_code} for {key}: {answer.text}"
-                    job.transform_job_status = "Failed"
-                    return
+                if answer.status_code != 200:  # the record fails; the others still run
+                    failures.append(
+                        f"the model container answered {answer.status_code} for {key}: {answer.text}"
+                    )
+                    continue
                 name = key[len(prefix) :].lstrip("/")
                 self.s3.put_object(
                     Bucket=out_bucket, Key=f"{out_prefix.rstrip('/')}/{name}.out", Body=answer.content
                 )
-            job.transform_job_status = "Completed"
+            if failures:
+                job.failure_reason = "ClientError: " + failures[0]
+            job.transform_job_status = "Failed" if failures else "Completed"
         finally:
             server.stop()
 

@@ -213,6 +213,28 @@ def test_batch_fetch_waits_and_downloads_the_real_container_reports(aws, bundle_
     assert out.count("Membership-inference risk:") == 2
 
 
+def test_a_failed_batch_record_is_one_line_and_the_other_reports_still_come_back(
+    aws, bundle_files, tmp_path, capsys
+):
+    runner = JobRunner(aws.url, tmp_path)
+    try:
+        status, out, err = run_cli(
+            ["sagemaker", "audit", str(bundle_files["sample"]), str(bundle_files["broken"]), "--via", "batch"]
+            + [*TARGET, *OPTIONS, "-o", str(tmp_path / "out"), "--poll", "0.2"],
+            capsys,
+        )
+    finally:
+        runner.stop()
+    assert status == 2
+    report = json.loads((tmp_path / "out" / "sample.report.json").read_text())
+    assert report["settings"]["attack_models"] == ["threshold"]
+    assert not (tmp_path / "out" / "broken.report.json").exists()
+    assert out.count("Membership-inference risk:") == 1
+    [line] = error_lines(err)
+    assert " for broken failed: Failed: ClientError: the model container answered 400 for " in line
+    assert '"error":"missing_model"' in line.replace(" ", "")
+
+
 def test_batch_refuses_a_bundle_over_100_mb_before_uploading():
     plan_uploads = (Upload("small", "k1", 3 * 1024 * 1024 + 1), Upload("big", "k2", 100 * 1024 * 1024 + 1))
     with pytest.raises(SageMakerError, match="--via async"):

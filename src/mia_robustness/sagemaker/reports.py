@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import MiaError, SageMakerJobFailedError
 from . import contract
-from .aws import MAX_REPORT_BYTES, aws_errors, make_session, one_line, read_object
+from .aws import MAX_REPORT_BYTES, aws_errors, exists, make_session, one_line, read_object
 from .client import Run, Say, job_states
 from .contract import Upload
 
@@ -91,7 +91,9 @@ def _collect_batch(
 ) -> Result:
     plan = run.plan
     key = plan.output_prefix + upload.key[len(plan.input_prefix) :] + contract.BATCH_OUTPUT_SUFFIX
-    if status != "Completed":
+    # One job serves every bundle: when it fails, the records answered before the failure still have
+    # their report, and only the others fail with the job's reason.
+    if status != "Completed" and not exists(s3_client, plan.uri(key)):
         return _failed(upload, job, "transform job", f"{status}: {detail}" if detail else status)
     data = read_object(s3_client, plan.bucket, key, f"download the report of {upload.name}")
     return _write_report(outdir, upload, job, {contract.REPORT_JSON: data})
