@@ -399,6 +399,28 @@ def test_async_creates_an_endpoint_invokes_it_downloads_and_deletes_it(
     assert "deleted endpoint" in err
 
 
+def test_async_no_wait_then_fetch_by_run_name(aws, bundle_files, tmp_path, capsys):
+    report_text = (ROOT / "sample_input" / "report.json").read_text()
+    queue_async_answers(aws.url, {"data": report_text})
+    status, out, err = run_cli(
+        ["sagemaker", "audit", str(bundle_files["sample"]), "--via", "async", *TARGET, "--no-wait"], capsys
+    )
+    assert status == 0, err
+    [line] = out.splitlines()
+    run = line.split()[1].rstrip(";")
+    assert f"mia-robustness sagemaker fetch {run} --s3 {S3} " in line
+    sm = boto3.client("sagemaker", region_name=REGION)
+    assert [endpoint["EndpointName"] for endpoint in sm.list_endpoints()["Endpoints"]] == [run]
+
+    status, out, err = run_cli(
+        ["sagemaker", "fetch", run, "--s3", S3, "-o", str(tmp_path), "--poll", "0.1"], capsys
+    )
+    assert status == 0, err
+    assert (tmp_path / "sample.report.json").read_text() == report_text
+    assert out.startswith("== sample (")
+    assert sm.list_endpoints()["Endpoints"] == []  # fetch deletes the endpoint the run created
+
+
 def test_async_refuses_an_endpoint_without_network_isolation(aws, bundle_files, capsys):
     sm = boto3.client("sagemaker", region_name=REGION)
     sm.create_model(ModelName="open", ExecutionRoleArn=ROLE, PrimaryContainer={"Image": IMAGE})
