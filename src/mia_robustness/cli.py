@@ -17,6 +17,7 @@ from .options import ATTACK_MODELS, DEVICES
 from .report import render, render_text
 from .rules import BELOW_RULES, RISK_RULES
 from .runtime import ENV_DEBUG, RuntimeSettings
+from .sagemaker import command as sagemaker_command
 from .version import __version__
 
 EXIT_BAD_INPUT = 2
@@ -116,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     show = commands.add_parser("summary", help="print the summary table of a JSON report")
     show.add_argument("report", help="a report written by `audit --format json`")
+    sagemaker_command.add_parser(commands)
     return parser
 
 
@@ -263,7 +265,12 @@ def _run_summary(args: argparse.Namespace) -> None:
         ) from None
 
 
-COMMANDS = {"audit": _run_audit, "bundle": _run_bundle, "summary": _run_summary}
+COMMANDS = {
+    "audit": _run_audit,
+    "bundle": _run_bundle,
+    "summary": _run_summary,
+    "sagemaker": lambda args: sagemaker_command.run(args, Progress),
+}
 
 
 def main(argv: list[str] | None = None) -> int:

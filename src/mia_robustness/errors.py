@@ -111,6 +111,16 @@ class DeviceError(InputError, code="device_unavailable"):
     """The requested compute device is not available (e.g. ``--device cuda`` without CUDA)."""
 
 
+class SageMakerError(InputError, code="sagemaker_error"):
+    """A SageMaker run cannot start or finish: bad flags, an AWS refusal (no bucket, no permission),
+    no credentials. The message names the AWS error code where there is one."""
+
+
+class SageMakerJobFailedError(SageMakerError, code="job_failed"):
+    """A SageMaker job or invocation ended in failure; the message carries its ``FailureReason`` and the
+    container's failure text."""
+
+
 # Every error class of this module but MiaError itself, by name: what another process may name.
 _SUBCLASSES = {
     name: value

@@ -38,6 +38,9 @@ ENV_TIMEOUT = "SAGEMAKER_MODEL_SERVER_TIMEOUT"
 ENV_MAX_PAYLOAD_MB = "MIA_MAX_PAYLOAD_MB"
 ENV_DEFAULT_ACCEPT = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"
 ENV_FRONT_SERVER = "MIA_FRONT_SERVER"
+# Audit options for every invocation, in the custom-attributes header's form (name=value;name=value):
+# batch transform sends no header, so `mia-robustness sagemaker audit --via batch` sets options here.
+ENV_AUDIT_OPTIONS = "MIA_AUDIT_OPTIONS"
 # train (training.py).
 ENV_OPT_ML = "MIA_OPT_ML"
 # The CLI: a traceback instead of one line for unexpected errors.

@@ -29,7 +29,7 @@ from ..errors import (
     PayloadTooLargeError,
     UnsupportedMediaError,
 )
-from ..options import options_from_mapping, parse_key_value_pairs, shown
+from ..options import normalize_name, options_from_mapping, parse_key_value_pairs, shown
 from .runner import AuditRunner, remove_workdir
 from .settings import ServerSettings
 
@@ -110,7 +110,7 @@ def create_app(settings: ServerSettings, runner: AuditRunner | None = None) -> F
         started = time.monotonic()
         _check_content_type(request)
         media_type = _negotiate(request, preference, media_types)
-        overrides = _overrides(request)
+        overrides = {**settings.default_overrides, **_overrides(request)}
         _check_declared_length(request, settings.max_payload_bytes)
         workdir = runner.new_workdir()
         try:
@@ -189,7 +189,7 @@ def _negotiate(req: Request, preference: list[str], media_types: list[str]) -> s
 def _overrides(req: Request) -> dict[str, str]:
     """Audit options from the custom-attributes header, validated now so a typo costs no audit."""
     text = req.headers.get(CUSTOM_ATTRIBUTES_HEADER, "")
-    overrides = parse_key_value_pairs(text)
+    overrides = {normalize_name(name): value for name, value in parse_key_value_pairs(text).items()}
     options_from_mapping(overrides)  # raises OptionsError (400) for unknown names and bad values
     return overrides
 

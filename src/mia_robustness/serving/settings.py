@@ -25,6 +25,8 @@ Variables (all optional):
 ``MIA_OPT_ML``                              root of the SageMaker tree for ``train`` (``/opt/ml``)
 ``MIA_LOG_LEVEL``                           ``debug``, ``info`` (default), ``warning`` or ``error``
 ``MIA_FRONT_SERVER``                        ``nginx`` (default) in front of gunicorn, or ``none`` (tests)
+``MIA_AUDIT_OPTIONS``                       audit options for every invocation (``name=value;...``); the
+                                            custom-attributes header overrides them
 ==========================================  ==========================================================
 """
 
@@ -35,7 +37,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import OptionsError
+from ..options import normalize_name, options_from_mapping, parse_key_value_pairs
 from ..runtime import (
+    ENV_AUDIT_OPTIONS,
     ENV_BIND_HOST,
     ENV_DEFAULT_ACCEPT,
     ENV_FRONT_SERVER,
@@ -92,6 +97,9 @@ class ServerSettings:
     front_server:
         ``nginx`` (listens on ``host:port``, hands complete requests to gunicorn on a unix socket) or
         ``none`` (gunicorn listens on ``host:port`` itself).
+    default_options:
+        Audit options for every invocation, ``(name, value)`` pairs with normalised names
+        (``MIA_AUDIT_OPTIONS``); the custom-attributes header overrides them.
     """
 
     host: str = "0.0.0.0"
@@ -104,6 +112,7 @@ class ServerSettings:
     runtime: RuntimeSettings = RuntimeSettings()
     cpus: int = 1
     front_server: str = "nginx"
+    default_options: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, cpus: int | None = None) -> ServerSettings:
@@ -133,7 +142,13 @@ class ServerSettings:
             runtime=RuntimeSettings.from_env(environ),
             cpus=cpus,
             front_server=env_choice(environ, ENV_FRONT_SERVER, "nginx", FRONT_SERVERS),
+            default_options=env_audit_options(environ),
         )
+
+    @property
+    def default_overrides(self) -> dict[str, str]:
+        """:attr:`default_options` as a dict, ready to be laid under a request's own options."""
+        return dict(self.default_options)
 
     @property
     def max_payload_mb(self) -> int:
@@ -172,3 +187,18 @@ class TrainingSettings:
         """Parse ``environ`` (``os.environ`` when ``None``)."""
         environ = os.environ if environ is None else environ
         return cls(opt_ml=opt_ml_root(environ), runtime=RuntimeSettings.from_env(environ))
+
+
+def env_audit_options(environ: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """``MIA_AUDIT_OPTIONS`` parsed and validated, as ``(normalised name, value)`` pairs."""
+    raw = environ.get(ENV_AUDIT_OPTIONS, "").strip()
+    if not raw:
+        return ()
+    try:
+        pairs = {normalize_name(name): value for name, value in parse_key_value_pairs(raw).items()}
+        options_from_mapping(pairs)
+    except OptionsError as error:
+        raise setting_error(
+            ENV_AUDIT_OPTIONS, raw[:200], f"{error.message} (the form is name=value;name=value)"
+        ) from None
+    return tuple(pairs.items())
