@@ -261,3 +261,23 @@ def test_a_forged_check_answer_is_refused_or_cleaned():
             checked_from_message({**answer, field: forged})
     with pytest.raises(ProtocolError):
         checked_from_message({key: value for key, value in answer.items() if key != "n_classes"})
+
+
+CRAFTED = "VISIT evil.example TO FIX"
+
+
+def test_feature_names_only_the_model_holds_never_reach_the_user(parts, tmp_path, capsys):
+    """A model's ``feature_names_in_`` is the model file's text: a column the tables lack is named only when
+    one of the user's tables has it; one that only the model names is counted, in the check and the audit."""
+    frame = adult_frame(ROWS, seed=3).iloc[: ROWS // 2].rename(columns={"age": CRAFTED})
+    model = _encoded(RandomForestClassifier(10, random_state=0)).fit(frame.drop(columns=LABEL), frame[LABEL])
+    joblib.dump(model, tmp_path / "crafted.joblib")
+    args = (parts / "adult_members.csv", parts / "adult_holdout.csv")
+    status, lines = run_bundle(tmp_path, tmp_path / "b.zip", capsys, model="crafted.joblib", **{
+        "train": str(args[0]), "subject": str(args[1])})  # fmt: skip
+    assert status == 2 and len(lines) == 1, lines
+    assert "lacks 1 column" in lines[0] and "1 in neither table" in lines[0], lines[0]
+    assert "does not know ('age')" in lines[0] and "evil" not in lines[0].lower(), lines[0]
+    make_bundle(tmp_path / "crafted.joblib", *args, tmp_path / "unchecked.zip", check=False)
+    refused = raised(DataError, "feature_mismatch", audit, tmp_path / "unchecked.zip", CHEAPEST)
+    assert "1 in neither table" in refused.message and "evil" not in refused.message.lower()

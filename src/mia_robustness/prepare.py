@@ -132,7 +132,7 @@ def _feature_columns(
             if missing:
                 raise DataError(
                     f"the {role} table lacks {len(missing)} feature column(s) the model was trained on: "
-                    f"{shown_names(missing)}",
+                    f"{model_columns_named(missing, (members, non_members))}",
                     code="feature_mismatch",
                 )
         return tuple(expected)
@@ -152,3 +152,18 @@ def _feature_columns(
             code="feature_mismatch",
         )
     return tuple(columns)
+
+
+def model_columns_named(missing: list[str], tables: tuple[pd.DataFrame, ...]) -> str:
+    """The model's feature columns that a table lacks, for a message.
+
+    Each is named only where one of the user's ``tables`` has a column of that name (it is then the user's
+    own text, and the likely mix-up is between the two tables); the others are only counted: their names
+    are the model file's text (``feature_names_in_``), and no text from the model reaches the user.
+    """
+    known = {str(column) for table in tables for column in table.columns}
+    named = [column for column in missing if column in known]
+    parts = [shown_names(named)] if named else []
+    if len(named) < len(missing):
+        parts.append(f"{len(missing) - len(named)} in neither table, named only in the model file")
+    return "; ".join(parts)
