@@ -165,5 +165,5 @@ def model_columns_named(missing: list[str], tables: tuple[pd.DataFrame, ...]) ->
     named = [column for column in missing if column in known]
     parts = [shown_names(named)] if named else []
     if len(named) < len(missing):
-        parts.append(f"{len(missing) - len(named)} in neither table, named only in the model file")
+        parts.append(f"{len(missing) - len(named)} in neither table: see the model's feature_names_in_")
     return "; ".join(parts)
