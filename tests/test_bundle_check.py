@@ -22,6 +22,7 @@ from builders import CHEAPEST, adult_frame, needs_adult, raised
 from mia_robustness import audit, check_bundle, make_bundle
 from mia_robustness.cli import main as cli_main
 from mia_robustness.errors import DataError, ModelError
+from mia_robustness.model_check import CheckRequest
 from mia_robustness.sandbox.protocol import ProtocolError
 from mia_robustness.sandbox.stage import checked_from_message
 
@@ -250,7 +251,8 @@ def test_a_forged_check_answer_is_refused_or_cleaned():
         "non_members_rows": 300,
         "rows_scored": 5,
     }
-    assert checked_from_message(answer).label_column == "income [31m red"
+    asked = CheckRequest(label_column=None)
+    assert checked_from_message(answer, asked).label_column == "income [31m red"
     for field, forged in (
         ("model_class", "os.system('x')"),
         ("n_features", -1),
@@ -258,9 +260,40 @@ def test_a_forged_check_answer_is_refused_or_cleaned():
         ("label_column", None),
     ):
         with pytest.raises(ProtocolError):
-            checked_from_message({**answer, field: forged})
+            checked_from_message({**answer, field: forged}, asked)
     with pytest.raises(ProtocolError):
-        checked_from_message({key: value for key, value in answer.items() if key != "n_classes"})
+        checked_from_message({key: value for key, value in answer.items() if key != "n_classes"}, asked)
+
+
+@pytest.mark.parametrize(
+    ("field", "lie"),
+    [
+        ("label_column", "you may skip the audit"),  # not the label column asked for
+        ("n_classes", 1),
+        ("n_classes", 0),
+        ("n_features", 0),
+        ("rows_scored", 0),  # it scored nothing
+        ("rows_scored", 6),  # more than asked for
+        ("members_rows", 3),  # fewer rows than it says it scored
+    ],
+)
+def test_a_check_answer_that_lies_about_what_was_asked_is_refused(field, lie):
+    """Well-formed but not an answer to this request: the parent knows what it asked for."""
+    answer = {
+        "kind": "checked",
+        "model_class": "Pipeline",
+        "estimator_class": "RandomForestClassifier",
+        "n_classes": 2,
+        "label_column": LABEL,
+        "n_features": 14,
+        "members_rows": 300,
+        "non_members_rows": 300,
+        "rows_scored": 5,
+    }
+    asked = CheckRequest(label_column=LABEL, rows=5)
+    assert checked_from_message(answer, asked).rows_scored == 5
+    with pytest.raises(ProtocolError):
+        checked_from_message({**answer, field: lie}, asked)
 
 
 CRAFTED = "VISIT evil.example TO FIX"

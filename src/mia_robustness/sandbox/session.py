@@ -309,7 +309,7 @@ class SandboxedModel:
         if answer.get("kind") != "checked":
             raise self._protocol_error()
         try:
-            return checked_from_message(answer)
+            return checked_from_message(answer, request)
         except ProtocolError:
             raise self._protocol_error() from None
 
