@@ -133,3 +133,23 @@ def test_records_csv_never_hands_a_spreadsheet_a_formula(tmp_path):
     written = {'\'=HYPERLINK("http://x.example","open")': labels[0], "-1": "-1", "'@SUM(A1)": "@SUM(A1)"}
     assert {line["label"] for line in table} == set(written)
     assert all(written[line["label"]] == members["label"][int(line["row"])] for line in table)
+
+
+def test_unwritable_outputs_are_refused_in_one_line(tmp_path, overfit_bundle):
+    """A folder's name or one file for both -o and --records: refused before the audit runs (exit 2, one
+    line, no report written); a file under a path that is a file: one line after it, never a traceback."""
+    report = tmp_path / "report.json"
+    for args, fragment in (
+        (("--records", tmp_path), "is a folder"),
+        (("-o", report, "--records", tmp_path / "." / "report.json"), "name the same file"),
+    ):
+        done = run("audit", overfit_bundle, *args, "-q", *FAST_FLAGS)
+        assert done.returncode == 2 and fragment in done.stderr, done.stderr
+        assert done.stderr.startswith("error: ") and len(done.stderr.splitlines()) == 1
+        assert not report.exists()
+    (tmp_path / "plain").write_text("a file, not a folder")
+    done = run(
+        "audit", overfit_bundle, "-o", report, "--records", tmp_path / "plain" / "r.csv", "-q", *FAST_FLAGS
+    )
+    assert done.returncode == 2 and done.stderr.startswith("error: cannot write"), done.stderr
+    assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr
