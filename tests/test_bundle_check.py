@@ -314,3 +314,16 @@ def test_feature_names_only_the_model_holds_never_reach_the_user(parts, tmp_path
     make_bundle(tmp_path / "crafted.joblib", *args, tmp_path / "unchecked.zip", check=False)
     refused = raised(DataError, "feature_mismatch", audit, tmp_path / "unchecked.zip", CHEAPEST)
     assert "1 in neither table" in refused.message and "evil" not in refused.message.lower()
+
+
+def test_an_output_that_is_a_part_or_a_folder_is_refused_and_the_part_kept(parts, tmp_path, capsys):
+    """``bundle -o`` naming one of its own inputs would truncate that file before zipping it: refused (exit
+    2, one line) before the check, the user's table left as it was; a folder's name likewise."""
+    members = tmp_path / "members.csv"
+    members.write_bytes((parts / "adult_members.csv").read_bytes())
+    before = members.read_bytes()
+    for out, fragment in ((members, "would destroy that file"), (tmp_path, "is a folder")):
+        status, lines = run_bundle(parts, out, capsys, model="forest.skops", train=str(members))
+        assert status == 2 and len(lines) == 1 and fragment in lines[0], lines
+        assert members.read_bytes() == before
+    assert not list(tmp_path.glob(".*.partial"))
