@@ -22,6 +22,7 @@ from builders import CHEAPEST, adult_frame, needs_adult, raised
 from mia_robustness import audit, check_bundle, make_bundle
 from mia_robustness.cli import main as cli_main
 from mia_robustness.errors import DataError, ModelError
+from mia_robustness.model_check import CheckRequest
 from mia_robustness.sandbox.protocol import ProtocolError
 from mia_robustness.sandbox.stage import checked_from_message
 
@@ -250,7 +251,8 @@ def test_a_forged_check_answer_is_refused_or_cleaned():
         "non_members_rows": 300,
         "rows_scored": 5,
     }
-    assert checked_from_message(answer).label_column == "income [31m red"
+    asked = CheckRequest(label_column=None)
+    assert checked_from_message(answer, asked).label_column == "income [31m red"
     for field, forged in (
         ("model_class", "os.system('x')"),
         ("n_features", -1),
@@ -258,6 +260,70 @@ def test_a_forged_check_answer_is_refused_or_cleaned():
         ("label_column", None),
     ):
         with pytest.raises(ProtocolError):
-            checked_from_message({**answer, field: forged})
+            checked_from_message({**answer, field: forged}, asked)
     with pytest.raises(ProtocolError):
-        checked_from_message({key: value for key, value in answer.items() if key != "n_classes"})
+        checked_from_message({key: value for key, value in answer.items() if key != "n_classes"}, asked)
+
+
+@pytest.mark.parametrize(
+    ("field", "lie"),
+    [
+        ("label_column", "you may skip the audit"),  # not the label column asked for
+        ("n_classes", 1),
+        ("n_classes", 0),
+        ("n_features", 0),
+        ("rows_scored", 0),  # it scored nothing
+        ("rows_scored", 6),  # more than asked for
+        ("members_rows", 3),  # fewer rows than it says it scored
+    ],
+)
+def test_a_check_answer_that_lies_about_what_was_asked_is_refused(field, lie):
+    """Well-formed but not an answer to this request: the parent knows what it asked for."""
+    answer = {
+        "kind": "checked",
+        "model_class": "Pipeline",
+        "estimator_class": "RandomForestClassifier",
+        "n_classes": 2,
+        "label_column": LABEL,
+        "n_features": 14,
+        "members_rows": 300,
+        "non_members_rows": 300,
+        "rows_scored": 5,
+    }
+    asked = CheckRequest(label_column=LABEL, rows=5)
+    assert checked_from_message(answer, asked).rows_scored == 5
+    with pytest.raises(ProtocolError):
+        checked_from_message({**answer, field: lie}, asked)
+
+
+CRAFTED = "VISIT evil.example TO FIX"
+
+
+def test_feature_names_only_the_model_holds_never_reach_the_user(parts, tmp_path, capsys):
+    """A model's ``feature_names_in_`` is the model file's text: a column the tables lack is named only when
+    one of the user's tables has it; one that only the model names is counted, in the check and the audit."""
+    frame = adult_frame(ROWS, seed=3).iloc[: ROWS // 2].rename(columns={"age": CRAFTED})
+    model = _encoded(RandomForestClassifier(10, random_state=0)).fit(frame.drop(columns=LABEL), frame[LABEL])
+    joblib.dump(model, tmp_path / "crafted.joblib")
+    args = (parts / "adult_members.csv", parts / "adult_holdout.csv")
+    status, lines = run_bundle(tmp_path, tmp_path / "b.zip", capsys, model="crafted.joblib", **{
+        "train": str(args[0]), "subject": str(args[1])})  # fmt: skip
+    assert status == 2 and len(lines) == 1, lines
+    assert "lacks 1 column" in lines[0] and "1 in neither table" in lines[0], lines[0]
+    assert "does not know ('age')" in lines[0] and "evil" not in lines[0].lower(), lines[0]
+    make_bundle(tmp_path / "crafted.joblib", *args, tmp_path / "unchecked.zip", check=False)
+    refused = raised(DataError, "feature_mismatch", audit, tmp_path / "unchecked.zip", CHEAPEST)
+    assert "1 in neither table" in refused.message and "evil" not in refused.message.lower()
+
+
+def test_an_output_that_is_a_part_or_a_folder_is_refused_and_the_part_kept(parts, tmp_path, capsys):
+    """``bundle -o`` naming one of its own inputs would truncate that file before zipping it: refused (exit
+    2, one line) before the check, the user's table left as it was; a folder's name likewise."""
+    members = tmp_path / "members.csv"
+    members.write_bytes((parts / "adult_members.csv").read_bytes())
+    before = members.read_bytes()
+    for out, fragment in ((members, "would destroy that file"), (tmp_path, "is a folder")):
+        status, lines = run_bundle(parts, out, capsys, model="forest.skops", train=str(members))
+        assert status == 2 and len(lines) == 1 and fragment in lines[0], lines
+        assert members.read_bytes() == before
+    assert not list(tmp_path.glob(".*.partial"))

@@ -8,9 +8,11 @@ import subprocess
 import sys
 import zipfile
 
+import numpy as np
 import pytest
+from sklearn.tree import DecisionTreeClassifier
 
-from builders import FAST, REPO_ROOT, as_flags, write_bundle
+from builders import CHEAPEST, FAST, REPO_ROOT, as_flags, noisy_numeric_frame, split_fit, write_bundle
 
 CLI = [sys.executable, "-m", "mia_robustness.cli"]
 FAST_FLAGS = as_flags(FAST)
@@ -114,3 +116,40 @@ def test_console_script_is_installed():
         pytest.skip(f"no console script at {script}: the tests run outside `make test`'s virtual environment")
     done = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "mia-robustness" in done.stdout
+
+
+def test_records_csv_never_hands_a_spreadsheet_a_formula(tmp_path):
+    """Labels go into --records as text: one a spreadsheet would run (``=...``, ``@...``, ``-2+3``) gets a
+    leading ``'``; a signed number stays a number; every row keeps its own table's label."""
+    labels = np.array(['=HYPERLINK("http://x.example","open")', "-1", "@SUM(A1)"], dtype=object)
+    frame = noisy_numeric_frame(600, n_classes=3, seed=4)
+    frame["label"] = labels[frame["label"]]
+    model, members, non_members = split_fit(frame, DecisionTreeClassifier(random_state=0))
+    records = tmp_path / "records.csv"
+    done = run("audit", write_bundle(tmp_path, model, members, non_members), "-o", tmp_path / "r.json",
+               "--records", records, "-q", *as_flags(CHEAPEST))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    table = list(csv.DictReader(records.read_text().splitlines()))
+    written = {'\'=HYPERLINK("http://x.example","open")': labels[0], "-1": "-1", "'@SUM(A1)": "@SUM(A1)"}
+    assert {line["label"] for line in table} == set(written)
+    assert all(written[line["label"]] == members["label"][int(line["row"])] for line in table)
+
+
+def test_unwritable_outputs_are_refused_in_one_line(tmp_path, overfit_bundle):
+    """A folder's name or one file for both -o and --records: refused before the audit runs (exit 2, one
+    line, no report written); a file under a path that is a file: one line after it, never a traceback."""
+    report = tmp_path / "report.json"
+    for args, fragment in (
+        (("--records", tmp_path), "is a folder"),
+        (("-o", report, "--records", tmp_path / "." / "report.json"), "name the same file"),
+    ):
+        done = run("audit", overfit_bundle, *args, "-q", *FAST_FLAGS)
+        assert done.returncode == 2 and fragment in done.stderr, done.stderr
+        assert done.stderr.startswith("error: ") and len(done.stderr.splitlines()) == 1
+        assert not report.exists()
+    (tmp_path / "plain").write_text("a file, not a folder")
+    done = run(
+        "audit", overfit_bundle, "-o", report, "--records", tmp_path / "plain" / "r.csv", "-q", *FAST_FLAGS
+    )
+    assert done.returncode == 2 and done.stderr.startswith("error: cannot write"), done.stderr
+    assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr

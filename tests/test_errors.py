@@ -65,3 +65,14 @@ def test_the_server_rebuilds_a_childs_refusal_with_its_class_and_status():
     assert (rebuilt.code, rebuilt.message) == ("unsupported_media_type", "send a zip")
     unknown = _rebuild_error(Refused("SystemExit", "bad", "no"))
     assert type(unknown) is MiaError and unknown.http_status == 500
+
+
+@pytest.mark.parametrize(
+    "name", ["ServerBusyError", "ShuttingDownError", "AuditCrashedError", "ServerTimeoutError"]
+)
+def test_base_bounds_what_a_name_can_choose(name):
+    """A child that may lie (the sandbox's) names only a class under ``base``; the server's own 5xx classes
+    give the default."""
+    assert error_class(name, default=ModelError, base=InputError) is ModelError
+    assert error_class("DataError", default=ModelError, base=InputError) is DataError
+    assert error_class(name) is getattr(errors, name)

@@ -40,7 +40,14 @@ def test_feature_mismatch(tmp_path, frames):
         "feature_mismatch",
         write_bundle(tmp_path, model, members.drop(columns="x2"), non_members.drop(columns="x2")),
     )
-    assert "x2" in error.message
+    # x2 is in neither table: its name is the model file's text (feature_names_in_), so it is only counted.
+    assert "x2" not in error.message and "1 in neither table" in error.message
+    error = expect(
+        DataError,
+        "feature_mismatch",
+        write_bundle(tmp_path / "one", model, members.drop(columns="x2"), non_members),
+    )
+    assert "'x2'" in error.message  # the non-members table has it: the user's own text
 
 
 def test_non_numeric_values(tmp_path, frames):

@@ -23,7 +23,7 @@ from sklearn.preprocessing import FunctionTransformer
 from builders import CHEAPEST, REPO_ROOT, noisy_numeric_frame, split_fit, write_bundle
 from mia_robustness import audit
 from mia_robustness.cli import main as cli_main
-from mia_robustness.errors import LimitError, MiaError, ModelError
+from mia_robustness.errors import DataError, LimitError, MiaError, ModelError
 from mia_robustness.sandbox.confine import nobody_cannot_run_python
 from mia_robustness.sandbox.session import Deadline, SandboxedModel
 from mia_robustness.sandbox.stage import ModelFiles
@@ -220,3 +220,19 @@ def test_model_files_are_only_opened_inside_the_child(tmp_path, monkeypatch):
     bundle = write_bundle(tmp_path, *split_fit(noisy_numeric_frame(400, seed=4), forest))
     report = audit(bundle, CHEAPEST)
     assert report.containment["sandbox"] is True and report.containment["seccomp"] is True
+
+
+@pytest.mark.parametrize(
+    "named", ["ServerBusyError", "AuditCrashedError", "PayloadTooLargeError", "UnsupportedMediaError"]
+)
+def test_a_lying_childs_error_cannot_pass_for_the_servers_own(tmp_path, named):
+    """The child runs the model: its refusal may name only a 400 class, never the server's 503/500 (which
+    tell a client to retry, or blame the server) nor a 413/415 about the upload."""
+    forged = framed({"kind": "error", "class": named, "code": "bad_model", "message": "the model is wrong"})
+    with pytest.raises(MiaError) as caught:
+        run_probe(tmp_path, f"answers.write({forged!r})\nanswers.flush()\n")
+    assert type(caught.value) is ModelError and caught.value.http_status == 400
+    real = framed({"kind": "error", "class": "DataError", "code": "too_few_rows", "message": "too few rows"})
+    with pytest.raises(MiaError) as caught:
+        run_probe(tmp_path, f"answers.write({real!r})\nanswers.flush()\n")
+    assert type(caught.value) is DataError and caught.value.code == "too_few_rows"

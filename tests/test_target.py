@@ -93,6 +93,21 @@ def test_labels_the_model_never_saw_are_counted_and_named():
     assert "the model knows 0, 1" in message and "Check label_column" in message
 
 
+def test_class_names_only_the_model_holds_are_counted_not_echoed():
+    """``classes_`` is the model file's text: a class no table row has is counted, never quoted."""
+    classes = np.array(["no", "yes", "VISIT evil.example"], dtype=object)
+    with pytest.raises(DataError) as caught:
+        label_positions(np.array(["no", "yes", "maybe"], dtype=object), classes)
+    message = caught.value.message
+    assert (
+        "never saw (maybe)" in message and "the model knows no, yes and 1 class no table row has" in message
+    )
+    assert "evil" not in message.lower()
+    with pytest.raises(DataError) as caught:
+        label_positions(np.array(["maybe"], dtype=object), classes)
+    assert "the model knows 3 classes no table row has." in caught.value.message
+
+
 def test_model_classes():
     assert model_classes(
         make_pipeline(StandardScaler(), LogisticRegression()).fit(ROWS, LABELS)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import tempfile
 import zipfile
@@ -213,8 +214,9 @@ def _open_archive(archive: Path, scratch: Path, limits: BundleLimits) -> Bundle:
     return locate_parts(root, scratch, limits, budget)
 
 
-def check_part_names(model: Path, members: Path, non_members: Path) -> None:
-    """Refuse parts that do not exist or whose names the bundle reader would not recognise."""
+def check_part_names(model: Path, members: Path, non_members: Path, output: Path | None = None) -> None:
+    """Refuse parts that do not exist or whose names the bundle reader would not recognise, and an
+    ``output`` that is a folder or one of the parts (writing it would destroy that part before it is read)."""
     for path, what in ((model, "model"), (members, "train"), (non_members, "subject")):
         if not Path(path).is_file():
             raise BundleError(f"the {what} file {path} does not exist", code="file_not_found")
@@ -229,6 +231,19 @@ def check_part_names(model: Path, members: Path, non_members: Path) -> None:
                 f"tables must be CSV or Parquet (.csv, .parquet): got {Path(path).name}",
                 code="bad_table_name",
             )
+    if output is None:
+        return
+    if Path(output).is_dir():
+        raise BundleError(
+            f"the bundle's output {output} is a folder; give a .zip file name", code="bad_output"
+        )
+    for path in (model, members, non_members):
+        if Path(output).exists() and Path(output).samefile(path):
+            raise BundleError(
+                f"the bundle's output {output} is its part {path}; writing it would destroy that file, so give "
+                "the bundle a new file name",
+                code="bad_output",
+            )
 
 
 def pack_bundle(
@@ -239,13 +254,18 @@ def pack_bundle(
     The parts are renamed to what :func:`locate_parts` looks for (``model.<suffix>``, ``train.<suffix>``,
     ``subject.<suffix>``); checking what they hold is :func:`mia_robustness.bundle_check.make_bundle`'s.
     """
-    check_part_names(model, members, non_members)
     output = Path(output)
+    check_part_names(model, members, non_members, output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(output, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.write(model, "model" + Path(model).suffix.lower())
-        archive.write(members, "train" + Path(members).suffix.lower())
-        archive.write(non_members, "subject" + Path(non_members).suffix.lower())
-        if config:
-            archive.writestr(CONFIG_NAME, json.dumps(config, indent=2))
+    partial = output.with_name(f".{output.name}.partial")  # a failed write leaves no half bundle behind
+    try:
+        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
+            archive.write(model, "model" + Path(model).suffix.lower())
+            archive.write(members, "train" + Path(members).suffix.lower())
+            archive.write(non_members, "subject" + Path(non_members).suffix.lower())
+            if config:
+                archive.writestr(CONFIG_NAME, json.dumps(config, indent=2))
+        os.replace(partial, output)
+    finally:
+        partial.unlink(missing_ok=True)
     return output

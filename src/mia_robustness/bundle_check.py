@@ -135,7 +135,7 @@ def make_bundle(
     """
     label_column = options_from_mapping({"label_column": label_column}).label_column
     parts = ModelFiles(Path(model), Path(members), Path(non_members))
-    check_part_names(parts.model, parts.members, parts.non_members)
+    check_part_names(parts.model, parts.members, parts.non_members, Path(output))
     checked = check_files(parts, label_column=label_column, **check_arguments) if check else None
     config = {"label_column": label_column} if label_column else None
     pack_bundle(parts.model, parts.members, parts.non_members, Path(output), config=config)

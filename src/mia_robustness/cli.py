@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -182,6 +183,7 @@ def _run_audit(args: argparse.Namespace) -> int:
         if args.output
         else args.format or "json"
     )
+    _check_outputs({"-o": args.output, "--records": args.records})
     overrides = {
         "proportions": args.proportions,
         "attack_models": args.attack_models,
@@ -230,11 +232,35 @@ def _run_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_outputs(outputs: dict[str, str | None]) -> None:
+    """Refuse, before an audit of minutes, output files that could not be written: a folder's name, or
+    one file named by two flags (the records would overwrite the report)."""
+    given = {flag: Path(name) for flag, name in outputs.items() if name}
+    for flag, path in given.items():
+        if path.is_dir():
+            raise InputError(
+                f"{flag} {path} is a folder; give the name of a file to write", code="bad_output"
+            )
+    if len({path.resolve() for path in given.values()}) < len(given):
+        raise InputError(
+            f"{' and '.join(given)} name the same file ({next(iter(given.values()))}); give each its own file",
+            code="bad_output",
+        )
+
+
 def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+        raise InputError(
+            f"cannot write {path}: {exc.strerror or type(exc).__name__}; give a file in a folder you can write",
+            code="bad_output",
+        ) from None
 
 
 def _run_bundle(args: argparse.Namespace) -> None:

@@ -129,15 +129,20 @@ _SUBCLASSES = {
 }
 
 
-def error_class(name: object, default: type[MiaError] = MiaError) -> type[MiaError]:
+def error_class(
+    name: object, default: type[MiaError] = MiaError, *, base: type[MiaError] = MiaError
+) -> type[MiaError]:
     """The error class of this module called ``name``, to rebuild an error that another process (the audit
     child, the sandbox) sent by its class name.
 
     Anything else (an unknown name, ``"MiaError"`` itself, a name of something that is not an error class,
-    a value that is not a string) gives ``default``: a message from a child names a class, it never
-    chooses an arbitrary one.
+    a value that is not a string, a class that is not a subclass of ``base``) gives ``default``: a message
+    from a child names a class, it never chooses an arbitrary one. ``base`` bounds what a child that may lie
+    (the sandbox's, which runs the model) can name: its refusal must not pass for the server's own
+    ``ServerBusyError`` or ``AuditCrashedError``.
     """
-    return _SUBCLASSES.get(name, default) if isinstance(name, str) else default
+    found = _SUBCLASSES.get(name, default) if isinstance(name, str) else default
+    return found if issubclass(found, base) else default
 
 
 _NOT_NAME_CHARACTERS = re.compile(r"[^A-Za-z0-9_.<>-]")

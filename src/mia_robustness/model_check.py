@@ -20,7 +20,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .errors import DataError, ModelError
 from .options import shown, shown_names
-from .prepare import prepare_data, resolve_label_column
+from .prepare import model_columns_named, prepare_data, resolve_label_column
 from .target import label_positions, model_classes, query_target
 
 #: Rows of each table the check scores: enough to catch a model that rejects the tables' values.
@@ -180,7 +180,8 @@ def _check_feature_names(
             continue
         found = []
         if missing:
-            found.append(f"lacks {_columns(len(missing))} the model was fitted on ({shown_names(missing)})")
+            named = model_columns_named(missing, tuple(tables.values()))
+            found.append(f"lacks {_columns(len(missing))} the model was fitted on ({named})")
         if unexpected:
             found.append(
                 f"has {_columns(len(unexpected))} the model does not know ({shown_names(unexpected)})"

@@ -180,7 +180,8 @@ def _feature_columns(
             if missing:
                 raise DataError(
                     f"the {role} table lacks {len(missing)} feature column(s) the model was trained on: "
-                    f"{shown_names(missing)}{_one_hot_hint(missing, frame.columns)}",
+                    f"{model_columns_named(missing, (members, non_members))}"
+                    f"{_one_hot_hint(missing, frame.columns)}",
                     code="feature_mismatch",
                 )
         return tuple(expected)
@@ -234,3 +235,18 @@ def describe_non_finite(
                 f"row; {count:,} row{'s' if count != 1 else ''} in that column)"
             )
     return None
+
+
+def model_columns_named(missing: list[str], tables: tuple[pd.DataFrame, ...]) -> str:
+    """The model's feature columns that a table lacks, for a message.
+
+    Each is named only where one of the user's ``tables`` has a column of that name (it is then the user's
+    own text, and the likely mix-up is between the two tables); the others are only counted: their names
+    are the model file's text (``feature_names_in_``), and no text from the model reaches the user.
+    """
+    known = {str(column) for table in tables for column in table.columns}
+    named = [column for column in missing if column in known]
+    parts = [shown_names(named)] if named else []
+    if len(named) < len(missing):
+        parts.append(f"{len(missing) - len(named)} in neither table: see the model's feature_names_in_")
+    return "; ".join(parts)

@@ -22,6 +22,8 @@ import numpy as np
 from scipy.stats import rankdata
 
 DECIMALS = 6
+# A cell that starts with one of these is a formula to a spreadsheet (Excel, LibreOffice, Sheets).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n")
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,9 @@ class MemberScores:
         """One line per member, most exposed first.
 
         Columns: ``rank`` (1 = most exposed), ``row`` (0-based data row in the members table), ``label``,
-        ``mean_rank`` (see the class), then ``<attack>_score`` per attack, the strongest first.
+        ``mean_rank`` (see the class), then ``<attack>_score`` per attack, the strongest first. A label
+        that a spreadsheet would run as a formula (``=...``, ``+...``, ``-...``, ``@...``; a number such as
+        ``-1`` is left as it is) is written with a leading ``'``, which shows it as text.
         """
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
@@ -74,9 +78,22 @@ class MemberScores:
             1,
         ):
             writer.writerow(
-                [position, row, label, f"{rank:.{DECIMALS}f}"] + [f"{s:.{DECIMALS}f}" for s in scores]
+                [position, row, spreadsheet_text(label), f"{rank:.{DECIMALS}f}"]
+                + [f"{s:.{DECIMALS}f}" for s in scores]
             )
         return buffer.getvalue()
+
+
+def spreadsheet_text(text: str) -> str:
+    """``text`` as a CSV cell a spreadsheet shows and never runs: a leading ``'`` before a formula start
+    (the labels come from the tables and, through the sandbox child, from the model's ``classes_``)."""
+    if not text.startswith(_FORMULA_STARTS):
+        return text
+    try:
+        float(text)
+    except ValueError:
+        return "'" + text
+    return text  # a signed number: a spreadsheet reads it as that number, nothing runs
 
 
 def member_scores(

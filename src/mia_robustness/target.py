@@ -72,10 +72,22 @@ def label_positions(labels: np.ndarray, classes: np.ndarray) -> np.ndarray:
         unseen = sorted({str(v) for v in labels[unknown].tolist()})
         raise DataError(
             f"{int(unknown.sum())} rows have labels the model never saw ({', '.join(unseen[:5])}); the model knows "
-            f"{', '.join(map(str, classes.tolist()[:10]))}. Check label_column or drop those rows",
+            f"{_known_classes(classes, positions[~unknown])}. Check label_column or drop those rows",
             code="unknown_label",
         )
     return positions
+
+
+def _known_classes(classes: np.ndarray, found: np.ndarray) -> str:
+    """The model's classes for a message: those some table row has as its label (the user's own text), the
+    others only counted, since their text is the model file's (``classes_``)."""
+    used = set(found.tolist())
+    named = [str(c) for i, c in enumerate(classes.tolist()) if i in used][:10]
+    others = len(classes) - len(used)
+    if not others:
+        return ", ".join(named)
+    counted = f"{others} class{'' if others == 1 else 'es'} no table row has"
+    return ", ".join(named) + f" and {counted}" if named else counted
 
 
 def _canonical(value: object) -> str:

@@ -309,7 +309,7 @@ class SandboxedModel:
         if answer.get("kind") != "checked":
             raise self._protocol_error()
         try:
-            return checked_from_message(answer)
+            return checked_from_message(answer, request)
         except ProtocolError:
             raise self._protocol_error() from None
 
@@ -361,7 +361,9 @@ class SandboxedModel:
         kind = answer.get("kind")
         stage = str(self.deadline.stage).replace("_", " ")
         if kind == "error":
-            cls = errors.error_class(answer.get("class"), default=ModelError)
+            # The child runs the model, so it may name any class: only the 400s of bad input pass.
+            cls = errors.error_class(answer.get("class"), default=ModelError, base=errors.InputError)
+            cls = cls if cls.http_status == ModelError.http_status else ModelError
             code = answer.get("code")
             code = (
                 code

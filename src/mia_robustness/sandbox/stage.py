@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..metrics import METRIC_NAMES, AttackMetrics
-from ..model_check import ModelCheck
+from ..model_check import CheckRequest, ModelCheck
 from ..reference import ReferenceRequest
 from ..sweep import CellResult
 from ..target import ScoredTarget
@@ -165,15 +165,28 @@ def scored_from_message(header: Mapping[str, Any], arrays: Mapping[str, np.ndarr
     )
 
 
-def checked_from_message(header: Mapping[str, Any]) -> ModelCheck:
-    """Check a child's ``checked`` answer: class names (``*_class``), the label column's name, counts."""
+def checked_from_message(header: Mapping[str, Any], request: CheckRequest) -> ModelCheck:
+    """Check a child's ``checked`` answer to ``request``: class names (``*_class``), the label column's name,
+    counts; and that it answers what was asked (the label column asked for, at least two classes and one
+    feature, no more rows scored than asked for or than either table has)."""
     values: dict[str, Any] = {}
     for name in (field.name for field in dataclasses.fields(ModelCheck)):
         if name == "label_column":
-            values[name] = clean_text(expect(header, name, str), 200)
+            label = expect(header, name, str)
+            if request.label_column is not None and label != request.label_column:
+                raise ProtocolError("the check answers for another label column than the one asked for")
+            values[name] = clean_text(label, 200)
         else:
             values[name] = _identifier(header, name) if name.endswith("_class") else _count(header, name)
-    return ModelCheck(**values)
+    checked = ModelCheck(**values)
+    if (
+        not 2 <= checked.n_classes <= 100_000
+        or checked.n_features < 1
+        or not 1 <= checked.rows_scored <= max(request.rows, 1)
+        or checked.rows_scored > min(checked.members_rows, checked.non_members_rows)
+    ):
+        raise ProtocolError("the check's counts are not counts of this check")
+    return checked
 
 
 def cells_from_message(
