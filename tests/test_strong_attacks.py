@@ -1,4 +1,7 @@
-"""Reference-model attacks (LiRA, RMIA), class-dependent thresholds, intervals and where the risk is."""
+"""Reference-model attacks (LiRA, RMIA), class-dependent thresholds, intervals and where the risk is.
+
+The bundles are the tests' own: they are audited in this process (``sandbox=False``), as these tests read
+the engine's figures; test_sandbox checks that reference attacks give the same figures in the sandbox."""
 
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ def overfit_forest_report(tmp_path_factory):
         noisy_numeric_frame(2000, seed=1), RandomForestClassifier(n_estimators=50, random_state=0)
     )
     bundle = write_bundle(tmp_path_factory.mktemp("forest"), model, members, non_members)
-    return audit(bundle, {"repeats": 1, "proportions": "0.5,1"}), members
+    return audit(bundle, {"repeats": 1, "proportions": "0.5,1"}, sandbox=False), members
 
 
 def test_reference_attacks_beat_learned_attacks_at_low_fpr(overfit_forest_report):
@@ -82,6 +85,7 @@ def test_dummy_target_stays_at_chance_with_intervals_covering_it(tmp_path):
     report = audit(
         write_bundle(tmp_path, model, members, non_members),
         TINY | {"attack_models": "threshold,class_threshold,lira,rmia"},
+        sandbox=False,
     )
     for row in report.results:
         assert abs(row.mean["auc"] - 0.5) <= 0.05, (row.attack_model, row.mean["auc"])
@@ -109,6 +113,7 @@ def test_refitting_the_recipe_never_writes_where_the_model_file_says(tmp_path):
     report = audit(
         write_bundle(tmp_path / "b", model, members, non_members),
         {"repeats": 1, "proportions": "1", "attack_models": "lira"},
+        sandbox=False,  # in this process: in the sandbox child, Landlock would refuse the write anyway
     )
     assert not cache.exists()
     assert {r.attack_model for r in report.results} == {"lira", "lira_offline"}
@@ -119,10 +124,10 @@ def test_reference_attacks_are_skipped_by_default_on_large_tables(tmp_path, monk
     monkeypatch.setattr(engine, "REFERENCE_DEFAULT_MAX_ROWS", 100)
     model, members, non_members = overfit_tree_data
     bundle = write_bundle(tmp_path, model, members, non_members)
-    report = audit(bundle, {"repeats": 1, "proportions": "1"})
+    report = audit(bundle, {"repeats": 1, "proportions": "1"}, sandbox=False)
     assert not any(r.attack_model.startswith(("lira", "rmia")) for r in report.results)
     assert any("lira and rmia were skipped" in w for w in report.warnings)
-    asked = audit(bundle, {"repeats": 1, "proportions": "1", "attack_models": "rmia"})
+    asked = audit(bundle, {"repeats": 1, "proportions": "1", "attack_models": "rmia"}, sandbox=False)
     assert {r.attack_model for r in asked.results} == {"rmia", "rmia_offline"}
 
 
