@@ -28,9 +28,11 @@ from serving_helpers import BUSY, Server, alive, bundle_bytes, open_fds, rss_mb
 CHEAPEST = as_header(builders.CHEAPEST)
 CONCURRENT = 20
 # Invocations for the leak test, sent by as many clients as the server has audit slots. Each starts a
-# fresh sandbox child (about a second of interpreter start-up), so 40 keep the test near a minute; a leak
-# of one file descriptor or one megabyte per invocation still shows far above the tolerances below.
-LEAK_CALLS = 40
+# fresh sandbox child (2-3 s of interpreter start-up on 2 cores), so 24 keep the test near a minute; a
+# leak of one file descriptor or one megabyte per invocation still shows far above the tolerances below
+# (fds +-2, 50 MB: 24 and 24 MB at the least).
+LEAK_CALLS = 24
+LEAK_WARM_UP_CALLS = 4
 LEAK_CLIENTS = 2
 # How long a client retries a 503 before the test gives up on the server.
 RETRY_FOR_SECONDS = 300
@@ -196,7 +198,7 @@ def test_no_growth_of_files_memory_or_processes_across_many_invocations(stress_s
     def client(calls: int) -> list[int]:
         return [stress_server.invoke(body, attributes=CHEAPEST, **headers).status_code for _ in range(calls)]
 
-    assert client(10) == [200] * 10  # warm-up: lazy imports, caches and the allocator's arenas settle
+    assert client(LEAK_WARM_UP_CALLS) == [200] * LEAK_WARM_UP_CALLS  # warm-up: lazy imports, caches and the allocator's arenas settle
     wait_until(lambda: _settled(stress_server), 10, what="the last audit child reaped")
     before = _footprint(stress_server)
     started = time.monotonic()
