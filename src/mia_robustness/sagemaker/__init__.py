@@ -13,9 +13,9 @@ bundles, starts batch transforms, training jobs or asynchronous invocations with
 from __future__ import annotations
 
 from .aws import make_session
-from .client import Run, audit, delete_endpoint, find_run, submit, wait
+from .client import Run, delete_endpoint, find_run, submit, wait
 from .contract import MODES, Where
-from .reports import Result, collect
+from .reports import Result, audit, collect, finish
 
 __all__ = [
     "MODES",
@@ -25,6 +25,7 @@ __all__ = [
     "audit",
     "collect",
     "delete_endpoint",
+    "finish",
     "find_run",
     "make_session",
     "submit",

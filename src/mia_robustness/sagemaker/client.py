@@ -1,7 +1,7 @@
 """Run audits on SageMaker with boto3: upload the bundles, start the jobs, wait, download the reports.
 
 The steps are separate so that a caller can stop after :func:`submit` (``--no-wait``) and resume later
-with :func:`find_run` and :func:`wait`/:func:`collect`. Each run writes a small manifest next to its
+with :func:`find_run` and :func:`wait`, then ``reports.collect`` (or ``reports.finish`` for all three). Each run writes a small manifest next to its
 bundles (``<prefix><run>/manifest.json``); it is what :func:`find_run` reads back. Nothing here opens a
 model: the bundles travel as archives, and the reports come back as JSON.
 
@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import SageMakerError, SageMakerJobFailedError
 from . import contract
@@ -31,9 +31,6 @@ from .packing import archive_suffix, bundle_archives, check_options
 
 Progress = Callable[[str, int, int], None]
 Say = Callable[[str], None]
-
-if TYPE_CHECKING:
-    from .reports import Result
 
 POLL_SECONDS = 30.0
 RUNNING = {"InProgress", "Stopping", "Creating", "Updating", "Pending"}
@@ -414,36 +411,3 @@ def delete_endpoint(run: Run, *, session: Any = None, say: Say | None = None) ->
         sagemaker.delete_model(ModelName=run.plan.name)
     if say:
         say(f"deleted endpoint {run.endpoint}")
-
-
-def audit(
-    bundles: Sequence[str | Path],
-    mode: str,
-    where: Where,
-    s3: str,
-    outdir: str | Path,
-    options: dict[str, str] | None = None,
-    *,
-    session: Any = None,
-    say: Say | None = None,
-    progress: Progress | None = None,
-    poll: float = POLL_SECONDS,
-) -> list[Result]:
-    """Submit, wait, download: the reports of ``bundles`` in ``outdir`` (see :func:`submit`).
-
-    Raises :class:`~mia_robustness.errors.SageMakerJobFailedError` after downloading what did come back
-    when any bundle failed. An endpoint the run created is deleted once every answer is in.
-    """
-    from .reports import collect, failures_error
-
-    session = session or make_session()
-    run = submit(bundles, mode, where, s3, options, session=session, say=say, progress=progress)
-    try:
-        wait(run, session=session, say=say, progress=progress, poll=poll)
-        results = collect(run, outdir, session=session, say=say)
-    finally:
-        delete_endpoint(run, session=session, say=say)
-    error = failures_error(results)
-    if error:
-        raise error
-    return results

@@ -142,11 +142,7 @@ def run(args: argparse.Namespace, progress_factory: ProgressFactory) -> None:
 
 
 def _finish(found: client.Run, args: argparse.Namespace, session: Any, say: Any, progress: Any) -> None:
-    try:
-        client.wait(found, session=session, say=say, progress=progress, poll=args.poll)
-        results = reports.collect(found, args.output, session=session, say=say)
-    finally:
-        client.delete_endpoint(found, session=session, say=say)
+    results = reports.finish(found, args.output, session=session, say=say, progress=progress, poll=args.poll)
     for result in results:
         if result.report is not None:
             sys.stdout.write(f"== {result.name} ({result.job})\n{render_text(result.report)}\n")

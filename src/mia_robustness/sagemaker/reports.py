@@ -1,4 +1,6 @@
-"""Bring a run's reports home: each bundle's report written to disk and parsed, or why there is none.
+"""Bring a run's reports home: each bundle's report written to disk and parsed, or why there is none; and
+the whole round trip (:func:`audit`: submit, wait, collect), which sits here, above ``client``, so that the
+two modules import one way only.
 
 Where SageMaker leaves them: batch transform ``<output>/<input name>.out``; a training job's
 ``model.tar.gz`` (only the report files are read out of it); an asynchronous invocation's output object,
@@ -19,8 +21,8 @@ from typing import Any
 from ..errors import MiaError, SageMakerJobFailedError
 from . import contract
 from .aws import MAX_REPORT_BYTES, aws_errors, exists, make_session, one_line, read_object
-from .client import Run, Say, job_states
-from .contract import Upload
+from .client import POLL_SECONDS, Progress, Run, Say, delete_endpoint, job_states, submit, wait
+from .contract import Upload, Where
 
 
 @dataclass(frozen=True)
@@ -165,3 +167,49 @@ def failures_error(results: Sequence[Result]) -> MiaError | None:
     if not failed:
         return None
     return SageMakerJobFailedError("; ".join(failed))
+
+
+def finish(
+    run: Run,
+    outdir: str | Path,
+    *,
+    session: Any,
+    say: Say | None = None,
+    progress: Progress | None = None,
+    poll: float = POLL_SECONDS,
+) -> list[Result]:
+    """Wait for ``run``, then download its reports into ``outdir``; an endpoint the run created is deleted
+    once every answer is in (or the wait fails). Failed bundles are results with their reason: see
+    :func:`failures_error`."""
+    try:
+        wait(run, session=session, say=say, progress=progress, poll=poll)
+        return collect(run, outdir, session=session, say=say)
+    finally:
+        delete_endpoint(run, session=session, say=say)
+
+
+def audit(
+    bundles: Sequence[str | Path],
+    mode: str,
+    where: Where,
+    s3: str,
+    outdir: str | Path,
+    options: dict[str, str] | None = None,
+    *,
+    session: Any = None,
+    say: Say | None = None,
+    progress: Progress | None = None,
+    poll: float = POLL_SECONDS,
+) -> list[Result]:
+    """Submit, wait, download: the reports of ``bundles`` in ``outdir`` (see ``client.submit``).
+
+    Raises :class:`~mia_robustness.errors.SageMakerJobFailedError` after downloading what did come back
+    when any bundle failed.
+    """
+    session = session or make_session()
+    run = submit(bundles, mode, where, s3, options, session=session, say=say, progress=progress)
+    results = finish(run, outdir, session=session, say=say, progress=progress, poll=poll)
+    error = failures_error(results)
+    if error:
+        raise error
+    return results
