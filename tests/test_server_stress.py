@@ -198,7 +198,8 @@ def test_no_growth_of_files_memory_or_processes_across_many_invocations(stress_s
     def client(calls: int) -> list[int]:
         return [stress_server.invoke(body, attributes=CHEAPEST, **headers).status_code for _ in range(calls)]
 
-    assert client(LEAK_WARM_UP_CALLS) == [200] * LEAK_WARM_UP_CALLS  # warm-up: lazy imports, caches and the allocator's arenas settle
+    # Warm-up: lazy imports, caches and the allocator's arenas settle.
+    assert client(LEAK_WARM_UP_CALLS) == [200] * LEAK_WARM_UP_CALLS
     wait_until(lambda: _settled(stress_server), 10, what="the last audit child reaped")
     before = _footprint(stress_server)
     started = time.monotonic()

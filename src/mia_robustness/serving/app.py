@@ -131,6 +131,8 @@ def create_app(settings: ServerSettings, runner: AuditRunner | None = None) -> F
 
     @app.errorhandler(Exception)
     def handle_error(error: Exception) -> tuple[Response, int]:
+        if request.method == "POST" and not isinstance(error, PayloadTooLargeError):
+            _discard_unread_body(request, settings.max_payload_bytes)
         return _error_response(error)
 
     return app
@@ -226,6 +228,22 @@ def _save_body(req: Request, path: Path, limit: int) -> int:
             code="empty_body",
         )
     return total
+
+
+def _discard_unread_body(req: Request, limit: int) -> None:
+    """Read what is left of a refused request's body (at most ``limit`` bytes) before answering.
+
+    A request refused from its headers (415, 406, a bad option) is answered before its body is read.
+    Closing a connection whose body is still arriving resets it, and the sender may then lose the answer:
+    nginx, still writing the buffered body to gunicorn, answers a 502 instead of our 400. A body behind nginx
+    is already complete, so reading it costs a copy at most.
+    """
+    stream, left = req.stream, limit + 1
+    try:
+        while left > 0 and (chunk := stream.read(min(READ_CHUNK, left))):
+            left -= len(chunk)
+    except Exception:  # noqa: BLE001 - the refusal is the answer; a body that cannot be read changes nothing
+        log.debug("the refused request's body could not be read", exc_info=True)
 
 
 def _read_body(stream: Any, size: int) -> bytes:
