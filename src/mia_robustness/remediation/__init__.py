@@ -84,7 +84,7 @@ def what_if_section(
     fits = ask(
         WhatIfRequest(fit=fit, models_per_config=MODELS_PER_CONFIG, seed=options.seed, workers=workers)
     )
-    if fits.skipped is not None and fits.skipped != "not_asked":
+    if fits.skipped is not None and skipped is None:
         skipped = _SKIPPED.get(fits.skipped, _SKIPPED["refit_failed"])
     split = split_for_repeat(scored.is_member, options.eval_fraction, options.seed, 0)
     serving = ServingRows(

@@ -249,7 +249,8 @@ def measure_remediation(
     plan: Plan = fits.plan
     rules = [MemorisingRule(RULES[rule].parameter, value, RULES[rule].why) for rule, value in plan.rules]
     target, serving_rows = _serving(serving)
-    models = fits.confidence.shape[1] if fits.confidence.ndim == 3 else 0
+    # What was measured: no models and no evaluation rows when the fits did not run.
+    models = fits.confidence.shape[1] if skipped is None else 0
     n = len(label_index)
     protocol: dict[str, float | int] = {"models_per_config": models, "rows": n, "evaluation_rows": 0}
     baseline, retrained = None, []
@@ -260,22 +261,18 @@ def measure_remediation(
         for config, confidence, correct in zip(plan.configs, fits.confidence, fits.correct, strict=True):
             utility, attack = retrained_figures(confidence, correct, label_index, masks, evaluation)
             row = _row(
-                config.name, config.kind, utility, attack, parameter=config.parameter, value=config.value
+                config.name,
+                config.kind,
+                utility,
+                attack,
+                parameter=config.parameter,
+                value=config.value,
+                against=baseline,  # None for the baseline itself (row 0): its changes are 0
             )
             if baseline is None:
                 baseline = row
             else:
-                retrained.append(
-                    _row(
-                        config.name,
-                        config.kind,
-                        utility,
-                        attack,
-                        parameter=config.parameter,
-                        value=config.value,
-                        against=baseline,
-                    )
-                )
+                retrained.append(row)
         flags = _pareto([baseline, *retrained])
         baseline = _flagged(baseline, flags[0])
         retrained = [_flagged(v, flag) for v, flag in zip(retrained, flags[1:], strict=True)]

@@ -274,8 +274,10 @@ def what_if_from_message(
     ):
         raise ProtocolError("the what-if names a class or family outside its table")
     skipped = header.get("skipped")
-    if skipped is not None and skipped not in SKIP_CODES:
-        raise ProtocolError("the what-if's skip reason is not one of its codes")
+    if (skipped is not None and skipped not in SKIP_CODES) or (skipped == "not_asked") == request.fit:
+        raise ProtocolError(
+            "the what-if's skip reason is not one of its codes, or not an answer to the request"
+        )
     configs = []
     for i, entry in enumerate(expect(header, "configs", list)):
         if not (isinstance(entry, list) and len(entry) == 3):
