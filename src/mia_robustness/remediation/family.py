@@ -79,21 +79,21 @@ _ALPHA = (Knob("alpha", (10.0, 100.0), "up", relative=True),)
 _MLP = (*_ALPHA, Knob("early_stopping", (1,), "on"))
 _KNN = (Knob("n_neighbors", (5, 15, 30), "up", integer=True),)
 
-# class -> (its name in reports, family, knobs). Matched by exact class, never by a name the model gives.
+# class -> (its name in reports, family, knobs). Matched by exact class, never by a name the model gives;
+# the name is our own import's.
 FAMILIES: dict[type, tuple[str, str, tuple[Knob, ...]]] = {
-    DecisionTreeClassifier: ("DecisionTreeClassifier", "tree", _TREE),
-    ExtraTreeClassifier: ("ExtraTreeClassifier", "tree", _TREE),
-    RandomForestClassifier: ("RandomForestClassifier", "forest", _FOREST),
-    ExtraTreesClassifier: ("ExtraTreesClassifier", "forest", _FOREST),
-    GradientBoostingClassifier: ("GradientBoostingClassifier", "boosting", _GRADIENT_BOOSTING),
-    HistGradientBoostingClassifier: ("HistGradientBoostingClassifier", "boosting", _HIST_BOOSTING),
-    LogisticRegression: ("LogisticRegression", "linear", _INVERSE_C),
-    SVC: ("SVC", "linear", _INVERSE_C),
-    LinearSVC: ("LinearSVC", "linear", _INVERSE_C),
-    SGDClassifier: ("SGDClassifier", "linear", _ALPHA),
-    RidgeClassifier: ("RidgeClassifier", "linear", _ALPHA),
-    MLPClassifier: ("MLPClassifier", "mlp", _MLP),
-    KNeighborsClassifier: ("KNeighborsClassifier", "knn", _KNN),
+    cls: (cls.__name__, family, knobs)
+    for family, knobs, classes in (
+        ("tree", _TREE, (DecisionTreeClassifier, ExtraTreeClassifier)),
+        ("forest", _FOREST, (RandomForestClassifier, ExtraTreesClassifier)),
+        ("boosting", _GRADIENT_BOOSTING, (GradientBoostingClassifier,)),
+        ("boosting", _HIST_BOOSTING, (HistGradientBoostingClassifier,)),
+        ("linear", _INVERSE_C, (LogisticRegression, SVC, LinearSVC)),
+        ("linear", _ALPHA, (SGDClassifier, RidgeClassifier)),
+        ("mlp", _MLP, (MLPClassifier,)),
+        ("knn", _KNN, (KNeighborsClassifier,)),
+    )
+    for cls in classes
 }
 CLASS_NAMES = frozenset(name for name, _, _ in FAMILIES.values())
 FAMILY_NAMES = frozenset(family for _, family, _ in FAMILIES.values())
