@@ -54,6 +54,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path, overfit_bundle):
         ("audit", tmp_path / "missing.zip"),
         ("audit", overfit_bundle, "--repeats", "many"),
         ("audit", overfit_bundle, "--attack-models", "svm"),
+        ("audit", overfit_bundle, "--utility-budget", "99"),
         ("audit", overfit_bundle, "--label-column", "nope", *FAST_FLAGS),
         ("audit",),
         ("summary", overfit_bundle / "train.csv"),

@@ -7,6 +7,8 @@ a sandboxed bundle against the same audit in process; and the parent's checks of
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,6 +21,7 @@ from sklearn.tree import DecisionTreeClassifier
 
 from builders import adult_frame, needs_adult, write_bundle
 from mia_robustness import audit
+from mia_robustness.cli import main
 from mia_robustness.engine import audit_estimator
 from mia_robustness.errors import OptionsError
 from mia_robustness.options import options_from_mapping
@@ -172,6 +175,29 @@ def test_the_default_skips_it_where_the_reference_attacks_do_not_run_but_keeps_t
     assert section["estimator_class"] == "DecisionTreeClassifier"
     off = audit_estimator(model, members, non_members, **(ASKED | {"what_if": False}))
     assert "what_if=false" in off.to_dict()["remediation"]["skipped"]
+
+
+def test_the_cli_flags_reach_the_audit(tmp_path, capsys):
+    model, members, non_members = _adult_target(DecisionTreeClassifier(random_state=0), 300)
+    bundle = write_bundle(tmp_path, model, members, non_members)
+    flags = [
+        "--label-column",
+        "income",
+        "--attack-models",
+        "threshold",
+        "--repeats",
+        "1",
+        "--proportions",
+        "1",
+    ]
+    for switch, status in (("--what-if", "ran"), ("--no-what-if", "skipped")):
+        assert (
+            main(["audit", str(bundle), "-q", "--no-sandbox", *flags, switch, "--utility-budget", "2"]) == 0
+        )
+        report = json.loads(capsys.readouterr().out)
+        assert report["remediation"]["status"] == status
+        assert report["settings"]["utility_budget"] == 2.0
+        assert report["remediation"]["protocol"]["utility_budget"] == 2.0
 
 
 def test_options_what_if_and_utility_budget():
