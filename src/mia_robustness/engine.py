@@ -40,7 +40,8 @@ REFERENCE_FITS = "reference_models"  # the stage the reference fits report, one 
 
 
 class ModelStage(Protocol):
-    """Where the target runs: it answers for every row once, and refits its recipe for LiRA / RMIA."""
+    """Where the target runs: it answers for every row once, refits its recipe for LiRA / RMIA, and plans
+    (and, when asked, fits) the remediation what-if's variants of it (``remediation/fits.py``)."""
 
     containment: dict[str, Any]
 
