@@ -16,7 +16,7 @@ from sklearn.compose import ColumnTransformer
 from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OrdinalEncoder
+from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder
 from sklearn.tree import DecisionTreeClassifier
 
 from builders import adult_frame, needs_adult, write_bundle
@@ -175,6 +175,21 @@ def test_the_default_skips_it_where_the_reference_attacks_do_not_run_but_keeps_t
     assert section["estimator_class"] == "DecisionTreeClassifier"
     off = audit_estimator(model, members, non_members, **(ASKED | {"what_if": False}))
     assert "what_if=false" in off.to_dict()["remediation"]["skipped"]
+
+
+def test_a_recipe_the_refit_gate_refuses_skips_the_what_if_not_the_audit():
+    frame = adult_frame(600, seed=2).select_dtypes("number")
+    frame["income"] = adult_frame(600, seed=2)["income"]
+    # A lambda is no function the loader's allowlist admits: the recipe is not retrained.
+    model = Pipeline(
+        [("odd", FunctionTransformer(lambda x: x)), ("tree", DecisionTreeClassifier(random_state=0))]
+    )
+    members, non_members = frame.iloc[:300].reset_index(drop=True), frame.iloc[300:].reset_index(drop=True)
+    model.fit(members.drop(columns="income"), members["income"])
+    section = audit_estimator(model, members, non_members, **ASKED).to_dict()["remediation"]
+    assert section["status"] == "skipped" and "could not retrain the model's recipe" in section["skipped"]
+    assert section["estimator_class"] == "DecisionTreeClassifier" and section["rules"]
+    assert [row["kind"] for row in section["variants"]] == ["serving"] * 3
 
 
 def test_the_cli_flags_reach_the_audit(tmp_path, capsys):
