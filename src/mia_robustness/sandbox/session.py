@@ -328,25 +328,30 @@ class SandboxedModel:
             "seed": request.seed,
             "workers": request.workers,
         }
-        self._send(self.process, {"kind": "reference", "reference": reference})
-        answer = self._receive("reference_models")
-        self._raise_if_failed(answer)
-        if answer.get("kind") != "cells":
-            raise self._protocol_error()
-        try:
-            return cells_from_message(answer, answer.pop("_arrays"), request, eval_rows)
-        except ProtocolError:
-            raise self._protocol_error() from None
+        command = {"kind": "reference", "reference": reference}
+        answer = self._exchange(command, "reference_models", "cells")
+        return self._checked(lambda: cells_from_message(answer, answer.pop("_arrays"), request, eval_rows))
 
     def what_if(self, request: WhatIfRequest) -> WhatIfFits:
         """The what-if's plan and fits in the child (after ``reference()``, when that ran)."""
-        self._send(self.process, {"kind": "what_if", "what_if": dataclasses.asdict(request)})
-        answer = self._receive("what_if")
+        answer = self._exchange(
+            {"kind": "what_if", "what_if": dataclasses.asdict(request)}, "what_if", "what_if"
+        )
+        return self._checked(lambda: what_if_from_message(answer, answer.pop("_arrays"), request, self._rows))
+
+    def _exchange(self, command: dict[str, Any], stage: str, kind: str) -> dict[str, Any]:
+        """Send ``command`` and take the child's answer of ``kind`` (its failure raised as ours)."""
+        self._send(self.process, command)
+        answer = self._receive(stage)
         self._raise_if_failed(answer)
-        if answer.get("kind") != "what_if":
+        if answer.get("kind") != kind:
             raise self._protocol_error()
+        return answer
+
+    def _checked(self, parse: Callable[[], Any]) -> Any:
+        """``parse()`` of an answer, its protocol errors as the audit's."""
         try:
-            return what_if_from_message(answer, answer.pop("_arrays"), request, self._rows)
+            return parse()
         except ProtocolError:
             raise self._protocol_error() from None
 
