@@ -251,11 +251,15 @@ def _check_outputs(outputs: dict[str, str | None]) -> None:
             raise InputError(
                 f"{flag} {path} is a folder; give the name of a file to write", code="bad_output"
             )
-    if len({path.resolve() for path in given.values()}) < len(given):
-        raise InputError(
-            f"{' and '.join(given)} name the same file ({next(iter(given.values()))}); give each its own file",
-            code="bad_output",
-        )
+    by_file: dict[Path, list[str]] = {}
+    for flag, path in given.items():
+        by_file.setdefault(path.resolve(), []).append(flag)
+    for flags in by_file.values():
+        if len(flags) > 1:
+            raise InputError(
+                f"{' and '.join(flags)} name the same file ({given[flags[0]]}); give each its own file",
+                code="bad_output",
+            )
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -125,7 +125,7 @@ def _signed(value: Any, digits: int, scale: float = 1.0, suffix: str = "") -> st
 
 
 def _config_table(configs: Sequence[Mapping[str, Any]], chosen: Any) -> Table:
-    """One row per config, numbered as the chart numbers its points; the recommended row highlighted."""
+    """One row per config, named with the number its point has in the chart; the recommended row highlighted."""
     rows, classes = [], []
     for index, config in enumerate(configs, 1):
         utility = config.get("utility") if isinstance(config.get("utility"), Mapping) else {}
@@ -135,8 +135,7 @@ def _config_table(configs: Sequence[Mapping[str, Any]], chosen: Any) -> Table:
         pareto = config.get("pareto")
         rows.append(
             [
-                str(index),
-                str(config.get("name", DASH)),
+                f"{index}. {config.get('name', DASH)}",
                 pct(utility.get("accuracy")) + _interval(utility_ci.get("accuracy"), pct, 1),
                 pct(utility.get("balanced_accuracy")),
                 str(attack.get("attack_model", DASH)).replace("_", " "),
@@ -150,7 +149,6 @@ def _config_table(configs: Sequence[Mapping[str, Any]], chosen: Any) -> Table:
         is_chosen = chosen is not None and config.get("name") == chosen and config.get("kind") != "baseline"
         classes.append("strongest" if is_chosen else "serving" if config.get("kind") == "serving" else "")
     headers = [
-        "#",
         "configuration",
         "accuracy (95% CI)",
         "balanced accuracy",
@@ -160,7 +158,7 @@ def _config_table(configs: Sequence[Mapping[str, Any]], chosen: Any) -> Table:
         "change against the baseline",
         "on the frontier",
     ]
-    return Table(headers, rows, left_cols=2, row_classes=classes, cls="full whatif", wrap=True)
+    return Table(headers, rows, left_cols=1, row_classes=classes, cls="full whatif", wrap=True)
 
 
 def _ticks(low: float, high: float, max_ticks: int) -> tuple[float, float, float]:
