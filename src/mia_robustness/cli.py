@@ -74,6 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
         "the flag alone means true",
     )
     run.add_argument(
+        "--what-if",
+        action=argparse.BooleanOptionalAction,
+        help="retrain variants of the model's recipe and measure what each does to the attack and to "
+        "accuracy (default: when lira / rmia run)",
+    )
+    run.add_argument(
+        "--utility-budget",
+        help="accuracy points the recommended variant may give up (default 1.0)",
+    )
+    run.add_argument(
         "--fail-on",
         choices=RISK_LEVELS[1:],
         help="exit with status 3 when the risk level is at or above this, after writing the report (for CI)",
@@ -200,6 +210,8 @@ def _run_audit(args: argparse.Namespace) -> int:
         "eval_fraction": args.eval_fraction,
         "reference_models": args.reference_models,
         "allow_swapped": args.allow_swapped,
+        "what_if": args.what_if,
+        "utility_budget": args.utility_budget,
     }
     if not args.sandbox and not args.quiet:
         sys.stderr.write(

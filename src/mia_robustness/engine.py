@@ -23,6 +23,8 @@ from .deadline import Deadline
 from .errors import LimitError
 from .options import AuditOptions, options_from_mapping
 from .reference import FitPace, ReferenceRequest, reference_cells
+from .remediation import WhatIfFits, WhatIfRequest, summary_sentence, what_if_section
+from .remediation.fits import fit_what_if
 from .report import Report
 from .sanity import RowOverlap, sanity_findings
 from .signals import compute_signals
@@ -45,6 +47,8 @@ class ModelStage(Protocol):
     def score(self, request: ScoreRequest) -> ScoredTarget: ...
 
     def reference(self, request: ReferenceRequest, eval_rows: int) -> list[CellResult]: ...
+
+    def what_if(self, request: WhatIfRequest) -> WhatIfFits: ...
 
     def close(self) -> None: ...
 
@@ -139,6 +143,20 @@ class InProcessModel:
         if self._loaded is None:
             raise RuntimeError("score() comes before reference()")
         return reference_cells(self._loaded, request, self._progress)
+
+    def what_if(self, request: WhatIfRequest) -> WhatIfFits:
+        if self._loaded is None:
+            raise RuntimeError("score() comes before what_if()")
+        loaded = self._loaded
+        return fit_what_if(
+            loaded.model,
+            loaded.features,
+            loaded.labels,
+            loaded.scored.label_index,
+            loaded.scored.classes,
+            request,
+            self._progress,
+        )
 
     def close(self) -> None:
         self._loaded = None
@@ -303,6 +321,12 @@ def run_audit(
         clock.expect_fits(request)
         cells += model.reference(request, len(eval_rows))
         lap("reference_attacks")
+    deadline.check("what_if")
+    remediation = what_if_section(
+        model.what_if, scored, options, reference_runs=bool(reference), workers=workers
+    )
+    if remediation.status == "ran":
+        lap("what_if")
 
     report = assemble_report(
         cells,
@@ -319,10 +343,13 @@ def run_audit(
     )
     # A swap warning puts every figure in doubt: the summary opens with it.
     doubts = [text[0].upper() + text[1:] + "." for text in sanity.warnings if text.startswith("did you swap")]
+    what_if = summary_sentence(remediation)
+    sentences = doubts + list(report.summary.sentences) + ([what_if] if what_if else [])
     return dataclasses.replace(
         report,
         data=dataclasses.replace(report.data, sanity=sanity),
-        summary=dataclasses.replace(report.summary, sentences=doubts + list(report.summary.sentences)),
+        summary=dataclasses.replace(report.summary, sentences=sentences),
+        remediation=remediation,
     )
 
 

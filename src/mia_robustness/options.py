@@ -77,6 +77,11 @@ class AuditOptions:
     allow_swapped:
         Audit even when the target scores non-members far better than members (the tables look swapped:
         ``sanity.check_swap``); the report still warns.
+    what_if:
+        The remediation what-if (``remediation/``): ``True`` runs it, ``False`` never, ``None`` (the
+        default) runs it when the audit's reference attacks (lira / rmia) run, whose size rule it shares.
+    utility_budget:
+        Accuracy the recommended variant may give up, in percentage points (1.0 = one point), 0 to 50.
 
     Construction checks the cost bounds (at most 20 proportions, 1 to 20 repeats, an even 2 to 64
     reference models) with the same errors as :func:`options_from_mapping`; it does not normalise values.
@@ -91,6 +96,8 @@ class AuditOptions:
     eval_fraction: float = 0.3
     reference_models: int = 4
     allow_swapped: bool = False
+    what_if: bool | None = None
+    utility_budget: float = 1.0
     # Not an option a user sets: names of the options that were set explicitly, for the report.
     explicit: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
@@ -98,6 +105,7 @@ class AuditOptions:
         _check_proportion_count(len(set(self.proportions)))
         _PARSERS["repeats"](self.repeats)
         _PARSERS["reference_models"](self.reference_models)
+        _PARSERS["utility_budget"](self.utility_budget)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready settings (the names a user passes back to reproduce the audit)."""
@@ -276,6 +284,15 @@ def _parse_bool(name: str, value: Any) -> bool:
     raise OptionsError(f"option {name!r} must be true or false, got {shown(value)}")
 
 
+def _parse_what_if(value: Any) -> bool | None:
+    """``true`` / ``false``, or ``auto`` (the default: run it where the reference attacks run)."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return None
+    if isinstance(value, bool) or (isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE):
+        return _parse_bool("what_if", value)
+    raise OptionsError(f"option 'what_if' must be true, false or auto, got {shown(value)}")
+
+
 def _parse_label_column(value: Any) -> str | None:
     if value is None:
         return None
@@ -293,6 +310,8 @@ _PARSERS = {
     "eval_fraction": lambda v: _parse_float("eval_fraction", v, 0.1, 0.5),
     "reference_models": _parse_reference_models,
     "allow_swapped": lambda v: _parse_bool("allow_swapped", v),
+    "what_if": _parse_what_if,
+    "utility_budget": lambda v: _parse_float("utility_budget", v, 0.0, 50.0),
 }
 
 

@@ -21,7 +21,9 @@ from .sanity import DataSanity
 
 # 1.1: values resolved at run time left ``settings`` for ``resolved`` (``settings.resolved_device`` is now
 # ``resolved.device``), so ``settings`` holds only options a user can pass back.
-SCHEMA_VERSION = "1.1"
+# 1.2: a ``remediation`` section (the what-if, after ``curves``) and the options ``what_if`` and
+# ``utility_budget`` in ``settings``; nothing else moved.
+SCHEMA_VERSION = "1.2"
 DECIMALS = 6
 
 
@@ -161,6 +163,93 @@ class RocCurve:
 
 
 @dataclass(frozen=True)
+class VariantUtility:
+    """A config's utility on rows its models never trained on (serving rows: the target on its non-members).
+
+    ``ci95`` holds ``accuracy``'s exact (Clopper-Pearson) interval; ``log_loss`` is ``None`` where the
+    variant serves no probabilities (labels only).
+    """
+
+    accuracy: float
+    balanced_accuracy: float
+    log_loss: float | None
+    ci95: dict[str, list[float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class VariantAttack:
+    """The strongest attack family on a config (``rmia``, ``loss_threshold`` or ``gap``), on evaluation rows.
+
+    ``ci95`` holds ``auc`` (Hanley-McNeil) and ``tpr_at_1pct_fpr`` (Clopper-Pearson), each ``[low, high]``.
+    """
+
+    attack_model: str
+    auc: float
+    tpr_at_1pct_fpr: float
+    ci95: dict[str, list[float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of the what-if: the baseline (the target's recipe retrained), a retrained variant that
+    changes one ``parameter`` to ``value``, or a serving-side option measured on the target itself.
+
+    ``auc_change`` and ``accuracy_change`` are against the baseline (serving rows: against the target's
+    own loss-threshold figures); ``pareto`` marks the frontier of (AUC lower, accuracy higher) over the
+    baseline and the retrained variants (serving rows are never on it).
+    """
+
+    name: str
+    kind: str
+    parameter: str | None
+    value: int | float | bool | None
+    utility: VariantUtility
+    attack: VariantAttack
+    auc_change: float
+    accuracy_change: float
+    pareto: bool
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The recommended variant's name (``None``: none gains beyond the noise), and a sentence saying why."""
+
+    variant: str | None
+    sentence: str
+
+
+@dataclass(frozen=True)
+class MemorisingRule:
+    """A hyperparameter of the recipe that lets it memorise rows, with a one-line ``why``."""
+
+    parameter: str
+    value: int | float | bool | None
+    why: str
+
+
+@dataclass(frozen=True)
+class Remediation:
+    """The remediation what-if (``remediation.py``): variants of the target's recipe, attacked and scored
+    the same way, with the privacy-utility frontier and a recommendation.
+
+    ``status`` is ``ran`` or ``skipped`` (then ``skipped`` says why and how to run it). ``estimator_class``
+    and ``family`` come from the what-if's own table (``None`` for a class outside it). ``protocol`` holds
+    ``models_per_config``, ``rows``, ``evaluation_rows`` and ``utility_budget`` (accuracy points).
+    ``variants`` lists the retrained variants first, then the serving-side options.
+    """
+
+    status: str = "skipped"
+    skipped: str | None = "the what-if did not run"
+    estimator_class: str | None = None
+    family: str | None = None
+    protocol: dict[str, Any] = field(default_factory=dict)
+    baseline: Variant | None = None
+    variants: list[Variant] = field(default_factory=list)
+    recommended: Recommendation = field(default_factory=lambda: Recommendation(None, ""))
+    rules: list[MemorisingRule] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class Report:
     """The whole report.
 
@@ -172,6 +261,9 @@ class Report:
         Values the audit chose at run time from those options (``device``: where ``nn`` trained).
     containment:
         How the model was contained while it was loaded, scored and refitted (see ``sandbox/``).
+    remediation:
+        The remediation what-if (``Remediation``): what changing the recipe, or how it is served, does to
+        the attack and to accuracy.
     records:
         Every evaluated member's scores by every attack, most exposed first (``records.to_csv()`` is the
         CLI's ``--records`` file); not part of the JSON document. ``None`` when the audit ran no attack.
@@ -188,6 +280,7 @@ class Report:
     by_correctness: list[CorrectnessSlice] = field(default_factory=list)
     exposed_records: ExposedRecords | None = None
     curves: list[RocCurve] = field(default_factory=list)
+    remediation: Remediation = field(default_factory=Remediation)
     resolved: dict[str, Any] = field(default_factory=dict)
     containment: dict[str, Any] = field(default_factory=dict)
     schema_version: str = SCHEMA_VERSION
@@ -210,6 +303,7 @@ class Report:
             "by_correctness",
             "exposed_records",
             "curves",
+            "remediation",
             "settings",
             "resolved",
             "containment",

@@ -94,11 +94,20 @@ def main() -> int:
     from ..errors import MiaError  # noqa: F401 - imported now, used after confinement
     from ..model_check import CheckRequest, check_model
     from ..reference import ReferenceRequest, reference_cells
+    from ..remediation.fits import WhatIfRequest, fit_what_if
     from ..target import ScoreRequest, score_target
     from . import stage
     from .confine import ConfinementError, Limits, confine
 
-    for module in ("loading", "tables", "target", "reference", "signals", "model_check"):
+    for module in (
+        "loading",
+        "tables",
+        "target",
+        "reference",
+        "signals",
+        "model_check",
+        "remediation.family",
+    ):
         __import__(f"mia_robustness.{module}")
     import sklearn.ensemble  # noqa: F401 - the common targets' modules, before the interpreter may be unreadable
     import sklearn.pipeline  # noqa: F401
@@ -163,15 +172,29 @@ def main() -> int:
         )
         progress("target_scoring", 1, 1)
         write_message(answers, *stage.scored_to_message(loaded.scored))
+        # Then the reference stage and the what-if, each when asked, in that order.
         command, _ = read_message(requests, max_array_bytes=0)
-        if command.get("kind") != "reference":
+        if command.get("kind") == "reference":
+            step = "reference_models"
+            reference = command["reference"]
+            cells = reference_cells(
+                loaded, ReferenceRequest(**{**reference, "attacks": tuple(reference["attacks"])}), progress
+            )
+            write_message(answers, *stage.cells_to_message(cells))
+            command, _ = read_message(requests, max_array_bytes=0)
+        if command.get("kind") != "what_if":
             return 0
-        step = "reference_models"
-        reference = command["reference"]
-        cells = reference_cells(
-            loaded, ReferenceRequest(**{**reference, "attacks": tuple(reference["attacks"])}), progress
+        step = "what_if"
+        fits = fit_what_if(
+            loaded.model,
+            loaded.features,
+            loaded.labels,
+            loaded.scored.label_index,
+            loaded.scored.classes,
+            WhatIfRequest(**command["what_if"]),
+            progress,
         )
-        write_message(answers, *stage.cells_to_message(cells))
+        write_message(answers, *stage.what_if_to_message(fits))
     except EOFError:
         return 0  # the parent is done with this model
     except BaseException as error:  # noqa: BLE001 - every outcome must reach the parent as a message

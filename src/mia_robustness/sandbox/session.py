@@ -37,6 +37,7 @@ from ..engine import InProcessModel
 from ..errors import LimitError, MiaError, ModelError
 from ..model_check import CheckRequest, ModelCheck
 from ..reference import ReferenceRequest
+from ..remediation import WhatIfFits, WhatIfRequest
 from ..sweep import CellResult
 from ..target import ScoredTarget, ScoreRequest
 from .child import EXIT_CONFINEMENT_FAILED
@@ -49,6 +50,7 @@ from .stage import (
     checked_from_message,
     load_files,
     scored_from_message,
+    what_if_from_message,
 )
 
 log = logging.getLogger("mia_robustness.sandbox")
@@ -125,6 +127,7 @@ class SandboxedModel:
         self.address_space_mb = address_space_mb
         self._stderr_tail: deque[bytes] = deque()
         self._messages: queue.Queue = queue.Queue()
+        self._rows = 0  # rows the scored answer held: what the what-if's arrays must match
         self._max_array_bytes = 0
         blocker = nobody_cannot_run_python() if os.geteuid() == 0 else None
         self._drop = os.geteuid() == 0 and blocker is None
@@ -296,9 +299,11 @@ class SandboxedModel:
         if answer.get("kind") != "scored":
             raise self._protocol_error()
         try:
-            return scored_from_message(answer, answer.pop("_arrays"))
+            scored = scored_from_message(answer, answer.pop("_arrays"))
         except ProtocolError:
             raise self._protocol_error() from None
+        self._rows = len(scored.is_member)
+        return scored
 
     def check(self, request: CheckRequest) -> ModelCheck:
         """The bundle check (:func:`~mia_robustness.model_check.check_model`) in the child, instead of
@@ -330,6 +335,18 @@ class SandboxedModel:
             raise self._protocol_error()
         try:
             return cells_from_message(answer, answer.pop("_arrays"), request, eval_rows)
+        except ProtocolError:
+            raise self._protocol_error() from None
+
+    def what_if(self, request: WhatIfRequest) -> WhatIfFits:
+        """The what-if's plan and fits in the child (after ``reference()``, when that ran)."""
+        self._send(self.process, {"kind": "what_if", "what_if": dataclasses.asdict(request)})
+        answer = self._receive("what_if")
+        self._raise_if_failed(answer)
+        if answer.get("kind") != "what_if":
+            raise self._protocol_error()
+        try:
+            return what_if_from_message(answer, answer.pop("_arrays"), request, self._rows)
         except ProtocolError:
             raise self._protocol_error() from None
 

@@ -24,12 +24,14 @@ import pandas as pd
 from ..metrics import METRIC_NAMES, AttackMetrics
 from ..model_check import CheckRequest, ModelCheck
 from ..reference import ReferenceRequest
+from ..remediation.family import CLASS_NAMES, FAMILY_NAMES, PARAMETERS, RULES, Config, Plan, variant_name
+from ..remediation.fits import SKIP_CODES, WhatIfFits, WhatIfRequest
 from ..sweep import CellResult
 from ..target import ScoredTarget
 from .protocol import ProtocolError, clean_text, expect
 
 # Stages the child reports progress for; any other name from it is a protocol error.
-CHILD_STAGES = ("loading", "target_scoring", "reference_models")
+CHILD_STAGES = ("loading", "target_scoring", "reference_models", "what_if")
 MAX_CLASS_TEXT = 200
 
 
@@ -99,6 +101,20 @@ def cells_to_message(cells: list[CellResult]) -> tuple[dict[str, Any], dict[str,
         ],
     }
     return header, {f"scores_{i}": np.asarray(c.scores, dtype=np.float64) for i, c in enumerate(cells)}
+
+
+def what_if_to_message(fits: WhatIfFits) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    plan = fits.plan
+    header = {
+        "kind": "what_if",
+        "estimator_class": plan.estimator_class,
+        "family": plan.family,
+        "configs": [[c.kind, c.parameter, c.value] for c in plan.configs],
+        "rules": [[rule, value] for rule, value in plan.rules],
+        "skipped": fits.skipped,
+    }
+    arrays = {"confidence": fits.confidence, "correct": fits.correct.astype(np.int8)}
+    return header, arrays
 
 
 # ---- the wire: parent side (untrusted input) ------------------------------------------------------------
@@ -231,6 +247,64 @@ def cells_from_message(
             )
         )
     return cells
+
+
+def _plain_value(value: Any) -> bool:
+    """A parameter value the what-if may report: int, float (finite), bool or None."""
+    if value is None or type(value) is bool or type(value) is int:
+        return type(value) is not int or abs(value) < 2**53
+    return type(value) is float and math.isfinite(value)
+
+
+def what_if_from_message(
+    header: Mapping[str, Any], arrays: Mapping[str, np.ndarray], request: WhatIfRequest, rows: int
+) -> WhatIfFits:
+    """Check a child's ``what_if`` answer to ``request`` for a pool of ``rows`` rows: class and family from
+    the what-if's table, parameter names and rule ids from it too, values plain, the baseline first, and
+    ``(configs, models_per_config, rows)`` arrays of probabilities and 0/1 correctness."""
+    estimator_class, family = header.get("estimator_class"), header.get("family")
+    if (estimator_class is None) != (family is None) or (
+        estimator_class is not None and (estimator_class not in CLASS_NAMES or family not in FAMILY_NAMES)
+    ):
+        raise ProtocolError("the what-if names a class or family outside its table")
+    skipped = header.get("skipped")
+    if skipped is not None and skipped not in SKIP_CODES:
+        raise ProtocolError("the what-if's skip reason is not one of its codes")
+    configs = []
+    for i, entry in enumerate(expect(header, "configs", list)):
+        if not (isinstance(entry, list) and len(entry) == 3):
+            raise ProtocolError("a what-if config is not [kind, parameter, value]")
+        kind, parameter, value = entry
+        if i == 0:
+            if (kind, parameter, value) != ("baseline", None, None):
+                raise ProtocolError("the what-if's first config is not the baseline")
+            configs.append(Config("baseline", "baseline", None, None))
+            continue
+        if kind != "retrained" or parameter not in PARAMETERS or value is None or not _plain_value(value):
+            raise ProtocolError(
+                "a what-if variant names a parameter outside the table or a value that is not plain"
+            )
+        configs.append(Config(variant_name(parameter, value), "retrained", parameter, value))
+    if len(configs) > 64 or (estimator_class is None and configs):
+        raise ProtocolError("the what-if has configs it cannot have")
+    rules = []
+    for entry in expect(header, "rules", list):
+        if not (isinstance(entry, list) and len(entry) == 2 and entry[0] in RULES and _plain_value(entry[1])):
+            raise ProtocolError("a what-if rule is outside the table")
+        rules.append((entry[0], entry[1]))
+    plan = Plan(estimator_class, family, tuple(configs), tuple(rules))
+    m = request.models_per_config
+    shape = (len(configs), m, rows) if skipped is None else (0, m, rows)
+    confidence = np.asarray(arrays.get("confidence", np.empty(0)))
+    correct = np.asarray(arrays.get("correct", np.empty(0)))
+    if confidence.shape != shape or correct.shape != shape or (skipped is None and not request.fit):
+        raise ProtocolError("the what-if's arrays do not match its configs and rows")
+    confidence = confidence.astype(np.float64, copy=False)
+    if not np.isfinite(confidence).all() or (confidence < 0).any() or (confidence > 1 + 1e-6).any():
+        raise ProtocolError("the what-if's confidences are not probabilities")
+    if not np.isin(correct, (0, 1)).all():
+        raise ProtocolError("the what-if's correctness is not 0 or 1")
+    return WhatIfFits(plan, skipped, np.minimum(confidence, 1.0), correct.astype(bool))
 
 
 def _count(header: Mapping[str, Any], key: str) -> int:

@@ -1,0 +1,100 @@
+"""The remediation what-if: variants of the target's recipe, attacked and scored the same way -> frontier.
+
+* :mod:`.family` -- the table: estimator classes, their regularising knobs and strengths, the rules that
+  flag a memorising recipe (runs where the model runs).
+* :mod:`.fits` -- every config (the baseline, then each variant) fitted ``models_per_config`` times on the
+  same seeded halves of the audited rows; raw arrays out (runs where the model runs).
+* :mod:`.measure` -- attacks (loss threshold, RMIA), utility, the Pareto frontier and the recommendation,
+  in the parent, from the checked arrays.
+
+:func:`what_if_section` is the engine's one call: it asks the model stage, then measures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..options import AuditOptions
+from ..report import Remediation
+from ..sweep import attacker_rows, split_for_repeat
+from ..target import ScoredTarget
+from .fits import WHAT_IF_FITS, WhatIfFits, WhatIfRequest
+from .measure import ServingRows, measure_remediation, summary_sentence
+
+__all__ = [
+    "MODELS_PER_CONFIG",
+    "WHAT_IF_FITS",
+    "WhatIfFits",
+    "WhatIfRequest",
+    "summary_sentence",
+    "what_if_section",
+]
+
+# Fits per config: each model plays the target once, the others are its attacker's reference models.
+MODELS_PER_CONFIG = 2
+
+_ASK = "ask for it with what_if=true (--what-if)"
+_SKIPPED = {
+    "not_in_table": (
+        "the what-if has no variants for this model's class (its table covers scikit-learn's trees, forests, "
+        "gradient boosting, linear models, SVMs, MLP and k-NN); the serving-side options below still apply"
+    ),
+    "recipe_refused": (
+        "the what-if could not retrain the model's recipe (the refit gate refused it or it cannot be "
+        "copied); the serving-side options below still apply"
+    ),
+    "refit_failed": (
+        "retraining a variant of the model's recipe failed, so the what-if has no retrained figures; the "
+        "serving-side options below still apply"
+    ),
+}
+
+
+def wanted(options: AuditOptions, reference_runs: bool) -> tuple[bool, str | None]:
+    """Whether the what-if fits run, and if not, the sentence saying why and how to ask for them."""
+    if options.what_if is True:
+        return True, None
+    if options.what_if is False:
+        return False, "the what-if was turned off (what_if=false); set what_if=true to run it"
+    if reference_runs:
+        return True, None
+    return False, (
+        "the what-if runs by default only where the reference attacks (lira / rmia) run, and they did not "
+        f"run in this audit; {_ASK}"
+    )
+
+
+def what_if_section(
+    ask: Callable[[WhatIfRequest], WhatIfFits],
+    scored: ScoredTarget,
+    options: AuditOptions,
+    *,
+    reference_runs: bool,
+    workers: int,
+) -> Remediation:
+    """Ask the model stage (``ask``: plan only, or plan and fit) and measure its answer.
+
+    ``reference_runs`` says whether this audit runs lira / rmia (the default rule follows them).
+    """
+    fit, skipped = wanted(options, reference_runs)
+    fits = ask(
+        WhatIfRequest(fit=fit, models_per_config=MODELS_PER_CONFIG, seed=options.seed, workers=workers)
+    )
+    if fits.skipped is not None and fits.skipped != "not_asked":
+        skipped = _SKIPPED.get(fits.skipped, _SKIPPED["refit_failed"])
+    split = split_for_repeat(scored.is_member, options.eval_fraction, options.seed, 0)
+    serving = ServingRows(
+        probabilities=scored.probabilities,
+        label_index=scored.label_index,
+        is_member=scored.is_member,
+        known=attacker_rows(split, max(options.proportions)),
+        evaluation=split.evaluation,
+    )
+    return measure_remediation(
+        fits,
+        scored.label_index,
+        serving,
+        seed=options.seed,
+        utility_budget=options.utility_budget,
+        skipped=skipped,
+    )

@@ -1,0 +1,271 @@
+"""The what-if's table: which estimator classes it varies, which knob at which strengths, and the rules.
+
+Everything here reads a recipe's hyperparameters, so for a bundle it runs in the sandbox child (where the
+model is). What leaves the child is checked against this same table (``sandbox/stage.py``): parameter names
+and rule ids only from it, values only ``int`` / ``float`` / ``bool`` / ``None``. A pipeline is varied at
+its final step; its step's name (the user's text) is never reported, only our parameter name.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.ensemble import (
+    ExtraTreesClassifier,
+    GradientBoostingClassifier,
+    HistGradientBoostingClassifier,
+    RandomForestClassifier,
+)
+from sklearn.linear_model import LogisticRegression, RidgeClassifier, SGDClassifier
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.neural_network import MLPClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.svm import SVC, LinearSVC
+from sklearn.tree import DecisionTreeClassifier, ExtraTreeClassifier
+
+Value = int | float | bool | None
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One regularising hyperparameter and the strengths tried.
+
+    ``direction`` says which way regularises: ``up`` (a larger value), ``down`` (a smaller one; ``None``
+    counts as unlimited) or ``on`` (``True``). With ``relative`` the strengths multiply the recipe's own
+    value; otherwise they are the values themselves. ``needs`` names a boolean parameter that must be true
+    (``bootstrap`` for ``max_samples``).
+    """
+
+    parameter: str
+    strengths: tuple[float, ...]
+    direction: str
+    relative: bool = False
+    integer: bool = False
+    needs: str | None = None
+
+
+_TREE = (
+    Knob("min_samples_leaf", (5, 20), "up", integer=True),
+    Knob("max_depth", (6, 12), "down", integer=True),
+    Knob("ccp_alpha", (0.001, 0.01), "up"),
+)
+# Forests: ccp_alpha prunes each tree after growing it whole, so its fits cost a full forest's each;
+# the cheaper knobs below cover the same ground (bench/RESULTS.md: the what-if within the reference cost).
+_FOREST = (
+    Knob("min_samples_leaf", (5, 20), "up", integer=True),
+    Knob("max_depth", (6, 12), "down", integer=True),
+    Knob("max_samples", (0.5, 0.2), "down", needs="bootstrap"),
+)
+_GRADIENT_BOOSTING = (
+    Knob("n_estimators", (0.5, 0.25), "down", relative=True, integer=True),
+    Knob("learning_rate", (0.5,), "down", relative=True),
+    Knob("min_samples_leaf", (20, 50), "up", integer=True),
+    Knob("subsample", (0.5,), "down"),
+)
+_HIST_BOOSTING = (
+    Knob("max_iter", (0.5, 0.25), "down", relative=True, integer=True),
+    Knob("l2_regularization", (1.0, 10.0), "up"),
+    Knob("min_samples_leaf", (50, 100), "up", integer=True),
+)
+_INVERSE_C = (Knob("C", (0.1, 0.01), "down", relative=True),)
+_ALPHA = (Knob("alpha", (10.0, 100.0), "up", relative=True),)
+_MLP = (*_ALPHA, Knob("early_stopping", (1,), "on"))
+_KNN = (Knob("n_neighbors", (5, 15, 30), "up", integer=True),)
+
+# class -> (its name in reports, family, knobs). Matched by exact class, never by a name the model gives.
+FAMILIES: dict[type, tuple[str, str, tuple[Knob, ...]]] = {
+    DecisionTreeClassifier: ("DecisionTreeClassifier", "tree", _TREE),
+    ExtraTreeClassifier: ("ExtraTreeClassifier", "tree", _TREE),
+    RandomForestClassifier: ("RandomForestClassifier", "forest", _FOREST),
+    ExtraTreesClassifier: ("ExtraTreesClassifier", "forest", _FOREST),
+    GradientBoostingClassifier: ("GradientBoostingClassifier", "boosting", _GRADIENT_BOOSTING),
+    HistGradientBoostingClassifier: ("HistGradientBoostingClassifier", "boosting", _HIST_BOOSTING),
+    LogisticRegression: ("LogisticRegression", "linear", _INVERSE_C),
+    SVC: ("SVC", "linear", _INVERSE_C),
+    LinearSVC: ("LinearSVC", "linear", _INVERSE_C),
+    SGDClassifier: ("SGDClassifier", "linear", _ALPHA),
+    RidgeClassifier: ("RidgeClassifier", "linear", _ALPHA),
+    MLPClassifier: ("MLPClassifier", "mlp", _MLP),
+    KNeighborsClassifier: ("KNeighborsClassifier", "knn", _KNN),
+}
+CLASS_NAMES = frozenset(name for name, _, _ in FAMILIES.values())
+FAMILY_NAMES = frozenset(family for _, family, _ in FAMILIES.values())
+PARAMETERS = frozenset(knob.parameter for _, _, knobs in FAMILIES.values() for knob in knobs)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A memorising hyperparameter setting: ``parameter`` at a value ``applies`` to, and ``why`` it leaks."""
+
+    parameter: str
+    why: str
+
+
+# Rule id -> rule; the child sends ids and values, the parent takes the words from here.
+RULES: dict[str, Rule] = {
+    "leaf_of_one": Rule(
+        "min_samples_leaf",
+        "leaves may hold a single training row and nothing limits the depth, so each row can get a leaf of "
+        "its own: the model can memorise its training rows",
+    ),
+    "no_depth_limit": Rule(
+        "max_depth",
+        "no depth limit with tiny leaves: trees grow until they separate every training row",
+    ),
+    "boosting_tiny_leaves": Rule(
+        "min_samples_leaf",
+        "boosting with leaves of a row or two fits single rows in the late rounds",
+    ),
+    "boosting_rounds": Rule(
+        "learning_rate",
+        "many rounds at a high learning rate drive the training loss toward zero, row by row",
+    ),
+    "nearest_one": Rule(
+        "n_neighbors",
+        "with one neighbour every training row predicts itself with full confidence",
+    ),
+    "huge_c": Rule(
+        "C",
+        "a very large C all but switches the regularisation off, so the fit bends to single rows",
+    ),
+    "tiny_alpha": Rule(
+        "alpha",
+        "a near-zero alpha all but switches the regularisation off, so the fit bends to single rows",
+    ),
+}
+RULE_PARAMETERS = frozenset(rule.parameter for rule in RULES.values())
+_HUGE_C = 100.0
+_TINY_ALPHA = 1e-5
+_MANY_ROUNDS = 300
+_HIGH_LEARNING_RATE = 0.3
+
+
+@dataclass(frozen=True)
+class Config:
+    """One recipe the what-if fits: the baseline (``parameter`` ``None``) or one knob at one strength."""
+
+    name: str
+    kind: str
+    parameter: str | None
+    value: Value
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the what-if does with a recipe: its class and family (``None`` outside the table), the configs
+    to fit (baseline first; empty outside the table), the rules that fire, as ``(id, value)``."""
+
+    estimator_class: str | None
+    family: str | None
+    configs: tuple[Config, ...]
+    rules: tuple[tuple[str, Value], ...]
+
+
+def final_step(model: Any) -> tuple[Any, str]:
+    """The estimator a pipeline ends with (or ``model``), and the prefix its parameters take."""
+    if type(model) is Pipeline and model.steps:
+        name, step = model.steps[-1]
+        return step, f"{name}__"
+    return model, ""
+
+
+def variant_name(parameter: str, value: Value) -> str:
+    """``min_samples_leaf=20``, ``C=0.01``, ``early_stopping=True``: the name a variant goes by."""
+    return f"{parameter}={value!r}" if isinstance(value, bool) else f"{parameter}={value:g}"
+
+
+def plain(value: Any) -> Value:
+    """A parameter value as the what-if reports it: int, float, bool or None (anything else: None)."""
+    if value is None or isinstance(value, (bool, np.bool_)):
+        return None if value is None else bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)) and math.isfinite(float(value)):
+        return float(value)
+    return None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return None
+    return float(value)
+
+
+def _stronger(knob: Knob, own: Any, candidate: float) -> bool:
+    """Whether ``candidate`` regularises more than the recipe's own value ``own``."""
+    if knob.direction == "on":
+        return own is not True
+    number = _number(own)
+    if knob.direction == "down":
+        return own is None or (number is not None and candidate < number)
+    # "up": a fraction-of-rows value (a float below 1 for min_samples_leaf) is not compared: skipped.
+    if knob.integer and isinstance(own, float):
+        return False
+    return number is not None and candidate > number
+
+
+def _knob_values(knob: Knob, params: dict[str, Any]) -> list[Value]:
+    if knob.needs is not None and params.get(knob.needs) is not True:
+        return []
+    own = params.get(knob.parameter)
+    if knob.parameter not in params:
+        return []
+    values: list[Value] = []
+    for strength in knob.strengths:
+        if knob.direction == "on":
+            candidate: Value = True
+        elif knob.relative:
+            number = _number(own)
+            if number is None or number <= 0:
+                return []
+            candidate = number * strength
+            candidate = max(1, int(round(candidate))) if knob.integer else float(f"{candidate:.6g}")
+        else:
+            candidate = int(strength) if knob.integer else float(strength)
+        if _stronger(knob, own, candidate) and candidate not in values:
+            values.append(candidate)
+    return values
+
+
+def _rules(family: str, params: dict[str, Any]) -> list[tuple[str, Value]]:
+    fired: list[tuple[str, Value]] = []
+    leaf = _number(params.get("min_samples_leaf"))
+    if family in ("tree", "forest"):
+        if leaf is not None and leaf <= 1 and params.get("max_depth") is None:
+            fired += [("leaf_of_one", plain(params["min_samples_leaf"])), ("no_depth_limit", None)]
+    elif family == "boosting":
+        if leaf is not None and leaf <= 2:
+            fired.append(("boosting_tiny_leaves", plain(params["min_samples_leaf"])))
+        rounds = _number(params.get("n_estimators", params.get("max_iter")))
+        rate = _number(params.get("learning_rate"))
+        if rounds is not None and rate is not None and rounds >= _MANY_ROUNDS and rate >= _HIGH_LEARNING_RATE:
+            fired.append(("boosting_rounds", plain(params["learning_rate"])))
+    elif family == "knn":
+        if _number(params.get("n_neighbors")) == 1:
+            fired.append(("nearest_one", 1))
+    else:
+        c, alpha = _number(params.get("C")), _number(params.get("alpha"))
+        if c is not None and c >= _HUGE_C:
+            fired.append(("huge_c", plain(params["C"])))
+        if alpha is not None and alpha <= _TINY_ALPHA:
+            fired.append(("tiny_alpha", plain(params["alpha"])))
+    return fired
+
+
+def plan_for(model: Any) -> Plan:
+    """The what-if's plan for a fitted (or unfitted) recipe: no fit, no call into the model but
+    ``get_params`` of its final step."""
+    step, _ = final_step(model)
+    entry = FAMILIES.get(type(step))
+    if entry is None:
+        return Plan(None, None, (), ())
+    class_name, family, knobs = entry
+    params = step.get_params(deep=False)
+    configs = [Config("baseline", "baseline", None, None)]
+    for knob in knobs:
+        for value in _knob_values(knob, params):
+            configs.append(Config(variant_name(knob.parameter, value), "retrained", knob.parameter, value))
+    return Plan(class_name, family, tuple(configs), tuple(_rules(family, params)))

@@ -1,0 +1,177 @@
+"""The what-if's fits, where the model runs: each config of the recipe fitted on the same random halves.
+
+This is the thin part that runs in the sandbox child for a bundle (and in-process for ``audit_estimator``):
+it reads the recipe's parameters (:func:`~.family.plan_for`), retrains it (:func:`~mia_robustness.recipe.
+contained_clone`, the reference stage's gate), and answers with raw arrays only: each fitted model's
+probability of every pool row's true label and whether it classified the row correctly. The parent
+checks them (``sandbox/stage.py``) and does all the measuring (:mod:`.measure`).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.base import clone
+from threadpoolctl import threadpool_limits
+
+from ..errors import MiaError
+from ..recipe import contained_clone
+from ..sweep import single_threaded_worker
+from .family import Plan, final_step, plan_for
+
+log = logging.getLogger("mia_robustness.remediation")
+WHAT_IF_FITS = "what_if"  # the progress stage: one step per fit
+# Why the fits did not run, by code: the child sends a code, the parent says it in its own words.
+SKIP_CODES = ("not_asked", "not_in_table", "recipe_refused", "refit_failed", "too_few_rows")
+
+
+@dataclass(frozen=True)
+class WhatIfRequest:
+    """What the model stage is asked: fit (``fit``) or only plan, ``models_per_config`` models per config,
+    masks from ``seed``, ``workers`` fits side by side."""
+
+    fit: bool
+    models_per_config: int
+    seed: int
+    workers: int
+
+
+@dataclass(frozen=True)
+class WhatIfFits:
+    """The model stage's answer.
+
+    Attributes
+    ----------
+    plan:
+        Class, family, configs (baseline first) and fired rules, from the what-if's table.
+    skipped:
+        ``None`` when the fits ran, else one of :data:`SKIP_CODES`.
+    confidence:
+        ``(configs, models_per_config, n)``: each fitted model's probability of each pool row's true label
+        (empty when skipped).
+    correct:
+        ``(configs, models_per_config, n)`` bool: whether that model's top class is the row's label.
+    """
+
+    plan: Plan
+    skipped: str | None
+    confidence: np.ndarray
+    correct: np.ndarray
+
+
+def training_masks(models: int, rows: int, seed: int) -> np.ndarray:
+    """``(models, rows)``: model ``k`` trains on an independent random half of the pool.
+
+    Independent halves, not the reference stage's balanced ones: each model in turn plays the target and
+    the others are its attacker's reference models, whose training rows must not tell its own (with
+    balanced halves and two models, one model's rows are exactly the other's complement).
+    """
+    rng = np.random.default_rng([seed, 4099])
+    masks = np.zeros((models, rows), dtype=bool)
+    for k in range(models):
+        masks[k, rng.permutation(rows)[: rows // 2]] = True
+    return masks
+
+
+def _seeded(model: object, seed: int, k: int) -> None:
+    """Give every unset ``random_state`` of ``model`` a seed (model ``k``'s, the same for every config)."""
+    unset = [
+        name
+        for name, value in model.get_params(deep=True).items()
+        if name.endswith("random_state") and value is None
+    ]
+    if unset:
+        state = int(np.random.default_rng([seed, 7411, k]).integers(2**31 - 1))
+        model.set_params(**dict.fromkeys(unset, state))
+
+
+def _answers(
+    model: object, inputs, label_index: np.ndarray, classes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """True-class probability (0 for a class the model never saw) and correctness, for every row."""
+    probabilities = np.asarray(model.predict_proba(inputs), dtype=np.float64)
+    position = {value: i for i, value in enumerate(np.asarray(model.classes_).tolist())}
+    columns = np.array([position.get(value, -1) for value in classes.tolist()])
+    mapped = columns[label_index]
+    rows = np.arange(len(label_index))
+    confidence = np.where(mapped >= 0, probabilities[rows, np.maximum(mapped, 0)], 0.0)
+    correct = (mapped >= 0) & (np.argmax(probabilities, axis=1) == mapped)
+    return confidence, correct
+
+
+def fit_what_if(
+    model: object,
+    features: pd.DataFrame,
+    labels: np.ndarray,
+    label_index: np.ndarray,
+    classes: np.ndarray,
+    request: WhatIfRequest,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> WhatIfFits:
+    """Plan the what-if for ``model``'s recipe and, when asked, fit every config ``models_per_config`` times.
+
+    ``features`` ``(n, n_features)``, ``labels`` and ``label_index`` ``(n,)`` are the pool (every audited
+    row, members first); the arrays answered are ``(configs, models_per_config, n)``.
+    """
+    plan = plan_for(model)
+    n, m = len(labels), request.models_per_config
+
+    def skipped(code: str) -> WhatIfFits:
+        empty = np.zeros((0, m, n))
+        return WhatIfFits(plan, code, empty, empty.astype(bool))
+
+    if not request.fit:
+        return skipped("not_asked")
+    if plan.estimator_class is None:
+        return skipped("not_in_table")
+    try:
+        template = contained_clone(model)
+    except Exception:  # noqa: BLE001 - a refused or uncopyable recipe skips the what-if, never the audit
+        log.debug("the what-if cannot retrain this recipe", exc_info=True)
+        return skipped("recipe_refused")
+    _, prefix = final_step(template)
+    masks = training_masks(m, n, request.seed)
+    takes_names = getattr(model, "feature_names_in_", None) is not None
+    inputs = features if takes_names else features.to_numpy()
+    jobs = [(c, k) for c in range(len(plan.configs)) for k in range(m)]
+
+    def fit_one(job: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        c, k = job
+        config = plan.configs[c]
+        fitted = clone(template)
+        if config.parameter is not None:
+            fitted.set_params(**{prefix + config.parameter: config.value})
+        _seeded(fitted, request.seed, k)
+        rows = np.flatnonzero(masks[k])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fitted.fit(inputs.iloc[rows] if takes_names else inputs[rows], labels[rows])
+            return _answers(fitted, inputs, label_index, classes)
+
+    results = []
+    try:
+        # One BLAS/OpenMP thread per fit, as in the reference stage: the figures must not depend on how
+        # many threads the machine gives the audit.
+        with (
+            threadpool_limits(limits=1),
+            ThreadPoolExecutor(max_workers=request.workers, initializer=single_threaded_worker) as pool,
+        ):
+            for done, answer in enumerate(pool.map(fit_one, jobs), 1):  # map keeps the jobs' order
+                results.append(answer)
+                if progress is not None:
+                    progress(WHAT_IF_FITS, done, len(jobs))
+    except (MiaError, MemoryError):
+        raise
+    except Exception:  # noqa: BLE001 - the recipe's own code failed on a variant: skip, never fail the audit
+        log.debug("a what-if fit failed", exc_info=True)
+        return skipped("refit_failed")
+    shape = (len(plan.configs), m, n)
+    confidence = np.array([r[0] for r in results], dtype=np.float64).reshape(shape)
+    correct = np.array([r[1] for r in results], dtype=bool).reshape(shape)
+    return WhatIfFits(plan, None, confidence, correct)
