@@ -309,13 +309,14 @@ def test_typed_sections_serialise_as_the_1_0_dicts(report):
         "by_correctness",
         "exposed_records",
         "curves",
+        "remediation",
         "settings",
         "resolved",
         "containment",
         "warnings",
         "timings",
     ]
-    assert data["schema_version"] == "1.1" and data["resolved"] == {"device": "cpu"}
+    assert data["schema_version"] == "1.2" and data["resolved"] == {"device": "cpu"}
     assert list(data["per_class"][0]) == ["label", "members", "non_members", "auc", "tpr_at_1pct_fpr"]
     assert list(data["by_correctness"][0]) == ["group", "members", "non_members", "auc", "tpr_at_1pct_fpr"]
     assert list(data["exposed_records"]) == [
@@ -380,8 +381,12 @@ def test_text_summary_and_unknown_format(report):
     text = render_text(report.to_dict())
     assert text.startswith(f"Membership-inference risk: {report.summary.risk_level.upper()}")
     table = 2 + len(report.summary.sentences) + 2 + len(report.results)
-    warnings = text.splitlines()[table:]  # then the report's warnings, each on a line of its own
-    assert warnings == ["", "Warnings:", *[f"  - {warning}" for warning in report.warnings]]
+    # then why the what-if did not run (this report was assembled without one), then the report's
+    # warnings, each on a line of its own
+    what_if = ["", "What would reduce the risk (what-if):", f"  {report.remediation.skipped}"]
+    assert report.remediation.status == "skipped"
+    warnings = text.splitlines()[table:]
+    assert warnings == what_if + ["", "Warnings:", *[f"  - {warning}" for warning in report.warnings]]
     assert report.warnings  # the fixture's small evaluation set gives one
     with pytest.raises(OptionsError) as raised:
         render(report, "xml")
@@ -451,7 +456,15 @@ def test_text_summary_prints_the_recommendation_and_the_frontier(report, what_if
     lines = render_text(dict(report.to_dict(), remediation=skipped)).splitlines()
     start = lines.index("What would reduce the risk (what-if):")
     assert lines[start + 1 : start + 3] == ["  Skipped: no reference attacks ran; set what_if=true.", ""]
-    assert "What would reduce" not in render_text(report.to_dict())  # an older report: nothing
+    older = {k: v for k, v in report.to_dict().items() if k != "remediation"}
+    assert "What would reduce" not in render_text(older)  # a report from before the what-if: nothing
+    # the summary's sentences already give the recommendation: the what-if lines do not repeat it
+    said = report.to_dict()
+    said["summary"]["sentences"].append(what_if["recommended"]["sentence"])
+    lines = render_text(dict(said, remediation=what_if)).splitlines()
+    assert lines.count(f"  {what_if['recommended']['sentence']}") == 1
+    start = lines.index("What would reduce the risk (what-if):")
+    assert lines[start + 1].lstrip().startswith("on the frontier")
 
 
 # ---------------------------------------------------------------- rules

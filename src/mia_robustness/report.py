@@ -479,22 +479,23 @@ def render_text(report: dict[str, Any]) -> str:
             f"{row['attack_model']:<15} {row['proportion']:>6.0%} {mean['auc']:>6.3f} ±{std['auc']:.3f} {mean['advantage']:>10.3f} "
             f"{mean['tpr_at_1pct_fpr']:>10.3f} {mean['tpr_at_0_1pct_fpr']:>12.3f} {mean['accuracy']:>9.3f}"
         )
-    lines += _what_if_lines(report.get("remediation"))
+    lines += _what_if_lines(report.get("remediation"), summary["sentences"])
     warnings = report.get("warnings") or []
     if warnings:
         lines += ["", "Warnings:", *[f"  - {warning}" for warning in warnings]]
     return "\n".join(lines) + "\n"
 
 
-def _what_if_lines(section: Any) -> list[str]:
-    """The what-if in a few lines: why it was skipped, or its recommendation and the frontier's configs."""
+def _what_if_lines(section: Any, said: list[str]) -> list[str]:
+    """The what-if in a few lines: why it was skipped, or its recommendation (unless the summary's
+    sentences, ``said``, already hold it) and the frontier's configs."""
     if not isinstance(section, dict):
         return []
     lines = ["", "What would reduce the risk (what-if):"]
     if section.get("status") == "skipped" and section.get("skipped"):
         lines.append(f"  {section['skipped']}")
     sentence = (section.get("recommended") or {}).get("sentence")
-    if sentence:
+    if sentence and sentence not in said:
         lines.append(f"  {sentence}")
     configs = [c for c in [section.get("baseline"), *(section.get("variants") or [])] if isinstance(c, dict)]
     frontier = [c for c in configs if c.get("pareto") is True]

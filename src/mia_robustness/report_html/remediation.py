@@ -158,6 +158,7 @@ def _config_table(configs: Sequence[Mapping[str, Any]], chosen: Any) -> Table:
         "change against the baseline",
         "on the frontier",
     ]
+    # wrap: at 700 px a name such as min_samples_leaf=20 has to break inside the word for the table to fit
     return Table(headers, rows, left_cols=1, row_classes=classes, cls="full whatif", wrap=True)
 
 
