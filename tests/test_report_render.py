@@ -383,7 +383,8 @@ def test_text_summary_and_unknown_format(report):
     table = 2 + len(report.summary.sentences) + 2 + len(report.results)
     # then why the what-if did not run (this report was assembled without one), then the report's
     # warnings, each on a line of its own
-    what_if = ["", "What would reduce the risk (what-if):", f"  {report.remediation.skipped}"]
+    why = report.remediation.skipped
+    what_if = ["", "What would reduce the risk (what-if):", f"  {why[0].upper()}{why[1:].rstrip('.')}."]
     assert report.remediation.status == "skipped"
     warnings = text.splitlines()[table:]
     assert warnings == what_if + ["", "Warnings:", *[f"  - {warning}" for warning in report.warnings]]

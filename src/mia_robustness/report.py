@@ -17,6 +17,7 @@ from .errors import OptionsError
 from .metrics import METRIC_NAMES
 from .records import MemberScores, spreadsheet_text
 from .report_html import render_html
+from .report_html.formatting import as_sentence
 from .sanity import DataSanity
 
 # 1.1: values resolved at run time left ``settings`` for ``resolved`` (``settings.resolved_device`` is now
@@ -493,7 +494,7 @@ def _what_if_lines(section: Any, said: list[str]) -> list[str]:
         return []
     lines = ["", "What would reduce the risk (what-if):"]
     if section.get("status") == "skipped" and section.get("skipped"):
-        lines.append(f"  {section['skipped']}")
+        lines.append(f"  {as_sentence(str(section['skipped']))}")
     sentence = (section.get("recommended") or {}).get("sentence")
     if sentence and sentence not in said:
         lines.append(f"  {sentence}")

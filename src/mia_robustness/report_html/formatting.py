@@ -79,6 +79,14 @@ def short(text: str, limit: int = MAX_LEGEND_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def as_sentence(text: str) -> str:
+    """``text`` with a capital first letter and a closing full stop (the what-if's reasons are clauses)."""
+    text = text.strip()
+    if not text:
+        return text
+    return text[0].upper() + text[1:] + ("" if text.endswith((".", "!", "?")) else ".")
+
+
 def text_width(text: str, size: float) -> float:
     """An upper-bound width of ``text`` at font ``size`` (see :data:`CHAR_WIDTH`)."""
     return len(text) * size * CHAR_WIDTH

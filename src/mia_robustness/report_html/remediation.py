@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .charts import CHART_TEXT, CHART_WIDTH, Svg, _axes, _marker
-from .formatting import DASH, Table, escape, fixed, number, pct, short, text_width
+from .formatting import DASH, Table, as_sentence, escape, fixed, number, pct, short, text_width
 
 # How each kind of config is drawn: (legend label, fill colour, marker shape, radius).
 KIND_STYLES = {
@@ -69,7 +69,7 @@ def remediation_section(
     target = (number(target_accuracy), number(target_auc))
     return {
         "sentence": str(recommended.get("sentence") or ""),
-        "skipped": str(skipped or ""),
+        "skipped": as_sentence(str(skipped or "")),
         "protocol": _protocol_sentence(section.get("protocol"), section.get("estimator_class")),
         "svg": remediation_chart(configs, chosen, target) if configs else None,
         "table": _config_table(configs, chosen) if configs else None,
