@@ -213,12 +213,20 @@ def _text_boxes(root: ET.Element):
 # ---------------------------------------------------------------- unit tests
 
 
+def _sample_charts(report: dict) -> set[str]:
+    """The charts the sample report draws: the what-if's too once the sample has a measured section."""
+    section = report.get("remediation") or {}
+    return {"auc", "roc", "per_class"} | (
+        {"what_if"} if section.get("baseline") or section.get("variants") else set()
+    )
+
+
 def test_sample_report_renders_self_contained_and_well_formed():
     report = _sample()
     page = render_html(report)
     text = _check_html(page)
     charts = _svgs(page)
-    assert set(charts) == {"auc", "roc", "per_class"}
+    assert set(charts) == _sample_charts(report)
     for sentence in report["summary"]["sentences"]:
         assert sentence in text
     summary = report["summary"]
@@ -705,7 +713,7 @@ def test_sample_report_at_700px_draws_reference_attacks_as_points_with_readable_
     probe = _probe(binary, tmp_path, page, 700, script=NARROW_PROBE)
 
     charts = {chart["name"]: chart for chart in probe["charts"]}
-    assert set(charts) == {"auc", "roc", "per_class"}
+    assert set(charts) == _sample_charts(_sample())
     for name, chart in charts.items():
         small = [(t["text"], round(t["px"], 1)) for t in chart["texts"] if t["px"] < 11]
         assert not small, (name, small)
