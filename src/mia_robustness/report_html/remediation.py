@@ -24,6 +24,8 @@ KIND_STYLES = {
 }
 TARGET_STYLE = ("target as audited", "#CC79A7", "star", 7.0)
 FRONTIER_COLOUR = "#009E73"
+X_AXIS = "accuracy on rows the model never trained on (right is better)"
+Y_AXIS = "attack ROC AUC (lower is more private)"
 RECOMMENDED_RING = ' stroke="#D55E00" stroke-width="2.5"'
 LABEL_CLEARANCE = 16.0  # a point's number is left off when another number sits this close (its title stays)
 
@@ -237,17 +239,7 @@ def remediation_chart(
         svg.text(
             left - 6, sy(v) + 4, f"{v:.{2 if y_step >= 0.01 else 3}f}", size=size, anchor="end", fill="#444"
         )
-    _axes(
-        svg,
-        left,
-        top,
-        plot_w,
-        plot_h,
-        legend_top - 12,
-        size,
-        "accuracy on rows the model never trained on (right is better)",
-        "attack ROC AUC (lower is more private)",
-    )
+    _axes(svg, left, top, plot_w, plot_h, legend_top - 12, size, X_AXIS, Y_AXIS)
     if y0 <= 0.5 <= y1:
         svg.line(left, sy(0.5), left + plot_w, sy(0.5), stroke="#666", width=1.2, dash="6 4")
         svg.text(left + plot_w - 4, sy(0.5) - 5, "0.5 = guessing", size=size, anchor="end", fill="#555")
