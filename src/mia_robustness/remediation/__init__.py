@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 # Fits per config: each model plays the target once, the others are its attacker's reference models.
-MODELS_PER_CONFIG = 2
+MODELS_PER_CONFIG = 4
 
 _ASK = "ask for it with what_if=true (--what-if)"
 _SKIPPED = {

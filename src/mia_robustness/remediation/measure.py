@@ -202,7 +202,7 @@ def recommend(
             return Recommendation(
                 best.name,
                 f"Retraining with {best.name} cuts the strongest attack's AUC from {baseline.attack.auc:.2f} to "
-                f"{best.attack.auc:.2f} ({best.auc_change:+.2f}) at {_points(best.accuracy_change)} of accuracy "
+                f"{best.attack.auc:.2f} ({best.auc_change:+.2f}) while accuracy changes by {_points(best.accuracy_change)} "
                 f"({baseline.utility.accuracy:.1%} -> {best.utility.accuracy:.1%}), measured on retrained copies.",
             )
     helping = [

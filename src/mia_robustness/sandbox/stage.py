@@ -113,7 +113,13 @@ def what_if_to_message(fits: WhatIfFits) -> tuple[dict[str, Any], dict[str, np.n
         "rules": [[rule, value] for rule, value in plan.rules],
         "skipped": fits.skipped,
     }
-    arrays = {"confidence": fits.confidence, "correct": fits.correct.astype(np.int8)}
+    # Two dimensions on the wire (the protocol's most): one row per fitted model, configs in order.
+    configs, models, rows = fits.confidence.shape
+    flat = (configs * models, rows)
+    arrays = {
+        "confidence": fits.confidence.reshape(flat),
+        "correct": fits.correct.astype(np.int8).reshape(flat),
+    }
     return header, arrays
 
 
@@ -294,11 +300,13 @@ def what_if_from_message(
         rules.append((entry[0], entry[1]))
     plan = Plan(estimator_class, family, tuple(configs), tuple(rules))
     m = request.models_per_config
-    shape = (len(configs), m, rows) if skipped is None else (0, m, rows)
+    shape = (len(configs) if skipped is None else 0, m, rows)
     confidence = np.asarray(arrays.get("confidence", np.empty(0)))
     correct = np.asarray(arrays.get("correct", np.empty(0)))
-    if confidence.shape != shape or correct.shape != shape or (skipped is None and not request.fit):
+    flat = (shape[0] * m, rows)
+    if confidence.shape != flat or correct.shape != flat or (skipped is None and not request.fit):
         raise ProtocolError("the what-if's arrays do not match its configs and rows")
+    confidence, correct = confidence.reshape(shape), correct.reshape(shape)
     confidence = confidence.astype(np.float64, copy=False)
     if not np.isfinite(confidence).all() or (confidence < 0).any() or (confidence > 1 + 1e-6).any():
         raise ProtocolError("the what-if's confidences are not probabilities")

@@ -1,0 +1,259 @@
+"""The remediation what-if (#12): variants of the target's recipe, attacked and scored the same way.
+
+Real Adult targets (a default random forest and a fully grown tree, in a pipeline that ordinal-encodes
+the categoricals), one module-scoped audit each; a dummy and an already-regularised target; determinism;
+a sandboxed bundle against the same audit in process; and the parent's checks of the child's answer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.dummy import DummyClassifier
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OrdinalEncoder
+from sklearn.tree import DecisionTreeClassifier
+
+from builders import adult_frame, needs_adult, write_bundle
+from mia_robustness import audit
+from mia_robustness.engine import audit_estimator
+from mia_robustness.errors import OptionsError
+from mia_robustness.options import options_from_mapping
+from mia_robustness.remediation import WhatIfRequest
+from mia_robustness.remediation.family import plan_for
+from mia_robustness.sandbox.protocol import ProtocolError
+from mia_robustness.sandbox.stage import what_if_from_message
+
+pytestmark = needs_adult
+
+ROWS = 1500  # per side: the done-when's figures hold here, and one forest audit stays near 10 s
+# The reference attacks at full knowledge once: the what-if then runs by default.
+REFERENCE = {
+    "label_column": "income",
+    "repeats": 1,
+    "proportions": "1",
+    "attack_models": "threshold,lira,rmia",
+}
+# The cheapest audit that still runs the what-if (asked for).
+ASKED = {
+    "label_column": "income",
+    "repeats": 1,
+    "proportions": "1",
+    "attack_models": "threshold",
+    "what_if": True,
+}
+
+
+def _adult_target(estimator, rows: int, seed: int = 5):
+    frame = adult_frame(2 * rows, seed=seed)
+    categorical = [c for c in frame.columns if c != "income" and not pd.api.types.is_numeric_dtype(frame[c])]
+    encode = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1)
+    model = Pipeline(
+        [
+            ("prep", ColumnTransformer([("cat", encode, categorical)], remainder="passthrough")),
+            ("model", estimator),
+        ]
+    )
+    members, non_members = frame.iloc[:rows].reset_index(drop=True), frame.iloc[rows:].reset_index(drop=True)
+    model.fit(members.drop(columns="income"), members["income"])
+    return model, members, non_members
+
+
+@pytest.fixture(scope="module")
+def forest_report():
+    return audit_estimator(*_adult_target(RandomForestClassifier(random_state=0), ROWS), **REFERENCE)
+
+
+@pytest.fixture(scope="module")
+def tree_report():
+    return audit_estimator(*_adult_target(DecisionTreeClassifier(random_state=0), ROWS), **REFERENCE)
+
+
+def _rows(section: dict) -> dict[str, dict]:
+    return {row["name"]: row for row in [section["baseline"], *section["variants"]] if row}
+
+
+@pytest.mark.parametrize("which", ["forest_report", "tree_report"])
+def test_an_overfit_adult_target_gets_a_recommendation_that_cuts_the_attack(which, request):
+    report = request.getfixturevalue(which)
+    section = report.to_dict()["remediation"]
+    assert section["status"] == "ran" and section["skipped"] is None
+    assert section["protocol"] == {
+        "models_per_config": 4,
+        "rows": 2 * ROWS,
+        "evaluation_rows": ROWS,
+        "utility_budget": 1.0,
+    }
+    baseline = section["baseline"]
+    # The baseline is the target's recipe retrained under the what-if's protocol: it reproduces its risk.
+    assert abs(baseline["attack"]["auc"] - report.summary.auc) <= 0.06
+    chosen = section["recommended"]["variant"]
+    assert chosen is not None
+    row = _rows(section)[chosen]
+    assert row["kind"] == "retrained" and row["auc_change"] <= -0.10
+    assert row["accuracy_change"] >= -0.01  # within the 1-point budget
+    assert row["pareto"] or any(
+        r["pareto"] and r["attack"]["auc"] <= row["attack"]["auc"] for r in _rows(section).values()
+    )
+    # The summary names the change and its measured effect.
+    assert chosen in report.summary.sentences[-1] and "AUC" in report.summary.sentences[-1]
+    # Rules: a default forest / tree has leaves of one row and no depth limit.
+    assert {(r["parameter"], r["value"]) for r in section["rules"]} == {
+        ("min_samples_leaf", 1),
+        ("max_depth", None),
+    }
+    assert section["family"] == ("forest" if which == "forest_report" else "tree")
+
+
+def test_variants_come_from_the_table_and_serving_rows_follow(forest_report):
+    section = forest_report.to_dict()["remediation"]
+    kinds = [row["kind"] for row in section["variants"]]
+    assert kinds == sorted(kinds, key=lambda kind: kind == "serving")  # retrained first
+    names = [row["name"] for row in section["variants"]]
+    assert names[-3:] == [
+        "labels only",
+        "probabilities rounded to 1 decimal",
+        "probabilities rounded to 2 decimals",
+    ]
+    assert names[:-3] == ["min_samples_leaf=5", "min_samples_leaf=20", "max_samples=0.2"]
+    labels_only = section["variants"][-3]
+    assert labels_only["attack"]["attack_model"] == "gap" and labels_only["utility"]["log_loss"] is None
+    for row in section["variants"]:
+        low, high = row["utility"]["ci95"]["accuracy"]
+        assert low <= row["utility"]["accuracy"] <= high
+        low, high = row["attack"]["ci95"]["auc"]
+        assert low <= row["attack"]["auc"] <= high
+
+
+def test_a_dummy_target_gets_no_recommendation_that_claims_a_gain():
+    report = audit_estimator(*_adult_target(DummyClassifier(strategy="prior"), 500), **ASKED)
+    section = report.to_dict()["remediation"]
+    assert section["status"] == "skipped" and "no variants for this model's class" in section["skipped"]
+    assert section["estimator_class"] is None and section["baseline"] is None
+    assert section["recommended"]["variant"] is None
+    assert "no serving-side option helps" in section["recommended"]["sentence"]
+    assert [row["kind"] for row in section["variants"]] == ["serving"] * 3
+
+
+def test_an_already_regularised_target_gets_no_recommendation():
+    forest = RandomForestClassifier(n_estimators=30, min_samples_leaf=50, max_depth=6, random_state=0)
+    report = audit_estimator(*_adult_target(forest, 800), **ASKED)
+    section = report.to_dict()["remediation"]
+    assert section["status"] == "ran" and section["rules"] == []
+    # min_samples_leaf 5 and 20 are weaker than the recipe's own 50: dropped.
+    assert [row["name"] for row in section["variants"] if row["kind"] == "retrained"] == ["max_samples=0.2"]
+    assert section["recommended"]["variant"] is None
+    assert "already about as private as its family allows" in section["recommended"]["sentence"]
+
+
+def test_same_seed_same_section_and_the_sandbox_gives_the_same(tmp_path):
+    model, members, non_members = _adult_target(RandomForestClassifier(n_estimators=20, random_state=0), 400)
+    first = audit_estimator(model, members, non_members, **ASKED).to_dict()["remediation"]
+    again = audit_estimator(model, members, non_members, **ASKED).to_dict()["remediation"]
+    assert first == again
+    other = audit_estimator(model, members, non_members, **ASKED, seed=1).to_dict()["remediation"]
+    assert other != first
+    bundle = write_bundle(tmp_path, model, members, non_members)
+    sandboxed = audit(bundle, ASKED)
+    assert sandboxed.containment["sandbox"] is True
+    assert sandboxed.to_dict()["remediation"] == first
+    assert "what_if" in sandboxed.timings
+
+
+def test_the_default_skips_it_where_the_reference_attacks_do_not_run_but_keeps_the_rules():
+    model, members, non_members = _adult_target(DecisionTreeClassifier(random_state=0), 300)
+    report = audit_estimator(model, members, non_members, **(ASKED | {"what_if": None}))
+    section = report.to_dict()["remediation"]
+    assert section["status"] == "skipped" and "what_if=true" in section["skipped"]
+    assert section["baseline"] is None and section["rules"] and "what_if" not in report.timings
+    assert section["estimator_class"] == "DecisionTreeClassifier"
+    off = audit_estimator(model, members, non_members, **(ASKED | {"what_if": False}))
+    assert "what_if=false" in off.to_dict()["remediation"]["skipped"]
+
+
+def test_options_what_if_and_utility_budget():
+    assert options_from_mapping({}).what_if is None
+    assert options_from_mapping({"what_if": "true"}).what_if is True
+    assert options_from_mapping({"what-if": "off"}).what_if is False
+    assert options_from_mapping({"what_if": "auto"}).what_if is None
+    assert options_from_mapping({"utility_budget": "2.5"}).utility_budget == 2.5
+    with pytest.raises(OptionsError, match="true, false or auto"):
+        options_from_mapping({"what_if": "maybe"})
+    with pytest.raises(OptionsError, match="between 0.0 and 50.0"):
+        options_from_mapping({"utility_budget": 60})
+
+
+# ---- the child's answer, as the parent checks it ---------------------------------------------------------
+
+
+def _answer(configs, confidence, correct, **header):
+    message = {
+        "kind": "what_if",
+        "estimator_class": "DecisionTreeClassifier",
+        "family": "tree",
+        "configs": configs,
+        "rules": [["leaf_of_one", 1]],
+        "skipped": None,
+    } | header
+    flat = (confidence.shape[0] * confidence.shape[1], confidence.shape[2])  # as the wire carries them
+    return message, {"confidence": confidence.reshape(flat), "correct": correct.reshape(flat)}
+
+
+REQUEST = WhatIfRequest(fit=True, models_per_config=2, seed=0, workers=1)
+GOOD_CONFIGS = [["baseline", None, None], ["retrained", "min_samples_leaf", 20]]
+
+
+def test_a_well_formed_answer_is_taken():
+    fits = what_if_from_message(
+        *_answer(GOOD_CONFIGS, np.full((2, 2, 6), 0.5), np.ones((2, 2, 6))), REQUEST, 6
+    )
+    assert [c.name for c in fits.plan.configs] == ["baseline", "min_samples_leaf=20"]
+    assert fits.plan.rules == (("leaf_of_one", 1),)
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        {"configs": [["baseline", None, None], ["retrained", "__class__", 20]]},  # outside the table
+        {"configs": [["baseline", None, None], ["retrained", "min_samples_leaf", "20; rm -rf"]]},
+        {"configs": [["baseline", None, None], ["retrained", "min_samples_leaf", float("nan")]]},
+        {"configs": [["retrained", "min_samples_leaf", 20], ["baseline", None, None]]},  # baseline not first
+        {"estimator_class": "EvilClassifier"},
+        {"rules": [["made_up", 1]]},
+        {"skipped": "the model says hello"},
+        {"nan": True},
+        {"shape": (2, 2, 5)},
+        {"above_one": True},
+    ],
+)
+def test_a_forged_answer_is_a_protocol_error(forged):
+    confidence, correct = np.full((2, 2, 6), 0.5), np.ones((2, 2, 6))
+    if forged.pop("nan", False):
+        confidence[1, 0, 3] = np.nan
+    if forged.pop("above_one", False):
+        confidence[0, 1, 0] = 3.0
+    shape = forged.pop("shape", None)
+    if shape:
+        confidence, correct = np.full(shape, 0.5), np.ones(shape)
+    configs = forged.pop("configs", GOOD_CONFIGS)
+    with pytest.raises(ProtocolError):
+        what_if_from_message(*_answer(configs, confidence, correct, **forged), REQUEST, 6)
+
+
+def test_the_plan_reads_a_pipeline_at_its_final_step_and_drops_weaker_settings():
+    tree = Pipeline(
+        [("scale", "passthrough"), ("clf", DecisionTreeClassifier(min_samples_leaf=10, max_depth=8))]
+    )
+    plan = plan_for(tree)
+    assert plan.estimator_class == "DecisionTreeClassifier" and plan.rules == ()
+    assert [c.name for c in plan.configs] == [
+        "baseline",
+        "min_samples_leaf=20",
+        "max_depth=6",
+        "ccp_alpha=0.001",
+        "ccp_alpha=0.01",
+    ]
+    assert plan_for(DummyClassifier()).configs == ()
