@@ -13,7 +13,7 @@ import pytest
 from sklearn.tree import DecisionTreeClassifier
 
 from builders import CHEAPEST, FAST, REPO_ROOT, as_flags, noisy_numeric_frame, split_fit, write_bundle
-from mia_robustness.report import REMEDIATION_CSV_COLUMNS
+from mia_robustness.report_html import render_html
 
 CLI = [sys.executable, "-m", "mia_robustness.cli"]
 FAST_FLAGS = as_flags(FAST)
@@ -163,9 +163,9 @@ def test_unwritable_outputs_are_refused_in_one_line(tmp_path, overfit_bundle):
 
 
 def test_what_if_csv_html_and_summary_from_one_audit(tmp_path, overfit_bundle):
-    """--what-if on an overfit tree: the CSV lists the JSON section's configs with its figures, the HTML
-    draws the what-if chart, and `summary` prints the frontier; without --what-if a threshold-only audit
-    skips it, says how to ask for it, and the CSV holds its header only."""
+    """--what-if on an overfit tree: the CSV lists the JSON section's configs with its figures, its HTML
+    page draws the what-if chart, and `summary` prints the frontier; without --what-if a threshold-only audit
+    skips its fits, says how to ask for them, and the CSV lists the serving-side rows only."""
     out, table = tmp_path / "report.json", tmp_path / "what-if.csv"
     done = run("audit", overfit_bundle, "-o", out, "--what-if", "--what-if-csv", table, *as_flags(CHEAPEST))
     assert done.returncode == 0, done.stderr
@@ -184,13 +184,15 @@ def test_what_if_csv_html_and_summary_from_one_audit(tmp_path, overfit_bundle):
     assert done.returncode == 0 and "What would reduce the risk (what-if):" in done.stdout
     on_frontier = [c["name"] for c in configs if c["pareto"]]
     assert on_frontier and all(f"  {name} " in done.stdout for name in on_frontier)
-    page = tmp_path / "report.html"
-    assert run("audit", overfit_bundle, "-o", page, "--what-if", "-q", *as_flags(CHEAPEST)).returncode == 0
-    assert 'data-chart="what_if"' in page.read_text() and 'id="what-if"' in page.read_text()
+    page = render_html(json.loads(out.read_text()))  # what `-o report.html` writes, from the same dict
+    assert 'data-chart="what_if"' in page and 'id="what-if"' in page
 
     done = run("audit", overfit_bundle, "-o", out, "--what-if-csv", table, "-q", *as_flags(CHEAPEST))
     assert done.returncode == 0, done.stderr
     section = json.loads(out.read_text())["remediation"]
     assert section["status"] == "skipped" and "what_if=true" in section["skipped"]
-    assert table.read_text().splitlines() == [",".join(REMEDIATION_CSV_COLUMNS)]
+    # skipped fits: the serving-side rows (measured on the target itself, no fit) are still listed
+    rows = list(csv.DictReader(table.read_text().splitlines()))
+    assert section["baseline"] is None and rows and {r["kind"] for r in rows} == {"serving"}
+    assert [r["name"] for r in rows] == [v["name"] for v in section["variants"]]
     assert section["skipped"][1:] in run("summary", out).stdout  # as a sentence: capitalised
