@@ -477,6 +477,18 @@ def test_what_if_skipped_says_why_in_one_sentence_and_keeps_the_rules(full_repor
     assert html.unescape(re.sub(r"<[^>]+>", "", section)).count(why) == 1
     assert "what_if" not in _svgs(page) and "<table" not in section
     assert report["remediation"]["rules"][0]["why"] in text
+    # skipped fits with the serving-side rows (measured on the target, no fit): drawn, but no frontier, and
+    # no protocol of fits that did not happen
+    serving = [v for v in full_report["remediation"]["variants"] if v["kind"] == "serving"]
+    report["remediation"]["variants"] = serving
+    page = render_html(report)
+    _check_html(page)
+    chart = _svgs(page)["what_if"]
+    assert {n.get("data-kind") for n in chart.iter() if n.get("class") == "config"} == {"serving"}
+    legend = [n.text for n in chart.iter(f"{SVG_NS}text") if n.get("class") == "legend"]
+    assert legend == ["serving-side option", "target as audited"]
+    assert "fitted" not in page and "Pareto" not in page and "without retraining" in page
+    assert [row[0] for row in _what_if_rows(page)] == [f"{i}. {v['name']}" for i, v in enumerate(serving, 1)]
     # an old report (no section), or a malformed one, has no what-if section at all
     for value in (None, "junk", [1, 2]):
         report["remediation"] = value

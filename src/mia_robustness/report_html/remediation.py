@@ -55,7 +55,7 @@ def remediation_section(
         ``sentence`` (the recommendation, or ``""``), ``skipped`` (why the fits did not run, or ``""``),
         ``protocol`` (one sentence on how the figures were measured, or ``""``), ``svg`` (the chart, or
         ``None`` with fewer than one drawable config), ``table`` (a :class:`Table`, or ``None``), ``rules``
-        (``[(setting, why), ...]``).
+        (``[(setting, why), ...]``), ``retrained`` (whether any config was retrained: the baseline, a variant).
     """
     if not isinstance(section, Mapping):
         return None
@@ -69,10 +69,15 @@ def remediation_section(
         if isinstance(rule, Mapping)
     ]
     target = (number(target_accuracy), number(target_auc))
+    retrained = any(c.get("kind") in ("baseline", "retrained") for c in configs)
     return {
         "sentence": str(recommended.get("sentence") or ""),
         "skipped": as_sentence(str(skipped or "")),
-        "protocol": _protocol_sentence(section.get("protocol"), section.get("estimator_class")),
+        # the protocol is that of the fits: a section whose fits were skipped has none to describe
+        "protocol": _protocol_sentence(section.get("protocol"), section.get("estimator_class"))
+        if retrained
+        else "",
+        "retrained": retrained,
         "svg": remediation_chart(configs, chosen, target) if configs else None,
         "table": _config_table(configs, chosen) if configs else None,
         "rules": rules,
@@ -212,7 +217,7 @@ def remediation_chart(
     entries += [TARGET_STYLE] if has_target else []
     entry_w = max(text_width(short(label), size) for label, *_ in entries + [("Pareto frontier",)]) + 34
     columns = max(1, int(plot_w // entry_w))
-    legend_count = len(entries) + 1 + (1 if chosen else 0)
+    legend_count = len(entries) + 2  # at most the frontier and the recommendation besides
     legend_top = top + plot_h + 58
     height = legend_top + math.ceil(legend_count / columns) * (size + 10) + 4
     svg = Svg(
@@ -274,7 +279,8 @@ def remediation_chart(
         svg.add(_marker(shape, sx(target[0]), sy(target[1]), radius, colour, attrs, title))
 
     legend = [(label, colour, shape, "") for label, colour, shape, _ in entries]
-    legend.append(("Pareto frontier", FRONTIER_COLOUR, "line", ""))
+    if len(frontier) > 1:
+        legend.append(("Pareto frontier", FRONTIER_COLOUR, "line", ""))
     if chosen:
         legend.append(("recommended (ringed)", "#fff", "circle", RECOMMENDED_RING))
     for i, (label, colour, shape, extra) in enumerate(legend):
