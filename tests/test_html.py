@@ -379,10 +379,13 @@ def test_text_lies_inside_each_chart(full_report):
                 )
 
 
-def test_settings_reproduce_the_audit_options():
-    """The printed command parses with the real CLI and gives the same options; so does the JSON."""
+@pytest.mark.parametrize("what_if", [True, False, None])
+def test_settings_reproduce_the_audit_options(what_if):
+    """The printed command parses with the real CLI and gives the same options; so does the JSON (the
+    what-if's switch as --what-if / --no-what-if, left out when unset)."""
     settings = _sample()["settings"]
     settings.update({"label_column": "income level", "seed": 7, "proportions": [0.25, 0.5, 1.0]})
+    settings.update({"what_if": what_if, "utility_budget": 2.5})
     expected = options_from_mapping({k: v for k, v in settings.items() if k in OPTION_NAMES})
     words = shlex.split(cli_command(settings))
     assert words[:3] == ["mia-robustness", "audit", "BUNDLE"]
