@@ -451,6 +451,11 @@ def test_what_if_section_charts_every_config_and_draws_the_frontier(full_report)
     assert page.count('<tr class="strongest">') == 2  # the results table's strongest row, and this one
     rule = section["rules"][0]
     assert f"{rule['parameter']} = {rule['value']}" in text and rule["why"] in text
+    # its cost, in the timings table, says what it is
+    timed = render_html(dict(full_report, timings={"what_if": 12.5}))
+    assert (
+        '<td class="l">the what-if: retraining the recipe and its variants, then attacking each</td>' in timed
+    )
 
 
 def _centre_y(marker: ET.Element) -> float:

@@ -366,6 +366,7 @@ STAGE_LABELS = {
     "signals": "computing the per-row signals",
     "attacks": "learned and threshold attacks: training and scoring",
     "reference_attacks": "reference attacks: training the reference models, then scoring",
+    "what_if": "the what-if: retraining the recipe and its variants, then attacking each",
     "total": "total",
 }
 REFERENCE_ATTACK_PREFIXES = ("lira", "rmia")
