@@ -317,6 +317,8 @@ def test_typed_sections_serialise_as_the_1_0_dicts(report):
         "timings",
     ]
     assert data["schema_version"] == "1.2" and data["resolved"] == {"device": "cpu"}
+    # Assembled without the engine, the what-if section is there, saying it did not run.
+    assert data["remediation"]["status"] == "skipped" and data["remediation"]["variants"] == []
     assert list(data["per_class"][0]) == ["label", "members", "non_members", "auc", "tpr_at_1pct_fpr"]
     assert list(data["by_correctness"][0]) == ["group", "members", "non_members", "auc", "tpr_at_1pct_fpr"]
     assert list(data["exposed_records"]) == [

@@ -43,6 +43,10 @@ _SKIPPED = {
         "the what-if could not retrain the model's recipe (the refit gate refused it or it cannot be "
         "copied); the serving-side options below still apply"
     ),
+    "no_probabilities": (
+        "the what-if measures each variant's confidence in the true label, and this model's recipe gives no "
+        "probabilities (predict_proba); the serving-side options below still apply"
+    ),
     "refit_failed": (
         "retraining a variant of the model's recipe failed, so the what-if has no retrained figures; the "
         "serving-side options below still apply"

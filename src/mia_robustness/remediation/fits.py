@@ -28,7 +28,7 @@ from .family import Plan, final_step, plan_for
 log = logging.getLogger("mia_robustness.remediation")
 WHAT_IF_FITS = "what_if"  # the progress stage: one step per fit
 # Why the fits did not run, by code: the child sends a code, the parent says it in its own words.
-SKIP_CODES = ("not_asked", "not_in_table", "recipe_refused", "refit_failed", "too_few_rows")
+SKIP_CODES = ("not_asked", "not_in_table", "recipe_refused", "refit_failed", "no_probabilities")
 
 
 @dataclass(frozen=True)
@@ -136,6 +136,8 @@ def fit_what_if(
         log.debug("the what-if cannot retrain this recipe", exc_info=True)
         return skipped("recipe_refused")
     _, prefix = final_step(template)
+    if not hasattr(template, "predict_proba"):  # an SVC without probability=True, a RidgeClassifier
+        return skipped("no_probabilities")
     masks = training_masks(m, n, request.seed)
     takes_names = getattr(model, "feature_names_in_", None) is not None
     inputs = features if takes_names else features.to_numpy()
@@ -155,6 +157,8 @@ def fit_what_if(
             return _answers(fitted, inputs, label_index, classes)
 
     results = []
+    if progress is not None:
+        progress(WHAT_IF_FITS, 0, len(jobs))
     try:
         # One BLAS/OpenMP thread per fit, as in the reference stage: the figures must not depend on how
         # many threads the machine gives the audit.
