@@ -256,3 +256,141 @@ def wait_until(
         if time.monotonic() >= deadline:
             raise AssertionError(f"{what or 'the condition'} not reached within {timeout:g} s")
         time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+
+
+# --------------------------------------------------------------------------------------------------
+# A remediation section measured on real fits, for the renderers' tests (the engine's own protocol is
+# tested in the what-if's tests; the renderers only need a section of the real shape with real figures)
+# --------------------------------------------------------------------------------------------------
+
+
+def measured_what_if_section(x: np.ndarray, y: np.ndarray, seed: int = 0) -> dict:
+    """A schema 1.2 ``remediation`` dict from a random forest and three variants of it on ``(x, y)``.
+
+    Each config is fitted on two random halves of the rows (the same halves for every config); each fit in
+    turn is the target and its loss-threshold attack (true-class confidence) is scored on the evaluation
+    half of the rows, pooled over both fits; accuracy on each fit's unseen rows. Two serving-side rows are
+    measured on the first fit. ``pareto`` and ``recommended`` follow the what-if's rules.
+    """
+    from sklearn.base import clone
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.metrics import log_loss
+
+    from mia_robustness.metrics import attack_metrics, auc_interval, clopper_pearson, metric_intervals
+
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    masks = [rng.permutation(n) < n // 2 for _ in range(2)]
+    evaluation = rng.permutation(n) < n // 2
+    base = RandomForestClassifier(n_estimators=30, random_state=seed)
+
+    def figures(true_prob: list, correct: list, proba: list, attack_model: str) -> dict:
+        truth = np.concatenate([m[evaluation] for m in masks[: len(true_prob)]])
+        scores = np.concatenate([t[evaluation] for t in true_prob])
+        found = attack_metrics(truth, scores, scores >= np.median(scores))
+        unseen = np.concatenate([c[~m] for c, m in zip(correct, masks, strict=False)])
+        labels = np.concatenate([y[~m] for m in masks[: len(correct)]])
+        ci = metric_intervals(truth, scores)
+        return {
+            "utility": {
+                "accuracy": float(unseen.mean()),
+                "balanced_accuracy": float(np.mean([unseen[labels == c].mean() for c in np.unique(labels)])),
+                "log_loss": float(log_loss(labels, np.concatenate(proba), labels=np.unique(y)))
+                if proba
+                else None,
+                "ci95": {"accuracy": list(clopper_pearson(int(unseen.sum()), len(unseen)))},
+            },
+            "attack": {
+                "attack_model": attack_model,
+                "auc": found.auc,
+                "tpr_at_1pct_fpr": found.tpr_at_1pct_fpr,
+                "ci95": {
+                    "auc": list(auc_interval(found.auc, int(truth.sum()), int((~truth).sum()))),
+                    "tpr_at_1pct_fpr": ci["tpr_at_1pct_fpr"],
+                },  # fmt: skip
+            },
+        }
+
+    def measured(model, name: str, kind: str, parameter: str | None, value) -> dict:
+        fits = [clone(model).fit(x[m], y[m]) for m in masks]
+        probas = [f.predict_proba(x) for f in fits]
+        true_prob = [p[np.arange(n), y] for p in probas]
+        correct = [p.argmax(axis=1) == y for p in probas]
+        unseen_proba = [p[~m] for p, m in zip(probas, masks, strict=True)]
+        config = {"name": name, "kind": kind, "parameter": parameter, "value": value}
+        return config | figures(true_prob, correct, unseen_proba, "loss_threshold")
+
+    baseline = measured(base, "baseline", "baseline", None, None)
+    variants = [
+        measured(
+            clone(base).set_params(**{parameter: value}),
+            f"{parameter}={value}",
+            "retrained",
+            parameter,
+            value,
+        )
+        for parameter, value in (("min_samples_leaf", 5), ("min_samples_leaf", 20), ("max_depth", 6))
+    ]
+    target = base.fit(x[masks[0]], y[masks[0]])
+    proba = target.predict_proba(x)
+    rounded = np.round(proba, 1)
+    correct = rounded.argmax(axis=1) == y
+    serving = [
+        {"name": "labels only", "kind": "serving", "parameter": None, "value": None}
+        | figures([correct.astype(float)], [correct], [], "gap"),
+        {"name": "probabilities rounded to 1 decimal", "kind": "serving", "parameter": None, "value": None}
+        | figures([rounded[np.arange(n), y]], [correct], [_normalised(rounded[~masks[0]])], "loss_threshold"),
+    ]
+    configs = [baseline, *variants, *serving]
+    for config in configs:
+        reference = (
+            baseline
+            if config["kind"] != "serving"
+            else serving[0]
+            | figures([proba[np.arange(n), y]], [proba.argmax(axis=1) == y], [], "loss_threshold")
+        )
+        config["auc_change"] = config["attack"]["auc"] - reference["attack"]["auc"]
+        config["accuracy_change"] = config["utility"]["accuracy"] - reference["utility"]["accuracy"]
+    for config in configs:
+        acc, auc = config["utility"]["accuracy"], config["attack"]["auc"]
+        config["pareto"] = config["kind"] != "serving" and not any(
+            o["utility"]["accuracy"] >= acc and o["attack"]["auc"] <= auc and o is not config
+            and (o["utility"]["accuracy"] > acc or o["attack"]["auc"] < auc)
+            for o in configs if o["kind"] != "serving"
+        )  # fmt: skip
+    within = [v for v in variants if v["utility"]["accuracy"] >= baseline["utility"]["accuracy"] - 0.01]
+    best = min(within, key=lambda v: v["auc_change"], default=None)
+    chosen = best if best is not None and best["auc_change"] < -0.02 else None
+    sentence = (
+        f"Retrain with {chosen['name']}: the strongest attack's AUC falls by {-chosen['auc_change']:.2f} "
+        f"for an accuracy change of {chosen['accuracy_change'] * 100:+.1f} points."
+        if chosen
+        else "No variant lowers the attack's AUC beyond the noise within 1 point of accuracy."
+    )
+    return {
+        "status": "ran",
+        "skipped": None,
+        "estimator_class": "RandomForestClassifier",
+        "family": "forest",
+        "protocol": {
+            "models_per_config": 2,
+            "rows": n,
+            "evaluation_rows": int(evaluation.sum()),
+            "utility_budget": 1.0,
+        },  # fmt: skip
+        "baseline": baseline,
+        "variants": variants + serving,
+        "recommended": {"variant": chosen["name"] if chosen else None, "sentence": sentence},
+        "rules": [
+            {
+                "parameter": "min_samples_leaf",
+                "value": 1,
+                "why": "leaves of one training row let every tree reproduce its rows' labels exactly",
+            }
+        ],  # fmt: skip
+    }
+
+
+def _normalised(proba: np.ndarray) -> np.ndarray:
+    clipped = np.clip(proba, 1e-6, 1)
+    return clipped / clipped.sum(axis=1, keepdims=True)

@@ -13,6 +13,7 @@ import pytest
 from sklearn.tree import DecisionTreeClassifier
 
 from builders import CHEAPEST, FAST, REPO_ROOT, as_flags, noisy_numeric_frame, split_fit, write_bundle
+from mia_robustness.report_html import render_html
 
 CLI = [sys.executable, "-m", "mia_robustness.cli"]
 FAST_FLAGS = as_flags(FAST)
@@ -137,12 +138,18 @@ def test_records_csv_never_hands_a_spreadsheet_a_formula(tmp_path):
 
 
 def test_unwritable_outputs_are_refused_in_one_line(tmp_path, overfit_bundle):
-    """A folder's name or one file for both -o and --records: refused before the audit runs (exit 2, one
+    """A folder's name or one file for two of -o, --records and --what-if-csv: refused before the audit runs (exit 2, one
     line, no report written); a file under a path that is a file: one line after it, never a traceback."""
     report = tmp_path / "report.json"
     for args, fragment in (
         (("--records", tmp_path), "is a folder"),
+        (("--what-if-csv", tmp_path), "--what-if-csv"),
         (("-o", report, "--records", tmp_path / "." / "report.json"), "name the same file"),
+        (("-o", report, "--what-if-csv", tmp_path / "." / "report.json"), "-o and --what-if-csv name"),
+        (
+            ("-o", report, "--records", tmp_path / "r.csv", "--what-if-csv", tmp_path / "r.csv"),
+            "--records and --what-if-csv name",
+        ),
     ):
         done = run("audit", overfit_bundle, *args, "-q", *FAST_FLAGS)
         assert done.returncode == 2 and fragment in done.stderr, done.stderr
@@ -154,3 +161,39 @@ def test_unwritable_outputs_are_refused_in_one_line(tmp_path, overfit_bundle):
     )
     assert done.returncode == 2 and done.stderr.startswith("error: cannot write"), done.stderr
     assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+def test_what_if_csv_html_and_summary_from_one_audit(tmp_path, overfit_bundle):
+    """--what-if on an overfit tree: the CSV lists the JSON section's configs with its figures, its HTML
+    page draws the what-if chart, and `summary` prints the frontier; without --what-if a threshold-only audit
+    skips its fits, says how to ask for them, and the CSV lists the serving-side rows only."""
+    out, table = tmp_path / "report.json", tmp_path / "what-if.csv"
+    done = run("audit", overfit_bundle, "-o", out, "--what-if", "--what-if-csv", table, *as_flags(CHEAPEST))
+    assert done.returncode == 0, done.stderr
+    assert f"what-if configurations written to {table}" in done.stderr
+    section = json.loads(out.read_text())["remediation"]
+    assert section["status"] == "ran" and section["family"] == "tree"
+    configs = [section["baseline"], *section["variants"]]
+    rows = list(csv.DictReader(table.read_text().splitlines()))
+    assert [r["name"] for r in rows] == [c["name"] for c in configs] and len(rows) >= 4
+    for row, config in zip(rows, configs, strict=True):
+        assert row["kind"] == config["kind"] and row["attack_model"] == config["attack"]["attack_model"]
+        assert float(row["auc"]) == pytest.approx(config["attack"]["auc"], abs=1e-6)
+        assert float(row["accuracy"]) == pytest.approx(config["utility"]["accuracy"], abs=1e-6)
+        assert row["pareto"] == ("true" if config["pareto"] else "false")
+    done = run("summary", out)
+    assert done.returncode == 0 and "What would reduce the risk (what-if):" in done.stdout
+    on_frontier = [c["name"] for c in configs if c["pareto"]]
+    assert on_frontier and all(f"  {name} " in done.stdout for name in on_frontier)
+    page = render_html(json.loads(out.read_text()))  # what `-o report.html` writes, from the same dict
+    assert 'data-chart="what_if"' in page and 'id="what-if"' in page
+
+    done = run("audit", overfit_bundle, "-o", out, "--what-if-csv", table, "-q", *as_flags(CHEAPEST))
+    assert done.returncode == 0, done.stderr
+    section = json.loads(out.read_text())["remediation"]
+    assert section["status"] == "skipped" and "what_if=true" in section["skipped"]
+    # skipped fits: the serving-side rows (measured on the target itself, no fit) are still listed
+    rows = list(csv.DictReader(table.read_text().splitlines()))
+    assert section["baseline"] is None and rows and {r["kind"] for r in rows} == {"serving"}
+    assert [r["name"] for r in rows] == [v["name"] for v in section["variants"]]
+    assert section["skipped"][1:] in run("summary", out).stdout  # as a sentence: capitalised

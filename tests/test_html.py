@@ -25,7 +25,7 @@ import pytest
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from builders import REPO_ROOT, noisy_numeric_frame
+from builders import REPO_ROOT, measured_what_if_section, noisy_numeric_frame
 from mia_robustness.cli import build_parser
 from mia_robustness.options import OPTION_NAMES, options_from_mapping
 from mia_robustness.report_html import CHAR_WIDTH, PALETTE, RISK_COLOURS, cli_command, render_html
@@ -109,6 +109,7 @@ def full_report() -> dict:
         "top": [{"row": int(i), "score": float(true_prob[i])} for i in order],
     }
     report["warnings"] = ["members and non-members balanced by subsampling 1,800 members to 1,500"]
+    report["remediation"] = measured_what_if_section(x, y)
     return report
 
 
@@ -212,12 +213,20 @@ def _text_boxes(root: ET.Element):
 # ---------------------------------------------------------------- unit tests
 
 
+def _sample_charts(report: dict) -> set[str]:
+    """The charts the sample report draws: the what-if's too once the sample has a measured section."""
+    section = report.get("remediation") or {}
+    return {"auc", "roc", "per_class"} | (
+        {"what_if"} if section.get("baseline") or section.get("variants") else set()
+    )
+
+
 def test_sample_report_renders_self_contained_and_well_formed():
     report = _sample()
     page = render_html(report)
     text = _check_html(page)
     charts = _svgs(page)
-    assert set(charts) == {"auc", "roc", "per_class"}
+    assert set(charts) == _sample_charts(report)
     for sentence in report["summary"]["sentences"]:
         assert sentence in text
     summary = report["summary"]
@@ -267,7 +276,7 @@ def test_optional_sections_drawn_from_curves_per_class_and_extras(full_report):
     page = render_html(full_report)
     text = _check_html(page)
     charts = _svgs(page)
-    assert set(charts) == {"auc", "roc", "per_class"}
+    assert set(charts) == {"auc", "roc", "per_class", "what_if"}
     width, height = _viewbox(charts["roc"])
     lines = list(charts["roc"].iter(f"{SVG_NS}polyline"))
     assert len(lines) == len(full_report["curves"])
@@ -304,6 +313,9 @@ def test_every_report_string_is_escaped(full_report):
     report["warnings"] = [EVIL]
     report["timings"][EVIL] = 1.0
     report["tool_version"] = EVIL
+    report["remediation"]["variants"][0]["name"] = EVIL
+    report["remediation"]["recommended"] = {"variant": EVIL, "sentence": EVIL}
+    report["remediation"]["rules"][0]["why"] = EVIL
     page = render_html(report)
     assert "<script" not in page.lower()
     assert '"><b>' not in page
@@ -311,7 +323,7 @@ def test_every_report_string_is_escaped(full_report):
     text = _check_html(page)
     assert EVIL in text  # shown to the reader as text
     charts = _svgs(page)  # and the SVGs stay well-formed XML
-    assert {"auc", "roc", "per_class"} <= set(charts)
+    assert {"auc", "roc", "per_class", "what_if"} <= set(charts)
 
 
 def test_renders_without_optional_parts():
@@ -367,10 +379,13 @@ def test_text_lies_inside_each_chart(full_report):
                 )
 
 
-def test_settings_reproduce_the_audit_options():
-    """The printed command parses with the real CLI and gives the same options; so does the JSON."""
+@pytest.mark.parametrize("what_if", [True, False, None])
+def test_settings_reproduce_the_audit_options(what_if):
+    """The printed command parses with the real CLI and gives the same options; so does the JSON (the
+    what-if's switch as --what-if / --no-what-if, left out when unset)."""
     settings = _sample()["settings"]
     settings.update({"label_column": "income level", "seed": 7, "proportions": [0.25, 0.5, 1.0]})
+    settings.update({"what_if": what_if, "utility_budget": 2.5})
     expected = options_from_mapping({k: v for k, v in settings.items() if k in OPTION_NAMES})
     words = shlex.split(cli_command(settings))
     assert words[:3] == ["mia-robustness", "audit", "BUNDLE"]
@@ -387,6 +402,116 @@ def test_settings_reproduce_the_audit_options():
     # the multi-line form is the same command once the shell joins its continued lines
     assert shlex.split(shown.replace("\\\n", " ")) == words
     assert "resolved_device = cpu" in page
+
+
+def _what_if_rows(page: str) -> list[list[str]]:
+    table = re.search(r'<section id="what-if">.*?<tbody>(.*?)</tbody>', page, flags=re.S).group(1)
+    return [
+        [html.unescape(cell) for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, flags=re.S)]
+        for row in re.findall(r"<tr[^>]*>(.*?)</tr>", table, flags=re.S)
+    ]
+
+
+def test_what_if_section_charts_every_config_and_draws_the_frontier(full_report):
+    section = full_report["remediation"]
+    configs = [section["baseline"], *section["variants"]]
+    page = render_html(full_report)
+    text = _check_html(page)
+    # after the exposed records, before the warnings
+    assert page.index('id="exposed"') < page.index('id="what-if"') < page.index('id="warnings"')
+    assert section["recommended"]["sentence"] in text
+    chart = _svgs(page)["what_if"]
+    points = [node for node in chart.iter() if node.get("class") == "config"]
+    assert [p.get("data-name") for p in points] == [c["name"] for c in configs]
+    kinds = {p.get("data-kind"): (p.tag, p.get("fill"), _shape(p)) for p in points}
+    assert set(kinds) == {"baseline", "retrained", "serving"} and len(set(kinds.values())) == 3
+    # the frontier joins the configs flagged pareto, left to right; the recommendation is ringed
+    frontier = [c for c in configs if c["pareto"]]
+    (line,) = [node for node in chart.iter(f"{SVG_NS}polyline") if node.get("class") == "frontier"]
+    xs = [float(p.split(",")[0]) for p in line.get("points").split()]
+    assert len(xs) == len(frontier) >= 2 and xs == sorted(xs)
+    ringed = [p.get("data-name") for p in points if p.get("stroke") == "#D55E00"]
+    assert ringed == [section["recommended"]["variant"]] and ringed[0] != "baseline"
+    # lower AUC is drawn lower (larger y); the target as audited is a star of its own
+    by_name = {p.get("data-name"): p for p in points}
+    best = min(configs, key=lambda c: c["attack"]["auc"])
+    worst = max(configs, key=lambda c: c["attack"]["auc"])
+    assert _centre_y(by_name[best["name"]]) > _centre_y(by_name[worst["name"]])
+    assert len([node for node in chart.iter() if node.get("class") == "target"]) == 1
+    # the table: one numbered row per config, in the JSON's order, the recommendation highlighted
+    rows = _what_if_rows(page)
+    assert [row[0] for row in rows] == [f"{i}. {c['name']}" for i, c in enumerate(configs, 1)]
+    baseline = rows[0]
+    low, high = section["baseline"]["utility"]["ci95"]["accuracy"]
+    assert baseline[1] == f"{section['baseline']['utility']['accuracy']:.1%} ({low:.1%}–{high:.1%})"
+    assert baseline[4].startswith(f"{section['baseline']['attack']['auc']:.3f} (")
+    assert [row[-1] for row in rows] == ["yes" if c["pareto"] else "no" for c in configs]
+    chosen = next(c for c in configs if c["name"] == section["recommended"]["variant"])
+    assert f"AUC {chosen['auc_change']:+.3f}, accuracy {chosen['accuracy_change'] * 100:+.1f} pts" in text
+    assert page.count('<tr class="strongest">') == 2  # the results table's strongest row, and this one
+    rule = section["rules"][0]
+    assert f"{rule['parameter']} = {rule['value']}" in text and rule["why"] in text
+    # its cost, in the timings table, says what it is
+    timed = render_html(dict(full_report, timings={"what_if": 12.5}))
+    assert (
+        '<td class="l">the what-if: retraining the recipe and its variants, then attacking each</td>' in timed
+    )
+
+
+def _centre_y(marker: ET.Element) -> float:
+    if marker.tag == f"{SVG_NS}circle":
+        return float(marker.get("cy"))
+    ys = [float(p.split(",")[1]) for p in marker.get("points").split()]
+    return (min(ys) + max(ys)) / 2
+
+
+def test_what_if_skipped_says_why_in_one_sentence_and_keeps_the_rules(full_report):
+    report = copy.deepcopy(full_report)
+    why = (
+        "The what-if was skipped: this audit ran no reference attacks (lira, rmia); "
+        "set what_if=true to run it anyway."
+    )
+    report["remediation"] = dict(
+        report["remediation"],
+        status="skipped",
+        skipped=why,
+        baseline=None,
+        variants=[],
+        recommended={"variant": None, "sentence": ""},
+    )
+    page = render_html(report)
+    text = _check_html(page)
+    section = re.search(r'<section id="what-if">(.*?)</section>', page, flags=re.S).group(1)
+    assert html.unescape(re.sub(r"<[^>]+>", "", section)).count(why) == 1
+    assert "what_if" not in _svgs(page) and "<table" not in section
+    assert report["remediation"]["rules"][0]["why"] in text
+    # skipped fits with the serving-side rows (measured on the target, no fit): drawn, but no frontier, and
+    # no protocol of fits that did not happen
+    serving = [v for v in full_report["remediation"]["variants"] if v["kind"] == "serving"]
+    report["remediation"]["variants"] = serving
+    page = render_html(report)
+    _check_html(page)
+    chart = _svgs(page)["what_if"]
+    assert {n.get("data-kind") for n in chart.iter() if n.get("class") == "config"} == {"serving"}
+    legend = [n.text for n in chart.iter(f"{SVG_NS}text") if n.get("class") == "legend"]
+    assert legend == ["serving-side option", "target as audited"]
+    assert "fitted" not in page and "Pareto" not in page and "without retraining" in page
+    assert [row[0] for row in _what_if_rows(page)] == [f"{i}. {v['name']}" for i, v in enumerate(serving, 1)]
+    # an old report (no section), or a malformed one, has no what-if section at all
+    for value in (None, "junk", [1, 2]):
+        report["remediation"] = value
+        assert 'id="what-if"' not in render_html(report)
+    # a config with no figures is listed but not drawn; a section with none drawable has no chart
+    report["remediation"] = dict(full_report["remediation"], variants=[{"name": "x", "kind": "retrained"}])
+    report["remediation"]["baseline"] = {
+        "name": "baseline",
+        "kind": "baseline",
+        "utility": {"accuracy": "n/a"},
+    }
+    page = render_html(report)
+    _check_html(page)
+    assert "what_if" not in _svgs(page)
+    assert [row[0] for row in _what_if_rows(page)] == ["1. baseline", "2. x"]
 
 
 # ---------------------------------------------------------------- the browser
@@ -543,7 +668,7 @@ def test_in_a_headless_browser(tmp_path, full_report):
         assert found["problems"] == [], found["problems"][:10]
         assert found["scrollWidth"] <= found["innerWidth"], found
         charts = {chart["name"]: chart for chart in found["charts"]}
-        assert set(charts) == {"auc", "roc", "per_class"}
+        assert set(charts) == {"auc", "roc", "per_class", "what_if"}
         for chart in charts.values():
             assert chart["width"] > 300 and chart["height"] > 150 and chart["texts"] > 5, chart
 
@@ -608,7 +733,7 @@ def test_sample_report_at_700px_draws_reference_attacks_as_points_with_readable_
     probe = _probe(binary, tmp_path, page, 700, script=NARROW_PROBE)
 
     charts = {chart["name"]: chart for chart in probe["charts"]}
-    assert set(charts) == {"auc", "roc", "per_class"}
+    assert set(charts) == _sample_charts(_sample())
     for name, chart in charts.items():
         small = [(t["text"], round(t["px"], 1)) for t in chart["texts"] if t["px"] < 11]
         assert not small, (name, small)
@@ -647,3 +772,27 @@ def test_sample_report_at_700px_draws_reference_attacks_as_points_with_readable_
     assert image.shape[:2] == (2600, 700)
     for name, colour in colours.items():
         assert _has_colour(image, colour, at_least=10), (name, colour)
+
+
+def test_what_if_section_at_700px_draws_whole_with_readable_text(tmp_path, full_report):
+    """Chromium at 700 px: the what-if chart and table fit the page column, nothing is cut off, the chart's
+    text renders at 11.5 px or more, and the screenshot (CSP and all) shows the frontier and each kind."""
+    binary = _chromium()
+    if binary is None:
+        pytest.skip("no Chromium on PATH (apt-get install -y chromium) for the headless-browser check")
+    page = render_html(full_report)
+    sizes = _probe(binary, tmp_path, page, 700, script=NARROW_PROBE)
+    (chart,) = [c for c in sizes["charts"] if c["name"] == "what_if"]
+    small = [(t["text"], round(t["px"], 1)) for t in chart["texts"] if t["px"] < 11.5]
+    assert not small and chart["width"] <= 700 and len(chart["texts"]) > 15, (small, chart["width"])
+    # the section alone (the results table above it is wider than 700 px on its own)
+    section = re.search(r'<section id="what-if">.*?</section>', page, flags=re.S).group(0)
+    alone = page.replace(page[page.index("<main>") + 6 : page.index("</main>")], section)
+    (tmp_path / "alone").mkdir()
+    found = _probe(binary, tmp_path / "alone", alone, 700)
+    assert found["problems"] == [], found["problems"][:10]
+    assert found["scrollWidth"] <= found["innerWidth"], found
+    assert [c["name"] for c in found["charts"]] == ["what_if"]
+    image = _screenshot(binary, tmp_path, alone, 700, 1600, tmp_path / "what-if.png")
+    for colour in ("#009E73", "#0072B2", "#E69F00", "#000000", "#CC79A7", "#D55E00"):
+        assert _has_colour(image, colour, at_least=10), colour

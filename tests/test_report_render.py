@@ -22,13 +22,14 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from builders import REPO_ROOT
+from builders import REPO_ROOT, measured_what_if_section, noisy_numeric_frame
 from mia_robustness.assemble import aggregate, assemble_report, strongest_row, summarise
 from mia_robustness.errors import OptionsError
 from mia_robustness.metrics import METRIC_NAMES, attack_metrics
 from mia_robustness.options import AuditOptions
 from mia_robustness.report import (
     CSV_LEAD_COLUMNS,
+    REMEDIATION_CSV_COLUMNS,
     RENDERERS,
     ClassSlice,
     CorrectnessSlice,
@@ -38,6 +39,7 @@ from mia_robustness.report import (
     render,
     render_csv,
     render_json,
+    render_remediation_csv,
     render_text,
 )
 from mia_robustness.report_html import render_html
@@ -381,12 +383,91 @@ def test_text_summary_and_unknown_format(report):
     text = render_text(report.to_dict())
     assert text.startswith(f"Membership-inference risk: {report.summary.risk_level.upper()}")
     table = 2 + len(report.summary.sentences) + 2 + len(report.results)
-    warnings = text.splitlines()[table:]  # then the report's warnings, each on a line of its own
-    assert warnings == ["", "Warnings:", *[f"  - {warning}" for warning in report.warnings]]
+    # then why the what-if did not run (this report was assembled without one), then the report's
+    # warnings, each on a line of its own
+    why = report.remediation.skipped
+    what_if = ["", "What would reduce the risk (what-if):", f"  {why[0].upper()}{why[1:].rstrip('.')}."]
+    assert report.remediation.status == "skipped"
+    warnings = text.splitlines()[table:]
+    assert warnings == what_if + ["", "Warnings:", *[f"  - {warning}" for warning in report.warnings]]
     assert report.warnings  # the fixture's small evaluation set gives one
     with pytest.raises(OptionsError) as raised:
         render(report, "xml")
     assert raised.value.code == "unsupported_format"
+
+
+@pytest.fixture(scope="module")
+def what_if() -> dict:
+    """A remediation section measured on real fits (a random forest and three variants of it)."""
+    frame = noisy_numeric_frame(600, n_classes=2, noise=0.3, seed=5)
+    return measured_what_if_section(frame.drop(columns="label").to_numpy(), frame["label"].to_numpy())
+
+
+def test_what_if_csv_has_a_row_per_config_with_every_figure(report, what_if):
+    data = dict(report.to_dict(), remediation=what_if)
+    rows = list(csv.DictReader(io.StringIO(render_remediation_csv(data))))
+    configs = [what_if["baseline"], *what_if["variants"]]
+    assert list(rows[0]) == list(REMEDIATION_CSV_COLUMNS)
+    assert [r["name"] for r in rows] == [c["name"] for c in configs]
+    assert [r["kind"] for r in rows] == [c["kind"] for c in configs]
+    for row, config in zip(rows, configs, strict=True):
+        assert float(row["accuracy"]) == pytest.approx(config["utility"]["accuracy"], abs=1e-6)
+        low, high = config["attack"]["ci95"]["auc"]
+        assert float(row["auc_ci_low"]) == pytest.approx(low, abs=1e-6)
+        assert float(row["auc_ci_high"]) == pytest.approx(high, abs=1e-6)
+        assert float(row["auc_change"]) == pytest.approx(config["auc_change"], abs=1e-6)
+        assert row["pareto"] == ("true" if config["pareto"] else "false")
+        if config["utility"]["log_loss"] is None:
+            assert row["log_loss"] == ""
+        else:
+            assert float(row["log_loss"]) == pytest.approx(config["utility"]["log_loss"], abs=1e-6)
+    assert rows[0]["parameter"] == rows[0]["value"] == ""  # the baseline changes nothing
+    assert [r["recommended"] for r in rows].count("true") == (1 if what_if["recommended"]["variant"] else 0)
+    retrained = next(r for r in rows if r["kind"] == "retrained")
+    assert retrained["name"] == f"{retrained['parameter']}={retrained['value']}"
+    # no section (an older report, or a Report without one): the header only
+    assert (
+        render_remediation_csv(report.to_dict() | {"remediation": None})
+        == ",".join(REMEDIATION_CSV_COLUMNS) + "\n"
+    )
+
+
+def test_what_if_csv_never_hands_a_spreadsheet_a_formula(what_if):
+    section = dict(
+        what_if, variants=[dict(what_if["variants"][0], name="=HYPERLINK(1)", attack={"attack_model": "@x"})]
+    )
+    rows = list(csv.DictReader(io.StringIO(render_remediation_csv({"remediation": section}))))
+    assert rows[1]["name"] == "'=HYPERLINK(1)" and rows[1]["attack_model"] == "'@x"
+    assert rows[1]["auc"] == ""  # a figure the section lacks is an empty cell
+    assert rows[1]["auc_change"] == f"{round(what_if['variants'][0]['auc_change'], 6):.6f}"
+
+
+def test_text_summary_prints_the_recommendation_and_the_frontier(report, what_if):
+    text = render_text(dict(report.to_dict(), remediation=what_if))
+    lines = text.splitlines()
+    start = lines.index("What would reduce the risk (what-if):")
+    assert lines[start + 1] == f"  {what_if['recommended']['sentence']}"
+    frontier = [c for c in [what_if["baseline"], *what_if["variants"]] if c["pareto"]]
+    listed = lines[start + 3 : start + 3 + len(frontier)]
+    assert [line.split()[0] for line in listed] == [c["name"] for c in frontier]
+    for line, config in zip(listed, frontier, strict=True):
+        assert f"{config['attack']['auc']:.3f}" in line and f"{config['utility']['accuracy']:.3f}" in line
+    assert "settings that let this recipe memorise: min_samples_leaf=1" in text
+    assert text.index("What would reduce the risk") < text.index("Warnings:")
+    skipped = dict(what_if, status="skipped", skipped="Skipped: no reference attacks ran; set what_if=true.",
+                   baseline=None, variants=[], recommended={"variant": None, "sentence": ""}, rules=[])  # fmt: skip
+    lines = render_text(dict(report.to_dict(), remediation=skipped)).splitlines()
+    start = lines.index("What would reduce the risk (what-if):")
+    assert lines[start + 1 : start + 3] == ["  Skipped: no reference attacks ran; set what_if=true.", ""]
+    older = {k: v for k, v in report.to_dict().items() if k != "remediation"}
+    assert "What would reduce" not in render_text(older)  # a report from before the what-if: nothing
+    # the summary's sentences already give the recommendation: the what-if lines do not repeat it
+    said = report.to_dict()
+    said["summary"]["sentences"].append(what_if["recommended"]["sentence"])
+    lines = render_text(dict(said, remediation=what_if)).splitlines()
+    assert lines.count(f"  {what_if['recommended']['sentence']}") == 1
+    start = lines.index("What would reduce the risk (what-if):")
+    assert lines[start + 1].lstrip().startswith("on the frontier")
 
 
 # ---------------------------------------------------------------- rules
@@ -512,7 +593,7 @@ def test_css_and_templates_are_package_files_and_only_charts_are_unescaped(repor
         source = (templates / name).read_text()
         safe += re.findall(r"\{\{\s*([\w.]+)\s*\|\s*safe\s*\}\}", source)
         assert "autoescape false" not in source
-    assert sorted(safe) == ["auc_chart.svg", "per_class.svg", "roc_chart"]
+    assert sorted(safe) == ["auc_chart.svg", "per_class.svg", "roc_chart", "what_if.svg"]
 
 
 def test_package_data_is_declared_for_non_editable_installs():

@@ -15,7 +15,7 @@ from .bundle_audit import audit
 from .bundle_check import make_bundle
 from .errors import InputError, MiaError
 from .options import ATTACK_MODELS, DEVICES
-from .report import render, render_text
+from .report import render, render_remediation_csv, render_text
 from .rules import BELOW_RULES, RISK_RULES
 from .runtime import ENV_DEBUG, RuntimeSettings
 from .sagemaker import command as sagemaker_command
@@ -109,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="also write every evaluated member's per-attack scores to this CSV, most exposed first",
     )
+    run.add_argument(
+        "--what-if-csv",
+        metavar="FILE",
+        help="also write the remediation what-if's configurations (baseline, variants, serving-side options) "
+        "to this CSV, one row each",
+    )
     run.add_argument("-q", "--quiet", action="store_true", help="no progress on standard error")
 
     pack = commands.add_parser(
@@ -193,7 +199,7 @@ def _run_audit(args: argparse.Namespace) -> int:
         if args.output
         else args.format or "json"
     )
-    _check_outputs({"-o": args.output, "--records": args.records})
+    _check_outputs({"-o": args.output, "--records": args.records, "--what-if-csv": args.what_if_csv})
     overrides = {
         "proportions": args.proportions,
         "attack_models": args.attack_models,
@@ -233,6 +239,10 @@ def _run_audit(args: argparse.Namespace) -> int:
         _write_atomically(Path(args.records), report.records.to_csv())
         if not args.quiet:
             sys.stderr.write(f"per-record scores written to {args.records}\n")
+    if args.what_if_csv:
+        _write_atomically(Path(args.what_if_csv), render_remediation_csv(report))
+        if not args.quiet:
+            sys.stderr.write(f"what-if configurations written to {args.what_if_csv}\n")
     for warning in report.data.sanity.warnings:  # mixed-up data: said here too, not only in the report
         sys.stderr.write(f"warning: {warning}\n")
     level = report.summary.risk_level
@@ -246,18 +256,22 @@ def _run_audit(args: argparse.Namespace) -> int:
 
 def _check_outputs(outputs: dict[str, str | None]) -> None:
     """Refuse, before an audit of minutes, output files that could not be written: a folder's name, or
-    one file named by two flags (the records would overwrite the report)."""
+    one file named by two flags (one output would overwrite another)."""
     given = {flag: Path(name) for flag, name in outputs.items() if name}
     for flag, path in given.items():
         if path.is_dir():
             raise InputError(
                 f"{flag} {path} is a folder; give the name of a file to write", code="bad_output"
             )
-    if len({path.resolve() for path in given.values()}) < len(given):
-        raise InputError(
-            f"{' and '.join(given)} name the same file ({next(iter(given.values()))}); give each its own file",
-            code="bad_output",
-        )
+    by_file: dict[Path, list[str]] = {}
+    for flag, path in given.items():
+        by_file.setdefault(path.resolve(), []).append(flag)
+    for flags in by_file.values():
+        if len(flags) > 1:
+            raise InputError(
+                f"{' and '.join(flags)} name the same file ({given[flags[0]]}); give each its own file",
+                code="bad_output",
+            )
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -15,8 +15,9 @@ from typing import Any
 
 from .errors import OptionsError
 from .metrics import METRIC_NAMES
-from .records import MemberScores
+from .records import MemberScores, spreadsheet_text
 from .report_html import render_html
+from .report_html.formatting import as_sentence
 from .sanity import DataSanity
 
 # 1.1: values resolved at run time left ``settings`` for ``resolved`` (``settings.resolved_device`` is now
@@ -377,6 +378,91 @@ def _stat(row: ResultRow, name: str, stat: str) -> float:
     return (row.mean if stat == "mean" else row.std)[name]
 
 
+REMEDIATION_CSV_COLUMNS = (
+    "name",
+    "kind",
+    "parameter",
+    "value",
+    "accuracy",
+    "accuracy_ci_low",
+    "accuracy_ci_high",
+    "balanced_accuracy",
+    "log_loss",
+    "attack_model",
+    "auc",
+    "auc_ci_low",
+    "auc_ci_high",
+    "tpr_at_1pct_fpr",
+    "tpr_at_1pct_fpr_ci_low",
+    "tpr_at_1pct_fpr_ci_high",
+    "auc_change",
+    "accuracy_change",
+    "pareto",
+    "recommended",
+)
+
+
+def render_remediation_csv(report: Report | dict[str, Any]) -> str:
+    """The what-if's configurations, one row each: the baseline, then the variants as the JSON lists them.
+
+    Columns: :data:`REMEDIATION_CSV_COLUMNS` (the JSON's ``remediation.baseline`` / ``variants`` entries
+    flattened; each ``ci95`` pair as ``_ci_low`` / ``_ci_high``; booleans as ``true`` / ``false``; an
+    empty cell for ``null``). Text cells that a spreadsheet would run as a formula get a leading ``'``
+    (see ``records.spreadsheet_text``). A report without the section, or whose what-if was skipped with
+    no configuration measured, gives the header only.
+    """
+    data = report.to_dict() if isinstance(report, Report) else report
+    section = data.get("remediation") or {}
+    recommended = (section.get("recommended") or {}).get("variant")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(REMEDIATION_CSV_COLUMNS)
+    for config in [section.get("baseline"), *(section.get("variants") or [])]:
+        if not isinstance(config, dict):
+            continue
+        utility, attack = config.get("utility") or {}, config.get("attack") or {}
+        accuracy_ci = (utility.get("ci95") or {}).get("accuracy") or [None, None]
+        attack_ci = attack.get("ci95") or {}
+        auc_ci = attack_ci.get("auc") or [None, None]
+        tpr_ci = attack_ci.get("tpr_at_1pct_fpr") or [None, None]
+        chosen = (
+            recommended is not None and config.get("name") == recommended and config.get("kind") != "baseline"
+        )
+        cells = [
+            config.get("name"),
+            config.get("kind"),
+            config.get("parameter"),
+            config.get("value"),
+            utility.get("accuracy"),
+            *accuracy_ci,
+            utility.get("balanced_accuracy"),
+            utility.get("log_loss"),
+            attack.get("attack_model"),
+            attack.get("auc"),
+            *auc_ci,
+            attack.get("tpr_at_1pct_fpr"),
+            *tpr_ci,
+            config.get("auc_change"),
+            config.get("accuracy_change"),
+            config.get("pareto"),
+            chosen,
+        ]
+        writer.writerow([_csv_cell(cell) for cell in cells])
+    return buffer.getvalue()
+
+
+def _csv_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{round(value, DECIMALS):.6f}"
+    if isinstance(value, int):
+        return str(value)
+    return spreadsheet_text(str(value))
+
+
 def render_text(report: dict[str, Any]) -> str:
     """A terminal summary from a report dict (as loaded from JSON): the headline, a table per attack, and
     the report's warnings (what limits the figures, such as too few non-members to resolve 0.1% FPR)."""
@@ -394,10 +480,53 @@ def render_text(report: dict[str, Any]) -> str:
             f"{row['attack_model']:<15} {row['proportion']:>6.0%} {mean['auc']:>6.3f} ±{std['auc']:.3f} {mean['advantage']:>10.3f} "
             f"{mean['tpr_at_1pct_fpr']:>10.3f} {mean['tpr_at_0_1pct_fpr']:>12.3f} {mean['accuracy']:>9.3f}"
         )
+    lines += _what_if_lines(report.get("remediation"), summary["sentences"])
     warnings = report.get("warnings") or []
     if warnings:
         lines += ["", "Warnings:", *[f"  - {warning}" for warning in warnings]]
     return "\n".join(lines) + "\n"
+
+
+def _what_if_lines(section: Any, said: list[str]) -> list[str]:
+    """The what-if in a few lines: why it was skipped, or its recommendation (unless the summary's
+    sentences, ``said``, already hold it) and the frontier's configs."""
+    if not isinstance(section, dict):
+        return []
+    lines = ["", "What would reduce the risk (what-if):"]
+    if section.get("status") == "skipped" and section.get("skipped"):
+        lines.append(f"  {as_sentence(str(section['skipped']))}")
+    sentence = (section.get("recommended") or {}).get("sentence")
+    if sentence and sentence not in said:
+        lines.append(f"  {sentence}")
+    configs = [c for c in [section.get("baseline"), *(section.get("variants") or [])] if isinstance(c, dict)]
+    frontier = [c for c in configs if c.get("pareto") is True]
+    if frontier:
+        lines.append(
+            f"  {'on the frontier':<36} {'accuracy':>9} {'attack':<15} {'AUC':>6} {'AUC change':>11}"
+        )
+        for config in frontier:
+            utility, attack = config.get("utility") or {}, config.get("attack") or {}
+            lines.append(
+                f"  {str(config.get('name')):<36} {_figure(utility.get('accuracy'), '9.3f')} "
+                f"{str(attack.get('attack_model')):<15} {_figure(attack.get('auc'), '6.3f')} "
+                f"{_figure(config.get('auc_change'), '+11.3f')}"
+            )
+    rules = [r for r in section.get("rules") or [] if isinstance(r, dict)]
+    if rules:
+        lines.append(
+            "  settings that let this recipe memorise: "
+            + ", ".join(f"{r.get('parameter')}={r.get('value')}" for r in rules)
+        )
+    return lines if len(lines) > 2 else []
+
+
+def _figure(value: Any, spec: str) -> str:
+    width = int(spec.lstrip("+").split(".")[0])
+    return (
+        format(value, spec)
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+        else "-".rjust(width)
+    )
 
 
 def _render_html(report: Report) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 # Okabe-Ito colours (distinguishable with the common colour-vision deficiencies), then Paul Tol's wine,
@@ -78,6 +79,14 @@ def short(text: str, limit: int = MAX_LEGEND_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def as_sentence(text: str) -> str:
+    """``text`` with a capital first letter and a closing full stop (the what-if's reasons are clauses)."""
+    text = text.strip()
+    if not text:
+        return text
+    return text[0].upper() + text[1:] + ("" if text.endswith((".", "!", "?")) else ".")
+
+
 def text_width(text: str, size: float) -> float:
     """An upper-bound width of ``text`` at font ``size`` (see :data:`CHAR_WIDTH`)."""
     return len(text) * size * CHAR_WIDTH
@@ -105,3 +114,19 @@ def results_by_attack(results: Sequence[Mapping[str, Any]]) -> dict[str, list[Ma
 def same_proportion(a: float | None, b: float | None) -> bool:
     """Whether two proportions are the same (both known, equal within float noise)."""
     return a is not None and b is not None and abs(a - b) < 1e-9
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table of plain-text cells; the first ``left_cols`` columns align left.
+
+    ``row_classes`` holds one CSS class per row (``""`` for none); ``wrap`` lets the left columns break
+    anywhere (user-supplied labels may be long unbroken strings).
+    """
+
+    headers: Sequence[str]
+    rows: Sequence[Sequence[str]]
+    left_cols: int = 1
+    row_classes: Sequence[str] = ()
+    cls: str = ""
+    wrap: bool = False

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, Template
@@ -21,6 +20,7 @@ from .formatting import (
     DASH,
     RISK_COLOURS,
     UNKNOWN_RISK_COLOUR,
+    Table,
     attack_colours,
     fixed,
     number,
@@ -29,6 +29,7 @@ from .formatting import (
     same_proportion,
     share,
 )
+from .remediation import remediation_section
 from .reproduce import cli_command, run_time_values, settings_json
 
 MAX_CLASS_ROWS = 200
@@ -59,22 +60,6 @@ def _page_template() -> Template:
     return environment.get_template("report.html")
 
 
-@dataclass(frozen=True)
-class Table:
-    """A table of plain-text cells; the first ``left_cols`` columns align left.
-
-    ``row_classes`` holds one CSS class per row (``""`` for none); ``wrap`` lets the left columns break
-    anywhere (user-supplied labels may be long unbroken strings).
-    """
-
-    headers: Sequence[str]
-    rows: Sequence[Sequence[str]]
-    left_cols: int = 1
-    row_classes: Sequence[str] = ()
-    cls: str = ""
-    wrap: bool = False
-
-
 def render_html(report: Mapping[str, Any]) -> str:
     """The report as a self-contained HTML page.
 
@@ -82,7 +67,7 @@ def render_html(report: Mapping[str, Any]) -> str:
     ----------
     report:
         The JSON-ready report dict (``Report.to_dict()`` or a report loaded from JSON, of any schema
-        version). Optional parts (``curves``, ``per_class``, ``by_correctness``, ``exposed_records``,
+        version). Optional parts (``curves``, ``per_class``, ``by_correctness``, ``exposed_records``, ``remediation``,
         ``summary.ci95``, ``summary.epsilon_lower_bound``, ``resolved``, warnings, timings) are drawn when
         present and left out when absent.
 
@@ -109,6 +94,11 @@ def render_html(report: Mapping[str, Any]) -> str:
         by_correctness=_correctness_table(report.get("by_correctness")),
         results=_results_section(results, strongest) if results else None,
         exposed=_exposed_section(report.get("exposed_records")),
+        what_if=remediation_section(
+            report.get("remediation"),
+            summary.get("auc"),
+            (report.get("target") or {}).get("non_member_accuracy"),
+        ),
         warnings=_warning_lines(report.get("warnings")),
         model_and_data=_facts_section(report),
         settings=_settings_section(report.get("settings"), report.get("resolved")),
@@ -376,6 +366,7 @@ STAGE_LABELS = {
     "signals": "computing the per-row signals",
     "attacks": "learned and threshold attacks: training and scoring",
     "reference_attacks": "reference attacks: training the reference models, then scoring",
+    "what_if": "the what-if: retraining the recipe and its variants, then attacking each",
     "total": "total",
 }
 REFERENCE_ATTACK_PREFIXES = ("lira", "rmia")

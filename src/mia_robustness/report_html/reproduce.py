@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from typing import Any
 
 NOT_OPTIONS = {"resolved_device"}  # settings keys of old reports that report a result, not an option
+# Options whose CLI flag is a switch pair (``--what-if`` / ``--no-what-if``), not ``--name value``.
+SWITCHES = {"what_if"}
 
 
 def is_option(key: str, value: Any) -> bool:
@@ -37,7 +39,8 @@ def cli_command(settings: Mapping[str, Any], bundle: str = "BUNDLE", multiline: 
     ----------
     settings:
         The report's ``settings`` (option name -> value); run-time results (``resolved_*`` keys of old
-        reports) and unset (``None``) options are left out.
+        reports) and unset (``None``) options are left out; a switch (:data:`SWITCHES`) is written as
+        ``--name`` or ``--no-name``.
     bundle:
         What to write for the bundle's path.
     multiline:
@@ -49,11 +52,15 @@ def cli_command(settings: Mapping[str, Any], bundle: str = "BUNDLE", multiline: 
     for key, value in settings.items():
         if value is None or not is_option(str(key), value):
             continue
+        flag = f"--{str(key).replace('_', '-')}"
+        if key in SWITCHES and isinstance(value, bool):
+            words.append([flag if value else f"--no-{flag[2:]}"])
+            continue
         if isinstance(value, (list, tuple)):
             text = ",".join(_option_value(v) for v in value)
         else:
             text = _option_value(value)
-        words.append([f"--{str(key).replace('_', '-')}", text])
+        words.append([flag, text])
     lines = [" ".join(shlex.quote(word) for word in group) for group in words]
     return " \\\n  ".join(lines) if multiline else " ".join(lines)
 
