@@ -201,9 +201,10 @@ def recommend(
             best = max(within, key=lambda v: baseline.attack.auc - v.attack.auc)
             return Recommendation(
                 best.name,
-                f"Retraining with {best.name} cuts the strongest attack's AUC from {baseline.attack.auc:.2f} to "
-                f"{best.attack.auc:.2f} ({best.auc_change:+.2f}) while accuracy changes by {_points(best.accuracy_change)} "
-                f"({baseline.utility.accuracy:.1%} -> {best.utility.accuracy:.1%}), measured on retrained copies.",
+                f"On copies of the model retrained the same way, {best.name} cuts the strongest attack's AUC from "
+                f"{baseline.attack.auc:.2f} (the recipe as it is) to {best.attack.auc:.2f} ({best.auc_change:+.2f}) "
+                f"while accuracy changes by {_points(best.accuracy_change)} "
+                f"({baseline.utility.accuracy:.1%} -> {best.utility.accuracy:.1%}).",
             )
     helping = [
         v
@@ -222,8 +223,8 @@ def recommend(
         best = min(helping, key=lambda v: v.attack.auc)
         return Recommendation(
             None,
-            f"{lead}; serving {best.name} lowers the {_attack_words(best)} attack's AUC from "
-            f"{target.attack.auc:.2f} to {best.attack.auc:.2f}.",
+            f"{lead}; serving {best.name} lowers the attack's AUC from {target.attack.auc:.2f} (loss threshold "
+            f"on the probabilities served now) to {best.attack.auc:.2f} ({_attack_words(best)} attack).",
         )
     return Recommendation(None, f"{lead}; no serving-side option helps measurably either.")
 
