@@ -44,8 +44,8 @@ def _sample() -> dict:
 
 
 def _without_optional(report: dict) -> dict:
-    """The report as an older engine wrote it: no curves, per-class or correctness figures."""
-    for key in ("curves", "per_class", "by_correctness", "exposed_records"):
+    """The report as an older engine wrote it: no curves, per-class or correctness figures, no what-if."""
+    for key in ("curves", "per_class", "by_correctness", "exposed_records", "remediation"):
         report.pop(key, None)
     return report
 
@@ -333,7 +333,16 @@ def test_renders_without_optional_parts():
     page = render_html(report)
     _check_html(page)
     assert set(_svgs(page)) == {"auc"}
-    for section in ("roc-chart", "per-class", "exposed", "warnings", "settings", "timings", "facts"):
+    for section in (
+        "roc-chart",
+        "per-class",
+        "exposed",
+        "what-if",
+        "warnings",
+        "settings",
+        "timings",
+        "facts",
+    ):
         assert f'id="{section}"' not in page
     # a bare report: no results, summary only
     bare = render_html(
