@@ -27,7 +27,7 @@ PYTEST_WORKERS ?= 2
 
 test: $(STAMP)
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --durations=15
 
 lint: $(STAMP)
 	$(BIN)/lint-imports --no-cache
