@@ -14,7 +14,11 @@ import pandas as pd
 import pytest
 from sklearn.compose import ColumnTransformer
 from sklearn.dummy import DummyClassifier
-from sklearn.ensemble import RandomForestClassifier
+from sklearn.ensemble import (
+    GradientBoostingClassifier,
+    HistGradientBoostingClassifier,
+    RandomForestClassifier,
+)
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder
 from sklearn.tree import DecisionTreeClassifier
@@ -26,7 +30,7 @@ from mia_robustness.engine import audit_estimator
 from mia_robustness.errors import OptionsError
 from mia_robustness.options import options_from_mapping
 from mia_robustness.remediation import WhatIfRequest
-from mia_robustness.remediation.family import plan_for
+from mia_robustness.remediation.family import PARAMETERS, plan_for
 from mia_robustness.sandbox.protocol import ProtocolError
 from mia_robustness.sandbox.stage import what_if_from_message
 
@@ -299,3 +303,29 @@ def test_the_plan_reads_a_pipeline_at_its_final_step_and_drops_weaker_settings()
         "ccp_alpha=0.01",
     ]
     assert plan_for(DummyClassifier()).configs == ()
+
+
+def test_asking_for_the_what_if_gets_every_knob_the_default_table_leaves_out():
+    """The default table is sized to cost no more than the reference stage; what_if=true (the user accepts the
+    cost) varies a forest's leaf size, depth, pruning and bootstrap sample at two strengths each."""
+    forest = RandomForestClassifier()
+    assert [c.name for c in plan_for(forest).configs] == [
+        "baseline",
+        "min_samples_leaf=20",
+        "max_samples=0.2",
+    ]
+    thorough = [c.name for c in plan_for(forest, thorough=True).configs]
+    assert thorough == [
+        "baseline",
+        "min_samples_leaf=5",
+        "min_samples_leaf=20",
+        "max_depth=6",
+        "max_depth=12",
+        "ccp_alpha=0.001",
+        "ccp_alpha=0.01",
+        "max_samples=0.5",
+        "max_samples=0.2",
+    ]
+    # Every parameter a thorough plan can send passes the parent's check of the child's answer.
+    for model in (forest, GradientBoostingClassifier(), HistGradientBoostingClassifier()):
+        assert {c.parameter for c in plan_for(model, thorough=True).configs[1:]} <= PARAMETERS

@@ -82,7 +82,13 @@ def what_if_section(
     """
     fit, skipped = wanted(options, reference_runs)
     fits = ask(
-        WhatIfRequest(fit=fit, models_per_config=MODELS_PER_CONFIG, seed=options.seed, workers=workers)
+        WhatIfRequest(
+            fit=fit,
+            models_per_config=MODELS_PER_CONFIG,
+            seed=options.seed,
+            workers=workers,
+            thorough=options.what_if is True,  # asked for: the user accepts the full table's cost
+        )
     )
     if fits.skipped is not None and skipped is None:
         skipped = _SKIPPED.get(fits.skipped, _SKIPPED["refit_failed"])

@@ -74,6 +74,25 @@ _HIST_BOOSTING = (
     Knob("l2_regularization", (10.0,), "up"),
     Knob("min_samples_leaf", (100,), "up", integer=True),
 )
+# Asked for explicitly (what_if=true), the user accepts the cost: every knob the issue names, at two strengths.
+_FOREST_THOROUGH = (
+    Knob("min_samples_leaf", (5, 20), "up", integer=True),
+    Knob("max_depth", (6, 12), "down", integer=True),
+    Knob("ccp_alpha", (0.001, 0.01), "up"),
+    Knob("max_samples", (0.5, 0.2), "down", needs="bootstrap"),
+)
+_GRADIENT_BOOSTING_THOROUGH = (
+    Knob("n_estimators", (0.5, 0.25), "down", relative=True, integer=True),
+    Knob("learning_rate", (0.5, 0.25), "down", relative=True),
+    Knob("min_samples_leaf", (20, 50), "up", integer=True),
+    Knob("subsample", (0.5, 0.25), "down"),
+)
+_HIST_BOOSTING_THOROUGH = (
+    Knob("max_iter", (0.5, 0.25), "down", relative=True, integer=True),
+    Knob("learning_rate", (0.5, 0.25), "down", relative=True),
+    Knob("l2_regularization", (1.0, 10.0), "up"),
+    Knob("min_samples_leaf", (50, 100), "up", integer=True),
+)
 _INVERSE_C = (Knob("C", (0.1, 0.01), "down", relative=True),)
 _ALPHA = (Knob("alpha", (10.0, 100.0), "up", relative=True),)
 _MLP = (*_ALPHA, Knob("early_stopping", (1,), "on"))
@@ -95,9 +114,20 @@ FAMILIES: dict[type, tuple[str, str, tuple[Knob, ...]]] = {
     )
     for cls in classes
 }
+# The knobs that replace a family's default ones when the what-if is asked for explicitly.
+THOROUGH_KNOBS: dict[type, tuple[Knob, ...]] = {
+    RandomForestClassifier: _FOREST_THOROUGH,
+    ExtraTreesClassifier: _FOREST_THOROUGH,
+    GradientBoostingClassifier: _GRADIENT_BOOSTING_THOROUGH,
+    HistGradientBoostingClassifier: _HIST_BOOSTING_THOROUGH,
+}
 CLASS_NAMES = frozenset(name for name, _, _ in FAMILIES.values())
 FAMILY_NAMES = frozenset(family for _, family, _ in FAMILIES.values())
-PARAMETERS = frozenset(knob.parameter for _, _, knobs in FAMILIES.values() for knob in knobs)
+PARAMETERS = frozenset(
+    knob.parameter
+    for knobs in (*(knobs for _, _, knobs in FAMILIES.values()), *THOROUGH_KNOBS.values())
+    for knob in knobs
+)
 
 
 @dataclass(frozen=True)
@@ -259,14 +289,17 @@ def _rules(family: str, params: dict[str, Any]) -> list[tuple[str, Value]]:
     return fired
 
 
-def plan_for(model: Any) -> Plan:
+def plan_for(model: Any, thorough: bool = False) -> Plan:
     """The what-if's plan for a fitted (or unfitted) recipe: no fit, no call into the model but
-    ``get_params`` of its final step."""
+    ``get_params`` of its final step. ``thorough``: every knob at two strengths (:data:`THOROUGH_KNOBS`)
+    instead of the default table, which is sized to cost no more than the reference stage."""
     step, _ = final_step(model)
     entry = FAMILIES.get(type(step))
     if entry is None:
         return Plan(None, None, (), ())
     class_name, family, knobs = entry
+    if thorough:
+        knobs = THOROUGH_KNOBS.get(type(step), knobs)
     params = step.get_params(deep=False)
     configs = [Config("baseline", "baseline", None, None)]
     for knob in knobs:

@@ -34,12 +34,14 @@ SKIP_CODES = ("not_asked", "not_in_table", "recipe_refused", "refit_failed", "no
 @dataclass(frozen=True)
 class WhatIfRequest:
     """What the model stage is asked: fit (``fit``) or only plan, ``models_per_config`` models per config,
-    masks from ``seed``, ``workers`` fits side by side."""
+    masks from ``seed``, ``workers`` fits side by side; ``thorough``: the full table of variants
+    (``family.THOROUGH_KNOBS``, when the user asked for the what-if) instead of the default one."""
 
     fit: bool
     models_per_config: int
     seed: int
     workers: int
+    thorough: bool = False
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,7 @@ def fit_what_if(
     ``features`` ``(n, n_features)``, ``labels`` and ``label_index`` ``(n,)`` are the pool (every audited
     row, members first); the arrays answered are ``(configs, models_per_config, n)``.
     """
-    plan = plan_for(model)
+    plan = plan_for(model, request.thorough)
     n, m = len(labels), request.models_per_config
 
     def skipped(code: str) -> WhatIfFits:
