@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 from sklearn.compose import ColumnTransformer
 from sklearn.dummy import DummyClassifier
-from sklearn.ensemble import RandomForestClassifier
+from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
+from sklearn.linear_model import LogisticRegression, SGDClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder
 from sklearn.tree import DecisionTreeClassifier
@@ -299,3 +300,77 @@ def test_the_plan_reads_a_pipeline_at_its_final_step_and_drops_weaker_settings()
         "ccp_alpha=0.01",
     ]
     assert plan_for(DummyClassifier()).configs == ()
+
+
+# ---- review (#12): hostile and odd recipes ---------------------------------------------------------------
+
+
+def _numeric_target(estimator, rows: int = 150):
+    """A small numeric Adult target (``rows`` per side): the cheapest real audit the what-if can run on."""
+    frame = adult_frame(2 * rows, seed=3).select_dtypes("number")
+    frame["income"] = adult_frame(2 * rows, seed=3)["income"]
+    members, non_members = frame.iloc[:rows].reset_index(drop=True), frame.iloc[rows:].reset_index(drop=True)
+    estimator.fit(members.drop(columns="income"), members["income"])
+    return estimator, members, non_members
+
+
+def test_a_declared_round_count_the_fit_never_reached_does_not_scale_the_variants(tmp_path):
+    # Fitted with 5 rounds, then declaring 10**9: the refit gate caps the baseline at 5, and the
+    # "half the rounds" variants must halve 5, not 10**9 (5 * 10**8 rounds would burn the sandbox's CPU).
+    model, members, non_members = _numeric_target(GradientBoostingClassifier(n_estimators=5, random_state=0))
+    model.set_params(n_estimators=10**9)
+    bundle = write_bundle(tmp_path, model, members, non_members)
+    section = audit(bundle, ASKED, timeout=120).to_dict()["remediation"]
+    assert section["status"] == "ran"
+    retrained = [row["name"] for row in section["variants"] if row["kind"] == "retrained"]
+    assert retrained[:2] == ["n_estimators=2", "n_estimators=1"]
+
+
+def test_a_recipe_whose_parameters_cannot_be_read_skips_the_what_if_not_the_audit():
+    # A tree pickled by a scikit-learn without `monotonic_cst` scores fine, but get_params() raises.
+    model, members, non_members = _numeric_target(DecisionTreeClassifier(random_state=0))
+    del model.__dict__["monotonic_cst"]
+    for what_if in (None, True):
+        section = audit_estimator(model, members, non_members, **(ASKED | {"what_if": what_if})).to_dict()
+        remediation = section["remediation"]
+        assert (
+            remediation["status"] == "skipped" and remediation["estimator_class"] == "DecisionTreeClassifier"
+        )
+        assert remediation["rules"] == [] and remediation["baseline"] is None
+    assert "could not retrain the model's recipe" in remediation["skipped"]
+
+
+def test_a_regularisation_strength_near_the_float_limit_plans_no_variant_of_it():
+    model = LogisticRegression(C=1e307)
+    assert [c.name for c in plan_for(model).configs] == ["baseline", "C=1e+306", "C=1e+305"]
+    model.set_params(C=float("inf"))
+    plan = plan_for(model)
+    assert [c.name for c in plan.configs] == ["baseline"] and plan.rules == (("huge_c", None),)
+    assert [c.name for c in plan_for(SGDClassifier(alpha=1e307)).configs] == ["baseline", "alpha=1e+308"]
+    huge = GradientBoostingClassifier(n_estimators=10**20)
+    assert [c.parameter for c in plan_for(huge).configs] == [None, "min_samples_leaf", "subsample"]
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        {"configs": [], "shape": (0, 2, 6)},  # fits "ran" with no baseline
+        {"configs": [], "shape": (0, 2, 6), "estimator_class": None, "family": None},
+        {"family": "knn"},  # a class with another class's family
+        {"skipped": "not_in_table", "shape": (0, 2, 6)},  # "no variants for this class", naming a class
+        {"configs": [["baseline", None, None], ["retrained", "n_neighbors", 30]]},  # not a tree's knob
+    ],
+)
+def test_a_forged_answer_that_does_not_add_up_is_a_protocol_error(forged):
+    shape = forged.pop("shape", (2, 2, 6))
+    confidence, correct = np.full(shape, 0.5), np.ones(shape)
+    configs = forged.pop("configs", GOOD_CONFIGS)
+    with pytest.raises(ProtocolError):
+        what_if_from_message(*_answer(configs, confidence, correct, **forged), REQUEST, 6)
+
+
+def test_an_honest_skip_naming_its_class_is_taken():
+    # A recipe the gate refused still names its class and rules (no configs needed).
+    header = {"skipped": "recipe_refused"}
+    fits = what_if_from_message(*_answer([], np.zeros((0, 2, 6)), np.zeros((0, 2, 6)), **header), REQUEST, 6)
+    assert fits.skipped == "recipe_refused" and fits.plan.estimator_class == "DecisionTreeClassifier"

@@ -95,9 +95,10 @@ FAMILIES: dict[type, tuple[str, str, tuple[Knob, ...]]] = {
     )
     for cls in classes
 }
-CLASS_NAMES = frozenset(name for name, _, _ in FAMILIES.values())
-FAMILY_NAMES = frozenset(family for _, family, _ in FAMILIES.values())
-PARAMETERS = frozenset(knob.parameter for _, _, knobs in FAMILIES.values() for knob in knobs)
+# Class name -> (its family, the parameters its knobs vary): what the parent holds a child's answer to.
+CLASS_KNOBS: dict[str, tuple[str, frozenset[str]]] = {
+    name: (family, frozenset(knob.parameter for knob in knobs)) for name, family, knobs in FAMILIES.values()
+}
 
 
 @dataclass(frozen=True)
@@ -181,12 +182,17 @@ def variant_name(parameter: str, value: Value) -> str:
     return f"{parameter}={value!r}" if isinstance(value, bool) else f"{parameter}={value:g}"
 
 
+# Integers the report's JSON (and the parent's check of the child's answer) carries exactly.
+MAX_EXACT_INT = 2**53
+
+
 def plain(value: Any) -> Value:
-    """A parameter value as the what-if reports it: int, float, bool or None (anything else: None)."""
+    """A parameter value as the what-if reports it: int (exact in JSON), finite float, bool, or None
+    (anything else)."""
     if value is None or isinstance(value, (bool, np.bool_)):
         return None if value is None else bool(value)
     if isinstance(value, (int, np.integer)):
-        return int(value)
+        return int(value) if abs(int(value)) < MAX_EXACT_INT else None
     if isinstance(value, (float, np.floating)) and math.isfinite(float(value)):
         return float(value)
     return None
@@ -226,7 +232,11 @@ def _knob_values(knob: Knob, params: dict[str, Any]) -> list[Value]:
             if number is None or number <= 0:
                 return []
             candidate = number * strength
+            if not math.isfinite(candidate):  # C or alpha near the float limit: no such setting
+                continue
             candidate = max(1, int(round(candidate))) if knob.integer else float(f"{candidate:.6g}")
+            if plain(candidate) is None:  # an integer JSON cannot carry exactly: no setting to report
+                continue
         else:
             candidate = int(strength) if knob.integer else float(strength)
         if _stronger(knob, own, candidate) and candidate not in values:
@@ -261,13 +271,24 @@ def _rules(family: str, params: dict[str, Any]) -> list[tuple[str, Value]]:
 
 def plan_for(model: Any) -> Plan:
     """The what-if's plan for a fitted (or unfitted) recipe: no fit, no call into the model but
-    ``get_params`` of its final step."""
-    step, _ = final_step(model)
+    ``get_params`` of its final step.
+
+    A recipe whose parameters cannot be read (a model pickled by a scikit-learn that lacked one of them,
+    a pipeline whose steps are not pairs) gets its class and family but no configs and no rules: the
+    what-if is then skipped as a recipe it cannot retrain, never the audit.
+    """
+    try:
+        step, _ = final_step(model)
+    except Exception:  # noqa: BLE001 - a malformed pipeline: not a recipe the what-if can read
+        return Plan(None, None, (), ())
     entry = FAMILIES.get(type(step))
     if entry is None:
         return Plan(None, None, (), ())
     class_name, family, knobs = entry
-    params = step.get_params(deep=False)
+    try:
+        params = step.get_params(deep=False)
+    except Exception:  # noqa: BLE001 - e.g. AttributeError for a parameter newer than the pickle
+        return Plan(class_name, family, (), ())
     configs = [Config("baseline", "baseline", None, None)]
     for knob in knobs:
         for value in _knob_values(knob, params):

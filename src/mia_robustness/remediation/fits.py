@@ -13,7 +13,7 @@ import logging
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -132,10 +132,18 @@ def fit_what_if(
         return skipped("not_in_table")
     try:
         template = contained_clone(model)
+        _, prefix = final_step(template)
+        # The variants are planned from the recipe as it will be retrained, not as the file declares it:
+        # contained_clone caps a declared n_estimators / max_iter at the fitted size, and a relative knob
+        # (half the rounds) must scale the capped value, or a file declaring 10**9 rounds fitted with 5
+        # would have its variants fit 5 * 10**8.
+        retrained = plan_for(template)
     except Exception:  # noqa: BLE001 - a refused or uncopyable recipe skips the what-if, never the audit
         log.debug("the what-if cannot retrain this recipe", exc_info=True)
         return skipped("recipe_refused")
-    _, prefix = final_step(template)
+    if not plan.configs or retrained.estimator_class != plan.estimator_class or not retrained.configs:
+        return skipped("recipe_refused")
+    plan = replace(plan, configs=retrained.configs)
     if not hasattr(template, "predict_proba"):  # an SVC without probability=True, a RidgeClassifier
         return skipped("no_probabilities")
     masks = training_masks(m, n, request.seed)
