@@ -222,8 +222,12 @@ def test_options_what_if_and_utility_budget():
     assert options_from_mapping({"what-if": "off"}).what_if is False
     assert options_from_mapping({"what_if": "auto"}).what_if is None
     assert options_from_mapping({"utility_budget": "2.5"}).utility_budget == 2.5
-    with pytest.raises(OptionsError, match="true, false or auto"):
-        options_from_mapping({"what_if": "maybe"})
+    # JSON's 1 / 0 as allow_swapped takes them (a config.json written by a script); 2 is no answer.
+    assert options_from_mapping({"what_if": 1}).what_if is True
+    assert options_from_mapping({"what_if": 0}).what_if is False
+    for bad in ("maybe", 2, 0.5, [True]):
+        with pytest.raises(OptionsError, match="must be true, false or auto, got"):
+            options_from_mapping({"what_if": bad})
     with pytest.raises(OptionsError, match="between 0.0 and 50.0"):
         options_from_mapping({"utility_budget": 60})
 
