@@ -16,6 +16,7 @@ from sklearn.compose import ColumnTransformer
 from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression, SGDClassifier
+from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder
 from sklearn.tree import DecisionTreeClassifier
@@ -378,3 +379,16 @@ def test_an_honest_skip_naming_its_class_is_taken():
     header = {"skipped": "recipe_refused"}
     fits = what_if_from_message(*_answer([], np.zeros((0, 2, 6)), np.zeros((0, 2, 6)), **header), REQUEST, 6)
     assert fits.skipped == "recipe_refused" and fits.plan.estimator_class == "DecisionTreeClassifier"
+
+
+def test_a_fitted_search_is_varied_at_its_chosen_estimator():
+    # The refit gate retrains a search's best_estimator_; the what-if varies that, at the top or as a
+    # pipeline's final step, instead of calling a tuned tree "outside its table".
+    grid = GridSearchCV(DecisionTreeClassifier(random_state=0), {"max_depth": [None, 30]}, cv=2)
+    model, members, non_members = _numeric_target(Pipeline([("scale", "passthrough"), ("tree", grid)]))
+    section = audit_estimator(model, members, non_members, **ASKED).to_dict()["remediation"]
+    assert section["status"] == "ran" and section["estimator_class"] == "DecisionTreeClassifier"
+    assert section["rules"] and section["baseline"] is not None
+    assert "min_samples_leaf=5" in [row["name"] for row in section["variants"]]
+    unfitted = GridSearchCV(DecisionTreeClassifier(), {"max_depth": [None, 30]})
+    assert plan_for(unfitted).estimator_class is None  # no chosen estimator yet: nothing to vary

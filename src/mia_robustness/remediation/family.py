@@ -20,6 +20,7 @@ from sklearn.ensemble import (
     RandomForestClassifier,
 )
 from sklearn.linear_model import LogisticRegression, RidgeClassifier, SGDClassifier
+from sklearn.model_selection._search import BaseSearchCV
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
@@ -27,6 +28,8 @@ from sklearn.svm import SVC, LinearSVC
 from sklearn.tree import DecisionTreeClassifier, ExtraTreeClassifier
 
 Value = int | float | bool | None
+# Searches nested in searches followed to the chosen estimator (the refit gate follows as many).
+_MAX_SEARCHES = 50
 
 
 @dataclass(frozen=True)
@@ -169,11 +172,25 @@ class Plan:
     rules: tuple[tuple[str, Value], ...]
 
 
+def _chosen(model: Any) -> Any:
+    """A fitted search's chosen estimator (what the refit gate retrains), or ``model`` itself."""
+    for _ in range(_MAX_SEARCHES):
+        if not isinstance(model, BaseSearchCV):
+            break
+        model = vars(model).get("best_estimator_")  # None after refit=False: outside the table
+    return model
+
+
 def final_step(model: Any) -> tuple[Any, str]:
-    """The estimator a pipeline ends with (or ``model``), and the prefix its parameters take."""
+    """The estimator a pipeline ends with (or ``model``), and the prefix its parameters take.
+
+    A fitted search stands for its ``best_estimator_``, at the top or as the pipeline's final step, as in
+    the recipe :func:`~mia_robustness.recipe.contained_clone` retrains (where the search is gone).
+    """
+    model = _chosen(model)
     if type(model) is Pipeline and model.steps:
         name, step = model.steps[-1]
-        return step, f"{name}__"
+        return _chosen(step), f"{name}__"
     return model, ""
 
 
