@@ -392,3 +392,16 @@ def test_a_fitted_search_is_varied_at_its_chosen_estimator():
     assert "min_samples_leaf=5" in [row["name"] for row in section["variants"]]
     unfitted = GridSearchCV(DecisionTreeClassifier(), {"max_depth": [None, 30]})
     assert plan_for(unfitted).estimator_class is None  # no chosen estimator yet: nothing to vary
+
+
+def test_a_what_if_fit_out_of_memory_skips_the_what_if_not_the_audit(monkeypatch):
+    model, members, non_members = _numeric_target(DecisionTreeClassifier(random_state=0))
+
+    def no_memory(*args, **kwargs):  # only the what-if fits: the target is fitted already
+        raise MemoryError
+
+    monkeypatch.setattr(DecisionTreeClassifier, "fit", no_memory)
+    report = audit_estimator(model, members, non_members, **ASKED)
+    section = report.to_dict()["remediation"]
+    assert section["status"] == "skipped" and "needed more memory" in section["skipped"]
+    assert report.summary.auc > 0.5 and [row["kind"] for row in section["variants"]] == ["serving"] * 3

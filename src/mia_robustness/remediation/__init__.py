@@ -47,6 +47,11 @@ _SKIPPED = {
         "the what-if measures each variant's confidence in the true label, and this model's recipe gives no "
         "probabilities (predict_proba); the serving-side options below still apply"
     ),
+    "out_of_memory": (
+        "retraining the model's recipe for the what-if needed more memory than the audit may use (its fits "
+        "run side by side: fewer workers or a higher memory limit make room), so it has no retrained "
+        "figures; the serving-side options below still apply"
+    ),
     "refit_failed": (
         "retraining a variant of the model's recipe failed, so the what-if has no retrained figures; the "
         "serving-side options below still apply"

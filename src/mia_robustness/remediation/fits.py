@@ -28,7 +28,14 @@ from .family import Plan, final_step, plan_for
 log = logging.getLogger("mia_robustness.remediation")
 WHAT_IF_FITS = "what_if"  # the progress stage: one step per fit
 # Why the fits did not run, by code: the child sends a code, the parent says it in its own words.
-SKIP_CODES = ("not_asked", "not_in_table", "recipe_refused", "refit_failed", "no_probabilities")
+SKIP_CODES = (
+    "not_asked",
+    "not_in_table",
+    "recipe_refused",
+    "refit_failed",
+    "no_probabilities",
+    "out_of_memory",
+)
 
 
 @dataclass(frozen=True)
@@ -178,8 +185,10 @@ def fit_what_if(
                 results.append(answer)
                 if progress is not None:
                     progress(WHAT_IF_FITS, done, len(jobs))
-    except (MiaError, MemoryError):
+    except MiaError:
         raise
+    except MemoryError:  # the audit's figures are in hand: the optional what-if gives way, not the audit
+        return skipped("out_of_memory")
     except Exception:  # noqa: BLE001 - the recipe's own code failed on a variant: skip, never fail the audit
         log.debug("a what-if fit failed", exc_info=True)
         return skipped("refit_failed")
