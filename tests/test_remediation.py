@@ -405,3 +405,20 @@ def test_a_what_if_fit_out_of_memory_skips_the_what_if_not_the_audit(monkeypatch
     section = report.to_dict()["remediation"]
     assert section["status"] == "skipped" and "needed more memory" in section["skipped"]
     assert report.summary.auc > 0.5 and [row["kind"] for row in section["variants"]] == ["serving"] * 3
+
+
+def test_string_labels_three_classes_and_a_class_most_halves_miss():
+    # One row of a third class: most fits never see it (its probability is then 0, its row misclassified).
+    frame = adult_frame(300, seed=4).select_dtypes("number")
+    labels = np.where(adult_frame(300, seed=4)["income"].to_numpy() == ">50K", "rich", "poor").astype(object)
+    labels[7] = "rare"
+    frame["income"] = labels
+    members, non_members = frame.iloc[:150].reset_index(drop=True), frame.iloc[150:].reset_index(drop=True)
+    model = DecisionTreeClassifier(random_state=0).fit(members.drop(columns="income"), members["income"])
+    section = audit_estimator(model, members, non_members, **ASKED).to_dict()["remediation"]
+    assert section["status"] == "ran"
+    for row in [section["baseline"], *section["variants"]]:
+        utility = row["utility"]
+        assert 0 <= utility["balanced_accuracy"] <= 1 and 0 <= utility["accuracy"] <= 1
+        assert utility["log_loss"] is None or np.isfinite(utility["log_loss"])
+        assert 0 <= row["attack"]["auc"] <= 1
