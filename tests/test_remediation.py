@@ -8,6 +8,7 @@ a sandboxed bundle against the same audit in process; and the parent's checks of
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pandas as pd
@@ -422,3 +423,23 @@ def test_string_labels_three_classes_and_a_class_most_halves_miss():
         assert 0 <= utility["balanced_accuracy"] <= 1 and 0 <= utility["accuracy"] <= 1
         assert utility["log_loss"] is None or np.isfinite(utility["log_loss"])
         assert 0 <= row["attack"]["auc"] <= 1
+
+
+def test_by_default_the_what_if_gives_way_to_a_time_limit_the_reference_stage_nearly_used_up():
+    # The reference stage is made to take 4 s (the progress callback sleeps in it); the 8 s limit then
+    # leaves less than that after it, and the default what-if (about as costly) is skipped with its
+    # reason instead of running the audit past its limit into a time-limit error.
+    model, members, non_members = _numeric_target(DecisionTreeClassifier(random_state=0))
+
+    def slow_reference(stage: str, done: int, total: int, **_) -> None:
+        if stage == "reference_models" and done > 0:
+            time.sleep(4.0 / total)
+
+    options = ASKED | {"attack_models": "threshold,rmia", "what_if": None, "reference_models": 4}
+    report = audit_estimator(model, members, non_members, progress=slow_reference, timeout=8, **options)
+    section = report.to_dict()["remediation"]
+    assert report.timings["reference_attacks"] >= 4.0
+    assert section["status"] == "skipped" and "time limit leaves less" in section["skipped"]
+    assert section["rules"] and [row["kind"] for row in section["variants"]] == ["serving"] * 3
+    # Without a limit (or with what_if=true) the same audit runs it.
+    assert audit_estimator(model, members, non_members, **options).remediation.status == "ran"
