@@ -8,6 +8,7 @@ a sandboxed bundle against the same audit in process; and the parent's checks of
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,8 @@ from sklearn.ensemble import (
     HistGradientBoostingClassifier,
     RandomForestClassifier,
 )
+from sklearn.linear_model import LogisticRegression, SGDClassifier
+from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder
 from sklearn.tree import DecisionTreeClassifier
@@ -30,7 +33,7 @@ from mia_robustness.engine import audit_estimator
 from mia_robustness.errors import OptionsError
 from mia_robustness.options import options_from_mapping
 from mia_robustness.remediation import WhatIfRequest
-from mia_robustness.remediation.family import PARAMETERS, plan_for
+from mia_robustness.remediation.family import CLASS_KNOBS, plan_for
 from mia_robustness.sandbox.protocol import ProtocolError
 from mia_robustness.sandbox.stage import what_if_from_message
 
@@ -150,8 +153,14 @@ def test_an_already_regularised_target_gets_no_recommendation():
     report = audit_estimator(*_adult_target(forest, 800), **ASKED)
     section = report.to_dict()["remediation"]
     assert section["status"] == "ran" and section["rules"] == []
-    # min_samples_leaf 5 and 20 are weaker than the recipe's own 50: dropped.
-    assert [row["name"] for row in section["variants"] if row["kind"] == "retrained"] == ["max_samples=0.2"]
+    # Asked for, so the full table: min_samples_leaf 5 and 20 and max_depth 6 and 12 are no stronger than the
+    # recipe's own 50 and 6: dropped.
+    assert [row["name"] for row in section["variants"] if row["kind"] == "retrained"] == [
+        "ccp_alpha=0.001",
+        "ccp_alpha=0.01",
+        "max_samples=0.5",
+        "max_samples=0.2",
+    ]
     assert section["recommended"]["variant"] is None
     assert "already about as private as its family allows" in section["recommended"]["sentence"]
 
@@ -225,8 +234,12 @@ def test_options_what_if_and_utility_budget():
     assert options_from_mapping({"what-if": "off"}).what_if is False
     assert options_from_mapping({"what_if": "auto"}).what_if is None
     assert options_from_mapping({"utility_budget": "2.5"}).utility_budget == 2.5
-    with pytest.raises(OptionsError, match="true, false or auto"):
-        options_from_mapping({"what_if": "maybe"})
+    # JSON's 1 / 0 as allow_swapped takes them (a config.json written by a script); 2 is no answer.
+    assert options_from_mapping({"what_if": 1}).what_if is True
+    assert options_from_mapping({"what_if": 0}).what_if is False
+    for bad in ("maybe", 2, 0.5, [True]):
+        with pytest.raises(OptionsError, match="must be true, false or auto, got"):
+            options_from_mapping({"what_if": bad})
     with pytest.raises(OptionsError, match="between 0.0 and 50.0"):
         options_from_mapping({"utility_budget": 60})
 
@@ -328,4 +341,143 @@ def test_asking_for_the_what_if_gets_every_knob_the_default_table_leaves_out():
     ]
     # Every parameter a thorough plan can send passes the parent's check of the child's answer.
     for model in (forest, GradientBoostingClassifier(), HistGradientBoostingClassifier()):
-        assert {c.parameter for c in plan_for(model, thorough=True).configs[1:]} <= PARAMETERS
+        assert {c.parameter for c in plan_for(model, thorough=True).configs[1:]} <= CLASS_KNOBS[
+            plan_for(model).estimator_class
+        ][1]
+
+
+# ---- review (#12): hostile and odd recipes ---------------------------------------------------------------
+
+
+def _numeric_target(estimator, rows: int = 150):
+    """A small numeric Adult target (``rows`` per side): the cheapest real audit the what-if can run on."""
+    frame = adult_frame(2 * rows, seed=3).select_dtypes("number")
+    frame["income"] = adult_frame(2 * rows, seed=3)["income"]
+    members, non_members = frame.iloc[:rows].reset_index(drop=True), frame.iloc[rows:].reset_index(drop=True)
+    estimator.fit(members.drop(columns="income"), members["income"])
+    return estimator, members, non_members
+
+
+def test_a_declared_round_count_the_fit_never_reached_does_not_scale_the_variants(tmp_path):
+    # Fitted with 5 rounds, then declaring 10**9: the refit gate caps the baseline at 5, and the
+    # "half the rounds" variants must halve 5, not 10**9 (5 * 10**8 rounds would burn the sandbox's CPU).
+    model, members, non_members = _numeric_target(GradientBoostingClassifier(n_estimators=5, random_state=0))
+    model.set_params(n_estimators=10**9)
+    bundle = write_bundle(tmp_path, model, members, non_members)
+    section = audit(bundle, ASKED, timeout=120).to_dict()["remediation"]
+    assert section["status"] == "ran"
+    retrained = [row["name"] for row in section["variants"] if row["kind"] == "retrained"]
+    assert retrained[:2] == ["n_estimators=2", "n_estimators=1"]
+
+
+def test_a_recipe_whose_parameters_cannot_be_read_skips_the_what_if_not_the_audit():
+    # A tree pickled by a scikit-learn without `monotonic_cst` scores fine, but get_params() raises.
+    model, members, non_members = _numeric_target(DecisionTreeClassifier(random_state=0))
+    del model.__dict__["monotonic_cst"]
+    for what_if in (None, True):
+        section = audit_estimator(model, members, non_members, **(ASKED | {"what_if": what_if})).to_dict()
+        remediation = section["remediation"]
+        assert (
+            remediation["status"] == "skipped" and remediation["estimator_class"] == "DecisionTreeClassifier"
+        )
+        assert remediation["rules"] == [] and remediation["baseline"] is None
+    assert "could not retrain the model's recipe" in remediation["skipped"]
+
+
+def test_a_regularisation_strength_near_the_float_limit_plans_no_variant_of_it():
+    model = LogisticRegression(C=1e307)
+    assert [c.name for c in plan_for(model).configs] == ["baseline", "C=1e+306", "C=1e+305"]
+    model.set_params(C=float("inf"))
+    plan = plan_for(model)
+    assert [c.name for c in plan.configs] == ["baseline"] and plan.rules == (("huge_c", None),)
+    assert [c.name for c in plan_for(SGDClassifier(alpha=1e307)).configs] == ["baseline", "alpha=1e+308"]
+    huge = GradientBoostingClassifier(n_estimators=10**20)
+    assert [c.parameter for c in plan_for(huge).configs] == [None, "min_samples_leaf", "subsample"]
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        {"configs": [], "shape": (0, 2, 6)},  # fits "ran" with no baseline
+        {"configs": [], "shape": (0, 2, 6), "estimator_class": None, "family": None},
+        {"family": "knn"},  # a class with another class's family
+        {"skipped": "not_in_table", "shape": (0, 2, 6)},  # "no variants for this class", naming a class
+        {"configs": [["baseline", None, None], ["retrained", "n_neighbors", 30]]},  # not a tree's knob
+    ],
+)
+def test_a_forged_answer_that_does_not_add_up_is_a_protocol_error(forged):
+    shape = forged.pop("shape", (2, 2, 6))
+    confidence, correct = np.full(shape, 0.5), np.ones(shape)
+    configs = forged.pop("configs", GOOD_CONFIGS)
+    with pytest.raises(ProtocolError):
+        what_if_from_message(*_answer(configs, confidence, correct, **forged), REQUEST, 6)
+
+
+def test_an_honest_skip_naming_its_class_is_taken():
+    # A recipe the gate refused still names its class and rules (no configs needed).
+    header = {"skipped": "recipe_refused"}
+    fits = what_if_from_message(*_answer([], np.zeros((0, 2, 6)), np.zeros((0, 2, 6)), **header), REQUEST, 6)
+    assert fits.skipped == "recipe_refused" and fits.plan.estimator_class == "DecisionTreeClassifier"
+
+
+def test_a_fitted_search_is_varied_at_its_chosen_estimator():
+    # The refit gate retrains a search's best_estimator_; the what-if varies that, at the top or as a
+    # pipeline's final step, instead of calling a tuned tree "outside its table".
+    grid = GridSearchCV(DecisionTreeClassifier(random_state=0), {"max_depth": [None, 30]}, cv=2)
+    model, members, non_members = _numeric_target(Pipeline([("scale", "passthrough"), ("tree", grid)]))
+    section = audit_estimator(model, members, non_members, **ASKED).to_dict()["remediation"]
+    assert section["status"] == "ran" and section["estimator_class"] == "DecisionTreeClassifier"
+    assert section["rules"] and section["baseline"] is not None
+    assert "min_samples_leaf=5" in [row["name"] for row in section["variants"]]
+    unfitted = GridSearchCV(DecisionTreeClassifier(), {"max_depth": [None, 30]})
+    assert plan_for(unfitted).estimator_class is None  # no chosen estimator yet: nothing to vary
+
+
+def test_a_what_if_fit_out_of_memory_skips_the_what_if_not_the_audit(monkeypatch):
+    model, members, non_members = _numeric_target(DecisionTreeClassifier(random_state=0))
+
+    def no_memory(*args, **kwargs):  # only the what-if fits: the target is fitted already
+        raise MemoryError
+
+    monkeypatch.setattr(DecisionTreeClassifier, "fit", no_memory)
+    report = audit_estimator(model, members, non_members, **ASKED)
+    section = report.to_dict()["remediation"]
+    assert section["status"] == "skipped" and "needed more memory" in section["skipped"]
+    assert report.summary.auc > 0.5 and [row["kind"] for row in section["variants"]] == ["serving"] * 3
+
+
+def test_string_labels_three_classes_and_a_class_most_halves_miss():
+    # One row of a third class: most fits never see it (its probability is then 0, its row misclassified).
+    frame = adult_frame(300, seed=4).select_dtypes("number")
+    labels = np.where(adult_frame(300, seed=4)["income"].to_numpy() == ">50K", "rich", "poor").astype(object)
+    labels[7] = "rare"
+    frame["income"] = labels
+    members, non_members = frame.iloc[:150].reset_index(drop=True), frame.iloc[150:].reset_index(drop=True)
+    model = DecisionTreeClassifier(random_state=0).fit(members.drop(columns="income"), members["income"])
+    section = audit_estimator(model, members, non_members, **ASKED).to_dict()["remediation"]
+    assert section["status"] == "ran"
+    for row in [section["baseline"], *section["variants"]]:
+        utility = row["utility"]
+        assert 0 <= utility["balanced_accuracy"] <= 1 and 0 <= utility["accuracy"] <= 1
+        assert utility["log_loss"] is None or np.isfinite(utility["log_loss"])
+        assert 0 <= row["attack"]["auc"] <= 1
+
+
+def test_by_default_the_what_if_gives_way_to_a_time_limit_the_reference_stage_nearly_used_up():
+    # The reference stage is made to take 4 s (the progress callback sleeps in it); the 8 s limit then
+    # leaves less than that after it, and the default what-if (about as costly) is skipped with its
+    # reason instead of running the audit past its limit into a time-limit error.
+    model, members, non_members = _numeric_target(DecisionTreeClassifier(random_state=0))
+
+    def slow_reference(stage: str, done: int, total: int, **_) -> None:
+        if stage == "reference_models" and done > 0:
+            time.sleep(4.0 / total)
+
+    options = ASKED | {"attack_models": "threshold,rmia", "what_if": None, "reference_models": 4}
+    report = audit_estimator(model, members, non_members, progress=slow_reference, timeout=8, **options)
+    section = report.to_dict()["remediation"]
+    assert report.timings["reference_attacks"] >= 4.0
+    assert section["status"] == "skipped" and "time limit leaves less" in section["skipped"]
+    assert section["rules"] and [row["kind"] for row in section["variants"]] == ["serving"] * 3
+    # Without a limit (or with what_if=true) the same audit runs it.
+    assert audit_estimator(model, members, non_members, **options).remediation.status == "ran"

@@ -24,6 +24,7 @@ from sklearn.metrics import roc_auc_score
 
 from builders import REPO_ROOT, measured_what_if_section, noisy_numeric_frame
 from mia_robustness.assemble import aggregate, assemble_report, strongest_row, summarise
+from mia_robustness.cli import main
 from mia_robustness.errors import OptionsError
 from mia_robustness.metrics import METRIC_NAMES, attack_metrics
 from mia_robustness.options import AuditOptions
@@ -603,3 +604,17 @@ def test_package_data_is_declared_for_non_editable_installs():
     for entry in templates.iterdir():
         if entry.is_file():
             assert f'"templates/*{Path(entry.name).suffix}"' in declared, entry.name
+
+
+def test_summary_of_a_hand_edited_what_if_section_prints_dashes_not_an_internal_error(tmp_path, capsys):
+    sample = json.loads((REPO_ROOT / "sample_input" / "report.json").read_text())
+    frontier = next(row for row in sample["remediation"]["variants"] if row["pareto"])
+    frontier["utility"], frontier["attack"] = "edited", ["edited"]
+    sample["remediation"]["recommended"] = "edited"
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(sample))
+    assert main(["summary", str(path)]) == 0
+    line = next(
+        text for text in capsys.readouterr().out.splitlines() if text.strip().startswith(frontier["name"])
+    )
+    assert line.split()[1:] == ["-", "None", "-", f"{frontier['auc_change']:+.3f}"]

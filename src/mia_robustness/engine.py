@@ -323,8 +323,14 @@ def run_audit(
         cells += model.reference(request, len(eval_rows))
         lap("reference_attacks")
     deadline.check("what_if")
+    left, reference_took = deadline.remaining(), timings.get("reference_attacks")
     remediation = what_if_section(
-        model.what_if, scored, options, reference_runs=bool(reference), workers=workers
+        model.what_if,
+        scored,
+        options,
+        reference_runs=bool(reference),
+        workers=workers,
+        time_short=left is not None and reference_took is not None and left < reference_took,
     )
     if remediation.status == "ran":
         lap("what_if")

@@ -288,9 +288,10 @@ def _parse_what_if(value: Any) -> bool | None:
     """``true`` / ``false``, or ``auto`` (the default: run it where the reference attacks run)."""
     if isinstance(value, str) and value.strip().lower() == "auto":
         return None
-    if isinstance(value, bool) or (isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE):
+    try:  # every spelling allow_swapped takes, the JSON numbers 1 and 0 included
         return _parse_bool("what_if", value)
-    raise OptionsError(f"option 'what_if' must be true, false or auto, got {shown(value)}")
+    except OptionsError:
+        raise OptionsError(f"option 'what_if' must be true, false or auto, got {shown(value)}") from None
 
 
 def _parse_label_column(value: Any) -> str | None:

@@ -495,7 +495,7 @@ def _what_if_lines(section: Any, said: list[str]) -> list[str]:
     lines = ["", "What would reduce the risk (what-if):"]
     if section.get("status") == "skipped" and section.get("skipped"):
         lines.append(f"  {as_sentence(str(section['skipped']))}")
-    sentence = (section.get("recommended") or {}).get("sentence")
+    sentence = _mapping(section.get("recommended")).get("sentence")
     if sentence and sentence not in said:
         lines.append(f"  {sentence}")
     configs = [c for c in [section.get("baseline"), *(section.get("variants") or [])] if isinstance(c, dict)]
@@ -505,7 +505,7 @@ def _what_if_lines(section: Any, said: list[str]) -> list[str]:
             f"  {'on the frontier':<36} {'accuracy':>9} {'attack':<15} {'AUC':>6} {'AUC change':>11}"
         )
         for config in frontier:
-            utility, attack = config.get("utility") or {}, config.get("attack") or {}
+            utility, attack = _mapping(config.get("utility")), _mapping(config.get("attack"))
             lines.append(
                 f"  {str(config.get('name')):<36} {_figure(utility.get('accuracy'), '9.3f')} "
                 f"{str(attack.get('attack_model')):<15} {_figure(attack.get('auc'), '6.3f')} "
@@ -518,6 +518,11 @@ def _what_if_lines(section: Any, said: list[str]) -> list[str]:
             + ", ".join(f"{r.get('parameter')}={r.get('value')}" for r in rules)
         )
     return lines if len(lines) > 2 else []
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    """``value`` when it is a JSON object, else an empty one: a hand-edited report's odd entry is a dash."""
+    return value if isinstance(value, dict) else {}
 
 
 def _figure(value: Any, spec: str) -> str:

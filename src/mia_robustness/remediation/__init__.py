@@ -47,6 +47,11 @@ _SKIPPED = {
         "the what-if measures each variant's confidence in the true label, and this model's recipe gives no "
         "probabilities (predict_proba); the serving-side options below still apply"
     ),
+    "out_of_memory": (
+        "retraining the model's recipe for the what-if needed more memory than the audit may use (its fits "
+        "run side by side: fewer workers or a higher memory limit make room), so it has no retrained "
+        "figures; the serving-side options below still apply"
+    ),
     "refit_failed": (
         "retraining a variant of the model's recipe failed, so the what-if has no retrained figures; the "
         "serving-side options below still apply"
@@ -54,12 +59,23 @@ _SKIPPED = {
 }
 
 
-def wanted(options: AuditOptions, reference_runs: bool) -> tuple[bool, str | None]:
-    """Whether the what-if fits run, and if not, the sentence saying why and how to ask for them."""
+def wanted(options: AuditOptions, reference_runs: bool, time_short: bool = False) -> tuple[bool, str | None]:
+    """Whether the what-if fits run, and if not, the sentence saying why and how to ask for them.
+
+    ``time_short``: the audit's time limit leaves less than the reference stage took, which is about
+    what the what-if costs (bench/RESULTS.md); by default the what-if then gives way rather than make
+    the whole audit run past its limit and fail.
+    """
     if options.what_if is True:
         return True, None
     if options.what_if is False:
         return False, "the what-if was turned off (what_if=false); set what_if=true to run it"
+    if reference_runs and time_short:
+        return False, (
+            "the what-if costs about what the reference attacks did, and the audit's time limit leaves less "
+            "time than that, so it was skipped rather than stop the audit; raise the limit (--timeout, "
+            f"max_runtime) or {_ASK}"
+        )
     if reference_runs:
         return True, None
     return False, (
@@ -75,12 +91,14 @@ def what_if_section(
     *,
     reference_runs: bool,
     workers: int,
+    time_short: bool = False,
 ) -> Remediation:
     """Ask the model stage (``ask``: plan only, or plan and fit) and measure its answer.
 
-    ``reference_runs`` says whether this audit runs lira / rmia (the default rule follows them).
+    ``reference_runs`` says whether this audit runs lira / rmia (the default rule follows them);
+    ``time_short`` whether the time limit leaves less than they took (see :func:`wanted`).
     """
-    fit, skipped = wanted(options, reference_runs)
+    fit, skipped = wanted(options, reference_runs, time_short)
     fits = ask(
         WhatIfRequest(
             fit=fit,

@@ -20,6 +20,7 @@ from sklearn.ensemble import (
     RandomForestClassifier,
 )
 from sklearn.linear_model import LogisticRegression, RidgeClassifier, SGDClassifier
+from sklearn.model_selection._search import BaseSearchCV
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
@@ -27,6 +28,8 @@ from sklearn.svm import SVC, LinearSVC
 from sklearn.tree import DecisionTreeClassifier, ExtraTreeClassifier
 
 Value = int | float | bool | None
+# Searches nested in searches followed to the chosen estimator (the refit gate follows as many).
+_MAX_SEARCHES = 50
 
 
 @dataclass(frozen=True)
@@ -121,13 +124,12 @@ THOROUGH_KNOBS: dict[type, tuple[Knob, ...]] = {
     GradientBoostingClassifier: _GRADIENT_BOOSTING_THOROUGH,
     HistGradientBoostingClassifier: _HIST_BOOSTING_THOROUGH,
 }
-CLASS_NAMES = frozenset(name for name, _, _ in FAMILIES.values())
-FAMILY_NAMES = frozenset(family for _, family, _ in FAMILIES.values())
-PARAMETERS = frozenset(
-    knob.parameter
-    for knobs in (*(knobs for _, _, knobs in FAMILIES.values()), *THOROUGH_KNOBS.values())
-    for knob in knobs
-)
+# Class name -> (its family, the parameters its knobs vary, in either table): what the parent holds a
+# child's answer to.
+CLASS_KNOBS: dict[str, tuple[str, frozenset[str]]] = {
+    name: (family, frozenset(knob.parameter for knob in (*knobs, *THOROUGH_KNOBS.get(cls, ()))))
+    for cls, (name, family, knobs) in FAMILIES.items()
+}
 
 
 @dataclass(frozen=True)
@@ -198,11 +200,25 @@ class Plan:
     rules: tuple[tuple[str, Value], ...]
 
 
+def _chosen(model: Any) -> Any:
+    """A fitted search's chosen estimator (what the refit gate retrains), or ``model`` itself."""
+    for _ in range(_MAX_SEARCHES):
+        if not isinstance(model, BaseSearchCV):
+            break
+        model = vars(model).get("best_estimator_")  # None after refit=False: outside the table
+    return model
+
+
 def final_step(model: Any) -> tuple[Any, str]:
-    """The estimator a pipeline ends with (or ``model``), and the prefix its parameters take."""
+    """The estimator a pipeline ends with (or ``model``), and the prefix its parameters take.
+
+    A fitted search stands for its ``best_estimator_``, at the top or as the pipeline's final step, as in
+    the recipe :func:`~mia_robustness.recipe.contained_clone` retrains (where the search is gone).
+    """
+    model = _chosen(model)
     if type(model) is Pipeline and model.steps:
         name, step = model.steps[-1]
-        return step, f"{name}__"
+        return _chosen(step), f"{name}__"
     return model, ""
 
 
@@ -211,12 +227,17 @@ def variant_name(parameter: str, value: Value) -> str:
     return f"{parameter}={value!r}" if isinstance(value, bool) else f"{parameter}={value:g}"
 
 
+# Integers the report's JSON (and the parent's check of the child's answer) carries exactly.
+MAX_EXACT_INT = 2**53
+
+
 def plain(value: Any) -> Value:
-    """A parameter value as the what-if reports it: int, float, bool or None (anything else: None)."""
+    """A parameter value as the what-if reports it: int (exact in JSON), finite float, bool, or None
+    (anything else)."""
     if value is None or isinstance(value, (bool, np.bool_)):
         return None if value is None else bool(value)
     if isinstance(value, (int, np.integer)):
-        return int(value)
+        return int(value) if abs(int(value)) < MAX_EXACT_INT else None
     if isinstance(value, (float, np.floating)) and math.isfinite(float(value)):
         return float(value)
     return None
@@ -256,7 +277,11 @@ def _knob_values(knob: Knob, params: dict[str, Any]) -> list[Value]:
             if number is None or number <= 0:
                 return []
             candidate = number * strength
+            if not math.isfinite(candidate):  # C or alpha near the float limit: no such setting
+                continue
             candidate = max(1, int(round(candidate))) if knob.integer else float(f"{candidate:.6g}")
+            if plain(candidate) is None:  # an integer JSON cannot carry exactly: no setting to report
+                continue
         else:
             candidate = int(strength) if knob.integer else float(strength)
         if _stronger(knob, own, candidate) and candidate not in values:
@@ -292,15 +317,26 @@ def _rules(family: str, params: dict[str, Any]) -> list[tuple[str, Value]]:
 def plan_for(model: Any, thorough: bool = False) -> Plan:
     """The what-if's plan for a fitted (or unfitted) recipe: no fit, no call into the model but
     ``get_params`` of its final step. ``thorough``: every knob at two strengths (:data:`THOROUGH_KNOBS`)
-    instead of the default table, which is sized to cost no more than the reference stage."""
-    step, _ = final_step(model)
+    instead of the default table, which is sized to cost no more than the reference stage.
+
+    A recipe whose parameters cannot be read (a model pickled by a scikit-learn that lacked one of them,
+    a pipeline whose steps are not pairs) gets its class and family but no configs and no rules: the
+    what-if is then skipped as a recipe it cannot retrain, never the audit.
+    """
+    try:
+        step, _ = final_step(model)
+    except Exception:  # noqa: BLE001 - a malformed pipeline: not a recipe the what-if can read
+        return Plan(None, None, (), ())
     entry = FAMILIES.get(type(step))
     if entry is None:
         return Plan(None, None, (), ())
     class_name, family, knobs = entry
     if thorough:
         knobs = THOROUGH_KNOBS.get(type(step), knobs)
-    params = step.get_params(deep=False)
+    try:
+        params = step.get_params(deep=False)
+    except Exception:  # noqa: BLE001 - e.g. AttributeError for a parameter newer than the pickle
+        return Plan(class_name, family, (), ())
     configs = [Config("baseline", "baseline", None, None)]
     for knob in knobs:
         for value in _knob_values(knob, params):

@@ -13,7 +13,7 @@ import logging
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -28,7 +28,14 @@ from .family import Plan, final_step, plan_for
 log = logging.getLogger("mia_robustness.remediation")
 WHAT_IF_FITS = "what_if"  # the progress stage: one step per fit
 # Why the fits did not run, by code: the child sends a code, the parent says it in its own words.
-SKIP_CODES = ("not_asked", "not_in_table", "recipe_refused", "refit_failed", "no_probabilities")
+SKIP_CODES = (
+    "not_asked",
+    "not_in_table",
+    "recipe_refused",
+    "refit_failed",
+    "no_probabilities",
+    "out_of_memory",
+)
 
 
 @dataclass(frozen=True)
@@ -134,10 +141,18 @@ def fit_what_if(
         return skipped("not_in_table")
     try:
         template = contained_clone(model)
+        _, prefix = final_step(template)
+        # The variants are planned from the recipe as it will be retrained, not as the file declares it:
+        # contained_clone caps a declared n_estimators / max_iter at the fitted size, and a relative knob
+        # (half the rounds) must scale the capped value, or a file declaring 10**9 rounds fitted with 5
+        # would have its variants fit 5 * 10**8.
+        retrained = plan_for(template, request.thorough)
     except Exception:  # noqa: BLE001 - a refused or uncopyable recipe skips the what-if, never the audit
         log.debug("the what-if cannot retrain this recipe", exc_info=True)
         return skipped("recipe_refused")
-    _, prefix = final_step(template)
+    if not plan.configs or retrained.estimator_class != plan.estimator_class or not retrained.configs:
+        return skipped("recipe_refused")
+    plan = replace(plan, configs=retrained.configs)
     if not hasattr(template, "predict_proba"):  # an SVC without probability=True, a RidgeClassifier
         return skipped("no_probabilities")
     masks = training_masks(m, n, request.seed)
@@ -172,8 +187,10 @@ def fit_what_if(
                 results.append(answer)
                 if progress is not None:
                     progress(WHAT_IF_FITS, done, len(jobs))
-    except (MiaError, MemoryError):
+    except MiaError:
         raise
+    except MemoryError:  # the audit's figures are in hand: the optional what-if gives way, not the audit
+        return skipped("out_of_memory")
     except Exception:  # noqa: BLE001 - the recipe's own code failed on a variant: skip, never fail the audit
         log.debug("a what-if fit failed", exc_info=True)
         return skipped("refit_failed")

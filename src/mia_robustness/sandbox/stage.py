@@ -24,7 +24,7 @@ import pandas as pd
 from ..metrics import METRIC_NAMES, AttackMetrics
 from ..model_check import CheckRequest, ModelCheck
 from ..reference import ReferenceRequest
-from ..remediation.family import CLASS_NAMES, FAMILY_NAMES, PARAMETERS, RULES, Config, Plan, variant_name
+from ..remediation.family import CLASS_KNOBS, RULES, Config, Plan, variant_name
 from ..remediation.fits import SKIP_CODES, WhatIfFits, WhatIfRequest
 from ..sweep import CellResult
 from ..target import ScoredTarget
@@ -269,15 +269,25 @@ def what_if_from_message(
     the what-if's table, parameter names and rule ids from it too, values plain, the baseline first, and
     ``(configs, models_per_config, rows)`` arrays of probabilities and 0/1 correctness."""
     estimator_class, family = header.get("estimator_class"), header.get("family")
-    if (estimator_class is None) != (family is None) or (
-        estimator_class is not None and (estimator_class not in CLASS_NAMES or family not in FAMILY_NAMES)
-    ):
-        raise ProtocolError("the what-if names a class or family outside its table")
+    if estimator_class is None:
+        if family is not None:
+            raise ProtocolError("the what-if names a family without a class")
+        knobs: frozenset[str] = frozenset()
+    else:
+        if not isinstance(estimator_class, str) or estimator_class not in CLASS_KNOBS:
+            raise ProtocolError("the what-if names a class outside its table")
+        table_family, knobs = CLASS_KNOBS[estimator_class]
+        if family != table_family:
+            raise ProtocolError("the what-if names a family that is not its class's")
     skipped = header.get("skipped")
     if (skipped is not None and skipped not in SKIP_CODES) or (skipped == "not_asked") == request.fit:
         raise ProtocolError(
             "the what-if's skip reason is not one of its codes, or not an answer to the request"
         )
+    # "no variants for this model's class" exactly when it names no class (or nothing was asked); fits
+    # that ran have a class and a baseline.
+    if request.fit and (skipped == "not_in_table") != (estimator_class is None):
+        raise ProtocolError("the what-if's skip reason does not match the class it names")
     configs = []
     for i, entry in enumerate(expect(header, "configs", list)):
         if not (isinstance(entry, list) and len(entry) == 3):
@@ -288,18 +298,20 @@ def what_if_from_message(
                 raise ProtocolError("the what-if's first config is not the baseline")
             configs.append(Config("baseline", "baseline", None, None))
             continue
-        if kind != "retrained" or parameter not in PARAMETERS or value is None or not _plain_value(value):
+        if kind != "retrained" or parameter not in knobs or value is None or not _plain_value(value):
             raise ProtocolError(
-                "a what-if variant names a parameter outside the table or a value that is not plain"
+                "a what-if variant names a parameter outside its class's knobs or a value that is not plain"
             )
         configs.append(Config(variant_name(parameter, value), "retrained", parameter, value))
-    if len(configs) > 64 or (estimator_class is None and configs):
+    if len(configs) > 64 or (estimator_class is None and configs) or (skipped is None and not configs):
         raise ProtocolError("the what-if has configs it cannot have")
     rules = []
     for entry in expect(header, "rules", list):
         if not (isinstance(entry, list) and len(entry) == 2 and entry[0] in RULES and _plain_value(entry[1])):
             raise ProtocolError("a what-if rule is outside the table")
         rules.append((entry[0], entry[1]))
+    if estimator_class is None and rules:
+        raise ProtocolError("the what-if has rules for no class")
     plan = Plan(estimator_class, family, tuple(configs), tuple(rules))
     m = request.models_per_config
     shape = (len(configs) if skipped is None else 0, m, rows)
