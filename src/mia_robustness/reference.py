@@ -21,13 +21,11 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
 from sklearn.base import clone
-from threadpoolctl import threadpool_limits
 
 from .attacks import REGISTRY
 from .attacks.reference import balanced_in_mask
@@ -35,24 +33,12 @@ from .attacks.threshold import best_cut
 from .errors import MiaError, ModelError, raised_by_model
 from .metrics import attack_metrics
 from .recipe import contained_clone
-from .sweep import CellResult, attacker_rows, default_workers, single_threaded_worker, split_for_repeat
-from .target import LoadedTarget
+from .sweep import CellResult, attacker_rows, default_workers, fits_side_by_side, split_for_repeat
+from .target import LoadedTarget, true_class_answers
 
 log = logging.getLogger("mia_robustness.reference")
 # How a user gets past a recipe that cannot be retrained.
 _DROP_THEM = "drop lira / rmia from attack_models"
-
-
-def _true_class_confidence(
-    model: object, features, label_index: np.ndarray, classes: np.ndarray
-) -> np.ndarray:
-    """Probability of each row's true label (0 for a class the model never saw in its half)."""
-    probabilities = model.predict_proba(features)
-    position = {value: i for i, value in enumerate(np.asarray(model.classes_).tolist())}
-    columns = np.array([position.get(value, -1) for value in classes.tolist()])
-    mapped = columns[label_index]
-    confidence = probabilities[np.arange(len(label_index)), np.maximum(mapped, 0)]
-    return np.where(mapped >= 0, confidence, 0.0)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -98,7 +84,7 @@ def fit_reference_confidences(
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 model.fit(inputs.iloc[rows] if takes_names else inputs[rows], labels[rows])
-                return _true_class_confidence(model, inputs, label_index, classes)
+                return true_class_answers(model, inputs, label_index, classes)[0]
         except (MiaError, MemoryError):
             raise
         # As for the target's predict_proba: the text comes from the recipe's code and may quote its values,
@@ -108,17 +94,7 @@ def fit_reference_confidences(
             message = "retraining the model's recipe on a reference model's rows failed ({}); "
             raise raised_by_model(ModelError, exc, message + _DROP_THEM, code="refit_failed") from None
 
-    results = []
-    # One BLAS/OpenMP thread per fit: the fits run side by side, and a model's figures must not depend on
-    # how many threads the machine (CLI, server child, training job) happens to give the audit.
-    with (
-        threadpool_limits(limits=1),
-        ThreadPoolExecutor(max_workers=workers, initializer=single_threaded_worker) as pool,
-    ):
-        for done, confidence in enumerate(pool.map(fit_one, range(len(in_mask))), 1):  # map keeps model order
-            results.append(confidence)
-            if progress is not None:
-                progress(done)
+    results = fits_side_by_side(fit_one, range(len(in_mask)), workers, progress)
     return np.vstack(results)
 
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from sklearn import config_context
@@ -198,6 +198,31 @@ def run_sweep(
             pool.shutdown(cancel_futures=True)
             raise
         results = [futures[i].result() for i in range(len(cells))]
+    return results
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def fits_side_by_side(
+    fit_one: Callable[[T], R], jobs: Sequence[T], workers: int, on_done: Callable[[int], None] | None = None
+) -> list[R]:
+    """``[fit_one(job) for job in jobs]``, ``workers`` at a time, in the jobs' order; ``on_done(count)`` after
+    each result in that order.
+
+    One BLAS/OpenMP thread per fit: the fits run side by side, and a model's figures must not depend on how
+    many threads the machine (CLI, server child, training job) happens to give the audit.
+    """
+    results = []
+    with (
+        threadpool_limits(limits=1),
+        ThreadPoolExecutor(max_workers=workers, initializer=single_threaded_worker) as pool,
+    ):
+        for done, result in enumerate(pool.map(fit_one, jobs), 1):  # map keeps the jobs' order
+            results.append(result)
+            if on_done is not None:
+                on_done(done)
     return results
 
 

@@ -289,3 +289,17 @@ def score_target(
         shared_examples=tuple((member, other) for member, other in data.shared.examples),
     )
     return LoadedTarget(model=model, features=data.features, labels=data.labels, scored=scored)
+
+
+def true_class_answers(
+    model: object, features, label_index: np.ndarray, classes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(n,)`` probability of each row's true label (0 for a class the model never saw in its training rows),
+    and ``(n,)`` whether the model's top class is that label; ``classes`` is the audit's class order."""
+    probabilities = np.asarray(model.predict_proba(features), dtype=np.float64)
+    position = {value: i for i, value in enumerate(np.asarray(model.classes_).tolist())}
+    columns = np.array([position.get(value, -1) for value in classes.tolist()])
+    mapped = columns[label_index]
+    confidence = probabilities[np.arange(len(label_index)), np.maximum(mapped, 0)]
+    correct = (mapped >= 0) & (np.argmax(probabilities, axis=1) == mapped)
+    return np.where(mapped >= 0, confidence, 0.0), correct

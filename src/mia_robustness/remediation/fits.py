@@ -12,17 +12,16 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 from sklearn.base import clone
-from threadpoolctl import threadpool_limits
 
 from ..errors import MiaError
 from ..recipe import contained_clone
-from ..sweep import single_threaded_worker
+from ..sweep import fits_side_by_side
+from ..target import true_class_answers
 from .family import Plan, final_step, plan_for
 
 log = logging.getLogger("mia_robustness.remediation")
@@ -100,20 +99,6 @@ def _seeded(model: object, seed: int, k: int) -> None:
         model.set_params(**dict.fromkeys(unset, state))
 
 
-def _answers(
-    model: object, inputs, label_index: np.ndarray, classes: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """True-class probability (0 for a class the model never saw) and correctness, for every row."""
-    probabilities = np.asarray(model.predict_proba(inputs), dtype=np.float64)
-    position = {value: i for i, value in enumerate(np.asarray(model.classes_).tolist())}
-    columns = np.array([position.get(value, -1) for value in classes.tolist()])
-    mapped = columns[label_index]
-    rows = np.arange(len(label_index))
-    confidence = np.where(mapped >= 0, probabilities[rows, np.maximum(mapped, 0)], 0.0)
-    correct = (mapped >= 0) & (np.argmax(probabilities, axis=1) == mapped)
-    return confidence, correct
-
-
 def fit_what_if(
     model: object,
     features: pd.DataFrame,
@@ -171,22 +156,20 @@ def fit_what_if(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             fitted.fit(inputs.iloc[rows] if takes_names else inputs[rows], labels[rows])
-            return _answers(fitted, inputs, label_index, classes)
+            return true_class_answers(fitted, inputs, label_index, classes)
 
-    results = []
-    if progress is not None:
-        progress(WHAT_IF_FITS, 0, len(jobs))
+    def fitted_so_far(done: int) -> None:
+        if progress is not None:
+            progress(WHAT_IF_FITS, done, len(jobs))
+
+    fitted_so_far(0)
     try:
-        # One BLAS/OpenMP thread per fit, as in the reference stage: the figures must not depend on how
-        # many threads the machine gives the audit.
-        with (
-            threadpool_limits(limits=1),
-            ThreadPoolExecutor(max_workers=request.workers, initializer=single_threaded_worker) as pool,
-        ):
-            for done, answer in enumerate(pool.map(fit_one, jobs), 1):  # map keeps the jobs' order
-                results.append(answer)
-                if progress is not None:
-                    progress(WHAT_IF_FITS, done, len(jobs))
+        results = fits_side_by_side(
+            fit_one,
+            jobs,
+            request.workers,
+            fitted_so_far,
+        )
     except MiaError:
         raise
     except MemoryError:  # the audit's figures are in hand: the optional what-if gives way, not the audit
