@@ -19,15 +19,16 @@ import pandas as pd
 
 from .assemble import assemble_report
 from .attacks import REGISTRY, AttackInput, resolve_device
+from .attacks.registry import SERVED, applies_to
 from .deadline import Deadline
-from .errors import LimitError
+from .errors import LimitError, OptionsError
 from .options import AuditOptions, options_from_mapping
 from .reference import FitPace, ReferenceRequest, reference_cells
 from .remediation import WhatIfFits, WhatIfRequest, summary_sentence, what_if_section
 from .remediation.fits import fit_what_if
 from .report import Report
 from .sanity import RowOverlap, sanity_findings
-from .signals import compute_signals
+from .signals import compute_signals, softmax
 from .sweep import CellResult, default_workers, run_sweep, split_for_repeat
 from .target import LoadedTarget, ScoredTarget, ScoreRequest, score_target
 
@@ -246,11 +247,11 @@ def run_audit(
     """
     uses_device = any(REGISTRY[a].uses_device for a in options.attack_models)
     device = resolve_device(options.device) if uses_device else "cpu"
-    reference = [a for a in options.attack_models if REGISTRY[a].kind == "reference"]
     on_progress = clock.progress
     lap = clock.lap
     timings = clock.timings
-    scored = model.score(ScoreRequest(options.label_column, options.seed))
+    boundary_queries = options.boundary_queries if "boundary" in options.attack_models else 0
+    scored = model.score(ScoreRequest(options.label_column, options.seed, boundary_queries))
     if max_memory_mb is not None:
         estimate = estimate_peak_memory_mb(
             scored.rows_per_side, scored.table_bytes, scored.label_classes, model_file_bytes, options, workers
@@ -261,11 +262,13 @@ def run_audit(
                 "audit fewer rows (subsample train/subject), fewer reference_models, or raise the limit",
                 code="memory_limit",
             )
+    attacks, left_out = attacks_for_kind(options, scored.output_kind)
+    reference = [a for a in attacks if REGISTRY[a].kind == "reference"]
 
     # The data-sanity step, before any attack: swapped tables are refused here (shared rows were, where the
     # tables were aligned), and what it found goes to the report.
     sanity = sanity_findings(
-        scored.probabilities,
+        as_probabilities(scored.outputs, scored.output_kind),
         scored.label_index,
         scored.is_member,
         RowOverlap(
@@ -275,12 +278,12 @@ def run_audit(
         allow_swapped=options.allow_swapped,
     )
 
-    signals = compute_signals(scored.probabilities, scored.label_index)
-    inputs = AttackInput(signals.features, signals.scores, signals.label_index)
+    signals = compute_signals(scored.outputs, scored.label_index, scored.output_kind, scored.robustness)
+    inputs = AttackInput(signals.features, signals.scores, signals.label_index, signals.label_scores)
     lap("signals")
 
-    learned = [a for a in options.attack_models if REGISTRY[a].kind == "learned"]
-    notes = list(sanity.warnings)
+    learned = [a for a in attacks if REGISTRY[a].kind == "learned"]
+    notes = list(sanity.warnings) + ([left_out] if left_out else [])
     if (
         reference
         and "attack_models" not in options.explicit
@@ -339,7 +342,8 @@ def run_audit(
         cells,
         scored,
         signals,
-        options,
+        # The settings a user passes back to reproduce the audit name the attacks that ran.
+        dataclasses.replace(options, attack_models=tuple(attacks)) if left_out else options,
         eval_rows=eval_rows,
         layout=layout,
         device=device,
@@ -407,6 +411,41 @@ def estimate_peak_memory_mb(
     if any(REGISTRY[a].kind == "reference" for a in options.attack_models):
         total += min(workers, options.reference_models) * model_file_bytes * MODEL_IN_MEMORY_PER_FILE_BYTE
     return SAFETY_FACTOR * (BASELINE_MB + total / 2**20)
+
+
+def attacks_for_kind(options: AuditOptions, output_kind: str) -> tuple[list[str], str | None]:
+    """The asked-for attacks that can attack a target answering in ``output_kind``, and the report's note on
+    those left out (``None`` when none were). Naming one that cannot is an error; by default it is left out.
+    """
+    unfit = [a for a in options.attack_models if not applies_to(a, output_kind)]
+    if unfit and "attack_models" in options.explicit:
+        raise OptionsError(
+            f"attack_models names {', '.join(unfit)}, which cannot attack this model: it gives "
+            f"{SERVED[output_kind]}, and {'they need' if len(unfit) > 1 else 'it needs'} "
+            f"{_NEEDS[REGISTRY[unfit[0]].outputs]}; choose from "
+            f"{', '.join(a for a in REGISTRY if applies_to(a, output_kind))}",
+            code="attack_not_applicable",
+        )
+    if not unfit:
+        return list(options.attack_models), None
+    needs = {}
+    for name in unfit:
+        needs.setdefault(_NEEDS[REGISTRY[name].outputs], []).append(name)
+    reasons = "; ".join(f"{', '.join(names)} {'need' if len(names) > 1 else 'needs'} {what}" for what, names in needs.items())
+    note = f"{', '.join(unfit)} {'were' if len(unfit) > 1 else 'was'} left out: the model gives {SERVED[output_kind]} ({reasons})"
+    return [a for a in options.attack_models if a not in unfit], note
+
+
+_NEEDS = {
+    ("probabilities",): "class probabilities to compare with their reference models'",
+    ("probabilities", "margins"): "probabilities or margins to learn from",
+}
+
+
+def as_probabilities(outputs: np.ndarray, output_kind: str) -> np.ndarray:
+    """Rows that sum to 1 for the sanity check: probabilities as they are, the softmax of margins, the
+    one-hot predicted labels."""
+    return softmax(outputs) if output_kind == "margins" else outputs
 
 
 def _evaluation_rows(is_member: np.ndarray, options: AuditOptions) -> np.ndarray:

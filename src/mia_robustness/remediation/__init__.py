@@ -59,6 +59,19 @@ _SKIPPED = {
 }
 
 
+_NOT_PROBABILITIES = {
+    "margins": (
+        "the what-if measures each variant's confidence in the true label and how rounding the served "
+        "probabilities changes the risk; this model gives margins (decision_function), not probabilities, "
+        "so it has no what-if. The label-only rows (gap, boundary) give the risk if only labels were served"
+    ),
+    "labels": (
+        "the what-if measures each variant's confidence in the true label; this model gives only labels "
+        "(predict), so it has no what-if"
+    ),
+}
+
+
 def wanted(options: AuditOptions, reference_runs: bool, time_short: bool = False) -> tuple[bool, str | None]:
     """Whether the what-if fits run, and if not, the sentence saying why and how to ask for them.
 
@@ -98,6 +111,8 @@ def what_if_section(
     ``reference_runs`` says whether this audit runs lira / rmia (the default rule follows them);
     ``time_short`` whether the time limit leaves less than they took (see :func:`wanted`).
     """
+    if scored.output_kind != "probabilities":
+        return Remediation(skipped=_NOT_PROBABILITIES[scored.output_kind])
     fit, skipped = wanted(options, reference_runs, time_short)
     fits = ask(
         WhatIfRequest(
@@ -112,7 +127,7 @@ def what_if_section(
         skipped = _SKIPPED.get(fits.skipped, _SKIPPED["refit_failed"])
     split = split_for_repeat(scored.is_member, options.eval_fraction, options.seed, 0)
     serving = ServingRows(
-        probabilities=scored.probabilities,
+        probabilities=scored.outputs,
         label_index=scored.label_index,
         is_member=scored.is_member,
         known=attacker_rows(split, max(options.proportions)),
