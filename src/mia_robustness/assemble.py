@@ -207,7 +207,9 @@ def served_rows(results: Sequence[ResultRow], output_kind: str) -> list[ResultRo
     return list(results) if output_kind == "labels" or not served else served
 
 
-def kind_sentences(results: Sequence[ResultRow], headline: Sequence[ResultRow], output_kind: str) -> list[str]:
+def kind_sentences(
+    results: Sequence[ResultRow], headline: Sequence[ResultRow], output_kind: str
+) -> list[str]:
     """What the summary says about the target's output kind and its label-only ("labels only") view."""
     sentences = []
     if output_kind == "margins":

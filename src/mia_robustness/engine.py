@@ -431,7 +431,9 @@ def attacks_for_kind(options: AuditOptions, output_kind: str) -> tuple[list[str]
     needs = {}
     for name in unfit:
         needs.setdefault(_NEEDS[REGISTRY[name].outputs], []).append(name)
-    reasons = "; ".join(f"{', '.join(names)} {'need' if len(names) > 1 else 'needs'} {what}" for what, names in needs.items())
+    reasons = "; ".join(
+        f"{', '.join(names)} {'need' if len(names) > 1 else 'needs'} {what}" for what, names in needs.items()
+    )
     note = f"{', '.join(unfit)} {'were' if len(unfit) > 1 else 'was'} left out: the model gives {SERVED[output_kind]} ({reasons})"
     return [a for a in options.attack_models if a not in unfit], note
 

@@ -32,7 +32,9 @@ RESAMPLE_SHARE = 0.1
 _STREAM = 2**31 - 3
 
 
-def perturbed_copy(features: pd.DataFrame, rng: np.random.Generator, scales: dict[str, float]) -> pd.DataFrame:
+def perturbed_copy(
+    features: pd.DataFrame, rng: np.random.Generator, scales: dict[str, float]
+) -> pd.DataFrame:
     """One perturbed copy of ``features`` (``(n, n_features)``); ``scales`` maps each numeric column to its
     noise standard deviation (other columns are categorical)."""
     copy = features.copy()

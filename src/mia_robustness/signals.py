@@ -95,7 +95,9 @@ def _margin_signals(margins: np.ndarray, label_index: np.ndarray) -> Signals:
     margin = true_class_margin(margins, label_index)
     features = np.hstack([scaled.features, margin[:, None].astype(np.float32)])
     names = tuple(f"softmax_{name}" for name in scaled.names) + ("true_margin",)
-    return Signals(features, names, {"true_margin": margin}, label_index, margins.argmax(axis=1) == label_index)
+    return Signals(
+        features, names, {"true_margin": margin}, label_index, margins.argmax(axis=1) == label_index
+    )
 
 
 def _label_signals(one_hot_predicted: np.ndarray, label_index: np.ndarray) -> Signals:

@@ -28,9 +28,9 @@ from typing import Literal
 import numpy as np
 
 from .base import AttackOutput
+from .label_only import fit_score_boundary, fit_score_gap
 from .learned import fit_score_gb, fit_score_rf
 from .nn import fit_score_nn
-from .label_only import fit_score_boundary, fit_score_gap
 from .reference import lira_scores, rmia_scores
 from .threshold import fit_score_class_threshold, fit_score_threshold
 
@@ -121,9 +121,7 @@ def _reference(name: str, score: Callable[..., np.ndarray], *, online: str, offl
     """A reference attack over clones of the target's recipe; two report rows, ``name`` for the online
     variant and ``name_offline``."""
     variants = (Variant(name, online, True), Variant(f"{name}_offline", offline, False))
-    return AttackSpec(
-        name, "reference", score, RECIPE, 0, False, variants, outputs=("probabilities",)
-    )
+    return AttackSpec(name, "reference", score, RECIPE, 0, False, variants, outputs=("probabilities",))
 
 
 def _label_only(
