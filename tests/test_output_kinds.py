@@ -152,22 +152,23 @@ def test_boundary_beats_gap_on_an_overfitted_svm(adult):
     np.testing.assert_array_equal(again.robustness, scored.robustness)
 
 
-@pytest.mark.parametrize("estimator", [RidgeClassifier(), "labels_only"], ids=["ridge", "output_code"])
-def test_margin_and_label_bundles_are_audited_through_the_sandbox(tmp_path, adult, estimator):
-    if estimator == "labels_only":  # a scikit-learn classifier with predict alone
-        estimator = OutputCodeClassifier(LogisticRegression(max_iter=200), random_state=0)
+@pytest.mark.parametrize(
+    ("estimator", "kind", "attacks"),
+    [
+        (RidgeClassifier(), "margins", "threshold,gap,boundary"),
+        # A scikit-learn classifier with predict alone; the default attacks, those it cannot feed left out.
+        (OutputCodeClassifier(LogisticRegression(max_iter=200), random_state=0), "labels", None),
+    ],
+    ids=["ridge", "output_code"],
+)
+def test_margin_and_label_bundles_are_audited_through_the_sandbox(tmp_path, adult, estimator, kind, attacks):
     model, members, non_members = split_fit(adult, _pipeline(adult, estimator), label=LABEL)
     bundle = write_bundle(tmp_path, model, members, non_members)
-    # Named or not, the attacks the kind cannot feed are left out: a margin model keeps threshold.
-    options = OPTIONS | {
-        "attack_models": None if estimator.__class__ is not RidgeClassifier else "threshold,gap,boundary"
-    }
+    options = OPTIONS | {"attack_models": attacks}
     report = audit(bundle, options)
     in_process = audit_estimator(model, members, non_members, workers=1, **options)
-    assert report.containment["sandbox"] is True
-    assert report.target.output_kind == (
-        "labels" if hasattr(model, "predict") and not hasattr(model, "decision_function") else "margins"
-    )
+    assert report.containment["sandbox"] is True and report.target.output_kind == kind
+    # The child's margins / labels and boundary robustness give the figures the model gives in process.
     assert [(r.attack_model, r.proportion, r.mean) for r in report.results] == [
         (r.attack_model, r.proportion, r.mean) for r in in_process.results
     ]
@@ -260,3 +261,22 @@ def test_a_forged_kind_or_shape_from_the_child_is_refused():
         scored_from_message(
             header, {k: v for k, v in arrays.items() if k != "robustness"}, boundary_queries=3
         )
+
+
+def test_the_headline_of_a_probability_or_margin_target_leaves_the_labels_only_rows_beside_it():
+    from mia_robustness.assemble import kind_sentences, served_rows
+    from mia_robustness.report import ResultRow
+
+    def row(name, auc, labels_only):
+        mean = {"auc": auc, "tpr_at_1pct_fpr": 0.0}
+        return ResultRow(name, 1.0, "", 10, 10, 1, "cpu", mean, mean, labels_only=labels_only)
+
+    rows = [row("threshold", 0.6, False), row("boundary", 0.7, True)]
+    assert [r.attack_model for r in served_rows(rows, "probabilities")] == ["threshold"]
+    assert [r.attack_model for r in served_rows(rows, "labels")] == ["threshold", "boundary"]
+    assert served_rows(rows[1:], "margins") == rows[1:]  # only label-only attacks ran: they are the headline
+    said = kind_sentences(rows, served_rows(rows, "probabilities"), "probabilities")
+    assert said == [
+        "If the model served only its predicted labels, the strongest label-only attack, boundary, would tell "
+        "members from non-members with ROC AUC 0.70 (the rows marked labels only)."
+    ]
