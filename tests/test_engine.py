@@ -83,7 +83,7 @@ def test_same_seed_same_report_different_seed_different(overfit_bundle):
 def test_report_renderings(overfit_bundle):
     report = audit(overfit_bundle, sandbox=False)
     data = json.loads(render(report, "json"))
-    assert data["schema_version"] == "1.2"
+    assert data["schema_version"] == "1.3"
     # what the audit chose at run time sits beside the options, not among them (rf and threshold: cpu)
     assert "resolved_device" not in data["settings"] and data["resolved"] == {"device": "cpu"}
     assert data["settings"]["proportions"] == [0.2, 0.6, 1.0]  # from the bundle's config.json

@@ -317,7 +317,7 @@ def test_typed_sections_serialise_as_the_1_0_dicts(report):
         "warnings",
         "timings",
     ]
-    assert data["schema_version"] == "1.2" and data["resolved"] == {"device": "cpu"}
+    assert data["schema_version"] == "1.3" and data["resolved"] == {"device": "cpu"}
     # Assembled without the engine, the what-if section is there, saying it did not run.
     assert data["remediation"]["status"] == "skipped" and data["remediation"]["variants"] == []
     assert list(data["per_class"][0]) == ["label", "members", "non_members", "auc", "tpr_at_1pct_fpr"]

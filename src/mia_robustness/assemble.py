@@ -362,6 +362,7 @@ def target_info(scored: ScoredTarget, correct: np.ndarray) -> TargetInfo:
         accuracy_gap=member_accuracy - non_member_accuracy,
         sklearn_version_saved=scored.saved_version,
         sklearn_version_runtime=sklearn.__version__,
+        outputs=scored.outputs,
     )
 
 

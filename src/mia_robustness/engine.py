@@ -20,7 +20,7 @@ import pandas as pd
 from .assemble import assemble_report
 from .attacks import REGISTRY, AttackInput, resolve_device
 from .deadline import Deadline
-from .errors import LimitError
+from .errors import LimitError, OptionsError
 from .options import AuditOptions, options_from_mapping
 from .reference import FitPace, ReferenceRequest, reference_cells
 from .remediation import WhatIfFits, WhatIfRequest, summary_sentence, what_if_section
@@ -37,6 +37,10 @@ REFERENCE_DEFAULT_MAX_ROWS = 20_000
 # Stages whose end the model stage reports itself; the stopwatch times them as they end.
 MODEL_STAGE_STEPS = ("loading", "target_scoring")
 REFERENCE_FITS = "reference_models"  # the stage the reference fits report, one step per fit
+SUPPLIED_SENTENCE = (
+    "The model's outputs were supplied with the bundle, not measured: no model was queried, so these figures "
+    "hold as far as those outputs are what the model serves."
+)
 
 
 class ModelStage(Protocol):
@@ -244,13 +248,15 @@ def run_audit(
     clock:
         The audit's stopwatch, started by the caller (its progress callback too).
     """
-    uses_device = any(REGISTRY[a].uses_device for a in options.attack_models)
+    scored = model.score(ScoreRequest(options.label_column, options.seed))
+    supplied = scored.outputs == "supplied"
+    attack_models = _output_attacks(options.attack_models) if supplied else options.attack_models
+    uses_device = any(REGISTRY[a].uses_device for a in attack_models)
     device = resolve_device(options.device) if uses_device else "cpu"
-    reference = [a for a in options.attack_models if REGISTRY[a].kind == "reference"]
+    reference = [a for a in attack_models if REGISTRY[a].kind == "reference"]
     on_progress = clock.progress
     lap = clock.lap
     timings = clock.timings
-    scored = model.score(ScoreRequest(options.label_column, options.seed))
     if max_memory_mb is not None:
         estimate = estimate_peak_memory_mb(
             scored.rows_per_side, scored.table_bytes, scored.label_classes, model_file_bytes, options, workers
@@ -279,8 +285,15 @@ def run_audit(
     inputs = AttackInput(signals.features, signals.scores, signals.label_index)
     lap("signals")
 
-    learned = [a for a in options.attack_models if REGISTRY[a].kind == "learned"]
+    learned = [a for a in attack_models if REGISTRY[a].kind == "learned"]
     notes = list(sanity.warnings)
+    left_out = [a for a in options.attack_models if a not in attack_models]
+    if left_out:
+        notes.append(
+            f"{' and '.join(left_out)} {'was' if len(left_out) == 1 else 'were'} left out: "
+            f"{'it retrains' if len(left_out) == 1 else 'they retrain'} the model's recipe, and this bundle "
+            "supplies the model's outputs, not the model"
+        )
     if (
         reference
         and "attack_models" not in options.explicit
@@ -331,6 +344,7 @@ def run_audit(
         reference_runs=bool(reference),
         workers=workers,
         time_short=left is not None and reference_took is not None and left < reference_took,
+        outputs_supplied=supplied,
     )
     if remediation.status == "ran":
         lap("what_if")
@@ -352,6 +366,8 @@ def run_audit(
     doubts = [text[0].upper() + text[1:] + "." for text in sanity.warnings if text.startswith("did you swap")]
     what_if = summary_sentence(remediation)
     sentences = doubts + list(report.summary.sentences) + ([what_if] if what_if else [])
+    if supplied:
+        sentences.append(SUPPLIED_SENTENCE)
     return dataclasses.replace(
         report,
         data=dataclasses.replace(report.data, sanity=sanity),
@@ -407,6 +423,20 @@ def estimate_peak_memory_mb(
     if any(REGISTRY[a].kind == "reference" for a in options.attack_models):
         total += min(workers, options.reference_models) * model_file_bytes * MODEL_IN_MEMORY_PER_FILE_BYTE
     return SAFETY_FACTOR * (BASELINE_MB + total / 2**20)
+
+
+def _output_attacks(asked: tuple[str, ...]) -> tuple[str, ...]:
+    """The attacks of ``asked`` that need only the target's outputs (a predictions bundle has no recipe to
+    retrain for the reference attacks); refused when none is left."""
+    kept = tuple(a for a in asked if REGISTRY[a].kind != "reference")
+    if not kept:
+        usable = ", ".join(a for a, spec in REGISTRY.items() if spec.kind != "reference")
+        raise OptionsError(
+            f"attack_models asks only for {', '.join(asked)}, which retrain the model's recipe, and this bundle "
+            f"supplies the model's outputs, not the model; choose from {usable}",
+            code="no_output_attacks",
+        )
+    return kept
 
 
 def _evaluation_rows(is_member: np.ndarray, options: AuditOptions) -> np.ndarray:

@@ -24,12 +24,16 @@ from .sanity import DataSanity
 # ``resolved.device``), so ``settings`` holds only options a user can pass back.
 # 1.2: a ``remediation`` section (the what-if, after ``curves``) and the options ``what_if`` and
 # ``utility_budget`` in ``settings``; nothing else moved.
-SCHEMA_VERSION = "1.2"
+# 1.3: ``target.outputs``: ``measured`` (the audit queried the model) or ``supplied`` (a predictions bundle).
+SCHEMA_VERSION = "1.3"
 DECIMALS = 6
 
 
 @dataclass(frozen=True)
 class TargetInfo:
+    """What the report says about the model. ``outputs`` is ``measured`` (the audit queried the model) or
+    ``supplied`` (the bundle held the model's outputs, not the model: nothing was queried)."""
+
     model_class: str
     estimator_class: str
     n_classes: int
@@ -40,6 +44,7 @@ class TargetInfo:
     accuracy_gap: float
     sklearn_version_saved: str | None
     sklearn_version_runtime: str
+    outputs: str = "measured"
 
 
 @dataclass(frozen=True)

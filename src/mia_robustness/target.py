@@ -192,6 +192,9 @@ class ScoredTarget:
     members_shared, non_members_shared, shared_examples:
         Rows both tables hold (``sanity.RowOverlap``): counts per table, and up to five
         ``(member_row, non_member_row)`` pairs of 0-based data rows.
+    outputs:
+        ``measured`` (the audit queried the model) or ``supplied`` (a predictions bundle's columns:
+        ``supplied.py``). A sandbox child's answer is always ``measured``: the parent does not read it.
     """
 
     probabilities: np.ndarray
@@ -212,6 +215,7 @@ class ScoredTarget:
     members_shared: int = 0
     non_members_shared: int = 0
     shared_examples: tuple[tuple[int, int], ...] = ()
+    outputs: str = "measured"
 
     @property
     def rows_per_side(self) -> int:

@@ -318,9 +318,13 @@ def _facts_section(report: Mapping[str, Any]) -> dict[str, list[tuple[str, str]]
     n_classes = str(target.get("n_classes", DASH))
     saved = target.get("sklearn_version_saved") or "unknown"
     runtime = target.get("sklearn_version_runtime") or "unknown"
+    supplied = target.get("outputs") == "supplied"
+    if supplied:
+        model = "none in the bundle: its outputs were supplied, not measured"
     return {
         "target": [
             ("model", model),
+            *([("outputs", "supplied with the bundle (no model was queried)")] if supplied else []),
             ("classes", f"{n_classes}: {class_text}" if class_text else n_classes),
             ("features", str(target.get("n_features", DASH))),
             ("accuracy on training rows (members)", pct(target.get("member_accuracy"))),

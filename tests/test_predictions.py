@@ -1,0 +1,287 @@
+"""Predictions bundles (issue #11): the target's outputs supplied in the tables instead of a model file.
+
+The central test fits a real model on Adult, writes its own ``predict_proba`` into the tables, and audits
+that predictions bundle and the model bundle with the same seed: every attack that needs only outputs
+gets the same figures. The others check the ``predictions`` section of ``config.json`` and the columns
+it names, each mistake with its own error.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.compose import make_column_transformer
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder
+
+from builders import (
+    CHEAPEST,
+    adult_frame,
+    archive_bytes,
+    as_header,
+    folder_files,
+    needs_adult,
+    raised,
+    write_bundle,
+)
+from mia_robustness import audit, training
+from mia_robustness.cli import main as cli_main
+from mia_robustness.errors import BundleError, DataError, OptionsError
+from mia_robustness.predictions import PredictionsSpec, predictions_spec
+from mia_robustness.report_html import render_html
+from mia_robustness.serving.app import create_app
+from mia_robustness.serving.runner import AuditRunner
+from mia_robustness.serving.settings import ServerSettings
+
+LABEL = "income"
+ROWS = 800  # 400 members and 400 non-members
+TEXT_COLUMNS = [
+    "workclass",
+    "education",
+    "marital_status",
+    "occupation",
+    "relationship",
+    "race",
+    "sex",
+    "native_country",
+]
+OUTPUT_ATTACKS = ("nn", "rf", "gb", "threshold", "class_threshold")
+OPTIONS = {"repeats": 1, "proportions": [0.5, 1.0], "label_column": LABEL, "seed": 7}
+
+
+@pytest.fixture(scope="module")
+def adult_outputs():
+    """(model, members, non_members, columns): a forest fitted on Adult's members, and both tables with its
+    own ``predict_proba`` added as one column per class (``columns``: class -> column)."""
+    frame = adult_frame(ROWS, seed=11)
+    members, non_members = (
+        frame.iloc[: ROWS // 2].reset_index(drop=True),
+        frame.iloc[ROWS // 2 :].reset_index(drop=True),
+    )
+    encoder = make_column_transformer(
+        (OneHotEncoder(handle_unknown="ignore"), TEXT_COLUMNS), remainder="passthrough"
+    )
+    model = make_pipeline(encoder, RandomForestClassifier(n_estimators=30, random_state=0, n_jobs=1))
+    model.fit(members.drop(columns=LABEL), members[LABEL])
+    columns = {str(c): f"p_{i}" for i, c in enumerate(model.classes_)}
+    tables = []
+    for table in (members, non_members):
+        probabilities = model.predict_proba(table.drop(columns=LABEL))
+        tables.append(
+            table.assign(**{column: probabilities[:, i] for i, column in enumerate(columns.values())})
+        )
+    return model, members, non_members, columns, tables[0], tables[1]
+
+
+def write_predictions(folder, members, non_members, predictions, config=None):
+    """A predictions bundle folder: the two tables and a config.json holding ``predictions``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    members.to_csv(folder / "train.csv", index=False)
+    non_members.to_csv(folder / "subject.csv", index=False)
+    (folder / "config.json").write_text(json.dumps({**(config or {}), "predictions": predictions}))
+    return folder
+
+
+@needs_adult
+def test_same_figures_as_the_model_for_every_output_attack(tmp_path, adult_outputs):
+    model, members, non_members, columns, with_members, with_non_members = adult_outputs
+    model_bundle = write_bundle(tmp_path / "model", model, members, non_members)
+    measured = audit(
+        model_bundle, {**OPTIONS, "attack_models": list(OUTPUT_ATTACKS), "what_if": False}, workers=2
+    )
+    predictions = {"kind": "probabilities", "columns": columns}
+    folder = write_predictions(tmp_path / "preds", with_members, with_non_members, predictions, OPTIONS)
+    supplied = audit(folder, workers=2)  # the default attack models: lira and rmia among them
+
+    figures = {(r.attack_model, r.proportion): r.mean for r in measured.results}
+    assert {(r.attack_model, r.proportion): r.mean for r in supplied.results} == figures
+    assert {r.attack_model for r in supplied.results} == set(OUTPUT_ATTACKS)
+    assert supplied.summary.auc == measured.summary.auc
+    assert supplied.target.member_accuracy == measured.target.member_accuracy
+    assert supplied.target.n_features == measured.target.n_features == 14  # the outputs are not features
+    assert [c.auc for c in supplied.per_class] == [c.auc for c in measured.per_class]
+    assert supplied.exposed_records == measured.exposed_records
+
+    # The report records that the outputs were supplied, and says what was left out and why.
+    assert (measured.target.outputs, supplied.target.outputs) == ("measured", "supplied")
+    data = supplied.to_dict()
+    assert data["target"]["outputs"] == "supplied" and data["containment"]["sandbox"] is False
+    assert any("supplied with the bundle, not measured" in s for s in supplied.summary.sentences)
+    assert any(w.startswith("lira and rmia were left out") for w in supplied.warnings)
+    assert supplied.remediation.status == "skipped"
+    assert "supplies the model's outputs, not the model" in supplied.remediation.skipped
+    assert supplied.remediation.variants  # the serving-side options need only the outputs
+    assert "supplied with the bundle (no model was queried)" in render_html(data)
+
+
+@needs_adult
+def test_cli_training_job_and_invocations(tmp_path, adult_outputs, capsys, monkeypatch):
+    """The shells all reach it through ``audit``: the CLI (and its one-line exit 2), the training job, and
+    ``POST /invocations`` with a zip (and its JSON 400)."""
+    *_, columns, members, non_members = adult_outputs
+    predictions = {"kind": "probabilities", "columns": columns}
+    folder = write_predictions(tmp_path / "preds", members, non_members, predictions, {"label_column": LABEL})
+    output = tmp_path / "report.json"
+    flags = ["--repeats", "1", "--proportions", "1", "--output", str(output), "--quiet"]
+    assert cli_main(["audit", str(folder), "--attack-models", "threshold", *flags]) == 0
+    assert json.loads(output.read_text())["target"]["outputs"] == "supplied"
+    capsys.readouterr()
+    assert cli_main(["audit", str(folder), "--attack-models", "lira,rmia", *flags]) == 2
+    line = capsys.readouterr().err
+    assert line.count("\n") == 1 and "choose from nn, rf, gb, threshold, class_threshold" in line
+
+    root = tmp_path / "opt_ml"
+    (root / "input" / "config").mkdir(parents=True)
+    (root / "input" / "config" / "hyperparameters.json").write_text(json.dumps(CHEAPEST))
+    (root / "input" / "data").mkdir(parents=True)
+    shutil.copytree(folder, root / "input" / "data" / "training")
+    monkeypatch.setenv("MIA_OPT_ML", str(root))
+    assert training.main([]) == 0
+    assert json.loads((root / "model" / "report.json").read_text())["target"]["outputs"] == "supplied"
+
+    zipped = archive_bytes(folder_files(folder))
+    broken = archive_bytes(
+        {**folder_files(folder), "subject.csv": non_members.drop(columns=columns[">50K"]).to_csv(index=False)}
+    )
+    settings = ServerSettings.from_env({"SAGEMAKER_MODEL_SERVER_WORKERS": "1"}, cpus=2)
+    runner = AuditRunner(settings)
+    client = create_app(settings, runner).test_client()
+    try:
+        headers = {"X-Amzn-SageMaker-Custom-Attributes": as_header(CHEAPEST)}
+        answer = client.post("/invocations", data=zipped, content_type="application/zip", headers=headers)
+        assert answer.status_code == 200 and answer.get_json()["target"]["outputs"] == "supplied"
+        answer = client.post("/invocations", data=broken, content_type="application/zip", headers=headers)
+        assert answer.status_code == 400 and answer.get_json()["error"] == "missing_prediction_column"
+    finally:
+        runner.shutdown()
+
+
+# ---- config.json's predictions section --------------------------------------------------------------
+
+
+def test_the_three_kinds_parse_and_probabilities_run():
+    spec = predictions_spec({"kind": "probabilities", "columns": {"no": "p_no", "yes": "p_yes"}})
+    assert spec == PredictionsSpec("probabilities", ("no", "yes"), ("p_no", "p_yes"))
+    for section in (
+        {"kind": "margins", "columns": {"a": "m_a", "b": "m_b", "c": "m_c"}},
+        {"kind": "margins", "column": "margin", "classes": ["no", "yes"]},
+        {"kind": "labels", "column": "predicted", "classes": [0, 1, 2]},
+    ):
+        raised(BundleError, "unsupported_predictions", predictions_spec, section)
+
+
+@pytest.mark.parametrize(
+    ("section", "says"),
+    [
+        (["p_no", "p_yes"], "must be an object"),
+        ({"kind": "scores", "columns": {"a": "x", "b": "y"}}, '"kind" must be one of'),
+        ({"kind": "probabilities", "columns": {"a": "x", "b": "y"}, "extra": 1}, "unknown key 'extra'"),
+        ({"kind": "probabilities", "columns": {"a": "x"}}, "1 class;"),
+        ({"kind": "probabilities", "columns": {"a": "x", "b": "x"}}, "for two classes"),
+        ({"kind": "probabilities", "columns": {"a": "x", "b": 3}}, "must be a column name"),
+        ({"kind": "probabilities", "column": "x"}, 'one column per class in "columns"'),
+        ({"kind": "labels", "column": "predicted"}, 'in "classes"'),
+        ({"kind": "labels", "column": "predicted", "classes": ["1", 1]}, "more than once"),
+        ({"kind": "labels", "column": "predicted", "classes": [True, False]}, "class names"),
+        ({"kind": "margins", "column": "m", "classes": ["a", "b", "c"]}, "binary model's"),
+    ],
+)
+def test_a_bad_predictions_section_says_how_to_fix_it(section, says):
+    error = raised(BundleError, "bad_predictions_config", predictions_spec, section)
+    assert says in error.message and error.message.startswith("config.json's predictions")
+
+
+@needs_adult
+def test_a_bundle_with_a_model_and_predictions_or_neither(tmp_path, adult_outputs):
+    model, members, non_members, columns, *_ = adult_outputs
+    predictions = {"kind": "probabilities", "columns": columns}
+    both = write_bundle(tmp_path / "both", model, members, non_members, config={"predictions": predictions})
+    error = raised(BundleError, "model_and_predictions", audit, both)
+    assert "model.pkl" in error.message and "keep one" in error.message
+    neither = write_predictions(tmp_path / "neither", members, non_members, predictions)
+    (neither / "config.json").write_text("{}")
+    error = raised(BundleError, "missing_model", audit, neither)
+    assert error.message.startswith("the bundle has no model file") and '"predictions"' in error.message
+
+
+# ---- the columns it names -----------------------------------------------------------------------------
+
+
+def _broken(frame: pd.DataFrame, column: str, row: int, value) -> pd.DataFrame:
+    frame = frame.copy()
+    frame[column] = frame[column].astype(object if isinstance(value, str) else float)
+    frame.loc[row, column] = value
+    return frame
+
+
+@needs_adult
+@pytest.mark.parametrize(
+    ("change", "code", "says"),
+    [
+        (
+            lambda m, n, c: (m.drop(columns=c[">50K"]), n, c),
+            "missing_prediction_column",
+            "members table has no column",
+        ),
+        (
+            lambda m, n, c: (m, n.drop(columns=c["<=50K"]), c),
+            "missing_prediction_column",
+            "non-members table",
+        ),
+        (lambda m, n, c: (_broken(m, c[">50K"], 5, 0.7), n, c), "bad_predictions", "at row 5"),
+        (
+            lambda m, n, c: (m, _broken(n, c["<=50K"], 9, np.nan), c),
+            "bad_predictions",
+            "missing (NaN or empty)",
+        ),
+        (
+            lambda m, n, c: (_broken(m, c[">50K"], 2, np.inf), n, c),
+            "bad_predictions",
+            "infinite value at row 2",
+        ),
+        (lambda m, n, c: (_broken(m, c[">50K"], 0, 3.5), n, c), "bad_predictions", "holds 3.5 at row 0"),
+        (
+            lambda m, n, c: (_broken(m, c[">50K"], 4, "high"), n, c),
+            "bad_predictions",
+            "not numbers, first at row 4",
+        ),
+        (lambda m, n, c: (m, n, {"<=50K": c["<=50K"], LABEL: c[">50K"]}), "unknown_label", "'>50K'"),
+        (lambda m, n, c: (m, n, {"0": c["<=50K"], "1": c[">50K"]}), "classes_mismatch", "spells them"),
+        (lambda m, n, c: (m, n, {"<=50K": c["<=50K"], ">50K": LABEL}), "label_is_output", "label column"),
+    ],
+    ids=[
+        "missing-class-column",
+        "missing-in-non-members",
+        "row-not-summing-to-1",
+        "nan",
+        "infinite",
+        "out-of-range",
+        "text",
+        "unknown-label",
+        "classes-the-labels-do-not-use",
+        "label-as-output",
+    ],
+)
+def test_mixed_up_outputs_get_clear_errors(tmp_path, adult_outputs, change, code, says):
+    *_, columns, members, non_members = adult_outputs
+    members, non_members, columns = change(members, non_members, columns)
+    folder = write_predictions(
+        tmp_path / "preds", members, non_members, {"kind": "probabilities", "columns": columns}, OPTIONS
+    )
+    error = raised(DataError, code, audit, folder, {"attack_models": "threshold", "proportions": "1"})
+    assert says in error.message, error.message
+
+
+@needs_adult
+def test_only_reference_attacks_asked_for(tmp_path, adult_outputs):
+    *_, columns, members, non_members = adult_outputs
+    folder = write_predictions(
+        tmp_path / "preds", members, non_members, {"kind": "probabilities", "columns": columns}, OPTIONS
+    )
+    error = raised(OptionsError, "no_output_attacks", audit, folder, {"attack_models": "lira"})
+    assert "choose from nn, rf, gb, threshold, class_threshold" in error.message
