@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 from sklearn.compose import make_column_transformer
 from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import RidgeClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
@@ -50,7 +51,7 @@ TEXT_COLUMNS = [
     "sex",
     "native_country",
 ]
-OUTPUT_ATTACKS = ("nn", "rf", "gb", "threshold", "class_threshold")
+OUTPUT_ATTACKS = ("nn", "rf", "gb", "threshold", "class_threshold", "gap")
 OPTIONS = {"repeats": 1, "proportions": [0.5, 1.0], "label_column": LABEL, "seed": 7}
 
 
@@ -96,7 +97,7 @@ def test_same_figures_as_the_model_for_every_output_attack(tmp_path, adult_outpu
     )
     predictions = {"kind": "probabilities", "columns": columns}
     folder = write_predictions(tmp_path / "preds", with_members, with_non_members, predictions, OPTIONS)
-    supplied = audit(folder, workers=2)  # the default attack models: lira and rmia among them
+    supplied = audit(folder, workers=2)  # the default attack models: lira, rmia and boundary among them
 
     figures = {(r.attack_model, r.proportion): r.mean for r in measured.results}
     assert {(r.attack_model, r.proportion): r.mean for r in supplied.results} == figures
@@ -108,15 +109,70 @@ def test_same_figures_as_the_model_for_every_output_attack(tmp_path, adult_outpu
     assert supplied.exposed_records == measured.exposed_records
 
     # The report records that the outputs were supplied, and says what was left out and why.
-    assert (measured.target.outputs, supplied.target.outputs) == ("measured", "supplied")
+    assert (measured.target.outputs_source, supplied.target.outputs_source) == ("measured", "supplied")
     data = supplied.to_dict()
-    assert data["target"]["outputs"] == "supplied" and data["containment"]["sandbox"] is False
+    assert data["target"]["outputs_source"] == "supplied" and data["containment"]["sandbox"] is False
+    assert data["target"]["output_kind"] == "probabilities"
     assert any("supplied with the bundle, not measured" in s for s in supplied.summary.sentences)
-    assert any(w.startswith("lira and rmia were left out") for w in supplied.warnings)
+    assert "boundary, lira, rmia were left out: the bundle supplies the model's outputs" in " ".join(
+        supplied.warnings
+    )
     assert supplied.remediation.status == "skipped"
     assert "supplies the model's outputs, not the model" in supplied.remediation.skipped
     assert supplied.remediation.variants  # the serving-side options need only the outputs
     assert "supplied with the bundle (no model was queried)" in render_html(data)
+
+    # The same model's predicted labels alone: the label-only attack that needs no queries, gap, gets the
+    # same figures (boundary queries the model, so it is left out too).
+    predicted = {"kind": "labels", "column": "predicted", "classes": list(columns)}
+    labels = [
+        table.assign(predicted=model.predict(table.drop(columns=LABEL))) for table in (members, non_members)
+    ]
+    folder = write_predictions(tmp_path / "labels", *labels, predicted, OPTIONS)
+    only_labels = audit(folder, workers=2)
+    assert only_labels.target.output_kind == "labels" and only_labels.target.outputs_source == "supplied"
+    assert {(r.attack_model, r.proportion): r.mean for r in only_labels.results} == {
+        key: mean for key, mean in figures.items() if key[0] == "gap"
+    }
+    assert "boundary was left out: the bundle supplies" in " ".join(only_labels.warnings)
+
+
+@needs_adult
+def test_margins_give_the_same_figures_as_the_margin_model(tmp_path, adult_outputs):
+    """A binary model's one decision_function column, and the same as one margin column per class."""
+    _, members, non_members, *_ = adult_outputs
+    encoder = make_column_transformer(
+        (OneHotEncoder(handle_unknown="ignore"), TEXT_COLUMNS), remainder="passthrough"
+    )
+    model = make_pipeline(encoder, RidgeClassifier(alpha=1.0))
+    model.fit(members.drop(columns=LABEL), members[LABEL])
+    options = {**OPTIONS, "attack_models": ["rf", "threshold", "class_threshold", "gap"], "what_if": False}
+    measured = audit(write_bundle(tmp_path / "model", model, members, non_members), options, workers=2)
+    assert measured.target.output_kind == "margins"
+    figures = {(r.attack_model, r.proportion): r.mean for r in measured.results}
+
+    classes = [str(c) for c in model.classes_]
+    one_column = [
+        table.assign(margin=model.decision_function(table.drop(columns=LABEL)))
+        for table in (members, non_members)
+    ]
+    spec = {"kind": "margins", "column": "margin", "classes": classes}
+    supplied = audit(write_predictions(tmp_path / "one", *one_column, spec, options), workers=2)
+    assert supplied.target.output_kind == "margins" and supplied.target.outputs_source == "supplied"
+    assert {(r.attack_model, r.proportion): r.mean for r in supplied.results} == figures
+
+    per_class = [
+        table.drop(columns="margin").assign(m_low=-table["margin"] / 2, m_high=table["margin"] / 2)
+        for table in one_column
+    ]
+    spec = {"kind": "margins", "columns": {classes[0]: "m_low", classes[1]: "m_high"}}
+    per_class[1].loc[3, "m_high"] = np.nan
+    raised(
+        DataError, "bad_predictions", audit, write_predictions(tmp_path / "nan", *per_class, spec, options)
+    )
+    per_class[1].loc[3, "m_high"] = -per_class[1].loc[3, "m_low"]
+    supplied = audit(write_predictions(tmp_path / "two", *per_class, spec, options), workers=2)
+    assert {r.attack_model for r in supplied.results} == {"rf", "threshold", "class_threshold", "gap"}
 
 
 @needs_adult
@@ -129,11 +185,11 @@ def test_cli_training_job_and_invocations(tmp_path, adult_outputs, capsys, monke
     output = tmp_path / "report.json"
     flags = ["--repeats", "1", "--proportions", "1", "--output", str(output), "--quiet"]
     assert cli_main(["audit", str(folder), "--attack-models", "threshold", *flags]) == 0
-    assert json.loads(output.read_text())["target"]["outputs"] == "supplied"
+    assert json.loads(output.read_text())["target"]["outputs_source"] == "supplied"
     capsys.readouterr()
     assert cli_main(["audit", str(folder), "--attack-models", "lira,rmia", *flags]) == 2
     line = capsys.readouterr().err
-    assert line.count("\n") == 1 and "choose from nn, rf, gb, threshold, class_threshold" in line
+    assert line.count("\n") == 1 and "choose from nn, rf, gb, threshold, class_threshold, gap" in line
 
     root = tmp_path / "opt_ml"
     (root / "input" / "config").mkdir(parents=True)
@@ -142,7 +198,7 @@ def test_cli_training_job_and_invocations(tmp_path, adult_outputs, capsys, monke
     shutil.copytree(folder, root / "input" / "data" / "training")
     monkeypatch.setenv("MIA_OPT_ML", str(root))
     assert training.main([]) == 0
-    assert json.loads((root / "model" / "report.json").read_text())["target"]["outputs"] == "supplied"
+    assert json.loads((root / "model" / "report.json").read_text())["target"]["outputs_source"] == "supplied"
 
     zipped = archive_bytes(folder_files(folder))
     broken = archive_bytes(
@@ -154,7 +210,7 @@ def test_cli_training_job_and_invocations(tmp_path, adult_outputs, capsys, monke
     try:
         headers = {"X-Amzn-SageMaker-Custom-Attributes": as_header(CHEAPEST)}
         answer = client.post("/invocations", data=zipped, content_type="application/zip", headers=headers)
-        assert answer.status_code == 200 and answer.get_json()["target"]["outputs"] == "supplied"
+        assert answer.status_code == 200 and answer.get_json()["target"]["outputs_source"] == "supplied"
         answer = client.post("/invocations", data=broken, content_type="application/zip", headers=headers)
         assert answer.status_code == 400 and answer.get_json()["error"] == "missing_prediction_column"
     finally:
@@ -164,15 +220,15 @@ def test_cli_training_job_and_invocations(tmp_path, adult_outputs, capsys, monke
 # ---- config.json's predictions section --------------------------------------------------------------
 
 
-def test_the_three_kinds_parse_and_probabilities_run():
+def test_the_three_kinds_parse():
     spec = predictions_spec({"kind": "probabilities", "columns": {"no": "p_no", "yes": "p_yes"}})
     assert spec == PredictionsSpec("probabilities", ("no", "yes"), ("p_no", "p_yes"))
-    for section in (
-        {"kind": "margins", "columns": {"a": "m_a", "b": "m_b", "c": "m_c"}},
-        {"kind": "margins", "column": "margin", "classes": ["no", "yes"]},
-        {"kind": "labels", "column": "predicted", "classes": [0, 1, 2]},
-    ):
-        raised(BundleError, "unsupported_predictions", predictions_spec, section)
+    spec = predictions_spec({"kind": "margins", "columns": {"a": "m_a", "b": "m_b", "c": "m_c"}})
+    assert spec == PredictionsSpec("margins", ("a", "b", "c"), ("m_a", "m_b", "m_c"))
+    spec = predictions_spec({"kind": "margins", "column": "margin", "classes": ["no", "yes"]})
+    assert spec == PredictionsSpec("margins", ("no", "yes"), ("margin",))
+    spec = predictions_spec({"kind": "labels", "column": "predicted", "classes": [0, 1, 2]})
+    assert spec == PredictionsSpec("labels", (0, 1, 2), ("predicted",))
 
 
 @pytest.mark.parametrize(
@@ -253,6 +309,16 @@ def _broken(frame: pd.DataFrame, column: str, row: int, value) -> pd.DataFrame:
         (lambda m, n, c: (m, n, {"<=50K": c["<=50K"], LABEL: c[">50K"]}), "unknown_label", "'>50K'"),
         (lambda m, n, c: (m, n, {"0": c["<=50K"], "1": c[">50K"]}), "classes_mismatch", "spells them"),
         (lambda m, n, c: (m, n, {"<=50K": c["<=50K"], ">50K": LABEL}), "label_is_output", "label column"),
+        (
+            lambda m, n, c: (m.assign(guess=">50K"), n.assign(guess="yes"), "guess"),
+            "unknown_predicted_label",
+            "'yes'",
+        ),
+        (
+            lambda m, n, c: (m.assign(guess=None), n.assign(guess=">50K"), "guess"),
+            "bad_predictions",
+            "is empty",
+        ),
     ],
     ids=[
         "missing-class-column",
@@ -265,15 +331,19 @@ def _broken(frame: pd.DataFrame, column: str, row: int, value) -> pd.DataFrame:
         "unknown-label",
         "classes-the-labels-do-not-use",
         "label-as-output",
+        "unknown-predicted-label",
+        "empty-predicted-label",
     ],
 )
 def test_mixed_up_outputs_get_clear_errors(tmp_path, adult_outputs, change, code, says):
     *_, columns, members, non_members = adult_outputs
     members, non_members, columns = change(members, non_members, columns)
-    folder = write_predictions(
-        tmp_path / "preds", members, non_members, {"kind": "probabilities", "columns": columns}, OPTIONS
-    )
-    error = raised(DataError, code, audit, folder, {"attack_models": "threshold", "proportions": "1"})
+    if isinstance(columns, str):  # a predicted-label column
+        predictions = {"kind": "labels", "column": columns, "classes": ["<=50K", ">50K"]}
+    else:
+        predictions = {"kind": "probabilities", "columns": columns}
+    folder = write_predictions(tmp_path / "preds", members, non_members, predictions, OPTIONS)
+    error = raised(DataError, code, audit, folder, {"attack_models": "gap", "proportions": "1"})
     assert says in error.message, error.message
 
 
@@ -283,5 +353,5 @@ def test_only_reference_attacks_asked_for(tmp_path, adult_outputs):
     folder = write_predictions(
         tmp_path / "preds", members, non_members, {"kind": "probabilities", "columns": columns}, OPTIONS
     )
-    error = raised(OptionsError, "no_output_attacks", audit, folder, {"attack_models": "lira"})
-    assert "choose from nn, rf, gb, threshold, class_threshold" in error.message
+    error = raised(OptionsError, "attack_not_applicable", audit, folder, {"attack_models": "gap,boundary"})
+    assert "boundary queries it on perturbed copies of each record" in error.message

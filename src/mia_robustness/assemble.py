@@ -18,6 +18,7 @@ import numpy as np
 import sklearn
 
 from .attacks import ATTACK_DESCRIPTIONS, KNOWLEDGE
+from .attacks.registry import labels_only_rows
 from .metrics import (
     METRIC_NAMES,
     RateIntervals,
@@ -124,17 +125,24 @@ def assemble_report(
         )
         for row in results
     ]
-    strongest = strongest_row(results)
+    # The headline figures come from the attacks on what the target serves; for a target serving more
+    # than labels, the label-only rows are its "labels only" view, reported beside them.
+    headline = served_rows(results, scored.output_kind)
+    strongest = strongest_row(headline)
     strongest_cell = first_cell(cells, strongest.attack_model, strongest.proportion)
     intervals = rate_intervals(
         truth, strongest_cell.scores, np.random.default_rng([options.seed, INTERVAL_SEED])
     )
     per_class = per_class_metrics(truth, strongest_cell.scores, scored.label_index[eval_rows], scored.classes)
     by_correctness = correctness_metrics(truth, strongest_cell.scores, signals.correct[eval_rows])
-    summary = summarise(results, target, descriptions, intervals)
+    summary = summarise(headline, target, descriptions, intervals)
+    summary = dataclasses.replace(
+        summary, sentences=summary.sentences + kind_sentences(results, headline, scored.output_kind)
+    )
     roc = curves(results, cells, truth)
     # Every attack's scores at its strongest proportion (as the curves), the strongest attack's first.
-    others = [c for c in roc if c.attack_model != strongest.attack_model]
+    in_headline = {r.attack_model for r in headline}
+    others = [c for c in roc if c.attack_model != strongest.attack_model and c.attack_model in in_headline]
     records = member_scores(
         {strongest.attack_model: strongest_cell.scores}
         | {c.attack_model: first_cell(cells, c.attack_model, c.proportion).scores for c in others},
@@ -186,9 +194,40 @@ def aggregate(cells: Sequence[CellResult], knowledge: Mapping[str, str]) -> list
                 device=members[0].device,
                 mean={name: float(v.mean()) for name, v in values.items()},
                 std={name: float(v.std(ddof=1)) if len(v) > 1 else 0.0 for name, v in values.items()},
+                labels_only=attack in labels_only_rows(),
             )
         )
     return rows
+
+
+def served_rows(results: Sequence[ResultRow], output_kind: str) -> list[ResultRow]:
+    """The rows of attacks on what the target serves: all of them for a label-only target, else those that
+    read its probabilities or margins (every row when only label-only attacks ran)."""
+    served = [r for r in results if not r.labels_only]
+    return list(results) if output_kind == "labels" or not served else served
+
+
+def kind_sentences(
+    results: Sequence[ResultRow], headline: Sequence[ResultRow], output_kind: str
+) -> list[str]:
+    """What the summary says about the target's output kind and its label-only ("labels only") view."""
+    sentences = []
+    if output_kind == "margins":
+        sentences.append(
+            "The model gives decision margins, not probabilities: the threshold attack reads the true class's "
+            "margin over the best other class, and the learned attacks a softmax scaling of the margins."
+        )
+    elif output_kind == "labels":
+        sentences.append("The model gives only predicted labels, so only the label-only attacks apply.")
+    label_rows = [r for r in results if r.labels_only]
+    if label_rows and len(headline) < len(results):
+        best = strongest_row(label_rows)
+        sentences.append(
+            f"If the model served only its predicted labels, the strongest label-only attack, "
+            f"{best.attack_model}, would tell members from non-members with ROC AUC {best.mean['auc']:.2f} "
+            "(the rows marked labels only)."
+        )
+    return sentences
 
 
 def strongest_row(results: Sequence[ResultRow]) -> ResultRow:
@@ -362,7 +401,8 @@ def target_info(scored: ScoredTarget, correct: np.ndarray) -> TargetInfo:
         accuracy_gap=member_accuracy - non_member_accuracy,
         sklearn_version_saved=scored.saved_version,
         sklearn_version_runtime=sklearn.__version__,
-        outputs=scored.outputs,
+        output_kind=scored.output_kind,
+        outputs_source=scored.outputs_source,
     )
 
 

@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--reference-models", help="clones of the target per repeat for lira and rmia (default 4)"
     )
     run.add_argument(
+        "--boundary-queries",
+        help="perturbed copies of each row the boundary attack asks the model about (default 16)",
+    )
+    run.add_argument(
         "--allow-swapped",
         nargs="?",
         const="true",
@@ -212,6 +216,7 @@ def _run_audit(args: argparse.Namespace) -> int:
         "allow_swapped": args.allow_swapped,
         "what_if": args.what_if,
         "utility_budget": args.utility_budget,
+        "boundary_queries": args.boundary_queries,
     }
     if not args.sandbox and not args.quiet:
         sys.stderr.write(

@@ -19,6 +19,7 @@ import pandas as pd
 
 from .assemble import assemble_report
 from .attacks import REGISTRY, AttackInput, resolve_device
+from .attacks.registry import SERVED, applies_to
 from .deadline import Deadline
 from .errors import LimitError, OptionsError
 from .options import AuditOptions, options_from_mapping
@@ -27,7 +28,7 @@ from .remediation import WhatIfFits, WhatIfRequest, summary_sentence, what_if_se
 from .remediation.fits import fit_what_if
 from .report import Report
 from .sanity import RowOverlap, sanity_findings
-from .signals import compute_signals
+from .signals import compute_signals, softmax
 from .sweep import CellResult, default_workers, run_sweep, split_for_repeat
 from .target import LoadedTarget, ScoredTarget, ScoreRequest, score_target
 
@@ -248,15 +249,13 @@ def run_audit(
     clock:
         The audit's stopwatch, started by the caller (its progress callback too).
     """
-    scored = model.score(ScoreRequest(options.label_column, options.seed))
-    supplied = scored.outputs == "supplied"
-    attack_models = _output_attacks(options.attack_models) if supplied else options.attack_models
-    uses_device = any(REGISTRY[a].uses_device for a in attack_models)
+    uses_device = any(REGISTRY[a].uses_device for a in options.attack_models)
     device = resolve_device(options.device) if uses_device else "cpu"
-    reference = [a for a in attack_models if REGISTRY[a].kind == "reference"]
     on_progress = clock.progress
     lap = clock.lap
     timings = clock.timings
+    boundary_queries = options.boundary_queries if "boundary" in options.attack_models else 0
+    scored = model.score(ScoreRequest(options.label_column, options.seed, boundary_queries))
     if max_memory_mb is not None:
         estimate = estimate_peak_memory_mb(
             scored.rows_per_side, scored.table_bytes, scored.label_classes, model_file_bytes, options, workers
@@ -267,11 +266,17 @@ def run_audit(
                 "audit fewer rows (subsample train/subject), fewer reference_models, or raise the limit",
                 code="memory_limit",
             )
+    attacks, left_out = attacks_for_kind(options, scored.output_kind)
+    supplied = scored.outputs_source == "supplied"
+    no_model = None
+    if supplied:
+        attacks, no_model = attacks_without_model(options, attacks)
+    reference = [a for a in attacks if REGISTRY[a].kind == "reference"]
 
     # The data-sanity step, before any attack: swapped tables are refused here (shared rows were, where the
     # tables were aligned), and what it found goes to the report.
     sanity = sanity_findings(
-        scored.probabilities,
+        as_probabilities(scored.outputs, scored.output_kind),
         scored.label_index,
         scored.is_member,
         RowOverlap(
@@ -281,19 +286,12 @@ def run_audit(
         allow_swapped=options.allow_swapped,
     )
 
-    signals = compute_signals(scored.probabilities, scored.label_index)
-    inputs = AttackInput(signals.features, signals.scores, signals.label_index)
+    signals = compute_signals(scored.outputs, scored.label_index, scored.output_kind, scored.robustness)
+    inputs = AttackInput(signals.features, signals.scores, signals.label_index, signals.label_scores)
     lap("signals")
 
-    learned = [a for a in attack_models if REGISTRY[a].kind == "learned"]
-    notes = list(sanity.warnings)
-    left_out = [a for a in options.attack_models if a not in attack_models]
-    if left_out:
-        notes.append(
-            f"{' and '.join(left_out)} {'was' if len(left_out) == 1 else 'were'} left out: "
-            f"{'it retrains' if len(left_out) == 1 else 'they retrain'} the model's recipe, and this bundle "
-            "supplies the model's outputs, not the model"
-        )
+    learned = [a for a in attacks if REGISTRY[a].kind == "learned"]
+    notes = list(sanity.warnings) + [note for note in (left_out, no_model) if note]
     if (
         reference
         and "attack_models" not in options.explicit
@@ -353,7 +351,8 @@ def run_audit(
         cells,
         scored,
         signals,
-        options,
+        # The settings a user passes back to reproduce the audit name the attacks that ran.
+        dataclasses.replace(options, attack_models=tuple(attacks)) if left_out or no_model else options,
         eval_rows=eval_rows,
         layout=layout,
         device=device,
@@ -425,18 +424,71 @@ def estimate_peak_memory_mb(
     return SAFETY_FACTOR * (BASELINE_MB + total / 2**20)
 
 
-def _output_attacks(asked: tuple[str, ...]) -> tuple[str, ...]:
-    """The attacks of ``asked`` that need only the target's outputs (a predictions bundle has no recipe to
-    retrain for the reference attacks); refused when none is left."""
-    kept = tuple(a for a in asked if REGISTRY[a].kind != "reference")
-    if not kept:
-        usable = ", ".join(a for a, spec in REGISTRY.items() if spec.kind != "reference")
+def attacks_for_kind(options: AuditOptions, output_kind: str) -> tuple[list[str], str | None]:
+    """The asked-for attacks that can attack a target answering in ``output_kind``, and the report's note on
+    those left out (``None`` when none were). Naming one that cannot is an error; by default it is left out.
+    """
+    unfit = [a for a in options.attack_models if not applies_to(a, output_kind)]
+    if unfit and "attack_models" in options.explicit:
         raise OptionsError(
-            f"attack_models asks only for {', '.join(asked)}, which retrain the model's recipe, and this bundle "
-            f"supplies the model's outputs, not the model; choose from {usable}",
-            code="no_output_attacks",
+            f"attack_models names {', '.join(unfit)}, which cannot attack this model: it gives "
+            f"{SERVED[output_kind]}, and {'they need' if len(unfit) > 1 else 'it needs'} "
+            f"{_NEEDS[REGISTRY[unfit[0]].outputs]}; choose from "
+            f"{', '.join(a for a in REGISTRY if applies_to(a, output_kind))}",
+            code="attack_not_applicable",
         )
-    return kept
+    if not unfit:
+        return list(options.attack_models), None
+    needs = {}
+    for name in unfit:
+        needs.setdefault(_NEEDS[REGISTRY[name].outputs], []).append(name)
+    reasons = "; ".join(
+        f"{', '.join(names)} {'need' if len(names) > 1 else 'needs'} {what}" for what, names in needs.items()
+    )
+    note = f"{', '.join(unfit)} {'were' if len(unfit) > 1 else 'was'} left out: the model gives {SERVED[output_kind]} ({reasons})"
+    return [a for a in options.attack_models if a not in unfit], note
+
+
+_NEEDS = {
+    ("probabilities",): "class probabilities to compare with their reference models'",
+    ("probabilities", "margins"): "probabilities or margins to learn from",
+}
+
+
+def as_probabilities(outputs: np.ndarray, output_kind: str) -> np.ndarray:
+    """Rows that sum to 1 for the sanity check: probabilities as they are, the softmax of margins, the
+    one-hot predicted labels."""
+    return softmax(outputs) if output_kind == "margins" else outputs
+
+
+#: What each attack that needs the model itself, not only its answers, does with it: a predictions bundle
+#: (``supplied.py``) has no model, so these are left out there.
+NEEDS_THE_MODEL = {
+    "lira": "retrains its recipe",
+    "rmia": "retrains its recipe",
+    "boundary": "queries it on perturbed copies of each record",
+}
+
+
+def attacks_without_model(options: AuditOptions, attacks: list[str]) -> tuple[list[str], str | None]:
+    """For outputs supplied instead of a model: the ``attacks`` that need only those outputs, and the
+    report's note on those left out (``None`` when none were). Naming one that needs the model is an error."""
+    unfit = [a for a in attacks if a in NEEDS_THE_MODEL or REGISTRY[a].kind == "reference"]
+    if not unfit:
+        return attacks, None
+    kept = [a for a in attacks if a not in unfit]
+    why = "; ".join(f"{name} {NEEDS_THE_MODEL.get(name, 'retrains its recipe')}" for name in unfit)
+    if "attack_models" in options.explicit:
+        raise OptionsError(
+            f"attack_models names {', '.join(unfit)}, which cannot run on this bundle: it supplies the model's "
+            f"outputs, not the model ({why}); choose from {', '.join(a for a in REGISTRY if a not in NEEDS_THE_MODEL)}",
+            code="attack_not_applicable",
+        )
+    verb = "were" if len(unfit) > 1 else "was"
+    return (
+        kept,
+        f"{', '.join(unfit)} {verb} left out: the bundle supplies the model's outputs, not the model ({why})",
+    )
 
 
 def _evaluation_rows(is_member: np.ndarray, options: AuditOptions) -> np.ndarray:

@@ -40,6 +40,9 @@ MAX_PROPORTIONS = 20
 MAX_REPEATS = 20
 MIN_REFERENCE_MODELS = 2
 MAX_REFERENCE_MODELS = 64
+# The boundary attack queries the target this many times per audited row, on perturbed copies.
+DEFAULT_BOUNDARY_QUERIES = 16
+MAX_BOUNDARY_QUERIES = 256
 # A list option's raw items (before duplicates are dropped) are capped too, so parsing stays cheap.
 MAX_LIST_ITEMS = 200
 
@@ -60,7 +63,9 @@ class AuditOptions:
     attack_models:
         Attack models to run: ``nn`` (PyTorch MLP), ``rf`` (random forest), ``gb`` (histogram gradient
         boosting), ``threshold`` (best single-signal threshold), ``class_threshold`` (one threshold per
-        class), and the reference-model attacks ``lira`` and ``rmia`` (each reported online and offline).
+        class), the label-only attacks ``gap`` and ``boundary``, and the reference-model attacks ``lira``
+        and ``rmia`` (each reported online and offline). Attacks the target's output kind cannot feed are
+        left out when not named explicitly.
     repeats:
         Independent repetitions with different seeds; the report gives mean and standard deviation.
     seed:
@@ -82,6 +87,9 @@ class AuditOptions:
         default) runs it when the audit's reference attacks (lira / rmia) run, whose size rule it shares.
     utility_budget:
         Accuracy the recommended variant may give up, in percentage points (1.0 = one point), 0 to 50.
+    boundary_queries:
+        Perturbed copies of each audited row the ``boundary`` attack asks the target about (1 to 256);
+        its cost is this many extra passes of the target over every row.
 
     Construction checks the cost bounds (at most 20 proportions, 1 to 20 repeats, an even 2 to 64
     reference models) with the same errors as :func:`options_from_mapping`; it does not normalise values.
@@ -98,6 +106,7 @@ class AuditOptions:
     allow_swapped: bool = False
     what_if: bool | None = None
     utility_budget: float = 1.0
+    boundary_queries: int = DEFAULT_BOUNDARY_QUERIES
     # Not an option a user sets: names of the options that were set explicitly, for the report.
     explicit: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
@@ -106,6 +115,7 @@ class AuditOptions:
         _PARSERS["repeats"](self.repeats)
         _PARSERS["reference_models"](self.reference_models)
         _PARSERS["utility_budget"](self.utility_budget)
+        _PARSERS["boundary_queries"](self.boundary_queries)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready settings (the names a user passes back to reproduce the audit)."""
@@ -313,6 +323,9 @@ _PARSERS = {
     "allow_swapped": lambda v: _parse_bool("allow_swapped", v),
     "what_if": _parse_what_if,
     "utility_budget": lambda v: _parse_float("utility_budget", v, 0.0, 50.0),
+    "boundary_queries": lambda v: _parse_int(
+        "boundary_queries", v, 1, MAX_BOUNDARY_QUERIES, " (each one queries the target once more per row)"
+    ),
 }
 
 

@@ -27,8 +27,6 @@ from .options import shown
 
 PREDICTIONS_KEY = "predictions"
 KINDS = ("probabilities", "margins", "labels")
-#: The kinds the audit runs today; the others parse, and are refused with a message saying so.
-SUPPORTED_KINDS = ("probabilities",)
 MAX_CLASSES = 1000
 MAX_COLUMN_NAME_CHARS = 1000
 _KEYS = ("kind", "columns", "column", "classes")
@@ -160,10 +158,4 @@ def predictions_spec(section: Any) -> PredictionsSpec:
                 f'of kind margins with one "column" are a binary model\'s: give its two "classes", not {len(classes)} '
                 '(a model of more classes has a margin column per class: name them in "columns")'
             )
-    if kind not in SUPPORTED_KINDS:
-        raise BundleError(
-            f"config.json's predictions are of kind {kind}, which this version cannot audit yet; supply the "
-            f"model's class probabilities (kind probabilities) where it has them",
-            code="unsupported_predictions",
-        )
     return PredictionsSpec(kind=kind, classes=classes, columns=columns)

@@ -192,7 +192,8 @@ def reference_cells(
     from .signals import compute_signals
 
     scored = loaded.scored
-    confidence = compute_signals(scored.probabilities, scored.label_index).scores["confidence"]
+    # The registry runs the reference attacks on probability targets only (AttackSpec.outputs).
+    confidence = compute_signals(scored.outputs, scored.label_index).scores["confidence"]
     return run_reference_attacks(
         loaded.model,
         loaded.features,

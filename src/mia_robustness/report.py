@@ -24,14 +24,17 @@ from .sanity import DataSanity
 # ``resolved.device``), so ``settings`` holds only options a user can pass back.
 # 1.2: a ``remediation`` section (the what-if, after ``curves``) and the options ``what_if`` and
 # ``utility_budget`` in ``settings``; nothing else moved.
-# 1.3: ``target.outputs``: ``measured`` (the audit queried the model) or ``supplied`` (a predictions bundle).
+# 1.3: ``target.output_kind`` (probabilities, margins or labels), ``labels_only`` on each result row (the
+# label-only attacks gap and boundary), the option ``boundary_queries`` in ``settings``;
+# ``target.outputs_source``: ``measured`` (the audit queried the model) or ``supplied`` (a predictions
+# bundle).
 SCHEMA_VERSION = "1.3"
 DECIMALS = 6
 
 
 @dataclass(frozen=True)
 class TargetInfo:
-    """What the report says about the model. ``outputs`` is ``measured`` (the audit queried the model) or
+    """What the report says about the model. ``outputs_source`` is ``measured`` (the audit queried the model) or
     ``supplied`` (the bundle held the model's outputs, not the model: nothing was queried)."""
 
     model_class: str
@@ -44,7 +47,8 @@ class TargetInfo:
     accuracy_gap: float
     sklearn_version_saved: str | None
     sklearn_version_runtime: str
-    outputs: str = "measured"
+    output_kind: str = "probabilities"
+    outputs_source: str = "measured"
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,8 @@ class ResultRow:
 
     ``mean`` and ``std`` map each of ``metrics.METRIC_NAMES`` to its mean and standard deviation over
     ``repeats``; ``ci95`` maps ``auc`` and the TPRs at low FPR to ``[low, high]`` on the first repeat.
+    ``labels_only``: the attack sees only predicted labels (gap, boundary): for a target that serves
+    probabilities or margins, the risk if it served labels only.
     """
 
     attack_model: str
@@ -79,6 +85,7 @@ class ResultRow:
     mean: dict[str, float]
     std: dict[str, float]
     ci95: dict[str, list[float]] = field(default_factory=dict)
+    labels_only: bool = False
 
 
 @dataclass(frozen=True)

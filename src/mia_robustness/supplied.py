@@ -102,16 +102,17 @@ def supplied_target(
     rng = np.random.default_rng([request.seed, 2**31 - 1])  # target.score_target's balancing stream
     data = prepare_data(members.drop(columns=outputs), non_members.drop(columns=outputs), None, label, rng)
     side = data.is_member == 1
-    probabilities = np.empty((len(data.labels), len(spec.classes)))
-    probabilities[side] = member_outputs[data.source_rows[side]]
-    probabilities[~side] = non_member_outputs[data.source_rows[~side]]
+    outputs_of_rows = np.empty((len(data.labels), len(spec.classes)))
+    outputs_of_rows[side] = member_outputs[data.source_rows[side]]
+    outputs_of_rows[~side] = non_member_outputs[data.source_rows[~side]]
     classes = np.asarray(spec.classes)
     # Rows are compared over the features and the label: with no feature column every row of a label
     # would match, which says nothing about the tables.
     shared = data.shared if data.feature_columns else RowOverlap()
     return ScoredTarget(
-        probabilities=probabilities,
-        label_index=_label_index(data.labels, classes, label),
+        outputs=outputs_of_rows,
+        output_kind=spec.kind,
+        label_index=_label_index(data.labels, classes, f"the label column {shown(label)}"),
         classes=classes,
         is_member=data.is_member,
         source_rows=data.source_rows,
@@ -128,7 +129,7 @@ def supplied_target(
         members_shared=shared.members_shared,
         non_members_shared=shared.non_members_shared,
         shared_examples=tuple((member, other) for member, other in shared.examples),
-        outputs=SUPPLIED,
+        outputs_source=SUPPLIED,
     )
 
 
@@ -153,15 +154,32 @@ def _check_columns(
             )
 
 
-def _first_row(bad: np.ndarray) -> tuple[int, str]:
+def _first_row(bad: np.ndarray) -> tuple[int, int]:
     """``(row, column position)`` of the first true cell of ``bad`` ``(n_rows, n_columns)``, rows first."""
     row = int(np.flatnonzero(bad.any(axis=1))[0])
     return row, int(np.flatnonzero(bad[row])[0])
 
 
 def _outputs(frame: pd.DataFrame, spec: PredictionsSpec, role: str) -> np.ndarray:
-    """``(n_rows, n_classes)`` float64 probabilities of one table, checked as ``target.py`` checks a model's:
-    numbers, finite, in [0, 1] and summing to 1 per row (within ``PROBABILITY_TOLERANCE``)."""
+    """``(n_rows, n_classes)`` float64 outputs of one table in ``target.py``'s form for the kind: probabilities
+    (numbers, finite, in [0, 1], rows summing to 1 within ``PROBABILITY_TOLERANCE``, as a model's are
+    checked), margins (finite numbers; a binary model's one column ``d`` as ``[-d / 2, d / 2]``), or the
+    one-hot predicted labels (each one of the classes)."""
+    if spec.kind == "labels":
+        (column,) = spec.columns
+        values = frame[column]
+        if values.isna().any():
+            raise DataError(
+                f"the {role} table's predicted-label column {shown(column)} is empty at row "
+                f"{int(np.argmax(values.isna().to_numpy()))} (0-based data row; {int(values.isna().sum()):,} row(s) "
+                "in all); supplied labels need a predicted class for every row",
+                code="bad_predictions",
+            )
+        where = f"the {role} table's predicted-label column {shown(column)}"
+        positions = _label_index(values.to_numpy(), np.asarray(spec.classes), where, "predicted labels")
+        one_hot = np.zeros((len(frame), len(spec.classes)))
+        one_hot[np.arange(len(frame)), positions] = 1.0
+        return one_hot
     for column in spec.columns:
         values = frame[column]
         if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
@@ -181,9 +199,12 @@ def _outputs(frame: pd.DataFrame, spec: PredictionsSpec, role: str) -> np.ndarra
         row, column = _first_row(bad)
         raise DataError(
             f"column {shown(spec.columns[column])} holds a missing (NaN or empty) or infinite value at row {row} "
-            f"{where.format(count=int(bad.any(axis=1).sum()))}; supplied probabilities must be finite numbers",
+            f"{where.format(count=int(bad.any(axis=1).sum()))}; supplied {spec.kind} must be finite numbers",
             code="bad_predictions",
         )
+    if spec.kind == "margins":
+        # A binary model's decision_function, as target.py spreads it: the true class's margin is then +-d.
+        return np.column_stack([-values[:, 0] / 2, values[:, 0] / 2]) if len(spec.columns) == 1 else values
     bad = (values < -PROBABILITY_TOLERANCE) | (values > 1 + PROBABILITY_TOLERANCE)
     if bad.any():
         row, column = _first_row(bad)
@@ -206,9 +227,10 @@ def _outputs(frame: pd.DataFrame, spec: PredictionsSpec, role: str) -> np.ndarra
     return values
 
 
-def _label_index(labels: np.ndarray, classes: np.ndarray, label: str) -> np.ndarray:
-    """Each row's true label as a position in ``classes``; labels outside them are refused, with the
-    classes as ``config.json`` names them (the user's own text)."""
+def _label_index(labels: np.ndarray, classes: np.ndarray, where: str, what: str = "labels") -> np.ndarray:
+    """Each of ``labels`` (true labels, or predicted ones) as a position in ``classes``; labels outside them
+    are refused, with the classes as ``config.json`` names them (the user's own text). ``where`` names the
+    column for messages."""
     try:
         return label_positions(labels, classes)
     except DataError:
@@ -222,15 +244,15 @@ def _label_index(labels: np.ndarray, classes: np.ndarray, label: str) -> np.ndar
             unknown.append(value)
     named = ", ".join(shown(str(c), 40) for c in classes.tolist()[:10])
     seen = ", ".join(shown(str(v), 40) for v in unknown[:5])
-    if len(unknown) == len(values):
+    if len(unknown) == len(values) and what == "labels":
         raise DataError(
-            f"none of the labels in column {shown(label)} ({seen}) is a class config.json's predictions name "
-            f"({named}); name the classes exactly as the label column spells them",
+            f"none of the {what} in {where} ({seen}) is a class config.json's predictions name ({named}); name "
+            "the classes exactly as the label column spells them",
             code="classes_mismatch",
         )
     rows = int(pd.Series(labels, dtype=object).isin(unknown).sum())
     raise DataError(
-        f"{rows} audited rows have labels in column {shown(label)} that config.json's predictions do not name "
-        f"({seen}); the classes named are {named}. Add the missing classes' columns, or drop those rows",
-        code="unknown_label",
+        f"{rows} rows have {what} in {where} that config.json's predictions do not name ({seen}); the classes "
+        f"named are {named}. Name every class of the model, or drop those rows",
+        code="unknown_label" if what == "labels" else "unknown_predicted_label",
     )

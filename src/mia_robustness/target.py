@@ -1,4 +1,16 @@
-"""Querying the target model: one vectorised pass over every row, in chunks, with its outputs checked."""
+"""Querying the target model: one vectorised pass over every row, in chunks, with its outputs checked.
+
+A target answers in one of three kinds (:data:`OUTPUT_KINDS`), found from the methods it has (duck-typed, so
+scikit-learn estimators, pipelines and the ONNX / booster adapters are asked alike):
+
+* ``probabilities``: ``predict_proba``, ``(n, n_classes)`` rows that sum to 1;
+* ``margins``: ``decision_function`` only (``SVC(probability=False)``, ``LinearSVC``, ``RidgeClassifier``,
+  ``SGDClassifier(loss="hinge")``, pipelines ending in one), ``(n, n_classes)`` finite scores. A binary
+  model's ``(n,)`` score ``d`` (positive for ``classes_[1]``) becomes the two columns ``[-d / 2, d / 2]``:
+  the true class's margin over the other is then ``+-d``, and their softmax is the logistic ``sigmoid(d)``;
+* ``labels``: ``predict`` only, kept as the ``(n, n_classes)`` one-hot rows of the predicted labels, each
+  of which must be one of ``classes_``.
+"""
 
 from __future__ import annotations
 
@@ -18,23 +30,43 @@ CHUNK_ROWS = 50_000
 PROBABILITY_TOLERANCE = 1e-3
 
 
+#: The kinds of answer a target gives, in the order they are preferred when it has several methods.
+OUTPUT_KINDS = ("probabilities", "margins", "labels")
+_METHODS = {"probabilities": "predict_proba", "margins": "decision_function", "labels": "predict"}
+
+
 @dataclass(frozen=True)
 class TargetOutputs:
     """What the target said about every row.
 
     Attributes
     ----------
-    probabilities:
-        ``(n_rows, n_classes)`` ``predict_proba`` output, columns in the order of ``classes``.
+    outputs:
+        ``(n_rows, n_classes)`` float64, columns in the order of ``classes``: probabilities, margins, or the
+        one-hot predicted labels, as ``kind`` says (module docstring).
+    kind:
+        One of :data:`OUTPUT_KINDS`.
     label_index:
         Position of each row's true label in ``classes``.
     classes:
         The model's ``classes_``.
     """
 
-    probabilities: np.ndarray
+    outputs: np.ndarray
+    kind: str
     label_index: np.ndarray
     classes: np.ndarray
+
+
+def output_kind(model: object) -> str:
+    """The richest answer ``model`` gives: ``probabilities``, else ``margins``, else ``labels``."""
+    for kind in OUTPUT_KINDS:
+        if getattr(model, _METHODS[kind], None) is not None:
+            return kind
+    raise ModelError(
+        "the model has none of predict_proba, decision_function or predict; the audit needs a fitted classifier",
+        code="not_a_classifier",
+    )
 
 
 def model_classes(model: object) -> np.ndarray:
@@ -97,47 +129,96 @@ def _canonical(value: object) -> str:
 
 
 def query_target(model: object, features: pd.DataFrame, labels: np.ndarray) -> TargetOutputs:
-    """Call ``predict_proba`` once per row (in chunks of ``CHUNK_ROWS``) and validate what comes back."""
+    """Ask the model once per row (in chunks of ``CHUNK_ROWS``), in its richest kind, and validate the answers."""
     classes = model_classes(model)
     positions = label_positions(labels, classes)
+    kind = output_kind(model)
+    outputs = query_outputs(model, features, kind, classes)
+    return TargetOutputs(outputs=outputs, kind=kind, label_index=positions, classes=classes)
+
+
+def query_outputs(model: object, features: pd.DataFrame, kind: str, classes: np.ndarray) -> np.ndarray:
+    """``(n_rows, n_classes)`` answers of ``kind`` for ``features``, checked (see the module docstring)."""
     takes_names = getattr(model, "feature_names_in_", None) is not None
     inputs = features if takes_names else features.to_numpy()
     chunks = []
     for start in range(0, len(features), CHUNK_ROWS):
         chunk = inputs.iloc[start : start + CHUNK_ROWS] if takes_names else inputs[start : start + CHUNK_ROWS]
-        chunks.append(_predict_chunk(model, chunk))
-    probabilities = np.vstack(chunks).astype(np.float64, copy=False)
-    _check_probabilities(probabilities, len(features), len(classes))
-    return TargetOutputs(probabilities=probabilities, label_index=positions, classes=classes)
+        chunks.append(_answer_chunk(model, chunk, kind))
+    answers = np.concatenate(chunks) if chunks else np.empty((0, len(classes)))
+    if kind == "labels":
+        return _one_hot_labels(answers, len(features), classes)
+    answers = answers.astype(np.float64, copy=False)
+    if kind == "margins":
+        return _check_margins(answers, len(features), len(classes))
+    _check_probabilities(answers, len(features), len(classes))
+    return answers
 
 
-def _predict_chunk(model: object, chunk) -> np.ndarray:
-    predict_proba = getattr(model, "predict_proba", None)
-    if predict_proba is None:
-        raise ModelError(
-            "the model has no predict_proba; the audit needs a classifier that outputs probabilities",
-            code="not_a_classifier",
-        )
+def _answer_chunk(model: object, chunk, kind: str) -> np.ndarray:
+    method = _METHODS[kind]
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return np.asarray(predict_proba(chunk))
+            return np.asarray(getattr(model, method)(chunk))
     except MemoryError:
         raise
     # The exception's text comes from the model's own code: it may hold memory addresses (reprs of
     # functions) or anything the model chose, so only its class name reaches the user (the log keeps all).
     except (ValueError, TypeError) as exc:
-        log.debug("predict_proba rejected the rows", exc_info=True)
+        log.debug("%s rejected the rows", method, exc_info=True)
         message = (
-            "the model could not score the rows ({} in predict_proba). Check that the tables hold the same kind "
+            f"the model could not score the rows ({{}} in {method}). Check that the tables hold the same kind "
             "of values the model was trained on (numbers where it expects numbers, no missing values unless it "
             "handles them), in columns of the same names"
         )
         raise raised_by_model(DataError, exc, message, code="model_rejected_data") from None
     except Exception as exc:
-        log.debug("predict_proba failed", exc_info=True)
-        message = "the model's predict_proba failed ({}); check that the model scores these tables where it was trained"
+        log.debug("%s failed", method, exc_info=True)
+        message = f"the model's {method} failed ({{}}); check that the model scores these tables where it was trained"
         raise raised_by_model(ModelError, exc, message, code="predict_failed") from None
+
+
+def _check_margins(margins: np.ndarray, n_rows: int, n_classes: int) -> np.ndarray:
+    """The ``(n_rows, n_classes)`` margins, a binary model's ``(n_rows,)`` score spread over two columns."""
+    if n_classes == 2 and margins.shape == (n_rows,):
+        half = margins / 2.0
+        margins = np.column_stack([-half, half])
+    if margins.shape != (n_rows, n_classes):
+        raise ModelError(
+            f"decision_function returned shape {margins.shape}, expected ({n_rows}, {n_classes}) (rows x classes_)"
+            + ("" if n_classes == 2 else "; a one-vs-one SVC needs decision_function_shape='ovr'"),
+            code="bad_margins",
+        )
+    if not np.isfinite(margins).all():
+        raise ModelError(
+            "decision_function returned NaN or infinite values; the model is broken for these rows",
+            code="bad_margins",
+        )
+    return margins
+
+
+def _one_hot_labels(predicted: np.ndarray, n_rows: int, classes: np.ndarray) -> np.ndarray:
+    """``(n_rows, n_classes)`` one-hot rows of the predicted labels; a label outside ``classes`` is an error."""
+    if predicted.shape != (n_rows,):
+        raise ModelError(
+            f"predict returned shape {predicted.shape}, expected ({n_rows},) (one label per row)",
+            code="bad_labels",
+        )
+    lookup = {value: i for i, value in enumerate(classes.tolist())}
+    try:
+        positions = np.fromiter((lookup.get(v, -1) for v in predicted.tolist()), dtype=np.int64, count=n_rows)
+    except TypeError:  # an unhashable "label"
+        positions = np.full(n_rows, -1)
+    if (positions < 0).any():
+        raise ModelError(
+            f"predict returned labels that are not among the model's classes_ ({int((positions < 0).sum())} "
+            "rows); the model is broken or its classes_ do not describe it",
+            code="bad_labels",
+        )
+    one_hot = np.zeros((n_rows, len(classes)))
+    one_hot[np.arange(n_rows), positions] = 1.0
+    return one_hot
 
 
 def _check_probabilities(probabilities: np.ndarray, n_rows: int, n_classes: int) -> None:
@@ -167,10 +248,13 @@ def _check_probabilities(probabilities: np.ndarray, n_rows: int, n_classes: int)
 
 @dataclass(frozen=True)
 class ScoreRequest:
-    """What the first stage needs: how to find the label, and the seed of the balancing stream."""
+    """What the first stage needs: how to find the label, the audit's seed (balancing and the boundary
+    attack's perturbations), and how many perturbed copies of each row the boundary attack queries (0: it
+    does not run)."""
 
     label_column: str | None
     seed: int
+    boundary_queries: int = 0
 
 
 @dataclass(frozen=True)
@@ -179,8 +263,11 @@ class ScoredTarget:
 
     Attributes
     ----------
-    probabilities:
-        ``(n_rows, n_classes)`` float64, ``predict_proba`` in the order of ``classes``.
+    outputs:
+        ``(n_rows, n_classes)`` float64 in the order of ``classes``: probabilities, margins, or one-hot
+        predicted labels, as ``output_kind`` says (module docstring).
+    output_kind:
+        One of :data:`OUTPUT_KINDS`.
     label_index:
         ``(n_rows,)`` int64, column of each row's true label.
     classes:
@@ -192,12 +279,16 @@ class ScoredTarget:
     members_shared, non_members_shared, shared_examples:
         Rows both tables hold (``sanity.RowOverlap``): counts per table, and up to five
         ``(member_row, non_member_row)`` pairs of 0-based data rows.
-    outputs:
+    robustness:
+        ``(n_rows,)`` float64 in [0, 1], the boundary attack's per-row label robustness (``label_robustness``),
+        or ``None`` when it was not asked for.
+    outputs_source:
         ``measured`` (the audit queried the model) or ``supplied`` (a predictions bundle's columns:
         ``supplied.py``). A sandbox child's answer is always ``measured``: the parent does not read it.
     """
 
-    probabilities: np.ndarray
+    outputs: np.ndarray
+    output_kind: str
     label_index: np.ndarray
     classes: np.ndarray
     is_member: np.ndarray
@@ -215,7 +306,8 @@ class ScoredTarget:
     members_shared: int = 0
     non_members_shared: int = 0
     shared_examples: tuple[tuple[int, int], ...] = ()
-    outputs: str = "measured"
+    robustness: np.ndarray | None = None
+    outputs_source: str = "measured"
 
     @property
     def rows_per_side(self) -> int:
@@ -245,14 +337,15 @@ def score_target(
     Parameters
     ----------
     model:
-        A fitted classifier with ``predict_proba``.
+        A fitted classifier with ``predict_proba``, ``decision_function`` or ``predict``.
     members, non_members:
         The tables as read, each with the label column.
     request:
-        The label column and the seed of the balancing stream.
+        The label column, the audit's seed and the boundary attack's queries per row.
     saved_version:
         The scikit-learn version the model was saved with (for the report), when known.
     """
+    from .label_robustness import label_robustness
     from .prepare import describe_non_finite, prepare_data, resolve_label_column
 
     rng = np.random.default_rng([request.seed, 2**31 - 1])  # a stream of its own for balancing
@@ -270,10 +363,21 @@ def score_target(
             "values; fill or drop them, or put an imputer in the Pipeline before the classifier",
             code="non_finite_values",
         ) from None
+    robustness = None
+    if request.boundary_queries:
+        robustness = label_robustness(
+            lambda rows: query_outputs(model, rows, outputs.kind, outputs.classes).argmax(axis=1),
+            data.features,
+            outputs.label_index,
+            outputs.outputs.argmax(axis=1),
+            queries=request.boundary_queries,
+            seed=request.seed,
+        )
     label = resolve_label_column(members, request.label_column, "members")
     final = model.steps[-1][1] if hasattr(model, "steps") else model
     scored = ScoredTarget(
-        probabilities=outputs.probabilities,
+        outputs=outputs.outputs,
+        output_kind=outputs.kind,
         label_index=outputs.label_index,
         classes=outputs.classes,
         is_member=data.is_member,
@@ -291,6 +395,7 @@ def score_target(
         members_shared=data.shared.members_shared,
         non_members_shared=data.shared.non_members_shared,
         shared_examples=tuple((member, other) for member, other in data.shared.examples),
+        robustness=robustness,
     )
     return LoadedTarget(model=model, features=data.features, labels=data.labels, scored=scored)
 

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 
 @dataclass(frozen=True)
 class AttackInput:
-    """Rows an attack sees, row-aligned: the feature matrix, the single-signal scores, the true-label class."""
+    """Rows an attack sees, row-aligned: the feature matrix, the single-signal scores, the true-label class,
+    and the label-only scores (``correct``; ``robustness`` when the boundary queries ran) that only the
+    label-only attacks read."""
 
     features: np.ndarray
     signal_scores: dict[str, np.ndarray]
     label_index: np.ndarray
+    label_scores: dict[str, np.ndarray] = field(default_factory=dict)
 
     def take(self, rows: np.ndarray) -> AttackInput:
         """The subset of rows ``rows`` (an index array)."""
@@ -21,6 +24,7 @@ class AttackInput:
             self.features[rows],
             {name: values[rows] for name, values in self.signal_scores.items()},
             self.label_index[rows],
+            {name: values[rows] for name, values in self.label_scores.items()},
         )
 
     def __len__(self) -> int:

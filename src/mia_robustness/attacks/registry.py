@@ -12,6 +12,11 @@ Two kinds:
 * ``reference``: ``score(target_confidence, reference_confidence, in_mask, population, *, online)`` over
   the true-class confidences of reference clones of the target's recipe; run at the largest proportion
   (``reference.py``), reported once per variant (online and offline).
+
+Each entry also says which output kinds of a target (``target.OUTPUT_KINDS``) it can attack
+(:attr:`AttackSpec.outputs`) and whether it sees only the predicted labels (:attr:`AttackSpec.labels_only`):
+the learned attacks read probabilities or margins, the reference attacks compare probabilities, and the
+label-only attacks (gap, boundary) run on every kind.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Literal
 import numpy as np
 
 from .base import AttackOutput
+from .label_only import fit_score_boundary, fit_score_gap
 from .learned import fit_score_gb, fit_score_rf
 from .nn import fit_score_nn
 from .reference import lira_scores, rmia_scores
@@ -30,6 +36,15 @@ from .threshold import fit_score_class_threshold, fit_score_threshold
 
 KNOWN_ROWS = "black-box outputs + known members and non-members"
 RECIPE = "black-box outputs + known rows as reference data + the target's training recipe"
+LABELS = "predicted labels only + known members and non-members"
+PERTURBED_LABELS = "predicted labels of perturbed copies of each record + known members and non-members"
+#: What each kind of target serves, as the report words it; the label-only rows are its "labels only" view.
+SERVED = {
+    "probabilities": "class probabilities (predict_proba)",
+    "margins": "decision margins (decision_function), not probabilities",
+    "labels": "predicted labels only (predict)",
+}
+ALL_KINDS = tuple(SERVED)
 
 
 @dataclass(frozen=True)
@@ -71,6 +86,10 @@ class AttackSpec:
         Whether it trains on the audit's device (CUDA where present); the others run on the CPU.
     variants:
         The rows it reports.
+    outputs:
+        The target output kinds it attacks; on another kind it is left out (an error when named).
+    labels_only:
+        Whether it needs only the predicted labels (the report's "labels only" threat model).
     """
 
     name: str
@@ -80,6 +99,8 @@ class AttackSpec:
     cost_rank: int
     uses_device: bool
     variants: tuple[Variant, ...]
+    outputs: tuple[str, ...] = ("probabilities", "margins")
+    labels_only: bool = False
 
 
 def _learned(
@@ -100,7 +121,17 @@ def _reference(name: str, score: Callable[..., np.ndarray], *, online: str, offl
     """A reference attack over clones of the target's recipe; two report rows, ``name`` for the online
     variant and ``name_offline``."""
     variants = (Variant(name, online, True), Variant(f"{name}_offline", offline, False))
-    return AttackSpec(name, "reference", score, RECIPE, cost_rank=0, uses_device=False, variants=variants)
+    return AttackSpec(name, "reference", score, RECIPE, 0, False, variants, outputs=("probabilities",))
+
+
+def _label_only(
+    name: str, fit_score: Callable[..., AttackOutput], description: str, knowledge: str, cost_rank: int
+) -> AttackSpec:
+    """A label-only attack (predicted labels and known rows); run at every proportion like the learned ones."""
+    variants = (Variant(name, description),)
+    return AttackSpec(
+        name, "learned", fit_score, knowledge, cost_rank, False, variants, outputs=ALL_KINDS, labels_only=True
+    )
 
 
 REGISTRY: dict[str, AttackSpec] = {
@@ -120,6 +151,21 @@ REGISTRY: dict[str, AttackSpec] = {
             fit_score_class_threshold,
             "best single signal with a threshold per class (Song & Mittal 2021)",
             9,
+        ),
+        _label_only(
+            "gap",
+            fit_score_gap,
+            "label only: members are the records the model labels right (Yeom et al. 2018)",
+            LABELS,
+            10,
+        ),
+        _label_only(
+            "boundary",
+            fit_score_boundary,
+            "label only: how often the true label survives perturbed copies of the record "
+            "(Choquette-Choo et al. 2021)",
+            PERTURBED_LABELS,
+            11,
         ),
         _reference(
             "lira",
@@ -155,6 +201,16 @@ class _ByVariant(Mapping[str, str]):
 
     def __len__(self) -> int:
         return len(self._table())
+
+
+def applies_to(name: str, output_kind: str) -> bool:
+    """Whether attack ``name`` can attack a target whose answers are of ``output_kind``."""
+    return output_kind in REGISTRY[name].outputs
+
+
+def labels_only_rows() -> frozenset[str]:
+    """Report rows (variant names) of the label-only attacks."""
+    return frozenset(v.name for spec in REGISTRY.values() if spec.labels_only for v in spec.variants)
 
 
 def attack_names(kind: str | None = None) -> tuple[str, ...]:

@@ -96,7 +96,7 @@ class LoadedModel:
     Attributes
     ----------
     estimator:
-        The loaded classifier; it has ``predict_proba``.
+        The loaded classifier; it has ``predict_proba``, ``decision_function`` or ``predict``.
     saved_version:
         The scikit-learn version the model was saved with, or ``None`` when unknown or not a version.
         scikit-learn writes ``_sklearn_version`` into each estimator's saved state and removes it when
@@ -124,7 +124,7 @@ def load_model(path: Path, *, max_bytes: int | None = DEFAULT_MAX_MODEL_BYTES) -
 
     Returns
     -------
-    The estimator (it has ``predict_proba``) and the scikit-learn version it was saved with, as a
+    The estimator (it has ``predict_proba``, ``decision_function`` or ``predict``) and the scikit-learn version it was saved with, as a
     :class:`LoadedModel`.
 
     Raises
@@ -137,7 +137,8 @@ def load_model(path: Path, *, max_bytes: int | None = DEFAULT_MAX_MODEL_BYTES) -
     ModelError
         ``missing_model``, ``corrupt_model`` (unreadable, truncated, not a pickle, a damaged tree),
         ``unsupported_model_format``, ``incompatible_model`` (saved with a scikit-learn that had other
-        modules), ``not_a_classifier`` (no ``predict_proba``).
+        modules), ``not_a_classifier`` (a regressor, clusterer or transformer, or none of ``predict_proba``,
+        ``decision_function``, ``predict``).
     LimitError
         ``model_too_large``: more than ``max_bytes`` when read or built, more memory than is available,
         or more objects than the check after loading visits.
@@ -170,12 +171,12 @@ def load_model(path: Path, *, max_bytes: int | None = DEFAULT_MAX_MODEL_BYTES) -
         raise _not_a_model_file(path, what) from None
     try:
         _check_loaded(path, model)
-        has_proba = hasattr(model, "predict_proba")
+        answers = any(hasattr(model, method) for method in _ANSWERS) and _is_classifier_like(model)
     except MiaError:
         raise
     except Exception as exc:  # noqa: BLE001 - hostile state in admitted classes fails here, not later
         raise _corrupt(path, exc, "checking the loaded model") from None
-    if not has_proba:
+    if not answers:
         raise _not_a_classifier(path, model)
     return LoadedModel(model, _saved_version(model, noted))
 
@@ -207,8 +208,17 @@ def _saved_version(model: Any, noted: list[tuple[Any, str]]) -> str | None:
     return None
 
 
+#: The methods a target may answer with (``target.OUTPUT_KINDS``): one of them is enough.
+_ANSWERS = ("predict_proba", "decision_function", "predict")
+
+
+def _is_classifier_like(model: Any) -> bool:
+    """Not a regressor, clusterer or transformer (by scikit-learn's tags; see :func:`_role`)."""
+    return _role(model) is None
+
+
 def _not_a_classifier(path: Path, model: Any) -> ModelError:
-    """Why ``model`` gives no probabilities; for a pipeline, its last step named by position and class
+    """Why ``model`` is no classifier; for a pipeline, its last step named by position and class
     (the step's own name is text from the file, so it is not shown)."""
     steps = getattr(model, "steps", None)
     final = model
@@ -220,19 +230,25 @@ def _not_a_classifier(path: Path, model: Any) -> ModelError:
     if isinstance(final, str) or final is None:  # "passthrough" / None: the pipeline ends without a model
         what = "no estimator at all (passthrough)"
     else:
-        what = f"a {_clean(name)}, " + _role(final)
-    hint = " (for SVC, fit it with probability=True)" if name in ("SVC", "NuSVC") else ""
+        what = f"a {_clean(name)}, " + (_role(final) or "which has none of " + ", ".join(_ANSWERS))
     return ModelError(
-        f"{_name(path)} holds {where or ''}{what}{hint}; the audit needs a fitted classifier that gives class "
-        "probabilities (predict_proba)" + ("; make a classifier the pipeline's last step" if where else ""),
+        f"{_name(path)} holds {where or ''}{what}; the audit needs a fitted classifier that gives class "
+        "probabilities (predict_proba), margins (decision_function) or labels (predict)"
+        + ("; make a classifier the pipeline's last step" if where else ""),
         code="not_a_classifier",
     )
 
 
-def _role(estimator: Any) -> str:
-    """What an estimator without ``predict_proba`` is, by scikit-learn's estimator type and its methods."""
+def _role(estimator: Any) -> str | None:
+    """What an estimator that is no classifier is, by scikit-learn's estimator type and its methods
+    (``None``: it may be a classifier)."""
     from sklearn.base import is_clusterer, is_regressor
 
+    steps = getattr(estimator, "steps", None)
+    if isinstance(steps, list) and steps and isinstance(steps[-1], tuple) and len(steps[-1]) == 2:
+        estimator = steps[-1][1]
+    if isinstance(estimator, str) or estimator is None:
+        return "no estimator at all (passthrough)"
     try:  # the estimator's own tags: admitted scikit-learn code, but guarded like any call on a loaded model
         regressor, clusterer = is_regressor(estimator), is_clusterer(estimator)
     except Exception:  # noqa: BLE001 - hostile state: fall back to the methods it has
@@ -241,9 +257,9 @@ def _role(estimator: Any) -> str:
         return "a regressor, not a classifier"
     if clusterer:
         return "a clusterer, not a classifier"
-    if hasattr(estimator, "transform") and not hasattr(estimator, "predict"):
+    if hasattr(estimator, "transform") and not any(hasattr(estimator, m) for m in _ANSWERS):
         return "a transformer, not a classifier"
-    return "which has no predict_proba"
+    return None
 
 
 def _is_skops_archive(path: Path) -> bool:

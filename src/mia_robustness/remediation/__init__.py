@@ -59,6 +59,19 @@ _SKIPPED = {
 }
 
 
+_NOT_PROBABILITIES = {
+    "margins": (
+        "the what-if measures each variant's confidence in the true label and how rounding the served "
+        "probabilities changes the risk; this model gives margins (decision_function), not probabilities, "
+        "so it has no what-if. The label-only rows (gap, boundary) give the risk if only labels were served"
+    ),
+    "labels": (
+        "the what-if measures each variant's confidence in the true label; this model gives only labels "
+        "(predict), so it has no what-if"
+    ),
+}
+
+
 NO_MODEL = (
     "the what-if retrains the model's recipe, and this bundle supplies the model's outputs, not the model, so "
     "it has no retrained figures; the serving-side options below still apply (they need only the outputs)"
@@ -111,6 +124,8 @@ def what_if_section(
     ``time_short`` whether the time limit leaves less than they took, ``outputs_supplied`` whether the
     bundle holds outputs instead of a model (see :func:`wanted`).
     """
+    if scored.output_kind != "probabilities":
+        return Remediation(skipped=_NOT_PROBABILITIES[scored.output_kind])
     fit, skipped = wanted(options, reference_runs, time_short, outputs_supplied)
     fits = ask(
         WhatIfRequest(
@@ -125,7 +140,7 @@ def what_if_section(
         skipped = _SKIPPED.get(fits.skipped, _SKIPPED["refit_failed"])
     split = split_for_repeat(scored.is_member, options.eval_fraction, options.seed, 0)
     serving = ServingRows(
-        probabilities=scored.probabilities,
+        probabilities=scored.outputs,
         label_index=scored.label_index,
         is_member=scored.is_member,
         known=attacker_rows(split, max(options.proportions)),

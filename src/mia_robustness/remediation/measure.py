@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..attacks import REGISTRY
+from ..attacks.label_only import label_threshold
 from ..attacks.threshold import best_cut
 from ..metrics import attack_metrics, clopper_pearson, metric_intervals
 from ..report import MemorisingRule, Recommendation, Remediation, Variant, VariantAttack, VariantUtility
@@ -120,8 +121,8 @@ def _serving(rows: ServingRows) -> tuple[Variant, list[Variant]]:
     target = _row("target", "serving", own_utility, own_attack)
     options = []
     correct = (np.argmax(p, axis=1) == labels).astype(float)
-    cut = best_cut(correct[rows.known], truth[rows.known])
-    gap = _attack("gap", truth[rows.evaluation], correct[rows.evaluation], correct[rows.evaluation] >= cut)
+    judged = label_threshold(correct[rows.known], truth[rows.known], correct[rows.evaluation], "correct")
+    gap = _attack("gap", truth[rows.evaluation], judged.scores, judged.predicted_member)
     labels_only = VariantUtility(own_utility.accuracy, own_utility.balanced_accuracy, None, own_utility.ci95)
     options.append(_row("labels only", "serving", labels_only, gap, against=target))
     for decimals in ROUNDINGS:

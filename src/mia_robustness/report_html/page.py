@@ -318,7 +318,7 @@ def _facts_section(report: Mapping[str, Any]) -> dict[str, list[tuple[str, str]]
     n_classes = str(target.get("n_classes", DASH))
     saved = target.get("sklearn_version_saved") or "unknown"
     runtime = target.get("sklearn_version_runtime") or "unknown"
-    supplied = target.get("outputs") == "supplied"
+    supplied = target.get("outputs_source") == "supplied"
     if supplied:
         model = "none in the bundle: its outputs were supplied, not measured"
     return {

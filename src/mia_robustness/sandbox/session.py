@@ -292,14 +292,21 @@ class SandboxedModel:
     def score(self, request: ScoreRequest) -> ScoredTarget:
         self._send(
             self.process,
-            {"kind": "score", "score": {"label_column": request.label_column, "seed": request.seed}},
+            {
+                "kind": "score",
+                "score": {
+                    "label_column": request.label_column,
+                    "seed": request.seed,
+                    "boundary_queries": request.boundary_queries,
+                },
+            },
         )
         answer = self._receive("loading")
         self._raise_if_failed(answer)
         if answer.get("kind") != "scored":
             raise self._protocol_error()
         try:
-            scored = scored_from_message(answer, answer.pop("_arrays"))
+            scored = scored_from_message(answer, answer.pop("_arrays"), request.boundary_queries)
         except ProtocolError:
             raise self._protocol_error() from None
         self._rows = len(scored.is_member)

@@ -27,7 +27,7 @@ from ..reference import ReferenceRequest
 from ..remediation.family import CLASS_KNOBS, RULES, Config, Plan, variant_name
 from ..remediation.fits import SKIP_CODES, WhatIfFits, WhatIfRequest
 from ..sweep import CellResult
-from ..target import ScoredTarget
+from ..target import OUTPUT_KINDS, ScoredTarget
 from .protocol import ProtocolError, clean_text, expect
 
 # Stages the child reports progress for; any other name from it is a protocol error.
@@ -73,10 +73,13 @@ def scored_to_message(scored: ScoredTarget) -> tuple[dict[str, Any], dict[str, n
         **{
             field.name: getattr(scored, field.name)
             for field in dataclasses.fields(ScoredTarget)
-            if field.name not in _SCORED_ARRAYS and field.name != "classes"
+            if field.name not in _SCORED_ARRAYS and field.name not in ("classes", "robustness")
         },
     }
-    return header, {name: getattr(scored, name) for name in _SCORED_ARRAYS}
+    arrays = {name: getattr(scored, name) for name in _SCORED_ARRAYS}
+    if scored.robustness is not None:
+        arrays["robustness"] = scored.robustness
+    return header, arrays
 
 
 def check_to_message(checked: ModelCheck) -> dict[str, Any]:
@@ -125,40 +128,42 @@ def what_if_to_message(fits: WhatIfFits) -> tuple[dict[str, Any], dict[str, np.n
 
 # ---- the wire: parent side (untrusted input) ------------------------------------------------------------
 
-_SCORED_ARRAYS = ("probabilities", "label_index", "is_member", "source_rows")
+_SCORED_ARRAYS = ("outputs", "label_index", "is_member", "source_rows")
 _SCORED_DTYPES = {
-    "probabilities": np.float64,
+    "outputs": np.float64,
     "label_index": np.int64,
     "is_member": np.int8,
     "source_rows": np.int64,
 }
 
 
-def scored_from_message(header: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> ScoredTarget:
-    """Check a child's ``scored`` answer and build the :class:`ScoredTarget` the audit goes on with."""
+def scored_from_message(
+    header: Mapping[str, Any], arrays: Mapping[str, np.ndarray], boundary_queries: int = 0
+) -> ScoredTarget:
+    """Check a child's ``scored`` answer and build the :class:`ScoredTarget` the audit goes on with;
+    ``boundary_queries`` is what the request asked for (0: no robustness array may come back)."""
     classes = expect(header, "classes", list)
     if not 2 <= len(classes) <= 100_000 or not all(isinstance(c, (str, int, float, bool)) for c in classes):
         raise ProtocolError("the classes are not a list of at least two plain labels")
+    kind = expect(header, "output_kind", str)
+    if kind not in OUTPUT_KINDS:
+        raise ProtocolError("the output kind is not one of the kinds a target gives")
+    if any(name not in arrays for name in _SCORED_ARRAYS) or set(arrays) - {*_SCORED_ARRAYS, "robustness"}:
+        raise ProtocolError("the scored answer lacks an array or has one it should not")
     values = {name: np.asarray(arrays.get(name)) for name in _SCORED_ARRAYS}
-    if any(name not in arrays for name in _SCORED_ARRAYS):
-        raise ProtocolError("the scored answer lacks an array")
-    probabilities = values["probabilities"]
+    outputs = values["outputs"]
     n = len(values["is_member"])
     if (
-        probabilities.ndim != 2
-        or probabilities.shape != (n, len(classes))
+        outputs.ndim != 2
+        or outputs.shape != (n, len(classes))
         or any(values[name].shape != (n,) for name in _SCORED_ARRAYS[1:])
         or n < 2
         or n % 2
     ):
         raise ProtocolError("the scored arrays do not have matching shapes")
     arrays_checked = {name: values[name].astype(_SCORED_DTYPES[name], copy=False) for name in _SCORED_ARRAYS}
-    if (
-        not np.isfinite(probabilities).all()
-        or (probabilities < -1e-3).any()
-        or (probabilities > 1 + 1e-3).any()
-    ):
-        raise ProtocolError("the probabilities are not probabilities")
+    _check_outputs(arrays_checked["outputs"], kind)
+    robustness = _robustness(arrays.get("robustness"), n, boundary_queries)
     label_index = arrays_checked["label_index"]
     is_member = arrays_checked["is_member"]
     if (label_index < 0).any() or (label_index >= len(classes)).any():
@@ -170,6 +175,8 @@ def scored_from_message(header: Mapping[str, Any], arrays: Mapping[str, np.ndarr
     saved = header.get("saved_version")
     return ScoredTarget(
         **arrays_checked,
+        output_kind=kind,
+        robustness=robustness,
         classes=np.asarray([clean_text(c, MAX_CLASS_TEXT) if isinstance(c, str) else c for c in classes]),
         label_column=clean_text(expect(header, "label_column", str), 200),
         n_features=_count(header, "n_features"),
@@ -185,6 +192,34 @@ def scored_from_message(header: Mapping[str, Any], arrays: Mapping[str, np.ndarr
         non_members_shared=_count(header, "non_members_shared"),
         shared_examples=_row_pairs(header, "shared_examples"),
     )
+
+
+def _check_outputs(outputs: np.ndarray, kind: str) -> None:
+    """The outputs are of the kind the child names: probabilities in [0, 1] that sum to 1, finite margins,
+    or one-hot rows of 0 and 1."""
+    if not np.isfinite(outputs).all():
+        raise ProtocolError("the outputs are not finite numbers")
+    if kind == "probabilities" and (
+        (outputs < -1e-3).any() or (outputs > 1 + 1e-3).any() or np.abs(outputs.sum(axis=1) - 1).max() > 1e-3
+    ):
+        raise ProtocolError("the probabilities are not probabilities")
+    if kind == "labels" and (not np.isin(outputs, (0.0, 1.0)).all() or (outputs.sum(axis=1) != 1).any()):
+        raise ProtocolError("the predicted labels are not one label per row")
+
+
+def _robustness(values: Any, n: int, queries: int) -> np.ndarray | None:
+    """The boundary attack's ``(n,)`` robustness when asked for: shares of ``queries + 1`` answers."""
+    if values is None:
+        if queries:
+            raise ProtocolError("the scored answer lacks the robustness that was asked for")
+        return None
+    robustness = np.asarray(values).astype(np.float64, copy=False)
+    if not queries or robustness.shape != (n,) or not np.isfinite(robustness).all():
+        raise ProtocolError("the robustness array was not asked for or does not match the rows")
+    counts = robustness * (queries + 1)
+    if (robustness < 0).any() or (robustness > 1).any() or np.abs(counts - np.rint(counts)).max() > 1e-6:
+        raise ProtocolError("the robustness values are not shares of the queries asked for")
+    return robustness
 
 
 def checked_from_message(header: Mapping[str, Any], request: CheckRequest) -> ModelCheck:
