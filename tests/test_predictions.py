@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import zipfile
 
 import numpy as np
 import pandas as pd
@@ -30,11 +31,12 @@ from builders import (
     raised,
     write_bundle,
 )
-from mia_robustness import audit, training
+from mia_robustness import audit, check_bundle, training
 from mia_robustness.cli import main as cli_main
 from mia_robustness.errors import BundleError, DataError, OptionsError
 from mia_robustness.predictions import PredictionsSpec, predictions_spec
 from mia_robustness.report_html import render_html
+from mia_robustness.sagemaker.packing import bundle_archives
 from mia_robustness.serving.app import create_app
 from mia_robustness.serving.runner import AuditRunner
 from mia_robustness.serving.settings import ServerSettings
@@ -345,6 +347,28 @@ def test_mixed_up_outputs_get_clear_errors(tmp_path, adult_outputs, change, code
     folder = write_predictions(tmp_path / "preds", members, non_members, predictions, OPTIONS)
     error = raised(DataError, code, audit, folder, {"attack_models": "gap", "proportions": "1"})
     assert says in error.message, error.message
+
+
+@needs_adult
+def test_check_and_pack_a_predictions_folder(tmp_path, adult_outputs):
+    *_, columns, members, non_members = adult_outputs
+    predictions = {"kind": "probabilities", "columns": columns}
+    folder = write_predictions(tmp_path / "preds", members, non_members, predictions, {"label_column": LABEL})
+    checked = check_bundle(folder)
+    assert (checked.model_class, checked.n_classes, checked.n_features, checked.rows_scored) == (
+        "SuppliedOutputs",
+        2,
+        14,
+        len(members),
+    )
+    archive = bundle_archives([folder], tmp_path / "scratch")["preds"]
+    with zipfile.ZipFile(archive) as packed:
+        assert sorted(packed.namelist()) == ["config.json", "subject.csv", "train.csv"]
+        assert json.loads(packed.read("config.json"))["predictions"] == predictions
+    broken = write_predictions(
+        tmp_path / "broken", members.drop(columns=columns[">50K"]), non_members, predictions
+    )
+    raised(DataError, "missing_prediction_column", check_bundle, broken)
 
 
 @needs_adult

@@ -94,8 +94,10 @@ def supplied_target(
     The rows are balanced and the feature columns found exactly as for a model (``prepare.prepare_data``,
     the same seeded stream), with the output columns set aside first, so they are never features.
     """
-    label = resolve_label_column(members, request.label_column, "members")
-    _check_columns(spec, label, members, non_members)
+    _check_columns(spec, request.label_column, members, non_members)
+    # Without label_column the label is found among the other columns (by default the last one would be
+    # an output column).
+    label = resolve_label_column(members.drop(columns=list(spec.columns)), request.label_column, "members")
     outputs = list(spec.columns)
     member_outputs = _outputs(members, spec, "members")
     non_member_outputs = _outputs(non_members, spec, "non-members")
@@ -134,10 +136,10 @@ def supplied_target(
 
 
 def _check_columns(
-    spec: PredictionsSpec, label: str, members: pd.DataFrame, non_members: pd.DataFrame
+    spec: PredictionsSpec, label: str | None, members: pd.DataFrame, non_members: pd.DataFrame
 ) -> None:
-    """Every output column in both tables, and none of them the label column."""
-    if label in spec.columns:
+    """Every output column in both tables, and none of them the label column (when one is named)."""
+    if label is not None and label in spec.columns:
         raise DataError(
             f"config.json's predictions name the label column {shown(label)} as an output column; the label is "
             "the rows' true class: name the columns holding the model's outputs (or set label_column)",
