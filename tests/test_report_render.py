@@ -101,7 +101,8 @@ def _scored(classes: tuple[str, ...] = ("<=50K", ">50K"), saved_version: str | N
     is_member = np.r_[np.ones(SIDE), np.zeros(SIDE)].astype(np.int8)
     label_index = np.arange(2 * SIDE) % len(classes)
     return ScoredTarget(
-        probabilities=np.full((2 * SIDE, len(classes)), 1 / len(classes)),
+        outputs=np.full((2 * SIDE, len(classes)), 1 / len(classes)),
+        output_kind="probabilities",
         label_index=label_index,
         classes=np.array(classes, dtype=object),
         is_member=is_member,

@@ -29,8 +29,8 @@ def fitted() -> LogisticRegression:
 
 def test_query_target_returns_predict_proba_and_label_columns(fitted):
     outputs = query_target(fitted, ROWS, LABELS)
-    np.testing.assert_array_equal(outputs.probabilities, fitted.predict_proba(ROWS))
-    assert outputs.probabilities.dtype == np.float64
+    np.testing.assert_array_equal(outputs.outputs, fitted.predict_proba(ROWS))
+    assert outputs.outputs.dtype == np.float64
     assert outputs.classes.tolist() == ["no", "yes"]
     assert outputs.label_index.tolist() == [0, 0, 0, 1, 1, 1]
 
@@ -44,10 +44,10 @@ def test_chunks_give_the_same_answers_as_one_call(fitted, monkeypatch):
         return original(self, rows)
 
     monkeypatch.setattr(type(fitted), "predict_proba", counting)
-    whole = query_target(fitted, ROWS, LABELS).probabilities
+    whole = query_target(fitted, ROWS, LABELS).outputs
     monkeypatch.setattr(target, "CHUNK_ROWS", 4)
     calls.clear()
-    chunked = query_target(fitted, ROWS, LABELS).probabilities
+    chunked = query_target(fitted, ROWS, LABELS).outputs
     assert calls == [4, 2]  # 6 rows in chunks of at most 4
     np.testing.assert_array_equal(chunked, whole)
 
@@ -171,7 +171,7 @@ def test_bad_probabilities(answer, fragment):
 
 def test_rounding_within_the_tolerance_is_accepted():
     nearly = GOOD + np.array([[0.0004, 0.0]])  # rows sum to 1.0004
-    assert query_target(Fixed(nearly), ROWS, LABELS).probabilities.shape == (6, 2)
+    assert query_target(Fixed(nearly), ROWS, LABELS).outputs.shape == (6, 2)
 
 
 @pytest.mark.parametrize(
@@ -212,7 +212,7 @@ def test_score_target_balances_aligns_and_describes(fitted):
     scored = loaded.scored
     assert scored.rows_per_side == 120 and scored.members_available == 150
     assert list(loaded.features.columns) == ["x", "y"]  # the model's order
-    np.testing.assert_array_equal(scored.probabilities, fitted.predict_proba(loaded.features))
+    np.testing.assert_array_equal(scored.outputs, fitted.predict_proba(loaded.features))
     np.testing.assert_array_equal(scored.label_index, (loaded.labels == "yes").astype(int))
     assert (scored.label_column, scored.n_features, scored.label_classes) == ("label", 2, 2)
     assert (scored.model_class, scored.estimator_class, scored.saved_version) == (

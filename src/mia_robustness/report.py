@@ -352,6 +352,7 @@ CSV_LEAD_COLUMNS = (
     "eval_rows",
     "repeats",
     "device",
+    "labels_only",
 )
 
 
@@ -376,6 +377,7 @@ def render_csv(report: Report) -> str:
             row.eval_rows,
             row.repeats,
             row.device,
+            "true" if row.labels_only else "false",
         ]
         figures = [
             f"{round(_stat(row, name, stat), DECIMALS):.6f}"

@@ -231,7 +231,7 @@ def _results_section(
             mean, std = r.get("mean") or {}, r.get("std") or {}
             p = number(r.get("proportion"))
             cells = [
-                name,
+                f"{name} (labels only)" if r.get("labels_only") else name,
                 share(p),
                 f"{fixed(mean.get('auc'))} ± {fixed(std.get('auc'))}",
                 fixed(mean.get("advantage")),
@@ -303,6 +303,14 @@ def _tie_note(tied: int, evaluated: int | None, shown: int) -> str:
     )
 
 
+# What the target answers with (``target.output_kind``); margins are never called probabilities.
+_ANSWERS = {
+    "probabilities": "class probabilities (predict_proba)",
+    "margins": "decision margins (decision_function), not probabilities",
+    "labels": "predicted labels only (predict)",
+}
+
+
 def _facts_section(report: Mapping[str, Any]) -> dict[str, list[tuple[str, str]]] | None:
     target, data = report.get("target") or {}, report.get("data") or {}
     if not target and not data:
@@ -317,6 +325,7 @@ def _facts_section(report: Mapping[str, Any]) -> dict[str, list[tuple[str, str]]
         model += f" ({estimator})"
     n_classes = str(target.get("n_classes", DASH))
     saved = target.get("sklearn_version_saved") or "unknown"
+    answers = _ANSWERS.get(str(target.get("output_kind")))  # absent in reports before schema 1.3
     runtime = target.get("sklearn_version_runtime") or "unknown"
     supplied = target.get("outputs_source") == "supplied"
     if supplied:
@@ -324,6 +333,7 @@ def _facts_section(report: Mapping[str, Any]) -> dict[str, list[tuple[str, str]]
     return {
         "target": [
             ("model", model),
+            *([("answers with", answers)] if answers else []),
             *([("outputs", "supplied with the bundle (no model was queried)")] if supplied else []),
             ("classes", f"{n_classes}: {class_text}" if class_text else n_classes),
             ("features", str(target.get("n_features", DASH))),

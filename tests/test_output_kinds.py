@@ -1,0 +1,262 @@
+"""Output kinds (issue #11): margin-only and label-only targets audited end to end on Adult, the label-only
+attacks gap and boundary, and the sandbox wire refusing a forged kind."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.compose import make_column_transformer
+from sklearn.linear_model import LinearRegression, LogisticRegression, RidgeClassifier
+from sklearn.metrics import roc_auc_score
+from sklearn.multiclass import OutputCodeClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.svm import SVC, LinearSVC
+from sklearn.tree import DecisionTreeClassifier
+
+from builders import adult_frame, needs_adult, split_fit, write_bundle
+from mia_robustness import audit
+from mia_robustness.engine import audit_estimator
+from mia_robustness.errors import ModelError, OptionsError
+from mia_robustness.sandbox.protocol import ProtocolError
+from mia_robustness.sandbox.stage import scored_from_message, scored_to_message
+from mia_robustness.signals import true_class_margin
+from mia_robustness.sweep import split_for_repeat
+from mia_robustness.target import ScoreRequest, score_target
+
+pytestmark = needs_adult
+
+LABEL = "income"
+# Margin-threshold, learned and label-only attacks at two proportions, once: the cheapest audit that still
+# has every kind of row.
+OPTIONS = {
+    "attack_models": "threshold,rf,gap,boundary",
+    "repeats": 1,
+    "proportions": "0.5,1",
+    "label_column": LABEL,
+    "boundary_queries": 8,
+}
+TOLERANCE = 0.03
+
+
+@pytest.fixture(scope="module")
+def adult():
+    return adult_frame(1000, seed=3)
+
+
+def _pipeline(frame: pd.DataFrame, estimator):
+    categorical = [c for c in frame.columns if c != LABEL and not pd.api.types.is_numeric_dtype(frame[c])]
+    numeric = [c for c in frame.columns if c != LABEL and c not in categorical]
+    encode = make_column_transformer(
+        (OneHotEncoder(handle_unknown="ignore"), categorical), (StandardScaler(), numeric)
+    )
+    return make_pipeline(encode, estimator)
+
+
+def _reference_auc(report, members, non_members, score) -> float:
+    """AUC of a no-training score (``score(frame) -> (n,)``) on the audit's first evaluation rows."""
+    rows = pd.concat([members, non_members], ignore_index=True)
+    is_member = np.r_[np.ones(len(members)), np.zeros(len(non_members))].astype(np.int8)
+    evaluation = split_for_repeat(is_member, 0.3, 0, 0).evaluation
+    assert report.data.rows_per_side == len(members) == len(non_members)
+    return roc_auc_score(is_member[evaluation], score(rows)[evaluation])
+
+
+def _true_margin(model):
+    def score(rows: pd.DataFrame) -> np.ndarray:
+        margins = np.asarray(model.decision_function(rows.drop(columns=LABEL)))
+        margins = np.column_stack([-margins / 2, margins / 2]) if margins.ndim == 1 else margins
+        classes = list(model.classes_)
+        return true_class_margin(margins, np.array([classes.index(v) for v in rows[LABEL]]))
+
+    return score
+
+
+@pytest.mark.parametrize(
+    "estimator",
+    [SVC(C=10, gamma=0.1), RidgeClassifier(), LinearSVC()],
+    ids=["svc_no_probability", "ridge", "pipeline_linear_svc"],
+)
+def test_margin_models_are_audited_in_process_and_their_strongest_attack_reaches_the_margin(adult, estimator):
+    model, members, non_members = split_fit(adult, _pipeline(adult, estimator), label=LABEL)
+    assert not hasattr(model, "predict_proba")
+    report = audit_estimator(model, members, non_members, workers=1, **OPTIONS)
+    assert report.target.output_kind == "margins"
+    rows = {row.attack_model: row for row in report.results}
+    assert set(rows) == {"threshold", "rf", "gap", "boundary"}
+    assert rows["gap"].labels_only and rows["boundary"].labels_only and not rows["threshold"].labels_only
+    # The headline is an attack on the margins; the label-only rows are the "labels only" view beside it.
+    assert report.summary.strongest_attack in ("threshold", "rf")
+    margin_auc = _reference_auc(report, members, non_members, _true_margin(model))
+    assert report.summary.auc >= margin_auc - TOLERANCE
+    assert report.result("threshold", 1.0).mean["auc"] == pytest.approx(margin_auc, abs=1e-9)
+    text = " ".join(report.summary.sentences)
+    assert "margins, not probabilities" in text and "only its predicted labels" in text
+    assert report.remediation.status == "skipped" and "gives margins" in report.remediation.skipped
+    data = report.to_dict()
+    assert data["target"]["output_kind"] == "margins"
+
+
+class LabelsOnly:
+    """A served model that answers with labels only: ``classes_``, its input columns and ``predict``."""
+
+    def __init__(self, model):
+        self._model = model
+        self.classes_ = model.classes_
+        self.feature_names_in_ = model.feature_names_in_
+
+    def predict(self, rows):
+        return self._model.predict(rows)
+
+
+def test_a_predict_only_model_gets_the_label_only_attacks_and_reaches_the_gap_attack(adult):
+    tree, members, non_members = split_fit(
+        adult, _pipeline(adult, DecisionTreeClassifier(random_state=0)), label=LABEL
+    )
+    model = LabelsOnly(tree)
+    report = audit_estimator(model, members, non_members, workers=1, **(OPTIONS | {"attack_models": None}))
+    assert report.target.output_kind == "labels"
+    assert {row.attack_model for row in report.results} == {"gap", "boundary"}
+    assert report.settings["attack_models"] == ["gap", "boundary"]  # what ran: passed back, it reproduces
+    left_out = [note for note in report.warnings if "left out" in note]
+    assert len(left_out) == 1 and "nn, rf, gb, threshold, class_threshold, lira, rmia" in left_out[0]
+    assert "the model gives only predicted labels" in " ".join(report.summary.sentences).lower()
+    assert report.remediation.status == "skipped" and "only labels" in report.remediation.skipped
+
+    def correct(rows):
+        return (tree.predict(rows.drop(columns=LABEL)) == rows[LABEL].to_numpy()).astype(float)
+
+    assert report.summary.auc >= _reference_auc(report, members, non_members, correct) - TOLERANCE
+    # Naming an attack a label-only model cannot feed is an error that says which can.
+    with pytest.raises(OptionsError) as caught:
+        audit_estimator(
+            model, members, non_members, workers=1, **(OPTIONS | {"attack_models": "threshold,gap"})
+        )
+    assert caught.value.code == "attack_not_applicable" and "gap, boundary" in caught.value.message
+
+
+def test_boundary_beats_gap_on_an_overfitted_svm(adult):
+    """Measured (label_robustness.py): an RBF SVC, 500 rows a side, 16 queries per row."""
+    model, members, non_members = split_fit(adult, _pipeline(adult, SVC(C=10, gamma=0.1)), label=LABEL)
+    scored = score_target(
+        model, members, non_members, ScoreRequest(LABEL, 0, boundary_queries=16), saved_version=None
+    ).scored
+    truth = scored.is_member
+    correct = scored.outputs.argmax(axis=1) == scored.label_index
+    gap, boundary = roc_auc_score(truth, correct), roc_auc_score(truth, scored.robustness)
+    assert boundary > gap + 0.01, (gap, boundary)
+    # The robustness counts the row itself and its 16 copies; the same seed draws the same copies.
+    assert set(np.unique(scored.robustness * 17).round(6)) <= set(np.arange(18.0))
+    again = score_target(model, members, non_members, ScoreRequest(LABEL, 0, 16), saved_version=None).scored
+    np.testing.assert_array_equal(again.robustness, scored.robustness)
+
+
+@pytest.mark.parametrize("estimator", [RidgeClassifier(), "labels_only"], ids=["ridge", "output_code"])
+def test_margin_and_label_bundles_are_audited_through_the_sandbox(tmp_path, adult, estimator):
+    if estimator == "labels_only":  # a scikit-learn classifier with predict alone
+        estimator = OutputCodeClassifier(LogisticRegression(max_iter=200), random_state=0)
+    model, members, non_members = split_fit(adult, _pipeline(adult, estimator), label=LABEL)
+    bundle = write_bundle(tmp_path, model, members, non_members)
+    # Named or not, the attacks the kind cannot feed are left out: a margin model keeps threshold.
+    options = OPTIONS | {
+        "attack_models": None if estimator.__class__ is not RidgeClassifier else "threshold,gap,boundary"
+    }
+    report = audit(bundle, options)
+    in_process = audit_estimator(model, members, non_members, workers=1, **options)
+    assert report.containment["sandbox"] is True
+    assert report.target.output_kind == (
+        "labels" if hasattr(model, "predict") and not hasattr(model, "decision_function") else "margins"
+    )
+    assert [(r.attack_model, r.proportion, r.mean) for r in report.results] == [
+        (r.attack_model, r.proportion, r.mean) for r in in_process.results
+    ]
+
+
+def test_regressors_clusterers_and_transformers_are_still_refused_by_the_loader(tmp_path, adult):
+    import joblib
+    from sklearn.cluster import KMeans
+
+    from mia_robustness.loading import load_model
+
+    numeric = adult.select_dtypes("number").to_numpy()[:200]
+    for name, model in {
+        "regressor": LinearRegression().fit(numeric, np.arange(200)),
+        "clusterer": KMeans(2, n_init=1, random_state=0).fit(numeric),
+        "transformer": StandardScaler().fit(numeric),
+    }.items():
+        joblib.dump(model, tmp_path / f"{name}.pkl")
+        with pytest.raises(ModelError) as caught:
+            load_model(tmp_path / f"{name}.pkl")
+        assert (
+            caught.value.code == "not_a_classifier" and f"a {name}, not a classifier" in caught.value.message
+        )
+    # A label-only classifier passes the same check.
+    joblib.dump(
+        OutputCodeClassifier(LogisticRegression(), random_state=0).fit(
+            numeric / numeric.max(axis=0), numeric[:, 0] > 40
+        ),
+        tmp_path / "ok.pkl",
+    )
+    assert not hasattr(load_model(tmp_path / "ok.pkl").estimator, "decision_function")
+
+
+def _wire(kind: str, outputs: np.ndarray, robustness: np.ndarray | None = None):
+    import json
+
+    from mia_robustness.target import ScoredTarget
+
+    n = len(outputs)
+    scored = ScoredTarget(
+        outputs=outputs,
+        output_kind=kind,
+        label_index=np.zeros(n, dtype=np.int64),
+        classes=np.array(["a", "b"]),
+        is_member=np.r_[np.ones(n // 2), np.zeros(n // 2)].astype(np.int8),
+        source_rows=np.arange(n),
+        label_column="y",
+        n_features=1,
+        members_available=n // 2,
+        non_members_available=n // 2,
+        balancing="none",
+        model_class="Pipeline",
+        estimator_class="RidgeClassifier",
+        saved_version=None,
+        table_bytes=1,
+        label_classes=2,
+        robustness=robustness,
+    )
+    header, arrays = scored_to_message(scored)
+    return json.loads(json.dumps(header)), arrays  # as the protocol carries it
+
+
+def test_a_forged_kind_or_shape_from_the_child_is_refused():
+    margins = np.array([[-1.5, 1.5], [2.0, -2.0], [0.1, -0.1], [-3.0, 3.0]])
+    header, arrays = _wire("margins", margins)
+    assert scored_from_message(header, arrays).output_kind == "margins"
+    forged = [
+        ({**header, "output_kind": "logits"}, arrays),  # no such kind
+        ({**header, "output_kind": "probabilities"}, arrays),  # margins passed off as probabilities
+        ({**header, "output_kind": "labels"}, arrays),  # margins passed off as one-hot labels
+        (header, {**arrays, "outputs": margins[:, :1]}),  # one column for two classes
+        (header, {**arrays, "outputs": np.where(margins > 2, np.inf, margins)}),  # not finite
+        (header, {**arrays, "robustness": np.full(4, 0.5)}),  # robustness nobody asked for
+    ]
+    for forged_header, forged_arrays in forged:
+        with pytest.raises(ProtocolError):
+            scored_from_message(forged_header, forged_arrays)
+    # Asked for 3 queries: shares of 4 answers, and nothing else.
+    header, arrays = _wire("labels", np.eye(2)[[0, 1, 1, 0]], robustness=np.array([0.25, 1.0, 0.0, 0.75]))
+    assert scored_from_message(header, arrays, boundary_queries=3).robustness.tolist() == [
+        0.25,
+        1.0,
+        0.0,
+        0.75,
+    ]
+    for bad in (np.array([0.3, 1.0, 0.0, 0.75]), np.array([0.25, 1.25, 0.0, 0.75]), np.zeros(3)):
+        with pytest.raises(ProtocolError):
+            scored_from_message(header, {**arrays, "robustness": bad}, boundary_queries=3)
+    with pytest.raises(ProtocolError):
+        scored_from_message(
+            header, {k: v for k, v in arrays.items() if k != "robustness"}, boundary_queries=3
+        )
