@@ -15,14 +15,12 @@ import zipfile
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.compose import make_column_transformer
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import RidgeClassifier
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import OneHotEncoder
 
 from builders import (
     CHEAPEST,
+    adult_encoded,
     adult_frame,
     archive_bytes,
     as_header,
@@ -43,16 +41,6 @@ from mia_robustness.serving.settings import ServerSettings
 
 LABEL = "income"
 ROWS = 600  # 300 members and 300 non-members
-TEXT_COLUMNS = [
-    "workclass",
-    "education",
-    "marital_status",
-    "occupation",
-    "relationship",
-    "race",
-    "sex",
-    "native_country",
-]
 OUTPUT_ATTACKS = ("nn", "rf", "gb", "threshold", "class_threshold", "gap")
 OPTIONS = {"repeats": 1, "proportions": [0.5, 1.0], "label_column": LABEL, "seed": 7}
 
@@ -66,10 +54,7 @@ def adult_outputs():
         frame.iloc[: ROWS // 2].reset_index(drop=True),
         frame.iloc[ROWS // 2 :].reset_index(drop=True),
     )
-    encoder = make_column_transformer(
-        (OneHotEncoder(handle_unknown="ignore"), TEXT_COLUMNS), remainder="passthrough"
-    )
-    model = make_pipeline(encoder, RandomForestClassifier(n_estimators=30, random_state=0, n_jobs=1))
+    model = adult_encoded(RandomForestClassifier(n_estimators=30, random_state=0, n_jobs=1))
     model.fit(members.drop(columns=LABEL), members[LABEL])
     columns = {str(c): f"p_{i}" for i, c in enumerate(model.classes_)}
     tables = []
@@ -143,10 +128,7 @@ def test_same_figures_as_the_model_for_every_output_attack(tmp_path, adult_outpu
 def test_margins_give_the_same_figures_as_the_margin_model(tmp_path, adult_outputs):
     """A binary model's one decision_function column, and the same as one margin column per class."""
     _, members, non_members, *_ = adult_outputs
-    encoder = make_column_transformer(
-        (OneHotEncoder(handle_unknown="ignore"), TEXT_COLUMNS), remainder="passthrough"
-    )
-    model = make_pipeline(encoder, RidgeClassifier(alpha=1.0))
+    model = adult_encoded(RidgeClassifier(alpha=1.0))
     model.fit(members.drop(columns=LABEL), members[LABEL])
     options = {**OPTIONS, "attack_models": ["threshold", "class_threshold", "gap"], "what_if": False}
     measured = audit(write_bundle(tmp_path / "model", model, members, non_members), options, workers=2)
