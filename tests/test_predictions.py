@@ -354,6 +354,19 @@ def test_check_and_pack_a_predictions_folder(tmp_path, adult_outputs):
 
 
 @needs_adult
+def test_tables_of_labels_and_outputs_only(tmp_path, adult_outputs):
+    """No feature column at all: the outputs and the label are all an output-only attack needs (and rows
+    are not compared for sharing, which over the label alone would match every row of a class)."""
+    *_, columns, members, non_members = adult_outputs
+    kept = [LABEL, *columns.values()]
+    predictions = {"kind": "probabilities", "columns": columns}
+    folder = write_predictions(tmp_path / "bare", members[kept], non_members[kept], predictions)
+    report = audit(folder, {"attack_models": "threshold", "repeats": 1, "proportions": "1"})
+    assert report.target.n_features == 0 and report.data.label_column == LABEL
+    assert report.data.sanity.overlap.members_shared == 0
+
+
+@needs_adult
 def test_only_reference_attacks_asked_for(tmp_path, adult_outputs):
     *_, columns, members, non_members = adult_outputs
     folder = write_predictions(

@@ -340,7 +340,8 @@ def _facts_section(report: Mapping[str, Any]) -> dict[str, list[tuple[str, str]]
             ("accuracy on training rows (members)", pct(target.get("member_accuracy"))),
             ("accuracy on unseen rows (non-members)", pct(target.get("non_member_accuracy"))),
             ("gap (overfitting)", pct(target.get("accuracy_gap"))),
-            ("scikit-learn saved with / run with", f"{saved} / {runtime}"),
+            # A predictions bundle has no saved model, so no version of it to compare.
+            *([] if supplied else [("scikit-learn saved with / run with", f"{saved} / {runtime}")]),
         ],
         "data": [
             ("bundle layout", str(data.get("layout", DASH))),
