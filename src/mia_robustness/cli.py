@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--boundary-queries",
-        help="perturbed copies of each row the boundary attack asks the model about (default 16)",
+        help="perturbed copies of each row the boundary attack asks the model about (default 8)",
     )
     run.add_argument(
         "--allow-swapped",

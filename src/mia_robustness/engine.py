@@ -114,7 +114,7 @@ class InProcessModel:
     Parameters
     ----------
     model:
-        A fitted classifier with ``predict_proba``.
+        A fitted classifier with ``predict_proba``, ``decision_function`` or ``predict`` (``target.py``).
     members, non_members:
         The two tables, each with the label column.
     saved_version:
@@ -185,7 +185,8 @@ def audit_estimator(
     Parameters
     ----------
     estimator:
-        A fitted classifier with ``predict_proba`` (it runs in this process: no sandbox).
+        A fitted classifier with ``predict_proba``, ``decision_function`` or ``predict`` (the audit uses the
+        first it has; ``target.py``). It runs in this process: no sandbox.
     members, non_members:
         DataFrames with the feature columns and the label column, ``(n_members, n_features + 1)`` and
         ``(n_non_members, n_features + 1)``.
@@ -433,7 +434,7 @@ def attacks_for_kind(options: AuditOptions, output_kind: str) -> tuple[list[str]
         raise OptionsError(
             f"attack_models names {', '.join(unfit)}, which cannot attack this model: it gives "
             f"{SERVED[output_kind]}, and {'they need' if len(unfit) > 1 else 'it needs'} "
-            f"{_NEEDS[REGISTRY[unfit[0]].outputs]}; choose from "
+            f"{_needs(unfit[0])}; choose from "
             f"{', '.join(a for a in REGISTRY if applies_to(a, output_kind))}",
             code="attack_not_applicable",
         )
@@ -441,7 +442,7 @@ def attacks_for_kind(options: AuditOptions, output_kind: str) -> tuple[list[str]
         return list(options.attack_models), None
     needs = {}
     for name in unfit:
-        needs.setdefault(_NEEDS[REGISTRY[name].outputs], []).append(name)
+        needs.setdefault(_needs(name), []).append(name)
     reasons = "; ".join(
         f"{', '.join(names)} {'need' if len(names) > 1 else 'needs'} {what}" for what, names in needs.items()
     )
@@ -453,6 +454,12 @@ _NEEDS = {
     ("probabilities",): "class probabilities to compare with their reference models'",
     ("probabilities", "margins"): "probabilities or margins to learn from",
 }
+
+
+def _needs(attack: str) -> str:
+    """What ``attack`` needs of a target, in words."""
+    outputs = REGISTRY[attack].outputs
+    return _NEEDS.get(outputs, "a target that gives " + " or ".join(outputs))
 
 
 def as_probabilities(outputs: np.ndarray, output_kind: str) -> np.ndarray:

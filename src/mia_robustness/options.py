@@ -41,7 +41,7 @@ MAX_REPEATS = 20
 MIN_REFERENCE_MODELS = 2
 MAX_REFERENCE_MODELS = 64
 # The boundary attack queries the target this many times per audited row, on perturbed copies.
-DEFAULT_BOUNDARY_QUERIES = 16
+DEFAULT_BOUNDARY_QUERIES = 8
 MAX_BOUNDARY_QUERIES = 256
 # A list option's raw items (before duplicates are dropped) are capped too, so parsing stays cheap.
 MAX_LIST_ITEMS = 200
