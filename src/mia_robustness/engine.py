@@ -271,7 +271,7 @@ def run_audit(
     supplied = scored.outputs_source == "supplied"
     no_model = None
     if supplied:
-        attacks, no_model = attacks_without_model(options, attacks)
+        attacks, no_model = attacks_without_model(options, attacks, scored.output_kind)
     reference = [a for a in attacks if REGISTRY[a].kind == "reference"]
 
     # The data-sanity step, before any attack: swapped tables are refused here (shared rows were, where the
@@ -477,9 +477,12 @@ NEEDS_THE_MODEL = {
 }
 
 
-def attacks_without_model(options: AuditOptions, attacks: list[str]) -> tuple[list[str], str | None]:
-    """For outputs supplied instead of a model: the ``attacks`` that need only those outputs, and the
-    report's note on those left out (``None`` when none were). Naming one that needs the model is an error."""
+def attacks_without_model(
+    options: AuditOptions, attacks: list[str], output_kind: str
+) -> tuple[list[str], str | None]:
+    """For outputs of ``output_kind`` supplied instead of a model: the ``attacks`` that need only those
+    outputs, and the report's note on those left out (``None`` when none were). Naming one that needs the
+    model is an error."""
     unfit = [a for a in attacks if a in NEEDS_THE_MODEL or REGISTRY[a].kind == "reference"]
     if not unfit:
         return attacks, None
@@ -488,7 +491,8 @@ def attacks_without_model(options: AuditOptions, attacks: list[str]) -> tuple[li
     if "attack_models" in options.explicit:
         raise OptionsError(
             f"attack_models names {', '.join(unfit)}, which cannot run on this bundle: it supplies the model's "
-            f"outputs, not the model ({why}); choose from {', '.join(a for a in REGISTRY if a not in NEEDS_THE_MODEL)}",
+            f"outputs, not the model ({why}); choose from "
+            f"{', '.join(a for a in REGISTRY if a not in NEEDS_THE_MODEL and applies_to(a, output_kind))}",
             code="attack_not_applicable",
         )
     verb = "were" if len(unfit) > 1 else "was"
