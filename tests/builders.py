@@ -69,6 +69,31 @@ def adult_frame(n_rows: int, seed: int = 0) -> pd.DataFrame:
     return frame.sample(n=n_rows, random_state=seed).reset_index(drop=True)
 
 
+#: Adult's text columns (the other six are numbers).
+ADULT_TEXT_COLUMNS = (
+    "workclass",
+    "education",
+    "marital_status",
+    "occupation",
+    "relationship",
+    "race",
+    "sex",
+    "native_country",
+)
+
+
+def adult_encoded(estimator):
+    """``estimator`` behind a one-hot encoding of Adult's text columns (the numeric ones pass through)."""
+    from sklearn.compose import make_column_transformer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    encoder = make_column_transformer(
+        (OneHotEncoder(handle_unknown="ignore"), list(ADULT_TEXT_COLUMNS)), remainder="passthrough"
+    )
+    return make_pipeline(encoder, estimator)
+
+
 def noisy_numeric_frame(
     n_rows: int, n_features: int = 6, n_classes: int = 2, noise: float = 0.3, seed: int = 0
 ) -> pd.DataFrame:

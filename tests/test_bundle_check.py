@@ -11,14 +11,11 @@ import joblib
 import numpy as np
 import pytest
 import skops.io
-from sklearn.compose import make_column_transformer
 from sklearn.decomposition import TruncatedSVD
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import OneHotEncoder
 
-from builders import CHEAPEST, adult_frame, needs_adult, raised
+from builders import CHEAPEST, adult_encoded, adult_frame, needs_adult, raised
 from mia_robustness import audit, check_bundle, make_bundle
 from mia_robustness.cli import main as cli_main
 from mia_robustness.errors import DataError, ModelError
@@ -30,27 +27,6 @@ pytestmark = needs_adult
 
 LABEL = "income"
 ROWS = 600  # 300 members and 300 non-members: over the audit's 100 a side, quick to fit and read
-
-
-def _encoded(estimator):
-    """``estimator`` behind a one-hot encoding of Adult's text columns (the numeric ones pass through)."""
-    encoder = make_column_transformer(
-        (
-            OneHotEncoder(handle_unknown="ignore"),
-            [
-                "workclass",
-                "education",
-                "marital_status",
-                "occupation",
-                "relationship",
-                "race",
-                "sex",
-                "native_country",
-            ],
-        ),
-        remainder="passthrough",
-    )
-    return make_pipeline(encoder, estimator)
 
 
 @pytest.fixture(scope="module")
@@ -70,14 +46,15 @@ def parts(tmp_path_factory):
     )
 
     skops.io.dump(
-        _encoded(RandomForestClassifier(30, random_state=0)).fit(features, labels), folder / "forest.skops"
+        adult_encoded(RandomForestClassifier(30, random_state=0)).fit(features, labels),
+        folder / "forest.skops",
     )
-    joblib.dump(_encoded(LogisticRegression(max_iter=200)), folder / "untrained.joblib")
+    joblib.dump(adult_encoded(LogisticRegression(max_iter=200)), folder / "untrained.joblib")
     numeric = features.select_dtypes("number")
     joblib.dump(
         RandomForestRegressor(10, random_state=0).fit(numeric, labels == ">50K"), folder / "regressor.pkl"
     )
-    skops.io.dump(_encoded(TruncatedSVD(3, random_state=0)).fit(features), folder / "prep_only.skops")
+    skops.io.dump(adult_encoded(TruncatedSVD(3, random_state=0)).fit(features), folder / "prep_only.skops")
     # Fitted on the six numeric columns as a bare array: it knows their number, not their names.
     joblib.dump(
         RandomForestClassifier(10, random_state=0).fit(numeric.to_numpy(), labels), folder / "numeric.pkl"
@@ -303,7 +280,9 @@ def test_feature_names_only_the_model_holds_never_reach_the_user(parts, tmp_path
     """A model's ``feature_names_in_`` is the model file's text: a column the tables lack is named only when
     one of the user's tables has it; one that only the model names is counted, in the check and the audit."""
     frame = adult_frame(ROWS, seed=3).iloc[: ROWS // 2].rename(columns={"age": CRAFTED})
-    model = _encoded(RandomForestClassifier(10, random_state=0)).fit(frame.drop(columns=LABEL), frame[LABEL])
+    model = adult_encoded(RandomForestClassifier(10, random_state=0)).fit(
+        frame.drop(columns=LABEL), frame[LABEL]
+    )
     joblib.dump(model, tmp_path / "crafted.joblib")
     args = (parts / "adult_members.csv", parts / "adult_holdout.csv")
     status, lines = run_bundle(tmp_path, tmp_path / "b.zip", capsys, model="crafted.joblib", **{

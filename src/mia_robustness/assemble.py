@@ -402,6 +402,7 @@ def target_info(scored: ScoredTarget, correct: np.ndarray) -> TargetInfo:
         sklearn_version_saved=scored.saved_version,
         sklearn_version_runtime=sklearn.__version__,
         output_kind=scored.output_kind,
+        outputs_source=scored.outputs_source,
     )
 
 

@@ -1,7 +1,9 @@
 """Bundle reading: an archive, a folder or raw archive bytes -> the paths of its parts.
 
 A bundle holds exactly one model file, the members table and the non-members table, and optionally
-``config.json``. Two layouts are recognised:
+``config.json``; a predictions bundle holds no model file and names, in ``config.json``'s ``predictions``
+(:mod:`mia_robustness.predictions`), the table columns that hold the model's outputs. Two layouts are
+recognised:
 
 * standard: ``train.csv`` (members) and ``subject.csv`` (non-members), CSV or Parquet;
 * legacy (the product this one replaces): ``model.pkl`` beside a nested ``data.zip`` that holds
@@ -31,6 +33,7 @@ from .archive import BundleLimits, UnpackBudget, extract_archive
 from .errors import BundleError
 from .loading import MODEL_SUFFIXES
 from .options import MAX_JSON_CONFIG_BYTES, load_json_config, shown
+from .predictions import PREDICTIONS_KEY, PredictionsSpec, predictions_spec
 
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 MEMBER_STEMS = ("train",)
@@ -49,18 +52,23 @@ class Bundle:
     Attributes
     ----------
     model_path, members_path, non_members_path:
-        Files inside the bundle's (possibly temporary) folder.
+        Files inside the bundle's (possibly temporary) folder; ``model_path`` is ``None`` in a
+        predictions bundle.
     config:
         The parsed ``config.json`` (an empty dict when absent).
     layout:
         ``"standard"`` or ``"legacy"`` (``data.zip`` with ``train_mia.csv`` / ``test_mia.csv``).
+    predictions:
+        Where the tables hold the target's outputs (``config.json``'s ``predictions``), in a bundle that
+        holds them instead of a model file; ``None`` in a model bundle.
     """
 
-    model_path: Path
+    model_path: Path | None
     members_path: Path
     non_members_path: Path
     config: dict[str, Any] = field(default_factory=dict)
     layout: str = "standard"
+    predictions: PredictionsSpec | None = None
 
 
 def _is_junk(path: Path) -> bool:
@@ -110,11 +118,6 @@ def locate_parts(
     """
     files = _files_under(root)
     models = [p for p in files if p.suffix.lower() in MODEL_SUFFIXES]
-    if not models:
-        raise BundleError(
-            f"the bundle has no model file; add one file ending in {', '.join(MODEL_SUFFIXES)}",
-            code="missing_model",
-        )
     if len(models) > 1:
         names = ", ".join(shown(str(p.relative_to(root)), 80) for p in models[:5])
         names += ", ..." if len(models) > 5 else ""
@@ -122,6 +125,21 @@ def locate_parts(
             f"the bundle has {len(models)} model files ({names}); keep exactly one", code="ambiguous_model"
         )
     config = _read_config(files)
+    predictions = predictions_spec(config[PREDICTIONS_KEY]) if PREDICTIONS_KEY in config else None
+    if not models and predictions is None:
+        raise BundleError(
+            f"the bundle has no model file; add one file ending in {', '.join(MODEL_SUFFIXES)}, or, for a "
+            "model that cannot leave its home, its outputs as columns of the tables named in config.json's "
+            '"predictions" (see the README, "Predictions instead of a model")',
+            code="missing_model",
+        )
+    if models and predictions is not None:
+        raise BundleError(
+            f"the bundle has both a model file ({shown(str(models[0].relative_to(root)), 80)}) and config.json's "
+            '"predictions" (the model\'s outputs supplied in the tables); keep one: remove the model file to audit '
+            'the supplied outputs, or the "predictions" section to audit the model',
+            code="model_and_predictions",
+        )
 
     members = _pick_one(files, MEMBER_STEMS, TABLE_SUFFIXES)
     non_members = _pick_one(files, NON_MEMBER_STEMS, TABLE_SUFFIXES)
@@ -161,7 +179,7 @@ def locate_parts(
             "the bundle has train.csv but no subject.csv; add rows the model never saw as subject.csv",
             code="missing_non_members",
         )
-    return Bundle(models[0], members, non_members, config, layout)
+    return Bundle(models[0] if models else None, members, non_members, config, layout, predictions)
 
 
 @contextlib.contextmanager
@@ -214,13 +232,21 @@ def _open_archive(archive: Path, scratch: Path, limits: BundleLimits) -> Bundle:
     return locate_parts(root, scratch, limits, budget)
 
 
-def check_part_names(model: Path, members: Path, non_members: Path, output: Path | None = None) -> None:
+def check_part_names(
+    model: Path | None, members: Path, non_members: Path, output: Path | None = None
+) -> None:
     """Refuse parts that do not exist or whose names the bundle reader would not recognise, and an
-    ``output`` that is a folder or one of the parts (writing it would destroy that part before it is read)."""
-    for path, what in ((model, "model"), (members, "train"), (non_members, "subject")):
+    ``output`` that is a folder or one of the parts (writing it would destroy that part before it is read).
+    ``model`` is ``None`` for a predictions bundle."""
+    parts = [
+        (path, what)
+        for path, what in ((model, "model"), (members, "train"), (non_members, "subject"))
+        if path
+    ]
+    for path, what in parts:
         if not Path(path).is_file():
             raise BundleError(f"the {what} file {path} does not exist", code="file_not_found")
-    if Path(model).suffix.lower() not in MODEL_SUFFIXES:
+    if model is not None and Path(model).suffix.lower() not in MODEL_SUFFIXES:
         raise BundleError(
             f"the model file must end in {', '.join(MODEL_SUFFIXES)}: got {Path(model).name}",
             code="bad_model_name",
@@ -237,7 +263,7 @@ def check_part_names(model: Path, members: Path, non_members: Path, output: Path
         raise BundleError(
             f"the bundle's output {output} is a folder; give a .zip file name", code="bad_output"
         )
-    for path in (model, members, non_members):
+    for path, _ in parts:
         if Path(output).exists() and Path(output).samefile(path):
             raise BundleError(
                 f"the bundle's output {output} is its part {path}; writing it would destroy that file, so give "
@@ -247,9 +273,15 @@ def check_part_names(model: Path, members: Path, non_members: Path, output: Path
 
 
 def pack_bundle(
-    model: Path, members: Path, non_members: Path, output: Path, *, config: dict[str, Any] | None = None
+    model: Path | None,
+    members: Path,
+    non_members: Path,
+    output: Path,
+    *,
+    config: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a zip bundle from a model file and the two tables (kept in their own format).
+    """Write a zip bundle from a model file (``None`` for a predictions bundle, whose ``config`` names its
+    output columns) and the two tables (kept in their own format).
 
     The parts are renamed to what :func:`locate_parts` looks for (``model.<suffix>``, ``train.<suffix>``,
     ``subject.<suffix>``); checking what they hold is :func:`mia_robustness.bundle_check.make_bundle`'s.
@@ -260,7 +292,8 @@ def pack_bundle(
     partial = output.with_name(f".{output.name}.partial")  # a failed write leaves no half bundle behind
     try:
         with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
-            archive.write(model, "model" + Path(model).suffix.lower())
+            if model is not None:
+                archive.write(model, "model" + Path(model).suffix.lower())
             archive.write(members, "train" + Path(members).suffix.lower())
             archive.write(non_members, "subject" + Path(non_members).suffix.lower())
             if config:

@@ -1,4 +1,5 @@
-"""``audit(path)``: the entry point every shell calls. Open the bundle, put its model behind the sandbox,
+"""``audit(path)``: the entry point every shell calls. Open the bundle, put its model behind the sandbox (or,
+for a predictions bundle, its supplied outputs behind :class:`~mia_robustness.supplied.SuppliedOutputs`),
 run the engine. Bundle in, :class:`Report` out."""
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ from .archive import BundleLimits
 from .attacks import REGISTRY
 from .bundle import open_bundle
 from .deadline import Deadline
-from .engine import Stopwatch, run_audit
+from .engine import ModelStage, Stopwatch, run_audit
 from .options import AuditOptions, options_from_mapping
+from .predictions import PREDICTIONS_KEY
 from .report import Report
 from .sandbox.session import open_model
 from .sandbox.stage import ModelFiles
+from .supplied import SuppliedOutputs
 from .sweep import default_workers
+from .tables import read_table
 
 ProgressCallback = Callable[[str, int, int], None]
 
@@ -24,9 +28,13 @@ ProgressCallback = Callable[[str, int, int], None]
 def resolve_options(
     config: Mapping[str, Any], overrides: Mapping[str, Any] | AuditOptions | None
 ) -> AuditOptions:
-    """Defaults <- the bundle's ``config.json`` <- the caller's overrides (an AuditOptions wins outright)."""
+    """Defaults <- the bundle's ``config.json`` <- the caller's overrides (an AuditOptions wins outright).
+
+    ``config.json``'s ``predictions`` section says where the model's outputs are, not how to audit them: the
+    bundle reader parsed it (``Bundle.predictions``), the options skip it."""
     if isinstance(overrides, AuditOptions):
         return overrides
+    config = {name: value for name, value in config.items() if name != PREDICTIONS_KEY}
     return options_from_mapping(overrides, base=options_from_mapping(config))
 
 
@@ -77,22 +85,34 @@ def audit(
     workers = workers or default_workers()
     with open_bundle(source, limits=limits, workdir=workdir) as bundle:
         options = resolve_options(bundle.config, overrides)
-        model_file_bytes = bundle.model_path.stat().st_size
-        uses_reference = any(REGISTRY[a].kind == "reference" for a in options.attack_models)
-        # The sandbox copies the files it needs, and in-process loading reads them now: the bundle's
-        # temporary folder can go when this block ends.
-        model = open_model(
-            ModelFiles(bundle.model_path, bundle.members_path, bundle.non_members_path),
-            sandbox=sandbox,
-            deadline=deadline,
-            progress=clock.progress,
-            work_parent=None if workdir is None else Path(workdir),
-            threads=workers,
-            address_space_mb=sandbox_memory_mb,
-            n_models=options.reference_models if uses_reference else 0,
-            max_memory_mb=max_memory_mb,
-        )
         layout = bundle.layout
+        model: ModelStage
+        if bundle.predictions is not None:
+            # No model: nothing of the user's runs, so nothing to contain. The tables are read now, before
+            # the bundle's temporary folder goes.
+            model_file_bytes = 0
+            model = SuppliedOutputs(
+                bundle.predictions,
+                read_table(bundle.members_path, "members"),
+                read_table(bundle.non_members_path, "non-members"),
+                progress=clock.progress,
+            )
+        else:
+            model_file_bytes = bundle.model_path.stat().st_size
+            uses_reference = any(REGISTRY[a].kind == "reference" for a in options.attack_models)
+            # The sandbox copies the files it needs, and in-process loading reads them now: the bundle's
+            # temporary folder can go when this block ends.
+            model = open_model(
+                ModelFiles(bundle.model_path, bundle.members_path, bundle.non_members_path),
+                sandbox=sandbox,
+                deadline=deadline,
+                progress=clock.progress,
+                work_parent=None if workdir is None else Path(workdir),
+                threads=workers,
+                address_space_mb=sandbox_memory_mb,
+                n_models=options.reference_models if uses_reference else 0,
+                max_memory_mb=max_memory_mb,
+            )
     try:
         return run_audit(
             model,

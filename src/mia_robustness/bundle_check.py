@@ -14,13 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from .archive import BundleLimits
-from .bundle import check_part_names, open_bundle, pack_bundle
+from .bundle import Bundle, check_part_names, open_bundle, pack_bundle
 from .bundle_audit import resolve_options
 from .deadline import Deadline
-from .model_check import CHECK_ROWS, CheckRequest, ModelCheck, check_model
-from .options import options_from_mapping
+from .model_check import CHECK_ROWS, CHECK_SEED, CheckRequest, ModelCheck, check_model
+from .options import AuditOptions, options_from_mapping
 from .sandbox.session import SandboxedModel, default_address_space_mb
 from .sandbox.stage import ModelFiles, load_files
+from .supplied import supplied_target
+from .tables import read_table
+from .target import ScoreRequest
 
 
 def check_files(
@@ -99,8 +102,31 @@ def check_bundle(
     """
     with open_bundle(source, limits=limits, workdir=check.get("workdir")) as bundle:
         options = resolve_options(bundle.config, overrides)
+        if bundle.predictions is not None:
+            return _check_supplied(bundle, options)
         files = ModelFiles(bundle.model_path, bundle.members_path, bundle.non_members_path)
         return check_files(files, label_column=options.label_column, **check)
+
+
+def _check_supplied(bundle: Bundle, options: AuditOptions) -> ModelCheck:
+    """A predictions bundle's check: every supplied output checked as the audit checks it (there is no model
+    to load, so nothing runs in a sandbox), every balanced row."""
+    members = read_table(bundle.members_path, "members")
+    non_members = read_table(bundle.non_members_path, "non-members")
+    assert bundle.predictions is not None
+    scored = supplied_target(
+        bundle.predictions, members, non_members, ScoreRequest(options.label_column, CHECK_SEED)
+    )
+    return ModelCheck(
+        model_class=scored.model_class,
+        estimator_class=scored.estimator_class,
+        n_classes=len(scored.classes),
+        label_column=scored.label_column,
+        n_features=scored.n_features,
+        members_rows=len(members),
+        non_members_rows=len(non_members),
+        rows_scored=scored.rows_per_side,
+    )
 
 
 def make_bundle(

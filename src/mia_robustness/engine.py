@@ -38,6 +38,10 @@ REFERENCE_DEFAULT_MAX_ROWS = 20_000
 # Stages whose end the model stage reports itself; the stopwatch times them as they end.
 MODEL_STAGE_STEPS = ("loading", "target_scoring")
 REFERENCE_FITS = "reference_models"  # the stage the reference fits report, one step per fit
+SUPPLIED_SENTENCE = (
+    "The model's outputs were supplied with the bundle, not measured: no model was queried, so these figures "
+    "hold as far as those outputs are what the model serves."
+)
 
 
 class ModelStage(Protocol):
@@ -264,6 +268,10 @@ def run_audit(
                 code="memory_limit",
             )
     attacks, left_out = attacks_for_kind(options, scored.output_kind)
+    supplied = scored.outputs_source == "supplied"
+    no_model = None
+    if supplied:
+        attacks, no_model = attacks_without_model(options, attacks, scored.output_kind)
     reference = [a for a in attacks if REGISTRY[a].kind == "reference"]
 
     # The data-sanity step, before any attack: swapped tables are refused here (shared rows were, where the
@@ -284,7 +292,7 @@ def run_audit(
     lap("signals")
 
     learned = [a for a in attacks if REGISTRY[a].kind == "learned"]
-    notes = list(sanity.warnings) + ([left_out] if left_out else [])
+    notes = list(sanity.warnings) + [note for note in (left_out, no_model) if note]
     if (
         reference
         and "attack_models" not in options.explicit
@@ -335,6 +343,7 @@ def run_audit(
         reference_runs=bool(reference),
         workers=workers,
         time_short=left is not None and reference_took is not None and left < reference_took,
+        outputs_supplied=supplied,
     )
     if remediation.status == "ran":
         lap("what_if")
@@ -344,7 +353,7 @@ def run_audit(
         scored,
         signals,
         # The settings a user passes back to reproduce the audit name the attacks that ran.
-        dataclasses.replace(options, attack_models=tuple(attacks)) if left_out else options,
+        dataclasses.replace(options, attack_models=tuple(attacks)) if left_out or no_model else options,
         eval_rows=eval_rows,
         layout=layout,
         device=device,
@@ -357,6 +366,8 @@ def run_audit(
     doubts = [text[0].upper() + text[1:] + "." for text in sanity.warnings if text.startswith("did you swap")]
     what_if = summary_sentence(remediation)
     sentences = doubts + list(report.summary.sentences) + ([what_if] if what_if else [])
+    if supplied:
+        sentences.append(SUPPLIED_SENTENCE)
     return dataclasses.replace(
         report,
         data=dataclasses.replace(report.data, sanity=sanity),
@@ -455,6 +466,40 @@ def as_probabilities(outputs: np.ndarray, output_kind: str) -> np.ndarray:
     """Rows that sum to 1 for the sanity check: probabilities as they are, the softmax of margins, the
     one-hot predicted labels."""
     return softmax(outputs) if output_kind == "margins" else outputs
+
+
+#: What each attack that needs the model itself, not only its answers, does with it: a predictions bundle
+#: (``supplied.py``) has no model, so these are left out there.
+NEEDS_THE_MODEL = {
+    "lira": "retrains its recipe",
+    "rmia": "retrains its recipe",
+    "boundary": "queries it on perturbed copies of each record",
+}
+
+
+def attacks_without_model(
+    options: AuditOptions, attacks: list[str], output_kind: str
+) -> tuple[list[str], str | None]:
+    """For outputs of ``output_kind`` supplied instead of a model: the ``attacks`` that need only those
+    outputs, and the report's note on those left out (``None`` when none were). Naming one that needs the
+    model is an error."""
+    unfit = [a for a in attacks if a in NEEDS_THE_MODEL or REGISTRY[a].kind == "reference"]
+    if not unfit:
+        return attacks, None
+    kept = [a for a in attacks if a not in unfit]
+    why = "; ".join(f"{name} {NEEDS_THE_MODEL.get(name, 'retrains its recipe')}" for name in unfit)
+    if "attack_models" in options.explicit:
+        raise OptionsError(
+            f"attack_models names {', '.join(unfit)}, which cannot run on this bundle: it supplies the model's "
+            f"outputs, not the model ({why}); choose from "
+            f"{', '.join(a for a in REGISTRY if a not in NEEDS_THE_MODEL and applies_to(a, output_kind))}",
+            code="attack_not_applicable",
+        )
+    verb = "were" if len(unfit) > 1 else "was"
+    return (
+        kept,
+        f"{', '.join(unfit)} {verb} left out: the bundle supplies the model's outputs, not the model ({why})",
+    )
 
 
 def _evaluation_rows(is_member: np.ndarray, options: AuditOptions) -> np.ndarray:

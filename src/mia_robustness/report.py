@@ -25,13 +25,18 @@ from .sanity import DataSanity
 # 1.2: a ``remediation`` section (the what-if, after ``curves``) and the options ``what_if`` and
 # ``utility_budget`` in ``settings``; nothing else moved.
 # 1.3: ``target.output_kind`` (probabilities, margins or labels), ``labels_only`` on each result row (the
-# label-only attacks gap and boundary), the option ``boundary_queries`` in ``settings``.
+# label-only attacks gap and boundary), the option ``boundary_queries`` in ``settings``;
+# ``target.outputs_source``: ``measured`` (the audit queried the model) or ``supplied`` (a predictions
+# bundle).
 SCHEMA_VERSION = "1.3"
 DECIMALS = 6
 
 
 @dataclass(frozen=True)
 class TargetInfo:
+    """What the report says about the model. ``outputs_source`` is ``measured`` (the audit queried the model) or
+    ``supplied`` (the bundle held the model's outputs, not the model: nothing was queried)."""
+
     model_class: str
     estimator_class: str
     n_classes: int
@@ -43,6 +48,7 @@ class TargetInfo:
     sklearn_version_saved: str | None
     sklearn_version_runtime: str
     output_kind: str = "probabilities"
+    outputs_source: str = "measured"
 
 
 @dataclass(frozen=True)

@@ -282,6 +282,9 @@ class ScoredTarget:
     robustness:
         ``(n_rows,)`` float64 in [0, 1], the boundary attack's per-row label robustness (``label_robustness``),
         or ``None`` when it was not asked for.
+    outputs_source:
+        ``measured`` (the audit queried the model) or ``supplied`` (a predictions bundle's columns:
+        ``supplied.py``). A sandbox child's answer is always ``measured``: the parent does not read it.
     """
 
     outputs: np.ndarray
@@ -304,6 +307,7 @@ class ScoredTarget:
     non_members_shared: int = 0
     shared_examples: tuple[tuple[int, int], ...] = ()
     robustness: np.ndarray | None = None
+    outputs_source: str = "measured"
 
     @property
     def rows_per_side(self) -> int:

@@ -72,13 +72,24 @@ _NOT_PROBABILITIES = {
 }
 
 
-def wanted(options: AuditOptions, reference_runs: bool, time_short: bool = False) -> tuple[bool, str | None]:
+NO_MODEL = (
+    "the what-if retrains the model's recipe, and this bundle supplies the model's outputs, not the model, so "
+    "it has no retrained figures; the serving-side options below still apply (they need only the outputs)"
+)
+
+
+def wanted(
+    options: AuditOptions, reference_runs: bool, time_short: bool = False, outputs_supplied: bool = False
+) -> tuple[bool, str | None]:
     """Whether the what-if fits run, and if not, the sentence saying why and how to ask for them.
 
     ``time_short``: the audit's time limit leaves less than the reference stage took, which is about
     what the what-if costs (bench/RESULTS.md); by default the what-if then gives way rather than make
-    the whole audit run past its limit and fail.
+    the whole audit run past its limit and fail. ``outputs_supplied``: a predictions bundle, with no
+    recipe to retrain.
     """
+    if outputs_supplied:
+        return False, NO_MODEL
     if options.what_if is True:
         return True, None
     if options.what_if is False:
@@ -105,15 +116,17 @@ def what_if_section(
     reference_runs: bool,
     workers: int,
     time_short: bool = False,
+    outputs_supplied: bool = False,
 ) -> Remediation:
     """Ask the model stage (``ask``: plan only, or plan and fit) and measure its answer.
 
     ``reference_runs`` says whether this audit runs lira / rmia (the default rule follows them);
-    ``time_short`` whether the time limit leaves less than they took (see :func:`wanted`).
+    ``time_short`` whether the time limit leaves less than they took, ``outputs_supplied`` whether the
+    bundle holds outputs instead of a model (see :func:`wanted`).
     """
     if scored.output_kind != "probabilities":
         return Remediation(skipped=_NOT_PROBABILITIES[scored.output_kind])
-    fit, skipped = wanted(options, reference_runs, time_short)
+    fit, skipped = wanted(options, reference_runs, time_short, outputs_supplied)
     fits = ask(
         WhatIfRequest(
             fit=fit,

@@ -327,16 +327,21 @@ def _facts_section(report: Mapping[str, Any]) -> dict[str, list[tuple[str, str]]
     saved = target.get("sklearn_version_saved") or "unknown"
     answers = _ANSWERS.get(str(target.get("output_kind")))  # absent in reports before schema 1.3
     runtime = target.get("sklearn_version_runtime") or "unknown"
+    supplied = target.get("outputs_source") == "supplied"
+    if supplied:
+        model = "none in the bundle: its outputs were supplied, not measured"
     return {
         "target": [
             ("model", model),
             *([("answers with", answers)] if answers else []),
+            *([("outputs", "supplied with the bundle (no model was queried)")] if supplied else []),
             ("classes", f"{n_classes}: {class_text}" if class_text else n_classes),
             ("features", str(target.get("n_features", DASH))),
             ("accuracy on training rows (members)", pct(target.get("member_accuracy"))),
             ("accuracy on unseen rows (non-members)", pct(target.get("non_member_accuracy"))),
             ("gap (overfitting)", pct(target.get("accuracy_gap"))),
-            ("scikit-learn saved with / run with", f"{saved} / {runtime}"),
+            # A predictions bundle has no saved model, so no version of it to compare.
+            *([] if supplied else [("scikit-learn saved with / run with", f"{saved} / {runtime}")]),
         ],
         "data": [
             ("bundle layout", str(data.get("layout", DASH))),
