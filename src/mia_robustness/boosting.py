@@ -41,13 +41,21 @@ _READS_FILES = frozenset(
         "machine_list_filename",
         "machines",
         "input_borders",
+        "output_borders",
         "data",
         "valid",
     }
 )
 _CATBOOST_QUIET = {"allow_writing_files": False, "thread_count": 1, "save_snapshot": False}
-_CATBOOST_WRITES = ("train_dir", "snapshot_file", "snapshot_interval", "output_borders")
-_CATBOOST_CHATTY = ("logging_level", "silent", "verbose_eval", "metric_period")
+# CatBoost takes no None for these: where a recipe sets them, its defaults (nothing is written anyway).
+_CATBOOST_WRITES = {"train_dir": "catboost_info", "snapshot_file": "experiment.cbsnapshot"}
+# CatBoost refuses more than one of these; the one the recipe sets is the one made silent.
+_CATBOOST_CHATTY = (
+    ("logging_level", "Silent"),
+    ("silent", True),
+    ("verbose_eval", False),
+    ("verbose", False),
+)
 # Rounds an early-stopped fit may run in a refit: this many times the fitted rounds, plus a few.
 _EARLY_STOPPING_HEADROOM = 4
 _EARLY_STOPPING_SLACK = 10
@@ -76,8 +84,9 @@ def neutral_changes(kind: type, params: dict[str, Any]) -> dict[str, Any]:
         return {"n_jobs": 1, "verbose": -1}
     if name == "CatBoostClassifier":
         changes: dict[str, Any] = dict(_CATBOOST_QUIET)
-        changes.update({key: None for key in _CATBOOST_WRITES + _CATBOOST_CHATTY if key in params})
-        changes["verbose"] = False
+        changes.update({key: value for key, value in _CATBOOST_WRITES.items() if key in params})
+        quiet = [(key, value) for key, value in _CATBOOST_CHATTY if params.get(key) is not None]
+        changes.update(quiet[:1] or [("verbose", False)])
         return changes
     return {}
 
