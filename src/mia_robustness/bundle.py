@@ -30,6 +30,8 @@ from typing import Any
 from .archive import BundleLimits, UnpackBudget, extract_archive
 from .errors import BundleError
 from .loading import MODEL_SUFFIXES
+from .loading.boosters import native_kind
+from .loading.messages import HEAD_BYTES
 from .options import MAX_JSON_CONFIG_BYTES, load_json_config, shown
 
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
@@ -100,6 +102,25 @@ def _read_config(files: list[Path]) -> dict[str, Any]:
     )
 
 
+# Suffixes other files share with native model files (a README.txt, a feature list in JSON): a file with
+# one is the model only when the bundle has no other model file and, among several, when it holds one.
+_SHARED_SUFFIXES = (".json", ".txt")
+
+
+def _model_files(files: list[Path]) -> list[Path]:
+    """The candidates for the bundle's model file (config.json never is one)."""
+    named = [p for p in files if p.suffix.lower() in MODEL_SUFFIXES and p.name.lower() != CONFIG_NAME]
+    distinct = [p for p in named if p.suffix.lower() not in _SHARED_SUFFIXES]
+    if distinct or len(named) < 2:
+        return distinct or named
+    native = []
+    for path in named:
+        with open(path, "rb") as handle:
+            if native_kind(handle.read(HEAD_BYTES)) is not None:
+                native.append(path)
+    return native or named
+
+
 def locate_parts(
     root: Path, scratch: Path, limits: BundleLimits, budget: UnpackBudget | None = None
 ) -> Bundle:
@@ -109,7 +130,7 @@ def locate_parts(
     folder bundle, which unpacked nothing, passes None: data.zip then gets all of ``limits``).
     """
     files = _files_under(root)
-    models = [p for p in files if p.suffix.lower() in MODEL_SUFFIXES]
+    models = _model_files(files)
     if not models:
         raise BundleError(
             f"the bundle has no model file; add one file ending in {', '.join(MODEL_SUFFIXES)}",

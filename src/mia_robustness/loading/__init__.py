@@ -67,7 +67,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MiaError, ModelError
-from .boosters import NATIVE_SUFFIXES, load_native, native_kind
+from .boosters import NATIVE_SUFFIXES, load_native, native_kind, restore_feature_count
 from .messages import HEAD_BYTES, _clean, _corrupt, _name, _not_a_model_file, _version_or_none, looks_like
 from .policy import NUMPY_UFUNCS, is_allowed
 from .skops_files import _load_skops
@@ -184,6 +184,7 @@ def load_model(
         raise _not_a_model_file(path, what) from None
     try:
         _check_loaded(path, model)
+        restore_feature_count(model)
         has_proba = hasattr(model, "predict_proba")
     except MiaError:
         raise

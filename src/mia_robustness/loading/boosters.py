@@ -127,6 +127,22 @@ def load_native(path: Path, kind: str, max_bytes: int | None, classes: tuple | N
     return NamedClasses(model, tuple(classes))
 
 
+def restore_feature_count(model: Any) -> None:
+    """Give a loaded CatBoost classifier (alone or a pipeline's step) its feature count.
+
+    CatBoost's saved model (pickled or ``.cbm``) does not keep the count its ``n_features_in_`` reports, so
+    a loaded one says 0 and the audit would refuse every table; the count is that of its feature names.
+    """
+    steps = getattr(model, "steps", None)
+    parts = [model] + (
+        [step[-1] for step in steps if isinstance(step, tuple)] if isinstance(steps, list) else []
+    )
+    for part in parts:
+        if (type(part).__module__, type(part).__name__) == ("catboost.core", "CatBoostClassifier"):
+            if vars(part).get("_n_features_in") == 0 and part.is_fitted():
+                part._n_features_in = len(part.feature_names_)
+
+
 def _not_probabilities(path: Path, library: str, objective: str, accepted: tuple[str, ...]) -> ModelError:
     shown = objective if re.fullmatch(r"[A-Za-z0-9_:]{1,40}", objective) else "another objective"
     return ModelError(
@@ -217,6 +233,7 @@ def _load_catboost(path: Path, data: bytes) -> tuple[Any, int]:
 
     model = catboost.CatBoostClassifier()
     model.load_model(blob=data)
+    restore_feature_count(model)
     saved = model.get_all_params()
     objective = str(saved.get("loss_function", "Logloss"))
     if objective.split(":")[0] not in _CATBOOST_PROBABILITIES:
