@@ -138,9 +138,9 @@ def restore_feature_count(model: Any) -> None:
         [step[-1] for step in steps if isinstance(step, tuple)] if isinstance(steps, list) else []
     )
     for part in parts:
-        if (type(part).__module__, type(part).__name__) == ("catboost.core", "CatBoostClassifier"):
-            if vars(part).get("_n_features_in") == 0 and part.is_fitted():
-                part._n_features_in = len(part.feature_names_)
+        is_catboost = (type(part).__module__, type(part).__name__) == ("catboost.core", "CatBoostClassifier")
+        if is_catboost and vars(part).get("_n_features_in") == 0 and part.is_fitted():
+            part._n_features_in = len(part.feature_names_)
 
 
 def _not_probabilities(path: Path, library: str, objective: str, accepted: tuple[str, ...]) -> ModelError:
