@@ -121,6 +121,26 @@ def _model_files(files: list[Path]) -> list[Path]:
     return native or named
 
 
+def _without_nested_bundles(files: list[Path]) -> list[Path]:
+    """``files`` less those in folders below the model's that hold a bundle of their own (a model file and
+    both tables): a second bundle kept inside this one (``sample_input/xgboost/`` inside ``sample_input/``)
+    is not part of it. A lone second model file in a subfolder stays, and is ambiguous."""
+    candidates = _model_files(files)
+    if not candidates:
+        return files
+    top = min(len(p.parts) for p in candidates)
+    named = [p for p in files if p.suffix.lower() in MODEL_SUFFIXES and p.name.lower() != CONFIG_NAME]
+    stems = {(p.parent, p.stem.lower()) for p in files if p.suffix.lower() in TABLE_SUFFIXES}
+    nested = {
+        p.parent
+        for p in named
+        if len(p.parts) > top
+        and any((p.parent, stem) in stems for stem in MEMBER_STEMS)
+        and any((p.parent, stem) in stems for stem in NON_MEMBER_STEMS)
+    }
+    return [f for f in files if not any(folder == f.parent or folder in f.parents for folder in nested)]
+
+
 def locate_parts(
     root: Path, scratch: Path, limits: BundleLimits, budget: UnpackBudget | None = None
 ) -> Bundle:
@@ -129,7 +149,7 @@ def locate_parts(
     ``budget`` is what unpacking the bundle's archive left of ``limits``; ``data.zip`` draws on it (a
     folder bundle, which unpacked nothing, passes None: data.zip then gets all of ``limits``).
     """
-    files = _files_under(root)
+    files = _without_nested_bundles(_files_under(root))
     models = _model_files(files)
     if not models:
         raise BundleError(

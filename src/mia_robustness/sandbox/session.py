@@ -174,7 +174,7 @@ class SandboxedModel:
             for path in [self.folder, *self.folder.rglob("*")]:
                 os.chown(path, uid, gid)
             self._check_reachable(uid)
-        return ModelFiles(**copies)
+        return ModelFiles(**copies, classes=files.classes)
 
     def _check_reachable(self, uid: int) -> None:
         for folder in self.folder.parents:
