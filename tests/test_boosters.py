@@ -22,7 +22,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from builders import ADULT_CSV, needs_adult
-from mia_robustness import audit
+from mia_robustness import audit, audit_estimator
 from mia_robustness.errors import MiaError
 from mia_robustness.loading import load_model
 from mia_robustness.options import options_from_mapping
@@ -111,7 +111,6 @@ def test_a_wrapper_pickle_is_audited_in_the_sandbox_and_its_recipe_retrained(
     ("library", "name", "save"),
     [
         ("xgboost", "model.json", lambda m, p: m.get_booster().save_model(p)),
-        ("xgboost", "booster.ubj", lambda m, p: m.save_model(p)),
         ("lightgbm", "model.txt", lambda m, p: m.booster_.save_model(p)),
         ("catboost", "model.cbm", lambda m, p: m.save_model(p)),
     ],
@@ -241,15 +240,12 @@ def test_a_booster_whose_saved_model_is_not_the_libraries_own_type_is_refused(tm
     assert caught.value.code == "unsafe_model" and "not bytearray" in str(caught.value)
 
 
-def test_a_native_named_file_that_is_a_pickle_is_refused_unread(tmp_path, tables):
+@pytest.mark.parametrize("name", ["model.json", "model.ubj", "model.txt", "model.cbm"])
+def test_a_native_named_file_that_is_a_pickle_is_refused_unread(tmp_path, name):
     marker = tmp_path / "ran"
-    folder = _bundle(
-        tmp_path / "bundle",
-        tables,
-        lambda f: (f / "model.json").write_bytes(pickle.dumps(_Payload(os.system, (f"touch {marker}",)))),
-    )
+    (tmp_path / name).write_bytes(pickle.dumps(_Payload(os.system, (f"touch {marker}",))))
     with pytest.raises(MiaError) as caught:
-        audit(folder, QUICK)
+        load_model(tmp_path / name)
     assert caught.value.code == "corrupt_model" and "looks like a pickle" in str(caught.value)
     assert not marker.exists()
 
@@ -300,12 +296,10 @@ def test_class_names_must_match_the_models_class_count(tmp_path, fitted):
         ({"estimator": "RandomForestClassifier", "params": {"nope": 1}}, "does not have"),
     ],
 )
-def test_a_reference_recipe_the_audit_cannot_build_is_refused_before_any_work(
-    tmp_path, tables, fitted, value, words
-):
-    folder = _bundle(tmp_path, tables, lambda f: joblib.dump(fitted["lightgbm"], f / "model.joblib"))
+def test_a_reference_recipe_the_audit_cannot_build_is_refused_before_any_work(tables, fitted, value, words):
+    members, non_members = tables
     with pytest.raises(MiaError) as caught:
-        audit(folder, QUICK | {"reference_recipe": value})
+        audit_estimator(fitted["lightgbm"], members, non_members, **QUICK, reference_recipe=value)
     assert caught.value.code == "bad_reference_recipe" and words in str(caught.value)
 
 

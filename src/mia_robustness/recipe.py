@@ -527,7 +527,12 @@ def contained_clone(target: object, recipe: dict | None = None) -> BaseEstimator
     Errors are :class:`ModelError` with those codes; their messages name classes and parameter paths
     (sanitised) but never quote the model's values.
     """
-    template = _recipe(target, "", 0) if recipe is None else build_recipe(recipe)
+    if recipe is None:
+        template = _recipe(target, "", 0)
+    elif type(target) is boosting.NamedClasses:  # the labels are the class names config.json gives
+        template = boosting.NamedClasses(build_recipe(recipe), target.classes)
+    else:
+        template = build_recipe(recipe)
     estimators = _gate_recipe(template)  # the swapped-in recipes too: this is what will be fitted
     fitted, held = _fitted_graph(target) if recipe is None else ({}, set())
     for node, _ in estimators:
