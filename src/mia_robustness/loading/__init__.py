@@ -4,8 +4,9 @@ A pickle is a program: every global it names is imported and may be called with 
 chooses. ``pickle.load`` and ``joblib.load`` therefore run whatever an uploaded model file says. This
 package loads ``.pkl`` / ``.pickle`` / ``.joblib`` files (kind found by content: plain pickle, joblib's
 format, compressed with zlib, gzip, bz2, lzma or xz) with an unpickler whose ``find_class`` admits only
-an allowlist, and ``.skops`` files (zip archives, also found by content) with ``skops.io.load`` after every
-type the file names has passed the same allowlist.
+an allowlist, ``.skops`` files (zip archives, also found by content) with ``skops.io.load`` after every
+type the file names has passed the same allowlist, and the boosting libraries' native files (XGBoost JSON /
+UBJ, LightGBM text, CatBoost ``.cbm``; :mod:`.boosters`), which hold no code, with the library's own loader.
 
 Admitted (everything else is refused before it is imported or called):
 
@@ -27,9 +28,14 @@ Admitted (everything else is refused before it is imported or called):
   ``int``, ``float``, ``str``, ``bytes``, ``bool``, ``list``, ``dict``, ``tuple``, ``object``),
   ``collections.OrderedDict`` / ``defaultdict``, ``copyreg``'s object-rebuilding helpers (whose class
   arguments must themselves pass the gate), joblib's ``NumpyArrayWrapper``.
-* Not pandas, xgboost or lightgbm (no common scikit-learn estimator stores pandas objects; the boosting
-  libraries are not installed here), not joblib's pre-0.10 ``NDArrayWrapper`` format (it reads companion
-  files with ``numpy.load(allow_pickle=True)``), no dotted names (``Class.method``).
+* XGBoost, LightGBM and CatBoost: their classifier wrappers (``XGBClassifier``, ``LGBMClassifier``,
+  ``CatBoostClassifier``) and the booster classes their pickles rebuild (``xgboost.core.Booster``,
+  ``lightgbm.basic.Booster``), nothing else of theirs (:data:`.policy.BOOSTING_CLASSES`). The booster state
+  arrives as bytes (XGBoost: a bytearray, LightGBM: the model text, CatBoost: bytes; the gate refuses any
+  other type before ``BUILD``) and is rebuilt by the library's own C++ loader, as for a native file.
+* Not pandas (no common scikit-learn estimator stores pandas objects), not joblib's pre-0.10
+  ``NDArrayWrapper`` format (it reads companion files with ``numpy.load(allow_pickle=True)``), no dotted
+  names (``Class.method``).
 
 Also refused: the ``BUILD`` opcode on a class, function or module, or on one of numpy's shared built-in
 dtypes (it would change scikit-learn or numpy itself for every later audit in the process), ``SETITEM`` /
@@ -48,12 +54,14 @@ The parts, each with its own account:
 * :mod:`.gate`: what admitted code may be called on to build for a pickle, checked before it runs.
 * :mod:`.budget`: the load's memory budget, and the dtype, shape and size checks shared with skops.
 * :mod:`.skops_files`: skops files, checked from their schema.
+* :mod:`.boosters`: the boosting libraries' native files, found by content.
 * :mod:`.structure`: the check after loading (trees, histogram-boosting predictors, vectorizer input).
 * :mod:`.messages`: errors and file text safe to show.
 * here: :func:`load_model`, which picks the loader by content, runs the check after loading and returns
   a :class:`LoadedModel`.
 
-Not protected: admitted scikit-learn code fed hostile state. A crafted but well-typed ``Tree`` or
+Not protected: admitted scikit-learn code fed hostile state, and the boosting libraries' C++ loaders fed
+a crafted model (they check their formats, but are not hardened against every forgery). A crafted but well-typed ``Tree`` or
 ``KDTree`` (child or index arrays out of range; trees are checked after loading, ``KDTree`` is not) can
 crash the process or read out of bounds in native code, and slow calls can exhaust time. Run audits of
 untrusted models in a separate process with memory and time limits (the server does).
