@@ -316,3 +316,33 @@ def test_a_reference_recipe_option_takes_a_class_name_and_plain_values(value):
     with pytest.raises(MiaError) as caught:
         options_from_mapping({"reference_recipe": value})
     assert caught.value.code == "bad_option"
+
+
+class _NoRecipe:
+    """A classifier that is no estimator (as an ONNX graph's adapter is): answers, but has no recipe."""
+
+    def __init__(self, model) -> None:
+        self.classes_ = model.classes_
+        self.n_features_in_ = model.n_features_in_
+        self._model = model
+
+    def predict_proba(self, features):
+        return self._model.predict_proba(features)
+
+    def predict(self, features):
+        return self.classes_[self.predict_proba(features).argmax(axis=1)]
+
+
+def test_a_model_without_a_recipe_leaves_lira_and_rmia_out_unless_config_names_one(tables, fitted):
+    members, non_members = tables
+    adapter = _NoRecipe(fitted["lightgbm"])
+    report = audit_estimator(adapter, members, non_members, **WITH_REFITS, label_column="income")
+    assert {row.attack_model for row in report.results} == {"threshold"}
+    assert any(
+        "rmia were left out" in warning and "reference_recipe" in warning for warning in report.warnings
+    )
+    recipe = {"estimator": "LGBMClassifier", "params": {"n_estimators": 20, "verbose": -1}}
+    report = audit_estimator(
+        adapter, members, non_members, **WITH_REFITS, label_column="income", reference_recipe=recipe
+    )
+    assert {"rmia", "rmia_offline"} <= {row.attack_model for row in report.results}

@@ -22,6 +22,7 @@ from .attacks import REGISTRY, AttackInput, resolve_device
 from .deadline import Deadline
 from .errors import LimitError
 from .options import AuditOptions, options_from_mapping
+from .recipe import has_recipe
 from .recipe_spec import build_recipe
 from .reference import FitPace, ReferenceRequest, reference_cells
 from .remediation import WhatIfFits, WhatIfRequest, summary_sentence, what_if_section
@@ -138,6 +139,7 @@ class InProcessModel:
         model, members, non_members, saved_version = self._inputs
         self._progress("loading", 1, 1)
         self._loaded = score_target(model, members, non_members, request, saved_version=saved_version)
+        self._loaded.scored = dataclasses.replace(self._loaded.scored, has_recipe=has_recipe(model))
         self._progress("target_scoring", 1, 1)
         return self._loaded.scored
 
@@ -284,6 +286,13 @@ def run_audit(
 
     learned = [a for a in options.attack_models if REGISTRY[a].kind == "learned"]
     notes = list(sanity.warnings)
+    if reference and not scored.has_recipe and options.reference_recipe is None:
+        notes.append(
+            f"{' and '.join(reference)} were left out: the model ({scored.estimator_class}) carries no training "
+            'recipe to retrain; name one in config.json to run them, e.g. "reference_recipe": {"estimator": '
+            '"RandomForestClassifier", "params": {"n_estimators": 100}}'
+        )
+        reference = []
     if (
         reference
         and "attack_models" not in options.explicit

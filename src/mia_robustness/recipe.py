@@ -507,6 +507,13 @@ def _neutral_changes(params: dict) -> dict:
     return changes
 
 
+def has_recipe(model: object) -> bool:
+    """Whether ``model`` is an estimator whose recipe can be retrained: a scikit-learn estimator, a boosting
+    library's wrapper, or a native booster with class names (an ONNX graph's adapter is none of them)."""
+    kind = type(model)
+    return issubclass(kind, BaseEstimator) or boosting.wrapper_name(kind) is not None
+
+
 def contained_clone(target: object, recipe: dict | None = None) -> BaseEstimator:
     """An unfitted recipe of ``target`` that is safe to retrain, and as large as what was fitted.
 

@@ -212,6 +212,9 @@ class ScoredTarget:
     members_shared: int = 0
     non_members_shared: int = 0
     shared_examples: tuple[tuple[int, int], ...] = ()
+    # Whether the model carries a recipe the reference attacks can retrain (recipe.has_recipe; set by the
+    # model stage): an ONNX graph or another adapter does not, and lira / rmia then need a reference_recipe.
+    has_recipe: bool = True
 
     @property
     def rows_per_side(self) -> int:
