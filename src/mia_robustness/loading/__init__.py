@@ -205,7 +205,16 @@ def load_model(
 
 def _not_native(path: Path, head: bytes) -> ModelError:
     """A file named as a native booster model that holds none: refused, never read as a pickle."""
-    pickled = head[:1] == b"\x80" or head[:2] in (b"\x1f\x8b", b"BZ", b"\xfd7") or head[:1] == b"x"
+    # a pickle's protocol opcode, or the gzip / bz2 / xz / zlib headers of a compressed joblib file
+    pickled = head[:1] == b"\x80" or head[:2] in (
+        b"\x1f\x8b",
+        b"BZ",
+        b"\xfd7",
+        b"x\x9c",
+        b"x\x01",
+        b"x\xda",
+        b"x^",
+    )
     what = "a pickle" if pickled else (looks_like(head, specific_only=False) or "binary data")
     return ModelError(
         f"{_name(path)} is named as a native XGBoost, LightGBM or CatBoost model but is not one (it looks like "
