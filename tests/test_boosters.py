@@ -122,7 +122,7 @@ def test_a_native_file_is_audited_with_the_class_names_config_gives(
     named = [pd.DataFrame(t).assign(income=t["income"].map({0: "low", 1: "high"})) for t in tables]
     folder = _bundle(tmp_path, named, lambda f: save(model, f / name), {"classes": ["low", "high"]})
     report = audit(folder, QUICK)
-    assert report.target.estimator_class == "NamedClasses"
+    assert report.target.estimator_class == type(model).__name__
     assert sorted(c.label for c in report.per_class) == ["high", "low"]
     assert _auc(report, "threshold") >= _no_training_auc(model, *tables, [0, 1]) - 0.03
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .boosting import NamedClasses
 from .errors import DataError, ModelError, raised_by_model
 
 log = logging.getLogger("mia_robustness.target")
@@ -271,6 +272,8 @@ def score_target(
         ) from None
     label = resolve_label_column(members, request.label_column, "members")
     final = model.steps[-1][1] if hasattr(model, "steps") else model
+    if isinstance(final, NamedClasses):  # a native booster given class names: the booster is the estimator
+        final = final.estimator
     scored = ScoredTarget(
         probabilities=outputs.probabilities,
         label_index=outputs.label_index,
