@@ -346,3 +346,18 @@ def test_a_model_without_a_recipe_leaves_lira_and_rmia_out_unless_config_names_o
         adapter, members, non_members, **WITH_REFITS, label_column="income", reference_recipe=recipe
     )
     assert {"rmia", "rmia_offline"} <= {row.attack_model for row in report.results}
+
+
+def test_the_bundle_finds_a_native_model_file_and_leaves_a_nested_bundle_alone(tmp_path, fitted):
+    from mia_robustness.bundle import open_bundle
+
+    folder = tmp_path / "native"
+    folder.mkdir()
+    fitted["xgboost"].save_model(folder / "booster.json")
+    for name in ("train.csv", "subject.csv", "README.txt", "config.json"):
+        (folder / name).write_text("{}" if name == "config.json" else "a,b\n1,2\n")
+    with open_bundle(folder) as bundle:
+        assert bundle.model_path.name == "booster.json"  # not config.json, not README.txt
+    with open_bundle(SAMPLE.parent) as outer, open_bundle(SAMPLE) as inner:
+        assert outer.model_path.name == "model.joblib" and outer.members_path.parent == SAMPLE.parent
+        assert inner.model_path.name == "model.json" and inner.config["classes"] == ["<=50K", ">50K"]
