@@ -125,11 +125,8 @@ class AuditOptions:
 
 @dataclass(frozen=True)
 class ReferenceRecipe:
-    """``config.json``'s ``reference_recipe``: ``{"estimator": "XGBClassifier", "params": {"max_depth": 4}}``.
-
-    ``estimator`` is a class name (checked where the recipe is built, ``recipe_spec.py``); ``params``
-    are (name, value) pairs of plain JSON values (lists as tuples), sorted by name.
-    """
+    """``reference_recipe``: a class name (checked where the recipe is built, ``recipe_spec.py``) and its
+    parameters as (name, value) pairs of plain JSON values (lists as tuples), sorted by name."""
 
     estimator: str
     params: tuple[tuple[str, Any], ...] = ()
@@ -356,42 +353,38 @@ def _parse_classes(value: Any) -> tuple[str | int, ...]:
 
 
 def _plain_parameter(name: str, value: Any, depth: int = 0) -> Any:
-    if value is None or isinstance(value, (bool, int, float, str)):
-        if isinstance(value, float) and not math.isfinite(value):
-            raise OptionsError(f"option 'reference_recipe' gives {shown(name)} a value that is not finite")
+    finite = not isinstance(value, float) or math.isfinite(value)
+    if finite and (value is None or isinstance(value, (bool, int, float, str))):
         return value
     if isinstance(value, (list, tuple)) and depth < 2 and len(value) <= MAX_LIST_ITEMS:
         return tuple(_plain_parameter(name, item, depth + 1) for item in value)
     raise OptionsError(
-        f"option 'reference_recipe' gives {shown(name)} a value that is not a plain number, text, true/false, "
+        f"option 'reference_recipe' gives {shown(name)} a value that is not a finite number, text, true/false, "
         f"null or short list; e.g. {_RECIPE_EXAMPLE}"
     )
 
 
 def _parse_reference_recipe(value: Any) -> ReferenceRecipe:
+    """``{"estimator": name, "params": {...}}``, its JSON text, or a bare class name (no parameters)."""
     if isinstance(value, str):
-        value = load_json_config(value, "option 'reference_recipe'")
-    if isinstance(value, ReferenceRecipe):
-        return value
+        value = (
+            load_json_config(value, "option 'reference_recipe'")
+            if value.lstrip()[:1] == "{"
+            else {"estimator": value}
+        )
     if not isinstance(value, Mapping) or set(value) - {"estimator", "params"} or "estimator" not in value:
         raise OptionsError(f"option 'reference_recipe' must be an object like {_RECIPE_EXAMPLE}")
     estimator, params = value["estimator"], value.get("params") or {}
     if not isinstance(estimator, str) or not _CLASS_NAME.match(estimator) or len(estimator) > 200:
         raise OptionsError(
-            f"option 'reference_recipe' names {shown(estimator)}, not a class name such as "
-            "RandomForestClassifier or XGBClassifier"
+            f"option 'reference_recipe' names {shown(estimator)}, not a class name such as XGBClassifier"
         )
-    if not isinstance(params, Mapping) or len(params) > MAX_RECIPE_PARAMS:
+    names_ok = isinstance(params, Mapping) and len(params) <= MAX_RECIPE_PARAMS
+    if not names_ok or not all(isinstance(n, str) and re.fullmatch(r"[A-Za-z_]\w{0,100}", n) for n in params):
         raise OptionsError(
-            f"option 'reference_recipe' has params that are not an object of names to values, e.g. {_RECIPE_EXAMPLE}"
+            f"option 'reference_recipe' needs params as an object of parameter names, e.g. {_RECIPE_EXAMPLE}"
         )
-    for name in params:
-        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,100}", name):
-            raise OptionsError(
-                f"option 'reference_recipe' has the parameter name {shown(name)}, not an identifier"
-            )
-    pairs = tuple(sorted((name, _plain_parameter(name, item)) for name, item in params.items()))
-    return ReferenceRecipe(estimator, pairs)
+    return ReferenceRecipe(estimator, tuple(sorted((n, _plain_parameter(n, v)) for n, v in params.items())))
 
 
 _PARSERS = {
