@@ -169,6 +169,11 @@ class NamedClasses(ClassifierMixin, BaseEstimator):
     def n_features_in_(self) -> int:
         return self._fitted().n_features_in_
 
+    @property
+    def feature_names_in_(self) -> np.ndarray:
+        """The booster's feature names, where it was fitted on named columns (else ``AttributeError``)."""
+        return self._fitted().feature_names_in_
+
     def _fitted(self) -> Any:
         return vars(self).get("estimator_", self.estimator)
 

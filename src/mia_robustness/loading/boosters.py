@@ -224,6 +224,8 @@ def _load_lightgbm(path: Path, data: bytes) -> tuple[Any, int]:
     indices = np.arange(count)
     model._Booster, model.fitted_, model._objective, model._class_map = booster, True, objective, None
     model._n_features = model._n_features_in = booster.num_feature()
+    names = booster.feature_name()  # LightGBM names unnamed columns Column_0, Column_1, ...
+    model._fitted_with_feature_names = names != [f"Column_{i}" for i in range(len(names))]
     model._n_classes, model._classes, model._le = count, indices, LabelEncoder().fit(indices)
     return model, count
 
