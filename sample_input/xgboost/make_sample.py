@@ -28,7 +28,9 @@ def main() -> None:
     frame = pd.read_csv(ADULT, usecols=[*COLUMNS, "income"])
     frame = frame.sample(n=2 * ROWS_PER_SIDE, random_state=SEED).reset_index(drop=True)
     members, non_members = frame.iloc[:ROWS_PER_SIDE], frame.iloc[ROWS_PER_SIDE:]
-    model = xgboost.XGBClassifier(n_estimators=60, max_depth=6, learning_rate=0.3, random_state=SEED, n_jobs=1)
+    model = xgboost.XGBClassifier(
+        n_estimators=60, max_depth=6, learning_rate=0.3, random_state=SEED, n_jobs=1
+    )
     model.fit(members[COLUMNS], members["income"].map(CLASSES.index))
     model.get_booster().save_model(HERE / "model.json")
     members.to_csv(HERE / "train.csv", index=False)
