@@ -361,3 +361,23 @@ def test_the_bundle_finds_a_native_model_file_and_leaves_a_nested_bundle_alone(t
     with open_bundle(SAMPLE.parent) as outer, open_bundle(SAMPLE) as inner:
         assert outer.model_path.name == "model.joblib" and outer.members_path.parent == SAMPLE.parent
         assert inner.model_path.name == "model.json" and inner.config["classes"] == ["<=50K", ">50K"]
+
+
+def test_a_lightgbm_pickle_whose_model_text_is_cut_short_is_refused_before_lightgbm_parses_it(
+    tmp_path, fitted
+):
+    booster = lightgbm.basic.Booster
+
+    class CutShort(pickle.Pickler):
+        def reducer_override(self, obj):
+            if type(obj) is booster:
+                state = obj.__getstate__()
+                return copyreg.__newobj__, (booster,), state | {"_handle": state["_handle"][:500]}
+            return NotImplemented
+
+    path = tmp_path / "model.pkl"
+    with open(path, "wb") as handle:
+        CutShort(handle, protocol=4).dump(fitted["lightgbm"])
+    with pytest.raises(MiaError) as caught:
+        load_model(path)
+    assert caught.value.code == "unsafe_model" and "cut short" in str(caught.value)

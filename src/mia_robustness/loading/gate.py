@@ -509,6 +509,8 @@ def _booster_state_problem(inst: Any, state: Any) -> str | None:
         return f"gives a {_clean(kind.__name__)} a saved model that is not {model_type.__name__}"
     if any(name in state for name in absent):
         return f"gives a {_clean(kind.__name__)} state its own pickling never writes"
+    if model_type is str and isinstance(state.get(key), str) and "\nend of trees" not in state[key]:
+        return "gives a LightGBM Booster a model text cut short (its parser would abort the process)"
     return None
 
 
