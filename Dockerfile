@@ -91,10 +91,11 @@ SHELL ["/bin/sh", "-eu", "-c"]
 # hold a gunicorn thread; see src/mia_robustness/serving/front.py). serve writes its own configuration
 # into a private temporary folder and runs nginx from it (as the container's user), so Debian's
 # configuration, log and cache folders go unused.
-# libseccomp2: the audit sandbox's system-call filter.
+# libseccomp2: the audit sandbox's system-call filter. libgomp1: LightGBM's OpenMP runtime (its wheel links
+# the system's libgomp.so.1; XGBoost's and torch's wheels bring their own, CatBoost needs none).
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx libseccomp2 \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx libseccomp2 libgomp1 \
     && rm -rf /var/lib/apt/lists/* \
     && nginx -v
 
@@ -113,7 +114,7 @@ COPY serve train ./
 RUN pip install --no-cache-dir --no-deps . \
     && rm -rf build src/*.egg-info \
     && chmod 0755 serve train \
-    && python -c "import mia_robustness" \
+    && python -c "import mia_robustness, xgboost, lightgbm, catboost" \
     && useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin mia
 
 # Runs as root on purpose: SageMaker starts containers as root and mounts /opt/ml root-owned, and

@@ -23,6 +23,8 @@ from .attacks.registry import SERVED, applies_to
 from .deadline import Deadline
 from .errors import LimitError, OptionsError
 from .options import AuditOptions, options_from_mapping
+from .recipe import has_recipe
+from .recipe_spec import build_recipe
 from .reference import FitPace, ReferenceRequest, reference_cells
 from .remediation import WhatIfFits, WhatIfRequest, summary_sentence, what_if_section
 from .remediation.fits import fit_what_if
@@ -142,6 +144,7 @@ class InProcessModel:
         model, members, non_members, saved_version = self._inputs
         self._progress("loading", 1, 1)
         self._loaded = score_target(model, members, non_members, request, saved_version=saved_version)
+        self._loaded.scored = dataclasses.replace(self._loaded.scored, has_recipe=has_recipe(model))
         self._progress("target_scoring", 1, 1)
         return self._loaded.scored
 
@@ -250,6 +253,8 @@ def run_audit(
     clock:
         The audit's stopwatch, started by the caller (its progress callback too).
     """
+    if options.reference_recipe is not None:  # a bad class or parameter is refused now, before any work
+        build_recipe(options.reference_recipe.to_dict())
     uses_device = any(REGISTRY[a].uses_device for a in options.attack_models)
     device = resolve_device(options.device) if uses_device else "cpu"
     on_progress = clock.progress
@@ -293,6 +298,13 @@ def run_audit(
 
     learned = [a for a in attacks if REGISTRY[a].kind == "learned"]
     notes = list(sanity.warnings) + [note for note in (left_out, no_model) if note]
+    if reference and not scored.has_recipe and options.reference_recipe is None:
+        notes.append(
+            f"{' and '.join(reference)} were left out: the model ({scored.estimator_class}) carries no training "
+            'recipe to retrain; name one in config.json to run them, e.g. "reference_recipe": {"estimator": '
+            '"RandomForestClassifier", "params": {"n_estimators": 100}}'
+        )
+        reference = []
     if (
         reference
         and "attack_models" not in options.explicit
@@ -329,6 +341,7 @@ def run_audit(
             proportion=max(options.proportions),
             n_models=options.reference_models,
             workers=workers,
+            recipe=None if options.reference_recipe is None else options.reference_recipe.to_dict(),
             **repeat_plan,
         )
         clock.expect_fits(request)

@@ -90,6 +90,12 @@ class AuditOptions:
     boundary_queries:
         Perturbed copies of each audited row the ``boundary`` attack asks the target about (1 to 256);
         its cost is this many extra passes of the target over every row.
+    classes:
+        For a native XGBoost / LightGBM / CatBoost model file (whose classes are ``0..K-1``), the class
+        names in that order, as the label column holds them; ``None`` keeps the indices.
+    reference_recipe:
+        A recipe for the reference attacks and the what-if, instead of the model's own (or for a model
+        that has none): a classifier class name and plain JSON parameters (:class:`ReferenceRecipe`).
 
     Construction checks the cost bounds (at most 20 proportions, 1 to 20 repeats, an even 2 to 64
     reference models) with the same errors as :func:`options_from_mapping`; it does not normalise values.
@@ -107,6 +113,8 @@ class AuditOptions:
     what_if: bool | None = None
     utility_budget: float = 1.0
     boundary_queries: int = DEFAULT_BOUNDARY_QUERIES
+    classes: tuple[str | int, ...] | None = None
+    reference_recipe: ReferenceRecipe | None = None
     # Not an option a user sets: names of the options that were set explicitly, for the report.
     explicit: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
@@ -120,7 +128,26 @@ class AuditOptions:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready settings (the names a user passes back to reproduce the audit)."""
         values = {name: getattr(self, name) for name in OPTION_NAMES}
+        if self.reference_recipe is not None:
+            values["reference_recipe"] = self.reference_recipe.to_dict()
         return {name: list(value) if isinstance(value, tuple) else value for name, value in values.items()}
+
+
+@dataclass(frozen=True)
+class ReferenceRecipe:
+    """``reference_recipe``: a class name (checked where the recipe is built, ``recipe_spec.py``) and its
+    parameters as (name, value) pairs of plain JSON values (lists as tuples), sorted by name."""
+
+    estimator: str
+    params: tuple[tuple[str, Any], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form, as ``config.json`` gives it."""
+        return {"estimator": self.estimator, "params": {k: _plain_json(v) for k, v in self.params}}
+
+
+def _plain_json(value: Any) -> Any:
+    return [_plain_json(v) for v in value] if isinstance(value, tuple) else value
 
 
 OPTION_NAMES = tuple(f.name for f in dataclasses.fields(AuditOptions) if f.name != "explicit")
@@ -311,6 +338,65 @@ def _parse_label_column(value: Any) -> str | None:
     return text if text.strip() else None
 
 
+_CLASS_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
+_RECIPE_EXAMPLE = '{"estimator": "XGBClassifier", "params": {"max_depth": 4}}'
+MAX_RECIPE_PARAMS = 100
+
+
+def _parse_classes(value: Any) -> tuple[str | int, ...]:
+    """Class names, in the order of the model's class indices: distinct text or integers, at least two."""
+    items = _as_list("classes", value, "list each class of the model once")
+    if isinstance(value, str):
+        items = [int(item) if re.fullmatch(r"-?\d{1,18}", item) else item for item in items]
+    if len(items) < 2:
+        raise OptionsError(
+            "option 'classes' needs at least two class names, in the order of the model's classes"
+        )
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, (str, int)) or (isinstance(item, str) and not item):
+            raise OptionsError(
+                f"option 'classes' has {shown(item)}: each class is a label text or an integer"
+            )
+    if len(set(items)) != len(items):
+        raise OptionsError("option 'classes' names a class twice; list each class of the model once")
+    return tuple(items)
+
+
+def _plain_parameter(name: str, value: Any, depth: int = 0) -> Any:
+    finite = not isinstance(value, float) or math.isfinite(value)
+    if finite and (value is None or isinstance(value, (bool, int, float, str))):
+        return value
+    if isinstance(value, (list, tuple)) and depth < 2 and len(value) <= MAX_LIST_ITEMS:
+        return tuple(_plain_parameter(name, item, depth + 1) for item in value)
+    raise OptionsError(
+        f"option 'reference_recipe' gives {shown(name)} a value that is not a finite number, text, true/false, "
+        f"null or short list; e.g. {_RECIPE_EXAMPLE}"
+    )
+
+
+def _parse_reference_recipe(value: Any) -> ReferenceRecipe:
+    """``{"estimator": name, "params": {...}}``, its JSON text, or a bare class name (no parameters)."""
+    if isinstance(value, str):
+        value = (
+            load_json_config(value, "option 'reference_recipe'")
+            if value.lstrip()[:1] == "{"
+            else {"estimator": value}
+        )
+    if not isinstance(value, Mapping) or set(value) - {"estimator", "params"} or "estimator" not in value:
+        raise OptionsError(f"option 'reference_recipe' must be an object like {_RECIPE_EXAMPLE}")
+    estimator, params = value["estimator"], value.get("params") or {}
+    if not isinstance(estimator, str) or not _CLASS_NAME.match(estimator) or len(estimator) > 200:
+        raise OptionsError(
+            f"option 'reference_recipe' names {shown(estimator)}, not a class name such as XGBClassifier"
+        )
+    names_ok = isinstance(params, Mapping) and len(params) <= MAX_RECIPE_PARAMS
+    if not names_ok or not all(isinstance(n, str) and re.fullmatch(r"[A-Za-z_]\w{0,100}", n) for n in params):
+        raise OptionsError(
+            f"option 'reference_recipe' needs params as an object of parameter names, e.g. {_RECIPE_EXAMPLE}"
+        )
+    return ReferenceRecipe(estimator, tuple(sorted((n, _plain_parameter(n, v)) for n, v in params.items())))
+
+
 _PARSERS = {
     "proportions": _parse_proportions,
     "attack_models": _parse_attack_models,
@@ -326,6 +412,8 @@ _PARSERS = {
     "boundary_queries": lambda v: _parse_int(
         "boundary_queries", v, 1, MAX_BOUNDARY_QUERIES, " (each one queries the target once more per row)"
     ),
+    "classes": _parse_classes,
+    "reference_recipe": _parse_reference_recipe,
 }
 
 

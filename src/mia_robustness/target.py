@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .boosting import NamedClasses
 from .errors import DataError, ModelError, raised_by_model
 
 log = logging.getLogger("mia_robustness.target")
@@ -308,6 +309,9 @@ class ScoredTarget:
     shared_examples: tuple[tuple[int, int], ...] = ()
     robustness: np.ndarray | None = None
     outputs_source: str = "measured"
+    # Whether the model carries a recipe the reference attacks can retrain (recipe.has_recipe; set by the
+    # model stage): an ONNX graph or another adapter does not, and lira / rmia then need a reference_recipe.
+    has_recipe: bool = True
 
     @property
     def rows_per_side(self) -> int:
@@ -375,6 +379,8 @@ def score_target(
         )
     label = resolve_label_column(members, request.label_column, "members")
     final = model.steps[-1][1] if hasattr(model, "steps") else model
+    if isinstance(final, NamedClasses):  # a native booster given class names: the booster is the estimator
+        final = final.estimator
     scored = ScoredTarget(
         outputs=outputs.outputs,
         output_kind=outputs.kind,

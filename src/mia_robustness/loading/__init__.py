@@ -4,8 +4,9 @@ A pickle is a program: every global it names is imported and may be called with 
 chooses. ``pickle.load`` and ``joblib.load`` therefore run whatever an uploaded model file says. This
 package loads ``.pkl`` / ``.pickle`` / ``.joblib`` files (kind found by content: plain pickle, joblib's
 format, compressed with zlib, gzip, bz2, lzma or xz) with an unpickler whose ``find_class`` admits only
-an allowlist, and ``.skops`` files (zip archives, also found by content) with ``skops.io.load`` after every
-type the file names has passed the same allowlist.
+an allowlist, ``.skops`` files (zip archives, also found by content) with ``skops.io.load`` after every
+type the file names has passed the same allowlist, and the boosting libraries' native files (XGBoost JSON /
+UBJ, LightGBM text, CatBoost ``.cbm``; :mod:`.boosters`), which hold no code, with the library's own loader.
 
 Admitted (everything else is refused before it is imported or called):
 
@@ -27,9 +28,14 @@ Admitted (everything else is refused before it is imported or called):
   ``int``, ``float``, ``str``, ``bytes``, ``bool``, ``list``, ``dict``, ``tuple``, ``object``),
   ``collections.OrderedDict`` / ``defaultdict``, ``copyreg``'s object-rebuilding helpers (whose class
   arguments must themselves pass the gate), joblib's ``NumpyArrayWrapper``.
-* Not pandas, xgboost or lightgbm (no common scikit-learn estimator stores pandas objects; the boosting
-  libraries are not installed here), not joblib's pre-0.10 ``NDArrayWrapper`` format (it reads companion
-  files with ``numpy.load(allow_pickle=True)``), no dotted names (``Class.method``).
+* XGBoost, LightGBM and CatBoost: their classifier wrappers (``XGBClassifier``, ``LGBMClassifier``,
+  ``CatBoostClassifier``) and the booster classes their pickles rebuild (``xgboost.core.Booster``,
+  ``lightgbm.basic.Booster``), nothing else of theirs (:data:`.policy.BOOSTING_CLASSES`). The booster state
+  arrives as bytes (XGBoost: a bytearray, LightGBM: the model text, CatBoost: bytes; the gate refuses any
+  other type before ``BUILD``) and is rebuilt by the library's own C++ loader, as for a native file.
+* Not pandas (no common scikit-learn estimator stores pandas objects), not joblib's pre-0.10
+  ``NDArrayWrapper`` format (it reads companion files with ``numpy.load(allow_pickle=True)``), no dotted
+  names (``Class.method``).
 
 Also refused: the ``BUILD`` opcode on a class, function or module, or on one of numpy's shared built-in
 dtypes (it would change scikit-learn or numpy itself for every later audit in the process), ``SETITEM`` /
@@ -48,12 +54,14 @@ The parts, each with its own account:
 * :mod:`.gate`: what admitted code may be called on to build for a pickle, checked before it runs.
 * :mod:`.budget`: the load's memory budget, and the dtype, shape and size checks shared with skops.
 * :mod:`.skops_files`: skops files, checked from their schema.
+* :mod:`.boosters`: the boosting libraries' native files, found by content.
 * :mod:`.structure`: the check after loading (trees, histogram-boosting predictors, vectorizer input).
 * :mod:`.messages`: errors and file text safe to show.
 * here: :func:`load_model`, which picks the loader by content, runs the check after loading and returns
   a :class:`LoadedModel`.
 
-Not protected: admitted scikit-learn code fed hostile state. A crafted but well-typed ``Tree`` or
+Not protected: admitted scikit-learn code fed hostile state, and the boosting libraries' C++ loaders fed
+a crafted model (they check their formats, but are not hardened against every forgery). A crafted but well-typed ``Tree`` or
 ``KDTree`` (child or index arrays out of range; trees are checked after loading, ``KDTree`` is not) can
 crash the process or read out of bounds in native code, and slow calls can exhaust time. Run audits of
 untrusted models in a separate process with memory and time limits (the server does).
@@ -67,6 +75,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MiaError, ModelError
+from .boosters import NATIVE_SUFFIXES, load_native, native_kind, restore_feature_count
 from .messages import HEAD_BYTES, _clean, _corrupt, _name, _not_a_model_file, _version_or_none, looks_like
 from .policy import NUMPY_UFUNCS, is_allowed
 from .skops_files import _load_skops
@@ -82,7 +91,7 @@ __all__ = [
     "load_model",
 ]
 
-MODEL_SUFFIXES = (".pkl", ".pickle", ".joblib", ".skops")
+MODEL_SUFFIXES = (".pkl", ".pickle", ".joblib", ".skops", *NATIVE_SUFFIXES)
 
 #: Largest number of bytes a model file may expand to when read (after decompression), and, counted
 #: separately, largest number of bytes of arrays, buffers and containers loading it may build.
@@ -110,14 +119,21 @@ class LoadedModel:
     saved_version: str | None
 
 
-def load_model(path: Path, *, max_bytes: int | None = DEFAULT_MAX_MODEL_BYTES) -> LoadedModel:
+def load_model(
+    path: Path, *, max_bytes: int | None = DEFAULT_MAX_MODEL_BYTES, classes: tuple | None = None
+) -> LoadedModel:
     """Load a classifier from a model file, refusing any code the allowlist does not admit.
 
     Parameters
     ----------
     path:
         A ``.pkl`` / ``.pickle`` / ``.joblib`` file (plain pickle or joblib format, compressed or not) or
-        a ``.skops`` file. The format is found from the content, not the name.
+        a ``.skops`` file, or a native file of XGBoost (JSON, UBJSON), LightGBM (text) or CatBoost
+        (``.cbm``). The format is found from the content, not the name; a file named as a native one
+        (:data:`NATIVE_SUFFIXES`) that holds none is refused, never unpickled.
+    classes:
+        For a native booster file, the names of its classes ``0..K-1`` in order (``config.json``'s
+        ``classes``); ``None`` keeps the indices. Ignored for pickles and skops files, which keep theirs.
     max_bytes:
         Most bytes the file may expand to when read (after decompression), and, separately, most bytes
         of arrays, buffers and containers its loading may build; ``None`` for no limit.
@@ -150,12 +166,18 @@ def load_model(path: Path, *, max_bytes: int | None = DEFAULT_MAX_MODEL_BYTES) -
             code="missing_model",
         )
     with open(path, "rb") as handle:
-        head = handle.read(4)
+        head = handle.read(HEAD_BYTES)
     if not head:
         raise ModelError(
             f"{_name(path)} is empty; save the fitted classifier into it with joblib.dump",
             code="corrupt_model",
         )
+    native = native_kind(head)
+    if native is not None:
+        return LoadedModel(load_native(path, native, max_bytes, classes), None)
+    if path.suffix.lower() in NATIVE_SUFFIXES:
+        raise _not_native(path, head)
+    head = head[:4]
     is_zip = head == b"PK\x03\x04"  # skops files are zip archives; pickles never start like that
     try:
         model, noted = _load_skops(path, max_bytes) if is_zip else _load_pickle(path, max_bytes)
@@ -171,6 +193,7 @@ def load_model(path: Path, *, max_bytes: int | None = DEFAULT_MAX_MODEL_BYTES) -
         raise _not_a_model_file(path, what) from None
     try:
         _check_loaded(path, model)
+        restore_feature_count(model)
         answers = any(hasattr(model, method) for method in _ANSWERS) and _is_classifier_like(model)
     except MiaError:
         raise
@@ -179,6 +202,26 @@ def load_model(path: Path, *, max_bytes: int | None = DEFAULT_MAX_MODEL_BYTES) -
     if not answers:
         raise _not_a_classifier(path, model)
     return LoadedModel(model, _saved_version(model, noted))
+
+
+def _not_native(path: Path, head: bytes) -> ModelError:
+    """A file named as a native booster model that holds none: refused, never read as a pickle."""
+    # a pickle's protocol opcode, or the gzip / bz2 / xz / zlib headers of a compressed joblib file
+    pickled = head[:1] == b"\x80" or head[:2] in (
+        b"\x1f\x8b",
+        b"BZ",
+        b"\xfd7",
+        b"x\x9c",
+        b"x\x01",
+        b"x\xda",
+        b"x^",
+    )
+    what = "a pickle" if pickled else (looks_like(head, specific_only=False) or "binary data")
+    return ModelError(
+        f"{_name(path)} is named as a native XGBoost, LightGBM or CatBoost model but is not one (it looks like "
+        f"{what}); save the booster with its own save_model, or a pickle with a .pkl / .joblib name",
+        code="corrupt_model",
+    )
 
 
 def _saved_version(model: Any, noted: list[tuple[Any, str]]) -> str | None:

@@ -134,6 +134,7 @@ def what_if_section(
             seed=options.seed,
             workers=workers,
             thorough=options.what_if is True,  # asked for: the user accepts the full table's cost
+            recipe=None if options.reference_recipe is None else options.reference_recipe.to_dict(),
         )
     )
     if fits.skipped is not None and skipped is None:

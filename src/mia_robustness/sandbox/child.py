@@ -12,6 +12,7 @@ so only its class name travels: its text may hold memory addresses or file conte
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import os
 import signal
 import sys
@@ -93,6 +94,7 @@ def main() -> int:
     # Everything the stage imports is imported before confinement (trusted code, read while readable).
     from ..errors import MiaError  # noqa: F401 - imported now, used after confinement
     from ..model_check import CheckRequest, check_model
+    from ..recipe import has_recipe
     from ..reference import ReferenceRequest, reference_cells
     from ..remediation.fits import WhatIfRequest, fit_what_if
     from ..target import ScoreRequest, score_target
@@ -144,7 +146,10 @@ def main() -> int:
         write_message(answers, {"kind": "probe", "result": probe_result})
         return 0
 
-    files = stage.ModelFiles(**{key: Path(value) for key, value in request["files"].items()})
+    files = stage.ModelFiles(
+        **{key: Path(value) for key, value in request["files"].items()},
+        classes=tuple(request["classes"]) if isinstance(request.get("classes"), list) else None,
+    )
     step = "loading"
     try:
         command, _ = read_message(requests, max_array_bytes=0)
@@ -170,6 +175,7 @@ def main() -> int:
         loaded = score_target(
             model, members, non_members, ScoreRequest(**command["score"]), saved_version=saved_version
         )
+        loaded.scored = dataclasses.replace(loaded.scored, has_recipe=has_recipe(model))
         progress("target_scoring", 1, 1)
         write_message(answers, *stage.scored_to_message(loaded.scored))
         # Then the reference stage and the what-if, each when asked, in that order.

@@ -42,6 +42,7 @@ class ModelFiles:
     model: Path
     members: Path
     non_members: Path
+    classes: tuple | None = None  # config.json's class names for a native booster file
 
 
 def load_files(files: ModelFiles) -> tuple[Any, pd.DataFrame, pd.DataFrame, str | None]:
@@ -49,7 +50,7 @@ def load_files(files: ModelFiles) -> tuple[Any, pd.DataFrame, pd.DataFrame, str 
     from ..loading import load_model
     from ..tables import read_table
 
-    loaded = load_model(files.model)
+    loaded = load_model(files.model, classes=files.classes)
     members = read_table(files.members, "members")
     non_members = read_table(files.non_members, "non-members")
     return loaded.estimator, members, non_members, loaded.saved_version
@@ -191,6 +192,7 @@ def scored_from_message(
         members_shared=_count(header, "members_shared"),
         non_members_shared=_count(header, "non_members_shared"),
         shared_examples=_row_pairs(header, "shared_examples"),
+        has_recipe=header.get("has_recipe", True) is not False,
     )
 
 
