@@ -50,6 +50,9 @@ The parts, each with its own account:
 * :mod:`.skops_files`: skops files, checked from their schema.
 * :mod:`.structure`: the check after loading (trees, histogram-boosting predictors, vectorizer input).
 * :mod:`.messages`: errors and file text safe to show.
+* :mod:`.onnx_files`: ``.onnx`` files, checked with ``onnx`` (no external data, no custom operator
+  domains) before an onnxruntime session on the CPU is made from them; :mod:`.onnx_model`, the adapter
+  that gives the session ``classes_`` and ``predict_proba`` / ``decision_function`` / ``predict``.
 * here: :func:`load_model`, which picks the loader by content, runs the check after loading and returns
   a :class:`LoadedModel`.
 
@@ -68,6 +71,8 @@ from typing import Any
 
 from ..errors import MiaError, ModelError
 from .messages import HEAD_BYTES, _clean, _corrupt, _name, _not_a_model_file, _version_or_none, looks_like
+from .onnx_files import ONNX_SUFFIX, load_onnx
+from .onnx_model import settle_scores
 from .policy import NUMPY_UFUNCS, is_allowed
 from .skops_files import _load_skops
 from .structure import _check_loaded
@@ -80,9 +85,10 @@ __all__ = [
     "LoadedModel",
     "is_allowed",
     "load_model",
+    "settle_scores",
 ]
 
-MODEL_SUFFIXES = (".pkl", ".pickle", ".joblib", ".skops")
+MODEL_SUFFIXES = (".pkl", ".pickle", ".joblib", ".skops", ONNX_SUFFIX)
 
 #: Largest number of bytes a model file may expand to when read (after decompression), and, counted
 #: separately, largest number of bytes of arrays, buffers and containers loading it may build.
@@ -110,17 +116,23 @@ class LoadedModel:
     saved_version: str | None
 
 
-def load_model(path: Path, *, max_bytes: int | None = DEFAULT_MAX_MODEL_BYTES) -> LoadedModel:
+def load_model(
+    path: Path, *, max_bytes: int | None = DEFAULT_MAX_MODEL_BYTES, classes: list[Any] | None = None
+) -> LoadedModel:
     """Load a classifier from a model file, refusing any code the allowlist does not admit.
 
     Parameters
     ----------
     path:
         A ``.pkl`` / ``.pickle`` / ``.joblib`` file (plain pickle or joblib format, compressed or not) or
-        a ``.skops`` file. The format is found from the content, not the name.
+        a ``.skops`` file (the format is found from the content, not the name), or an ``.onnx`` file
+        (refused clearly when its content is a pickle, an archive or text).
     max_bytes:
         Most bytes the file may expand to when read (after decompression), and, separately, most bytes
         of arrays, buffers and containers its loading may build; ``None`` for no limit.
+    classes:
+        An ONNX graph's classes in output order (``config.json``'s ``classes``), used where the graph
+        names none.
 
     Returns
     -------
@@ -148,6 +160,8 @@ def load_model(path: Path, *, max_bytes: int | None = DEFAULT_MAX_MODEL_BYTES) -
             f"model file {_name(path)} does not exist or is not a file; add it to the bundle",
             code="missing_model",
         )
+    if path.suffix.lower() == ONNX_SUFFIX:
+        return LoadedModel(load_onnx(path, max_bytes=max_bytes, classes=classes), None)
     with open(path, "rb") as handle:
         head = handle.read(4)
     if not head:
