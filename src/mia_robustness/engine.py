@@ -293,6 +293,12 @@ def run_audit(
             "model's recipe many times; ask for them with attack_models to run them"
         )
         reference = []
+    if reference and not scored.has_recipe:
+        notes.append(
+            "lira and rmia were left out: the model (an ONNX graph) holds no training recipe to retrain reference "
+            "models from; name one in config.json's reference_recipe to run them"
+        )
+        reference = []
     cells = []
     # The repeats, their evaluation rows and the seed: the same for the sweep and the reference stage.
     repeat_plan = {"repeats": options.repeats, "eval_fraction": options.eval_fraction, "seed": options.seed}

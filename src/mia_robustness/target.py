@@ -192,6 +192,9 @@ class ScoredTarget:
     members_shared, non_members_shared, shared_examples:
         Rows both tables hold (``sanity.RowOverlap``): counts per table, and up to five
         ``(member_row, non_member_row)`` pairs of 0-based data rows.
+    has_recipe:
+        Whether the model holds a training recipe the reference attacks and the what-if can retrain
+        (``False`` for an ONNX graph: its adapter says so).
     """
 
     probabilities: np.ndarray
@@ -212,6 +215,7 @@ class ScoredTarget:
     members_shared: int = 0
     non_members_shared: int = 0
     shared_examples: tuple[tuple[int, int], ...] = ()
+    has_recipe: bool = True
 
     @property
     def rows_per_side(self) -> int:
@@ -287,6 +291,7 @@ def score_target(
         members_shared=data.shared.members_shared,
         non_members_shared=data.shared.non_members_shared,
         shared_examples=tuple((member, other) for member, other in data.shared.examples),
+        has_recipe=getattr(model, "has_recipe", True) is not False,
     )
     return LoadedTarget(model=model, features=data.features, labels=data.labels, scored=scored)
 

@@ -186,6 +186,7 @@ def scored_from_message(header: Mapping[str, Any], arrays: Mapping[str, np.ndarr
         members_shared=_count(header, "members_shared"),
         non_members_shared=_count(header, "non_members_shared"),
         shared_examples=_row_pairs(header, "shared_examples"),
+        has_recipe=header.get("has_recipe") is not False,
     )
 
 
