@@ -203,10 +203,19 @@ def test_inputs_the_tables_cannot_feed_get_clear_errors(tmp_path, adult_pipeline
     assert model.predict_proba(numeric.to_numpy()).shape == (len(numeric), 2)
     raised(DataError, "feature_mismatch", model.predict_proba, numeric.to_numpy()[:, :3])
     # A 3-D input is named by its position only.
-    three_d = copy.deepcopy(single)
-    three_d.graph.input[0].type.tensor_type.shape.dim.add().dim_value = 2
-    path.write_bytes(three_d.SerializeToString())
-    error = raised(ModelError, "corrupt_model", load_model, path)  # onnxruntime refuses the shapes first
+    from onnx import helper
+
+    cube = helper.make_graph(
+        [helper.make_node("ReduceSum", ["cube_input", "axis"], ["sums"], keepdims=0), helper.make_node("Softmax", ["sums"], ["scores"])],
+        "cube",
+        [helper.make_tensor_value_info("cube_input", onnx.TensorProto.FLOAT, ["n", 3, 2])],
+        [helper.make_tensor_value_info("scores", onnx.TensorProto.FLOAT, ["n", 3])],
+        [helper.make_tensor("axis", onnx.TensorProto.INT64, [1], [2])],
+    )  # fmt: skip
+    path.write_bytes(helper.make_model(cube, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    error = raised(ModelError, "unsupported_model", load_model, path)
+    assert "input 1 of the ONNX graph's 1" in error.message and "3 axes" in error.message
+    assert "cube_input" not in error.message
 
 
 # ---- hostile files ----------------------------------------------------------------------------------------

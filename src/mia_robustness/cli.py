@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     pack = commands.add_parser(
         "bundle", help="check a model and its tables as the audit will, and pack them into a bundle zip"
     )
-    pack.add_argument("--model", required=True, help="model file (.pkl, .pickle, .joblib, .skops)")
+    pack.add_argument("--model", required=True, help="model file (.pkl, .pickle, .joblib, .skops, .onnx)")
     pack.add_argument("--train", required=True, help="members table (CSV or Parquet)")
     pack.add_argument("--subject", required=True, help="non-members table (CSV or Parquet)")
     pack.add_argument("--label-column", help="stored in the bundle's config.json")
