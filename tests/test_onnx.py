@@ -79,13 +79,14 @@ def test_a_converted_pipeline_audits_in_the_sandbox_like_the_original(
 ):
     pipeline, members, non_members = adult_pipeline
     bundle = onnx_bundle(tmp_path / "bundle", converted[output], members, non_members)
-    options = {**CHEAPEST, "attack_models": "threshold,lira"}
+    options = {**CHEAPEST, "attack_models": "threshold,lira", "what_if": "true"}
     report = audit(bundle, options)  # the sandbox: the default
     assert report.target.model_class == "OnnxProbabilityClassifier"
     assert report.containment["sandbox"] is True
     # ONNX holds no recipe: lira is left out with a warning that says how to run it, not an error.
     assert {row.attack_model for row in report.results} == {"threshold"}
     assert any("reference_recipe" in warning for warning in report.warnings)
+    assert report.remediation.status == "skipped" and "reference_recipe" in report.remediation.skipped
 
     original = audit_estimator(pipeline, members, non_members, **CHEAPEST)
     assert abs(threshold_auc(report) - threshold_auc(original)) <= 0.01

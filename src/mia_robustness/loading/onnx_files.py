@@ -220,6 +220,10 @@ def _session(path: Path, model: Any) -> Any:
     import onnxruntime
 
     model.ClearField("metadata_props")  # onnxruntime can read session settings from here
+    # Errors only, from the runtime's own logger too: its warnings quote the file's node names. (The one
+    # warning it prints on import, that Landlock denies its search for GPUs under /sys/bus/pci, stays in the
+    # child's log: a CPU session needs no device.)
+    onnxruntime.set_default_logger_severity(3)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = SESSION_THREADS
     options.inter_op_num_threads = SESSION_THREADS

@@ -59,17 +59,25 @@ _SKIPPED = {
 }
 
 
-def wanted(options: AuditOptions, reference_runs: bool, time_short: bool = False) -> tuple[bool, str | None]:
+def wanted(
+    options: AuditOptions, reference_runs: bool, time_short: bool = False, has_recipe: bool = True
+) -> tuple[bool, str | None]:
     """Whether the what-if fits run, and if not, the sentence saying why and how to ask for them.
 
     ``time_short``: the audit's time limit leaves less than the reference stage took, which is about
     what the what-if costs (bench/RESULTS.md); by default the what-if then gives way rather than make
-    the whole audit run past its limit and fail.
+    the whole audit run past its limit and fail. ``has_recipe``: the model holds a recipe to retrain
+    (``ScoredTarget.has_recipe``); without one the what-if never fits, even when asked for.
     """
-    if options.what_if is True:
-        return True, None
     if options.what_if is False:
         return False, "the what-if was turned off (what_if=false); set what_if=true to run it"
+    if not has_recipe:
+        return False, (
+            "the what-if retrains variants of the model's recipe, and this model (an ONNX graph) holds no training "
+            "recipe; name one in config.json's reference_recipe to run it"
+        )
+    if options.what_if is True:
+        return True, None
     if reference_runs and time_short:
         return False, (
             "the what-if costs about what the reference attacks did, and the audit's time limit leaves less "
@@ -98,7 +106,7 @@ def what_if_section(
     ``reference_runs`` says whether this audit runs lira / rmia (the default rule follows them);
     ``time_short`` whether the time limit leaves less than they took (see :func:`wanted`).
     """
-    fit, skipped = wanted(options, reference_runs, time_short)
+    fit, skipped = wanted(options, reference_runs, time_short, scored.has_recipe)
     fits = ask(
         WhatIfRequest(
             fit=fit,
