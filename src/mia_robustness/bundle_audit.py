@@ -91,7 +91,6 @@ def audit(
             address_space_mb=sandbox_memory_mb,
             n_models=options.reference_models if uses_reference else 0,
             max_memory_mb=max_memory_mb,
-            classes=options.classes,
         )
         layout = bundle.layout
     try:

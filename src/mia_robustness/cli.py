@@ -61,11 +61,6 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--label-column", help="label column (default: label/target/class/y, else the last column)"
     )
-    run.add_argument(
-        "--classes",
-        help="the model's class labels in output order, comma-separated, for a model file that does not name "
-        "them (an ONNX graph exported from PyTorch)",
-    )
     run.add_argument("--eval-fraction", help="share of each side held out for evaluation (default 0.3)")
     run.add_argument(
         "--reference-models", help="clones of the target per repeat for lira and rmia (default 4)"

@@ -42,8 +42,6 @@ MIN_REFERENCE_MODELS = 2
 MAX_REFERENCE_MODELS = 64
 # A list option's raw items (before duplicates are dropped) are capped too, so parsing stays cheap.
 MAX_LIST_ITEMS = 200
-# classes: a model's class labels in output order; a label is at most this many characters.
-MAX_CLASS_LABEL_CHARS = 200
 
 # load_json_config's limits. Options need an object holding lists (depth 2) of short numbers.
 MAX_JSON_CONFIG_BYTES = 64 * 1024
@@ -84,9 +82,6 @@ class AuditOptions:
         default) runs it when the audit's reference attacks (lira / rmia) run, whose size rule it shares.
     utility_budget:
         Accuracy the recommended variant may give up, in percentage points (1.0 = one point), 0 to 50.
-    classes:
-        The model's class labels in the order of its outputs (text or whole numbers, 2 to 200), for a
-        model file that does not name them (an ONNX graph exported from PyTorch); ``None`` otherwise.
 
     Construction checks the cost bounds (at most 20 proportions, 1 to 20 repeats, an even 2 to 64
     reference models) with the same errors as :func:`options_from_mapping`; it does not normalise values.
@@ -103,7 +98,6 @@ class AuditOptions:
     allow_swapped: bool = False
     what_if: bool | None = None
     utility_budget: float = 1.0
-    classes: tuple[str | int, ...] | None = None
     # Not an option a user sets: names of the options that were set explicitly, for the report.
     explicit: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
@@ -300,27 +294,6 @@ def _parse_what_if(value: Any) -> bool | None:
         raise OptionsError(f"option 'what_if' must be true, false or auto, got {shown(value)}") from None
 
 
-def _parse_classes(value: Any) -> tuple[str | int, ...] | None:
-    """Class labels in output order: JSON strings or whole numbers, or comma-separated text; distinct."""
-    items = _as_list("classes", value)
-    labels: list[str | int] = []
-    for item in items:
-        if isinstance(item, str) and item.strip() and len(item) <= MAX_CLASS_LABEL_CHARS:
-            labels.append(item.strip())
-        elif isinstance(item, int) and not isinstance(item, bool) and abs(item) < 2**63:
-            labels.append(item)
-        else:
-            raise OptionsError(
-                f"option 'classes' has {shown(item)}: give each class label as text (at most "
-                f"{MAX_CLASS_LABEL_CHARS} characters) or a whole number, in the order of the model's outputs"
-            )
-    if len(labels) < 2 or len({str(label) for label in labels}) != len(labels):
-        raise OptionsError(
-            "option 'classes' must list at least two distinct class labels, in the order of the model's outputs"
-        )
-    return tuple(labels)
-
-
 def _parse_label_column(value: Any) -> str | None:
     if value is None:
         return None
@@ -340,7 +313,6 @@ _PARSERS = {
     "allow_swapped": lambda v: _parse_bool("allow_swapped", v),
     "what_if": _parse_what_if,
     "utility_budget": lambda v: _parse_float("utility_budget", v, 0.0, 50.0),
-    "classes": _parse_classes,
 }
 
 

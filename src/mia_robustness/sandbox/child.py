@@ -150,7 +150,7 @@ def main() -> int:
         command, _ = read_message(requests, max_array_bytes=0)
         if command.get("kind") not in ("score", "check"):
             return 0
-        model, members, non_members, saved_version = stage.load_files(files, request.get("classes"))
+        model, members, non_members, saved_version = stage.load_files(files)
         if command["kind"] == "check":  # `bundle`'s check: a few rows scored, a summary back, nothing after
             progress("loading", 1, 1)
             step = "target_scoring"

@@ -109,8 +109,6 @@ class SandboxedModel:
         The audit's time limit; the child is killed when it passes.
     progress:
         Receives the child's progress reports.
-    classes:
-        The ``classes`` option: class labels in output order for a model file that names none.
     """
 
     def __init__(
@@ -122,10 +120,8 @@ class SandboxedModel:
         address_space_mb: int,
         deadline: Deadline,
         progress: ProgressCallback,
-        classes: tuple[Any, ...] | None = None,
         _test_probe: str | None = None,
     ) -> None:
-        self._classes = None if classes is None else list(classes)
         self.deadline = deadline
         self.progress = progress
         self.address_space_mb = address_space_mb
@@ -230,7 +226,6 @@ class SandboxedModel:
             "drop_privileges": self._drop,
             "parent_pid": os.getpid(),
             "files": {role: str(getattr(self.files, role)) for role in ("model", "members", "non_members")},
-            "classes": self._classes,
         }
         if probe is not None:
             request["probe"] = probe
@@ -490,14 +485,10 @@ def open_model(
     address_space_mb: int | None = None,
     n_models: int = 0,
     max_memory_mb: float | None = None,
-    classes: tuple[Any, ...] | None = None,
 ) -> SandboxedModel | InProcessModel:
-    """The model stage for ``files``: in a sandbox child (default) or in this process; ``classes`` names
-    the classes of a model file that names none (the ``classes`` option)."""
+    """The model stage for ``files``: in a sandbox child (default) or in this process."""
     if not sandbox:
-        model, members, non_members, saved_version = load_files(
-            files, None if classes is None else list(classes)
-        )
+        model, members, non_members, saved_version = load_files(files)
         return InProcessModel(model, members, non_members, saved_version=saved_version, progress=progress)
     if address_space_mb is None:
         address_space_mb = default_address_space_mb(files, threads, n_models, max_memory_mb)
@@ -508,5 +499,4 @@ def open_model(
         address_space_mb=address_space_mb,
         deadline=deadline,
         progress=progress,
-        classes=classes,
     )

@@ -44,17 +44,14 @@ class ModelFiles:
     non_members: Path
 
 
-def load_files(
-    files: ModelFiles, classes: list[Any] | None = None
-) -> tuple[Any, pd.DataFrame, pd.DataFrame, str | None]:
+def load_files(files: ModelFiles) -> tuple[Any, pd.DataFrame, pd.DataFrame, str | None]:
     """The model (through the hardened loader), the two tables, and the version the model was saved with.
 
-    ``classes`` (the ``classes`` option) names an ONNX graph's classes where it names none; its class
-    scores are told apart (probabilities or margins) on the members' first rows."""
+    An ONNX graph's class scores are told apart (probabilities or margins) on the members' first rows."""
     from ..loading import load_model, settle_scores
     from ..tables import read_table
 
-    loaded = load_model(files.model, classes=None if classes is None else list(classes))
+    loaded = load_model(files.model)
     members = read_table(files.members, "members")
     non_members = read_table(files.non_members, "non-members")
     return settle_scores(loaded.estimator, members), members, non_members, loaded.saved_version
