@@ -30,6 +30,8 @@ from typing import Any
 from .archive import BundleLimits, UnpackBudget, extract_archive
 from .errors import BundleError
 from .loading import MODEL_SUFFIXES
+from .loading.boosters import native_kind
+from .loading.messages import HEAD_BYTES
 from .options import MAX_JSON_CONFIG_BYTES, load_json_config, shown
 
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
@@ -100,6 +102,45 @@ def _read_config(files: list[Path]) -> dict[str, Any]:
     )
 
 
+# Suffixes other files share with native model files (a README.txt, a feature list in JSON): a file with
+# one is the model only when the bundle has no other model file and, among several, when it holds one.
+_SHARED_SUFFIXES = (".json", ".txt")
+
+
+def _model_files(files: list[Path]) -> list[Path]:
+    """The candidates for the bundle's model file (config.json never is one)."""
+    named = [p for p in files if p.suffix.lower() in MODEL_SUFFIXES and p.name.lower() != CONFIG_NAME]
+    distinct = [p for p in named if p.suffix.lower() not in _SHARED_SUFFIXES]
+    if distinct or len(named) < 2:
+        return distinct or named
+    native = []
+    for path in named:
+        with open(path, "rb") as handle:
+            if native_kind(handle.read(HEAD_BYTES)) is not None:
+                native.append(path)
+    return native or named
+
+
+def _without_nested_bundles(files: list[Path]) -> list[Path]:
+    """``files`` less those in folders below the model's that hold a bundle of their own (a model file and
+    both tables): a second bundle kept inside this one (``sample_input/xgboost/`` inside ``sample_input/``)
+    is not part of it. A lone second model file in a subfolder stays, and is ambiguous."""
+    candidates = _model_files(files)
+    if not candidates:
+        return files
+    top = min(len(p.parts) for p in candidates)
+    named = [p for p in files if p.suffix.lower() in MODEL_SUFFIXES and p.name.lower() != CONFIG_NAME]
+    stems = {(p.parent, p.stem.lower()) for p in files if p.suffix.lower() in TABLE_SUFFIXES}
+    nested = {
+        p.parent
+        for p in named
+        if len(p.parts) > top
+        and any((p.parent, stem) in stems for stem in MEMBER_STEMS)
+        and any((p.parent, stem) in stems for stem in NON_MEMBER_STEMS)
+    }
+    return [f for f in files if not any(folder == f.parent or folder in f.parents for folder in nested)]
+
+
 def locate_parts(
     root: Path, scratch: Path, limits: BundleLimits, budget: UnpackBudget | None = None
 ) -> Bundle:
@@ -108,8 +149,8 @@ def locate_parts(
     ``budget`` is what unpacking the bundle's archive left of ``limits``; ``data.zip`` draws on it (a
     folder bundle, which unpacked nothing, passes None: data.zip then gets all of ``limits``).
     """
-    files = _files_under(root)
-    models = [p for p in files if p.suffix.lower() in MODEL_SUFFIXES]
+    files = _without_nested_bundles(_files_under(root))
+    models = _model_files(files)
     if not models:
         raise BundleError(
             f"the bundle has no model file; add one file ending in {', '.join(MODEL_SUFFIXES)}",

@@ -82,7 +82,7 @@ def audit(
         # The sandbox copies the files it needs, and in-process loading reads them now: the bundle's
         # temporary folder can go when this block ends.
         model = open_model(
-            ModelFiles(bundle.model_path, bundle.members_path, bundle.non_members_path),
+            ModelFiles(bundle.model_path, bundle.members_path, bundle.non_members_path, options.classes),
             sandbox=sandbox,
             deadline=deadline,
             progress=clock.progress,

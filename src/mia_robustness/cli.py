@@ -61,6 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--label-column", help="label column (default: label/target/class/y, else the last column)"
     )
+    run.add_argument(
+        "--classes",
+        help="for a native XGBoost / LightGBM / CatBoost model file: its class names, comma-separated, in the "
+        "order of its classes 0, 1, ... (default: the indices)",
+    )
+    run.add_argument(
+        "--reference-recipe",
+        help='JSON: the recipe lira / rmia and the what-if retrain, e.g. \'{"estimator": "XGBClassifier", '
+        '"params": {"max_depth": 4}}\' (default: the model\'s own)',
+    )
     run.add_argument("--eval-fraction", help="share of each side held out for evaluation (default 0.3)")
     run.add_argument(
         "--reference-models", help="clones of the target per repeat for lira and rmia (default 4)"
@@ -120,7 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     pack = commands.add_parser(
         "bundle", help="check a model and its tables as the audit will, and pack them into a bundle zip"
     )
-    pack.add_argument("--model", required=True, help="model file (.pkl, .pickle, .joblib, .skops, .onnx)")
+    pack.add_argument(
+        "--model",
+        required=True,
+        help="model file (.pkl, .pickle, .joblib, .skops, .onnx, or a native XGBoost .json / .ubj, LightGBM .txt, "
+        "CatBoost .cbm)",
+    )
     pack.add_argument("--train", required=True, help="members table (CSV or Parquet)")
     pack.add_argument("--subject", required=True, help="non-members table (CSV or Parquet)")
     pack.add_argument("--label-column", help="stored in the bundle's config.json")
@@ -212,6 +227,8 @@ def _run_audit(args: argparse.Namespace) -> int:
         "allow_swapped": args.allow_swapped,
         "what_if": args.what_if,
         "utility_budget": args.utility_budget,
+        "classes": args.classes,
+        "reference_recipe": args.reference_recipe,
     }
     if not args.sandbox and not args.quiet:
         sys.stderr.write(

@@ -22,6 +22,7 @@ from .attacks import REGISTRY, AttackInput, resolve_device
 from .deadline import Deadline
 from .errors import LimitError
 from .options import AuditOptions, options_from_mapping
+from .recipe_spec import build_recipe
 from .reference import FitPace, ReferenceRequest, reference_cells
 from .remediation import WhatIfFits, WhatIfRequest, summary_sentence, what_if_section
 from .remediation.fits import fit_what_if
@@ -244,6 +245,8 @@ def run_audit(
     clock:
         The audit's stopwatch, started by the caller (its progress callback too).
     """
+    if options.reference_recipe is not None:  # a bad class or parameter is refused now, before any work
+        build_recipe(options.reference_recipe.to_dict())
     uses_device = any(REGISTRY[a].uses_device for a in options.attack_models)
     device = resolve_device(options.device) if uses_device else "cpu"
     reference = [a for a in options.attack_models if REGISTRY[a].kind == "reference"]
@@ -293,7 +296,7 @@ def run_audit(
             "model's recipe many times; ask for them with attack_models to run them"
         )
         reference = []
-    if reference and not scored.has_recipe:
+    if reference and not scored.has_recipe and options.reference_recipe is None:
         notes.append(
             "lira and rmia were left out: the model (an ONNX graph) holds no training recipe to retrain reference "
             "models from; name one in config.json's reference_recipe to run them"
@@ -323,6 +326,7 @@ def run_audit(
             proportion=max(options.proportions),
             n_models=options.reference_models,
             workers=workers,
+            recipe=None if options.reference_recipe is None else options.reference_recipe.to_dict(),
             **repeat_plan,
         )
         clock.expect_fits(request)

@@ -82,6 +82,12 @@ class AuditOptions:
         default) runs it when the audit's reference attacks (lira / rmia) run, whose size rule it shares.
     utility_budget:
         Accuracy the recommended variant may give up, in percentage points (1.0 = one point), 0 to 50.
+    classes:
+        For a native XGBoost / LightGBM / CatBoost model file (whose classes are ``0..K-1``), the class
+        names in that order, as the label column holds them; ``None`` keeps the indices.
+    reference_recipe:
+        A recipe for the reference attacks and the what-if, instead of the model's own (or for a model
+        that has none): a classifier class name and plain JSON parameters (:class:`ReferenceRecipe`).
 
     Construction checks the cost bounds (at most 20 proportions, 1 to 20 repeats, an even 2 to 64
     reference models) with the same errors as :func:`options_from_mapping`; it does not normalise values.
@@ -98,6 +104,8 @@ class AuditOptions:
     allow_swapped: bool = False
     what_if: bool | None = None
     utility_budget: float = 1.0
+    classes: tuple[str | int, ...] | None = None
+    reference_recipe: ReferenceRecipe | None = None
     # Not an option a user sets: names of the options that were set explicitly, for the report.
     explicit: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
@@ -110,7 +118,29 @@ class AuditOptions:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready settings (the names a user passes back to reproduce the audit)."""
         values = {name: getattr(self, name) for name in OPTION_NAMES}
+        if self.reference_recipe is not None:
+            values["reference_recipe"] = self.reference_recipe.to_dict()
         return {name: list(value) if isinstance(value, tuple) else value for name, value in values.items()}
+
+
+@dataclass(frozen=True)
+class ReferenceRecipe:
+    """``config.json``'s ``reference_recipe``: ``{"estimator": "XGBClassifier", "params": {"max_depth": 4}}``.
+
+    ``estimator`` is a class name (checked where the recipe is built, ``recipe_spec.py``); ``params``
+    are (name, value) pairs of plain JSON values (lists as tuples), sorted by name.
+    """
+
+    estimator: str
+    params: tuple[tuple[str, Any], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form, as ``config.json`` gives it."""
+        return {"estimator": self.estimator, "params": {k: _plain_json(v) for k, v in self.params}}
+
+
+def _plain_json(value: Any) -> Any:
+    return [_plain_json(v) for v in value] if isinstance(value, tuple) else value
 
 
 OPTION_NAMES = tuple(f.name for f in dataclasses.fields(AuditOptions) if f.name != "explicit")
@@ -301,6 +331,69 @@ def _parse_label_column(value: Any) -> str | None:
     return text if text.strip() else None
 
 
+_CLASS_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
+_RECIPE_EXAMPLE = '{"estimator": "XGBClassifier", "params": {"max_depth": 4}}'
+MAX_RECIPE_PARAMS = 100
+
+
+def _parse_classes(value: Any) -> tuple[str | int, ...]:
+    """Class names, in the order of the model's class indices: distinct text or integers, at least two."""
+    items = _as_list("classes", value, "list each class of the model once")
+    if isinstance(value, str):
+        items = [int(item) if re.fullmatch(r"-?\d{1,18}", item) else item for item in items]
+    if len(items) < 2:
+        raise OptionsError(
+            "option 'classes' needs at least two class names, in the order of the model's classes"
+        )
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, (str, int)) or (isinstance(item, str) and not item):
+            raise OptionsError(
+                f"option 'classes' has {shown(item)}: each class is a label text or an integer"
+            )
+    if len(set(items)) != len(items):
+        raise OptionsError("option 'classes' names a class twice; list each class of the model once")
+    return tuple(items)
+
+
+def _plain_parameter(name: str, value: Any, depth: int = 0) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise OptionsError(f"option 'reference_recipe' gives {shown(name)} a value that is not finite")
+        return value
+    if isinstance(value, (list, tuple)) and depth < 2 and len(value) <= MAX_LIST_ITEMS:
+        return tuple(_plain_parameter(name, item, depth + 1) for item in value)
+    raise OptionsError(
+        f"option 'reference_recipe' gives {shown(name)} a value that is not a plain number, text, true/false, "
+        f"null or short list; e.g. {_RECIPE_EXAMPLE}"
+    )
+
+
+def _parse_reference_recipe(value: Any) -> ReferenceRecipe:
+    if isinstance(value, str):
+        value = load_json_config(value, "option 'reference_recipe'")
+    if isinstance(value, ReferenceRecipe):
+        return value
+    if not isinstance(value, Mapping) or set(value) - {"estimator", "params"} or "estimator" not in value:
+        raise OptionsError(f"option 'reference_recipe' must be an object like {_RECIPE_EXAMPLE}")
+    estimator, params = value["estimator"], value.get("params") or {}
+    if not isinstance(estimator, str) or not _CLASS_NAME.match(estimator) or len(estimator) > 200:
+        raise OptionsError(
+            f"option 'reference_recipe' names {shown(estimator)}, not a class name such as "
+            "RandomForestClassifier or XGBClassifier"
+        )
+    if not isinstance(params, Mapping) or len(params) > MAX_RECIPE_PARAMS:
+        raise OptionsError(
+            f"option 'reference_recipe' has params that are not an object of names to values, e.g. {_RECIPE_EXAMPLE}"
+        )
+    for name in params:
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,100}", name):
+            raise OptionsError(
+                f"option 'reference_recipe' has the parameter name {shown(name)}, not an identifier"
+            )
+    pairs = tuple(sorted((name, _plain_parameter(name, item)) for name, item in params.items()))
+    return ReferenceRecipe(estimator, pairs)
+
+
 _PARSERS = {
     "proportions": _parse_proportions,
     "attack_models": _parse_attack_models,
@@ -313,6 +406,8 @@ _PARSERS = {
     "allow_swapped": lambda v: _parse_bool("allow_swapped", v),
     "what_if": _parse_what_if,
     "utility_budget": lambda v: _parse_float("utility_budget", v, 0.0, 50.0),
+    "classes": _parse_classes,
+    "reference_recipe": _parse_reference_recipe,
 }
 
 

@@ -32,8 +32,10 @@ from sklearn.model_selection._search import BaseSearchCV
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.preprocessing import PolynomialFeatures
 
+from . import boosting
 from .errors import ModelError, UnsafeModelError, quoted_name
 from .loading.policy import NUMPY_UFUNCS, is_allowed
+from .recipe_spec import build_recipe
 
 # Values that are data, never code: no type check or walk needed (exact types; subclasses are gated).
 _PLAIN = frozenset({bool, int, float, complex, str, bytes})
@@ -94,6 +96,8 @@ def _too_large(what: str) -> ModelError:
 @functools.lru_cache(maxsize=1024)
 def _admitted_class(cls: type) -> bool:
     """Whether the loader's allowlist admits ``cls`` under the name it gives itself (and that name is it)."""
+    if cls is boosting.NamedClasses:  # our own: a native booster with the class names config.json gives
+        return True
     module, name = getattr(cls, "__module__", None), getattr(cls, "__qualname__", None)
     if not (isinstance(module, str) and isinstance(name, str)) or not is_allowed(module, name):
         return False
@@ -190,9 +194,18 @@ def _gate_recipe(root: object) -> list[tuple[BaseEstimator, str]]:
             )
         if issubclass(kind, (type, np.ufunc)) or inspect.isroutine(value):
             continue
-        if issubclass(kind, BaseEstimator):
+        if issubclass(kind, BaseEstimator) or boosting.wrapper_name(kind) is not None:
             estimators.append((value, path))
             params = value.get_params(deep=False)
+            reader = boosting.reads_files(params)
+            if reader is not None:
+                raise _recipe_error(
+                    f"the model's recipe sets {_where(_join(path, reader))}, which makes the library read a "
+                    "file when it is retrained. Re-save the model without it, or name a reference_recipe in "
+                    "config.json",
+                    "unsafe_recipe",
+                    UnsafeModelError,
+                )
             source = params.get("input", "content")
             if not (type(source) is str and source == "content"):
                 raise _recipe_error(
@@ -304,7 +317,11 @@ def _fitted_graph(model: object) -> tuple[dict[type, list[object]], set[int]]:
         elif kind in (np.ndarray, np.ma.MaskedArray):
             if obj.dtype.hasobject:
                 todo += obj.ravel().tolist()
-        elif isinstance(kind.__module__, str) and kind.__module__.startswith("sklearn."):
+        elif boosting.wrapper_name(kind) is not None:
+            found.setdefault(kind, []).append(obj)  # its fitted state is a booster, sized by boosting.py
+        elif kind is boosting.NamedClasses or (
+            isinstance(kind.__module__, str) and kind.__module__.startswith("sklearn.")
+        ):
             if issubclass(kind, BaseEstimator):
                 found.setdefault(kind, []).append(obj)
             todo += vars(obj).values() if hasattr(obj, "__dict__") else ()
@@ -490,8 +507,12 @@ def _neutral_changes(params: dict) -> dict:
     return changes
 
 
-def contained_clone(target: object) -> BaseEstimator:
+def contained_clone(target: object, recipe: dict | None = None) -> BaseEstimator:
     """An unfitted recipe of ``target`` that is safe to retrain, and as large as what was fitted.
+
+    ``recipe``, when given, is the bundle's ``reference_recipe`` (``{"estimator", "params"}``): it is
+    retrained instead of ``target``'s own, through the same gate and with the same neutral changes (its
+    sizes are the user's choice, so not capped by the model's).
 
     * A search (GridSearchCV, RandomizedSearchCV, the halving searches, anything with ``best_estimator_``)
       is retrained from its ``best_estimator_``, at the top or nested in place (a Pipeline step); one
@@ -499,19 +520,27 @@ def contained_clone(target: object) -> BaseEstimator:
     * Every value the recipe's parameters reach passes the loader's allowlist (``unsafe_recipe``), see
       :func:`_gate_recipe`.
     * Every estimator at any depth gets ``memory=None``, ``n_jobs=1`` and no ``verbose``.
-    * Size parameters are capped at what the fitted model shows, see :func:`_cost_changes`.
+    * Size parameters are capped at what the fitted model shows, see :func:`_cost_changes`; the boosting
+      libraries' rounds at what their boosters hold, and their own neutral changes (one thread, no
+      printing, no files), see :mod:`.boosting`.
 
     Errors are :class:`ModelError` with those codes; their messages name classes and parameter paths
     (sanitised) but never quote the model's values.
     """
-    template = _recipe(target, "", 0)
+    template = _recipe(target, "", 0) if recipe is None else build_recipe(recipe)
     estimators = _gate_recipe(template)  # the swapped-in recipes too: this is what will be fitted
-    fitted, held = _fitted_graph(target)
+    fitted, held = _fitted_graph(target) if recipe is None else ({}, set())
     for node, _ in estimators:
         if id(node) in held:  # the model's own (clone keeps a FrozenEstimator): never refit, left alone
             continue
         params = node.get_params(deep=False)
-        changes = _neutral_changes(params) | _cost_changes(node, params, fitted.get(type(node), []))
+        if boosting.wrapper_name(type(node)) is not None:
+            changes = boosting.neutral_changes(type(node), params)
+            changes |= boosting.size_changes(type(node), params, fitted.get(type(node), []))
+        elif recipe is not None:
+            changes = _neutral_changes(params)
+        else:
+            changes = _neutral_changes(params) | _cost_changes(node, params, fitted.get(type(node), []))
         if changes:
             node.set_params(**changes)
     return template

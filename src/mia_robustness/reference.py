@@ -62,10 +62,12 @@ def fit_reference_confidences(
     *,
     workers: int,
     progress: Callable[[int], None] | None = None,
+    recipe: dict | None = None,
 ) -> np.ndarray:
-    """Fit one clone of ``target`` per row of ``in_mask`` and return their true-class confidences (K x n)."""
+    """Fit one clone of ``target`` (or of ``recipe``, a named reference_recipe) per row of ``in_mask`` and
+    return their true-class confidences (K x n)."""
     try:
-        template = contained_clone(target)
+        template = contained_clone(target, recipe)
     except MiaError:
         raise
     except Exception as exc:  # noqa: BLE001 - a recipe scikit-learn cannot copy is the model's fault
@@ -115,8 +117,10 @@ def run_reference_attacks(
     seed: int,
     workers: int | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    recipe: dict | None = None,
 ) -> list[CellResult]:
-    """LiRA and/or RMIA (online and offline) per repeat, at attacker knowledge ``proportion``."""
+    """LiRA and/or RMIA (online and offline) per repeat, at attacker knowledge ``proportion``; the
+    reference models retrain ``recipe`` (config.json's reference_recipe) when given."""
     workers = workers or default_workers()
     results: list[CellResult] = []
     total = repeats * n_models
@@ -139,6 +143,7 @@ def run_reference_attacks(
             in_mask,
             workers=workers,
             progress=tick,
+            recipe=recipe,
         )
         known_part, eval_part = np.arange(len(known)), np.arange(len(known), len(pool))
         population = known_part[is_member[known] == 0]
@@ -183,6 +188,7 @@ class ReferenceRequest:
     n_models: int
     seed: int
     workers: int
+    recipe: dict | None = None  # config.json's reference_recipe (to_dict), retrained instead of the model's
 
 
 def reference_cells(

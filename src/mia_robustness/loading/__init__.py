@@ -70,6 +70,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MiaError, ModelError
+from .boosters import NATIVE_SUFFIXES, load_native, native_kind, restore_feature_count
 from .messages import HEAD_BYTES, _clean, _corrupt, _name, _not_a_model_file, _version_or_none, looks_like
 from .onnx_files import ONNX_SUFFIX, load_onnx
 from .onnx_model import settle_scores
@@ -88,7 +89,7 @@ __all__ = [
     "settle_scores",
 ]
 
-MODEL_SUFFIXES = (".pkl", ".pickle", ".joblib", ".skops", ONNX_SUFFIX)
+MODEL_SUFFIXES = (".pkl", ".pickle", ".joblib", ".skops", ONNX_SUFFIX, *NATIVE_SUFFIXES)
 
 #: Largest number of bytes a model file may expand to when read (after decompression), and, counted
 #: separately, largest number of bytes of arrays, buffers and containers loading it may build.
@@ -117,7 +118,7 @@ class LoadedModel:
 
 
 def load_model(
-    path: Path, *, max_bytes: int | None = DEFAULT_MAX_MODEL_BYTES, classes: list[Any] | None = None
+    path: Path, *, max_bytes: int | None = DEFAULT_MAX_MODEL_BYTES, classes: tuple | None = None
 ) -> LoadedModel:
     """Load a classifier from a model file, refusing any code the allowlist does not admit.
 
@@ -125,14 +126,17 @@ def load_model(
     ----------
     path:
         A ``.pkl`` / ``.pickle`` / ``.joblib`` file (plain pickle or joblib format, compressed or not) or
-        a ``.skops`` file (the format is found from the content, not the name), or an ``.onnx`` file
-        (refused clearly when its content is a pickle, an archive or text).
+        a ``.skops`` file, or a native file of XGBoost (JSON, UBJSON), LightGBM (text) or CatBoost
+        (``.cbm``). The format is found from the content, not the name; a file named as a native one
+        (:data:`NATIVE_SUFFIXES`) that holds none is refused, never unpickled. An ``.onnx`` file (refused
+        clearly when its content is a pickle, an archive or text) is checked and run by :mod:`.onnx_files`.
+    classes:
+        For a native booster file, the names of its classes ``0..K-1`` in order, and for an ONNX graph
+        that names none, its classes in output order (``config.json``'s ``classes``); ``None`` keeps the
+        indices. Ignored for pickles and skops files, which keep theirs.
     max_bytes:
         Most bytes the file may expand to when read (after decompression), and, separately, most bytes
         of arrays, buffers and containers its loading may build; ``None`` for no limit.
-    classes:
-        An ONNX graph's classes in output order (``config.json``'s ``classes``), used where the graph
-        names none.
 
     Returns
     -------
@@ -163,12 +167,18 @@ def load_model(
     if path.suffix.lower() == ONNX_SUFFIX:
         return LoadedModel(load_onnx(path, max_bytes=max_bytes, classes=classes), None)
     with open(path, "rb") as handle:
-        head = handle.read(4)
+        head = handle.read(HEAD_BYTES)
     if not head:
         raise ModelError(
             f"{_name(path)} is empty; save the fitted classifier into it with joblib.dump",
             code="corrupt_model",
         )
+    native = native_kind(head)
+    if native is not None:
+        return LoadedModel(load_native(path, native, max_bytes, classes), None)
+    if path.suffix.lower() in NATIVE_SUFFIXES:
+        raise _not_native(path, head)
+    head = head[:4]
     is_zip = head == b"PK\x03\x04"  # skops files are zip archives; pickles never start like that
     try:
         model, noted = _load_skops(path, max_bytes) if is_zip else _load_pickle(path, max_bytes)
@@ -184,6 +194,7 @@ def load_model(
         raise _not_a_model_file(path, what) from None
     try:
         _check_loaded(path, model)
+        restore_feature_count(model)
         has_proba = hasattr(model, "predict_proba")
     except MiaError:
         raise
@@ -192,6 +203,17 @@ def load_model(
     if not has_proba:
         raise _not_a_classifier(path, model)
     return LoadedModel(model, _saved_version(model, noted))
+
+
+def _not_native(path: Path, head: bytes) -> ModelError:
+    """A file named as a native booster model that holds none: refused, never read as a pickle."""
+    pickled = head[:1] == b"\x80" or head[:2] in (b"\x1f\x8b", b"BZ", b"\xfd7") or head[:1] == b"x"
+    what = "a pickle" if pickled else (looks_like(head, specific_only=False) or "binary data")
+    return ModelError(
+        f"{_name(path)} is named as a native XGBoost, LightGBM or CatBoost model but is not one (it looks like "
+        f"{what}); save the booster with its own save_model, or a pickle with a .pkl / .joblib name",
+        code="corrupt_model",
+    )
 
 
 def _saved_version(model: Any, noted: list[tuple[Any, str]]) -> str | None:

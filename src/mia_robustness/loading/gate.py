@@ -426,6 +426,9 @@ class _Gate:
             if label not in self.refused:
                 self.refused.append(label)
             raise _Disallowed
+        booster_problem = _booster_state_problem(inst, state)
+        if booster_problem is not None:
+            raise self.unsafe(booster_problem)
         if isinstance(inst, np.dtype):
             if _shared_dtype(inst) or inst.kind not in _LEGACY_KINDS:
                 raise self.unsafe(f"rewrites numpy's built-in dtype {_clean(inst.str)} for the whole process")
@@ -476,6 +479,37 @@ class _Gate:
         if not _raw_safe(dtype):
             raise self.unsafe("builds an array of Python objects from raw bytes")
         self.charge_array(shape, dtype)
+
+
+# What each boosting class's own ``__getstate__`` writes for its saved model, which its ``__setstate__``
+# hands to the library's C++ loader: (state key, the one type it may have, keys that must be absent).
+# XGBoost's Booster: the model as a bytearray (XGBoosterUnserializeFromBuffer); LightGBM's: the model text
+# (LGBM_BoosterLoadModelFromString; ``handle`` is an older spelling it would read instead); CatBoost's
+# wrapper: the model as bytes (its _deserialize_model), never evaluation sets to load into the C++ object.
+_BOOSTER_STATE: dict[tuple[str, str], tuple[str, type, tuple[str, ...]]] = {
+    ("xgboost.core", "Booster"): ("handle", bytearray, ()),
+    ("lightgbm.basic", "Booster"): ("_handle", str, ("handle",)),
+    ("catboost.core", "CatBoostClassifier"): ("__model", bytes, ("_test_eval", "_test_evals")),
+}
+
+
+def _booster_state_problem(inst: Any, state: Any) -> str | None:
+    """Why ``state`` is not what the boosting class ``inst`` saves (``None`` when it is, or ``inst`` is not
+    one): the saved model must reach the library's C++ loader as the type its own pickling writes."""
+    kind = type(inst)
+    expected = _BOOSTER_STATE.get((getattr(kind, "__module__", ""), getattr(kind, "__name__", "")))
+    if expected is None:
+        return None
+    key, model_type, absent = expected
+    if type(state) is not dict or not all(type(name) is str for name in state):
+        return f"gives a {_clean(kind.__name__)} a state that is not a dict of names"
+    if key not in state and kind.__name__ == "Booster":
+        return f"gives a {_clean(kind.__name__)} no saved model"
+    if key in state and type(state[key]) is not model_type and state[key] is not None:
+        return f"gives a {_clean(kind.__name__)} a saved model that is not {model_type.__name__}"
+    if any(name in state for name in absent):
+        return f"gives a {_clean(kind.__name__)} state its own pickling never writes"
+    return None
 
 
 def _is_ufunc(obj: Any) -> bool:

@@ -15,7 +15,9 @@ On a new release, look at:
 * :data:`_SKLEARN_FUNCTION_MODULES`: where score functions, scorer metrics and kernels live;
 * :data:`_EXACT`: numpy's and scipy's reconstruction and random-state pickling helpers (their modules
   move: ``numpy.core`` became ``numpy._core``);
-* :data:`NUMPY_UFUNCS`: the ufuncs a ``FunctionTransformer`` may hold.
+* :data:`NUMPY_UFUNCS`: the ufuncs a ``FunctionTransformer`` may hold;
+* :data:`BOOSTING_CLASSES`: where XGBoost, LightGBM and CatBoost define their classifier wrappers and
+  boosters (disassemble a fresh pickle of each with ``pickletools``: it names exactly these globals).
 """
 
 from __future__ import annotations
@@ -169,6 +171,20 @@ _SKLEARN_FUNCTION_MODULES = {
     ),
 }
 
+# The boosting libraries: their scikit-learn classifier wrappers, and the booster classes whose own
+# ``__setstate__`` hands the saved model bytes to the library's C++ loader (nothing else of theirs: no
+# callbacks, no DMatrix, no Dataset, no regressors or rankers). Each pair is checked by name before its
+# module is imported, and the resolved object must be a class defined in that very module.
+BOOSTING_CLASSES = frozenset(
+    {
+        ("xgboost.sklearn", "XGBClassifier"),
+        ("xgboost.core", "Booster"),
+        ("lightgbm.sklearn", "LGBMClassifier"),
+        ("lightgbm.basic", "Booster"),
+        ("catboost.core", "CatBoostClassifier"),
+    }
+)
+
 _MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -268,6 +284,10 @@ def _resolve(module: str, name: str) -> Any:
         raise _Disallowed
     if module == "sklearn" or module.startswith("sklearn."):
         return _resolve_sklearn(module, name)
+    if (module, name) in BOOSTING_CLASSES:
+        obj = vars(_import(module)).get(name)
+        if isinstance(obj, type) and obj.__module__ == module and obj.__name__ == name:
+            return obj
     raise _Disallowed
 
 

@@ -15,6 +15,7 @@ Not protected: other admitted scikit-learn code fed hostile state, such as a cra
 
 from __future__ import annotations
 
+import ctypes
 import inspect
 import sys
 import types
@@ -85,6 +86,10 @@ def _check_tree_structure(path: Path, obj: Any, tree_class: Any, hist_class: Any
                     raise _damaged_tree(path, obj, "a split on a feature that does not exist")
 
 
+# Modules of the boosting libraries' compiled model objects (CatBoost's ``_CatBoost``): what they hold
+# lives in C++, rebuilt from the saved bytes by the library itself, and is no Python object to walk.
+_NATIVE_BOOSTER_MODULES = frozenset({"_catboost", "catboost._catboost"})
+
 # Values that hold nothing else: never pushed, never counted. numpy's number, bool and text scalars too.
 _LEAVES = frozenset(
     {str, bytes, bytearray, memoryview, int, float, complex, bool, type(None), range}
@@ -129,6 +134,8 @@ def _inner_objects(obj: Any, tree_class: Any) -> list[Any]:
         return []  # admitted code, not model data
     elif tree_class is not None and kind is tree_class:
         return []  # node and value arrays of plain numbers, checked by _check_tree_structure
+    elif isinstance(obj, ctypes._SimpleCData) or kind.__module__ in _NATIVE_BOOSTER_MODULES:
+        return []  # a booster's handle into its library's C++ model, built by the library's own loader
     if kind not in (list, tuple, set, frozenset, dict, np.ndarray):  # subclasses and objects: their fields
         attributes = getattr(obj, "__dict__", None)
         slots = _slot_values(obj)

@@ -67,7 +67,8 @@ def wanted(
     ``time_short``: the audit's time limit leaves less than the reference stage took, which is about
     what the what-if costs (bench/RESULTS.md); by default the what-if then gives way rather than make
     the whole audit run past its limit and fail. ``has_recipe``: the model holds a recipe to retrain
-    (``ScoredTarget.has_recipe``); without one the what-if never fits, even when asked for.
+    (``ScoredTarget.has_recipe``) or ``config.json`` names one (``reference_recipe``); without one the what-if
+    never fits, even when asked for.
     """
     if options.what_if is False:
         return False, "the what-if was turned off (what_if=false); set what_if=true to run it"
@@ -106,7 +107,8 @@ def what_if_section(
     ``reference_runs`` says whether this audit runs lira / rmia (the default rule follows them);
     ``time_short`` whether the time limit leaves less than they took (see :func:`wanted`).
     """
-    fit, skipped = wanted(options, reference_runs, time_short, scored.has_recipe)
+    has_recipe = scored.has_recipe or options.reference_recipe is not None
+    fit, skipped = wanted(options, reference_runs, time_short, has_recipe)
     fits = ask(
         WhatIfRequest(
             fit=fit,
@@ -114,6 +116,7 @@ def what_if_section(
             seed=options.seed,
             workers=workers,
             thorough=options.what_if is True,  # asked for: the user accepts the full table's cost
+            recipe=None if options.reference_recipe is None else options.reference_recipe.to_dict(),
         )
     )
     if fits.skipped is not None and skipped is None:

@@ -27,6 +27,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.svm import SVC, LinearSVC
 from sklearn.tree import DecisionTreeClassifier, ExtraTreeClassifier
 
+from ..boosting import NamedClasses
+
 Value = int | float | bool | None
 # Searches nested in searches followed to the chosen estimator (the refit gate follows as many).
 _MAX_SEARCHES = 50
@@ -96,6 +98,59 @@ _HIST_BOOSTING_THOROUGH = (
     Knob("l2_regularization", (1.0, 10.0), "up"),
     Knob("min_samples_leaf", (50, 100), "up", integer=True),
 )
+# The boosting libraries (rounds, depth or leaves, learning rate, subsampling, L2), sized as scikit-learn's
+# boosting above: halving the rounds and one setting each of the cheap knobs by default. LightGBM samples
+# rows only when subsample_freq > 0 as well, which one knob cannot set: its rows are not subsampled here.
+_XGBOOST = (
+    Knob("n_estimators", (0.5, 0.25), "down", relative=True, integer=True),
+    Knob("max_depth", (3,), "down", integer=True),
+    Knob("reg_lambda", (10.0,), "up"),
+    Knob("subsample", (0.5,), "down"),
+)
+_XGBOOST_THOROUGH = (
+    Knob("n_estimators", (0.5, 0.25), "down", relative=True, integer=True),
+    Knob("learning_rate", (0.5, 0.25), "down", relative=True),
+    Knob("max_depth", (4, 2), "down", integer=True),
+    Knob("min_child_weight", (5.0, 20.0), "up"),
+    Knob("subsample", (0.5, 0.25), "down"),
+    Knob("reg_lambda", (10.0, 100.0), "up"),
+)
+_LIGHTGBM = (
+    Knob("n_estimators", (0.5, 0.25), "down", relative=True, integer=True),
+    Knob("num_leaves", (15,), "down", integer=True),
+    Knob("min_child_samples", (50,), "up", integer=True),
+    Knob("reg_lambda", (10.0,), "up"),
+)
+_LIGHTGBM_THOROUGH = (
+    Knob("n_estimators", (0.5, 0.25), "down", relative=True, integer=True),
+    Knob("learning_rate", (0.5, 0.25), "down", relative=True),
+    Knob("num_leaves", (15, 7), "down", integer=True),
+    Knob("min_child_samples", (50, 100), "up", integer=True),
+    Knob("reg_lambda", (10.0, 100.0), "up"),
+)
+_CATBOOST = (
+    Knob("iterations", (0.5, 0.25), "down", relative=True, integer=True),
+    Knob("depth", (4,), "down", integer=True),
+    Knob("l2_leaf_reg", (10.0,), "up"),
+)
+_CATBOOST_THOROUGH = (
+    Knob("iterations", (0.5, 0.25), "down", relative=True, integer=True),
+    Knob("learning_rate", (0.5, 0.25), "down", relative=True),
+    Knob("depth", (4, 2), "down", integer=True),
+    Knob("l2_leaf_reg", (10.0, 30.0), "up"),
+)
+# (module, class) -> (name, family, knobs, thorough knobs): by name, so that the libraries are imported
+# only by a model that uses one; the class is still matched exactly (its own module and name).
+BOOSTING_FAMILIES: dict[tuple[str, str], tuple[str, str, tuple[Knob, ...], tuple[Knob, ...]]] = {
+    ("xgboost.sklearn", "XGBClassifier"): ("XGBClassifier", "boosting", _XGBOOST, _XGBOOST_THOROUGH),
+    ("lightgbm.sklearn", "LGBMClassifier"): ("LGBMClassifier", "boosting", _LIGHTGBM, _LIGHTGBM_THOROUGH),
+    ("catboost.core", "CatBoostClassifier"): (
+        "CatBoostClassifier",
+        "boosting",
+        _CATBOOST,
+        _CATBOOST_THOROUGH,
+    ),
+}
 _INVERSE_C = (Knob("C", (0.1, 0.01), "down", relative=True),)
 _ALPHA = (Knob("alpha", (10.0, 100.0), "up", relative=True),)
 _MLP = (*_ALPHA, Knob("early_stopping", (1,), "on"))
@@ -129,6 +184,9 @@ THOROUGH_KNOBS: dict[type, tuple[Knob, ...]] = {
 CLASS_KNOBS: dict[str, tuple[str, frozenset[str]]] = {
     name: (family, frozenset(knob.parameter for knob in (*knobs, *THOROUGH_KNOBS.get(cls, ()))))
     for cls, (name, family, knobs) in FAMILIES.items()
+} | {
+    name: (family, frozenset(knob.parameter for knob in (*knobs, *thorough)))
+    for name, family, knobs, thorough in BOOSTING_FAMILIES.values()
 }
 
 
@@ -219,6 +277,8 @@ def final_step(model: Any) -> tuple[Any, str]:
     if type(model) is Pipeline and model.steps:
         name, step = model.steps[-1]
         return _chosen(step), f"{name}__"
+    if type(model) is NamedClasses:  # a native booster with class names: its booster is the recipe
+        return model.estimator, "estimator__"
     return model, ""
 
 
@@ -328,11 +388,16 @@ def plan_for(model: Any, thorough: bool = False) -> Plan:
     except Exception:  # noqa: BLE001 - a malformed pipeline: not a recipe the what-if can read
         return Plan(None, None, (), ())
     entry = FAMILIES.get(type(step))
-    if entry is None:
+    booster = BOOSTING_FAMILIES.get((type(step).__module__, type(step).__name__))
+    if entry is None and booster is None:
         return Plan(None, None, (), ())
-    class_name, family, knobs = entry
-    if thorough:
-        knobs = THOROUGH_KNOBS.get(type(step), knobs)
+    if entry is not None:
+        class_name, family, knobs = entry
+        if thorough:
+            knobs = THOROUGH_KNOBS.get(type(step), knobs)
+    else:
+        class_name, family, default, thorough_knobs = booster
+        knobs = thorough_knobs if thorough else default
     try:
         params = step.get_params(deep=False)
     except Exception:  # noqa: BLE001 - e.g. AttributeError for a parameter newer than the pickle

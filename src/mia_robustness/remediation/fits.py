@@ -48,6 +48,7 @@ class WhatIfRequest:
     seed: int
     workers: int
     thorough: bool = False
+    recipe: dict | None = None  # config.json's reference_recipe (to_dict), varied instead of the model's
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,13 @@ def fit_what_if(
     ``features`` ``(n, n_features)``, ``labels`` and ``label_index`` ``(n,)`` are the pool (every audited
     row, members first); the arrays answered are ``(configs, models_per_config, n)``.
     """
-    plan = plan_for(model, request.thorough)
+    named = None
+    if request.recipe is not None:  # the recipe config.json names is what the what-if varies
+        try:
+            named = contained_clone(model, request.recipe)
+        except Exception:  # noqa: BLE001 - refused: the plan below is then of the model's own class
+            log.debug("the what-if cannot build the named recipe", exc_info=True)
+    plan = plan_for(model if named is None else named, request.thorough)
     n, m = len(labels), request.models_per_config
 
     def skipped(code: str) -> WhatIfFits:
@@ -125,7 +132,7 @@ def fit_what_if(
     if plan.estimator_class is None:
         return skipped("not_in_table")
     try:
-        template = contained_clone(model)
+        template = contained_clone(model, request.recipe)
         _, prefix = final_step(template)
         # The variants are planned from the recipe as it will be retrained, not as the file declares it:
         # contained_clone caps a declared n_estimators / max_iter at the fitted size, and a relative knob

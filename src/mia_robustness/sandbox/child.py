@@ -144,7 +144,10 @@ def main() -> int:
         write_message(answers, {"kind": "probe", "result": probe_result})
         return 0
 
-    files = stage.ModelFiles(**{key: Path(value) for key, value in request["files"].items()})
+    files = stage.ModelFiles(
+        **{key: Path(value) for key, value in request["files"].items()},
+        classes=tuple(request["classes"]) if isinstance(request.get("classes"), list) else None,
+    )
     step = "loading"
     try:
         command, _ = read_message(requests, max_array_bytes=0)

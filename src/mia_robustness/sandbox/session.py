@@ -174,7 +174,7 @@ class SandboxedModel:
             for path in [self.folder, *self.folder.rglob("*")]:
                 os.chown(path, uid, gid)
             self._check_reachable(uid)
-        return ModelFiles(**copies)
+        return ModelFiles(**copies, classes=files.classes)
 
     def _check_reachable(self, uid: int) -> None:
         for folder in self.folder.parents:
@@ -226,6 +226,7 @@ class SandboxedModel:
             "drop_privileges": self._drop,
             "parent_pid": os.getpid(),
             "files": {role: str(getattr(self.files, role)) for role in ("model", "members", "non_members")},
+            "classes": None if self.files.classes is None else list(self.files.classes),
         }
         if probe is not None:
             request["probe"] = probe
@@ -327,6 +328,7 @@ class SandboxedModel:
             "n_models": request.n_models,
             "seed": request.seed,
             "workers": request.workers,
+            "recipe": request.recipe,
         }
         command = {"kind": "reference", "reference": reference}
         answer = self._exchange(command, "reference_models", "cells")

@@ -42,6 +42,7 @@ class ModelFiles:
     model: Path
     members: Path
     non_members: Path
+    classes: tuple | None = None  # config.json's class names for a native booster file
 
 
 def load_files(files: ModelFiles) -> tuple[Any, pd.DataFrame, pd.DataFrame, str | None]:
@@ -51,7 +52,7 @@ def load_files(files: ModelFiles) -> tuple[Any, pd.DataFrame, pd.DataFrame, str 
     from ..loading import load_model, settle_scores
     from ..tables import read_table
 
-    loaded = load_model(files.model)
+    loaded = load_model(files.model, classes=files.classes)
     members = read_table(files.members, "members")
     non_members = read_table(files.non_members, "non-members")
     return settle_scores(loaded.estimator, members), members, non_members, loaded.saved_version

@@ -1,0 +1,100 @@
+"""A recipe named in ``config.json`` (``reference_recipe``): a classifier class and its parameters.
+
+For a model that carries no recipe (ONNX, a label-only model) or, when the user prefers, in place of the
+model's own, the reference attacks and the what-if retrain the recipe the bundle names:
+
+    {"reference_recipe": {"estimator": "XGBClassifier", "params": {"n_estimators": 200, "max_depth": 4}}}
+
+The class is named as scikit-learn or a boosting library exports it (``RandomForestClassifier``,
+``LGBMClassifier``), or with its module (``sklearn.ensemble.RandomForestClassifier``); only classes of
+:data:`RECIPE_MODULES` are looked up, and what is built then passes the refit gate like any recipe
+(:func:`~mia_robustness.recipe.contained_clone`). Parameters are plain JSON values.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import ModelError, quoted_name
+
+#: Modules a named recipe's class is looked up in (the classifiers' public homes), in this order.
+RECIPE_MODULES = (
+    "sklearn.ensemble",
+    "sklearn.tree",
+    "sklearn.linear_model",
+    "sklearn.svm",
+    "sklearn.neighbors",
+    "sklearn.naive_bayes",
+    "sklearn.neural_network",
+    "sklearn.discriminant_analysis",
+    "xgboost",
+    "lightgbm",
+    "catboost",
+)
+_CLASS_NAME = re.compile(r"(?:([A-Za-z_][A-Za-z0-9_.]*)\.)?([A-Za-z_][A-Za-z0-9_]*)\Z")
+
+
+def _bad(message: str) -> ModelError:
+    return ModelError(f"config.json's reference_recipe {message}", code="bad_reference_recipe")
+
+
+def recipe_class(name: str) -> type:
+    """The classifier class ``name`` names (see the module docstring), or a ``bad_reference_recipe`` error."""
+    match = _CLASS_NAME.match(name)
+    if match is None:
+        raise _bad(f"names {quoted_name(name)}, not a class name such as RandomForestClassifier")
+    module, short = match.groups()
+    if module is not None and not any(module == m or module.startswith(m + ".") for m in RECIPE_MODULES):
+        raise _bad(
+            f"names a class in {quoted_name(module)}; name a scikit-learn, XGBoost, LightGBM or CatBoost class"
+        )
+    for candidate in (module,) if module is not None else RECIPE_MODULES:
+        try:
+            found = getattr(importlib.import_module(candidate), short, None)
+        except ImportError:
+            continue
+        if isinstance(found, type):
+            if not (short.endswith("Classifier") or _is_classifier(found)):
+                raise _bad(f"names {quoted_name(short)}, which is not a classifier")
+            return found
+    raise _bad(
+        f"names {quoted_name(name)}, which is no scikit-learn, XGBoost, LightGBM or CatBoost classifier"
+    )
+
+
+def _is_classifier(kind: type) -> bool:
+    from sklearn.base import is_classifier
+
+    try:
+        return bool(is_classifier(kind()))
+    except Exception:  # noqa: BLE001 - a class that needs arguments is not one a recipe can name bare
+        return False
+
+
+def build_recipe(spec: Mapping[str, Any]) -> Any:
+    """An unfitted classifier from ``spec`` (``{"estimator": name, "params": {...}}``, as the option's
+    ``to_dict`` gives it); the refit gate checks it afterwards."""
+    kind = recipe_class(str(spec.get("estimator", "")))
+    params = dict(spec.get("params") or {})
+    try:
+        model = kind()
+        known = model.get_params()
+    except Exception as exc:  # noqa: BLE001 - a class that cannot be built bare is no recipe
+        raise _bad(
+            f"names {quoted_name(kind.__name__)}, which cannot be built ({type(exc).__name__})"
+        ) from None
+    takes_any = kind.__module__.split(".")[0] in ("xgboost", "lightgbm", "catboost")  # booster params too
+    unknown = [key for key in params if key not in known and not takes_any]
+    if unknown:
+        raise _bad(
+            f"gives {quoted_name(kind.__name__)} the parameter {quoted_name(unknown[0])}, which it does not "
+            "have; use the names of its get_params()"
+        )
+    try:
+        model.set_params(**{key: tuple(v) if isinstance(v, list) else v for key, v in params.items()})
+    except Exception as exc:  # noqa: BLE001 - a value the class refuses
+        raise _bad(f"has a parameter {quoted_name(kind.__name__)} refuses ({type(exc).__name__})") from None
+    return model
