@@ -336,3 +336,58 @@ def test_the_sandbox_refuses_external_data_to_etc_passwd(tmp_path, adult_pipelin
     bundle = onnx_bundle(tmp_path / "bundle", model, members, non_members)
     error = raised(UnsafeModelError, "unsafe_model", audit, bundle, CHEAPEST)
     assert "passwd" not in error.message
+
+
+# ---- margins and labels only, audited (with the output kinds of #11's kinds lane) ------------------------
+
+
+def _has_output_kinds() -> bool:
+    from mia_robustness import target
+
+    return hasattr(target, "output_kind")
+
+
+needs_output_kinds = pytest.mark.skipif(
+    not _has_output_kinds(), reason="the engine has no margin or label-only targets yet (output kinds)"
+)
+
+
+def _evaluation_auc(members, non_members, score: np.ndarray) -> float:
+    """AUC of a no-training per-row score on the audit's first evaluation rows (seed 0, eval_fraction 0.3)."""
+    from mia_robustness.sweep import split_for_repeat
+
+    is_member = np.r_[np.ones(len(members)), np.zeros(len(non_members))].astype(np.int8)
+    evaluation = split_for_repeat(is_member, 0.3, 0, 0).evaluation
+    return roc_auc_score(is_member[evaluation], score[evaluation])
+
+
+@needs_output_kinds
+def test_margin_and_label_only_graphs_are_audited_in_the_sandbox(tmp_path, adult_pipeline, converted):
+    from sklearn.base import clone
+    from sklearn.svm import LinearSVC
+
+    forest, members, non_members = adult_pipeline
+    rows = pd.concat([members, non_members], ignore_index=True)
+    features, labels = rows.drop(columns="income"), rows["income"].to_numpy()
+    options = {"attack_models": "threshold,gap", "repeats": 1, "proportions": "1"}
+
+    labels_only = copy.deepcopy(converted["tensor"])
+    del labels_only.graph.output[1]
+    report = audit(
+        onnx_bundle(tmp_path / "labels", labels_only, members, non_members),
+        {**options, "attack_models": "gap"},
+    )
+    assert report.target.output_kind == "labels"
+    correct = (forest.predict(features) == labels).astype(float)
+    gap = next(row.mean["auc"] for row in report.results if row.attack_model == "gap")
+    assert gap >= _evaluation_auc(members, non_members, correct) - 0.03
+
+    svm = clone(forest).set_params(clf=LinearSVC()).fit(members.drop(columns="income"), members["income"])
+    # skl2onnx gives a LinearSVC the scores [-margin, margin] (raw_scores: it has no probabilities).
+    graph = skl2onnx.to_onnx(
+        svm, members.drop(columns="income").iloc[:1], options={LinearSVC: {"raw_scores": True}}
+    )
+    report = audit(onnx_bundle(tmp_path / "margins", graph, members, non_members), options)
+    assert report.target.output_kind == "margins"
+    margin = svm.decision_function(features) * np.where(labels == svm.classes_[1], 1, -1)
+    assert threshold_auc(report) >= _evaluation_auc(members, non_members, margin) - 0.03
