@@ -158,7 +158,11 @@ def _all_messages(root: Any):
         for field, value in message.ListFields():
             if field.type != FieldDescriptor.TYPE_MESSAGE:
                 continue
-            if field.is_repeated:
+            # newer protobuf releases say is_repeated (and dropped the label); older ones have only the label
+            repeated = (
+                field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED
+            )
+            if repeated:
                 stack.extend(value)
             else:
                 stack.append(value)
