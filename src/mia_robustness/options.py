@@ -84,7 +84,8 @@ class AuditOptions:
         Accuracy the recommended variant may give up, in percentage points (1.0 = one point), 0 to 50.
     classes:
         For a native XGBoost / LightGBM / CatBoost model file (whose classes are ``0..K-1``), the class
-        names in that order, as the label column holds them; ``None`` keeps the indices.
+        names in that order, as the label column holds them, and for an ONNX graph that names no classes
+        (one exported from PyTorch), its classes in output order; ``None`` keeps the indices.
     reference_recipe:
         A recipe for the reference attacks and the what-if, instead of the model's own (or for a model
         that has none): a classifier class name and plain JSON parameters (:class:`ReferenceRecipe`).
