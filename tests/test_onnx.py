@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import io
+import zipfile
 
 import joblib
 import numpy as np
@@ -328,6 +329,13 @@ def test_files_that_are_no_onnx_model_are_refused_clearly(tmp_path, adult_pipeli
     assert "ONNX" in raised(ModelError, "corrupt_model", load_model, path).message
     path.write_bytes(data)
     raised(LimitError, "model_too_large", load_model, path, max_bytes=len(data) - 1)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("schema.json", "{}")
+    assert "zip archive" in raised(ModelError, "corrupt_model", load_model, path).message
+    # Found by parsing too: an ONNX model named as a pickle is said to be one.
+    pickle_name = tmp_path / "model.pkl"
+    pickle_name.write_bytes(data)
+    assert "an ONNX model" in raised(ModelError, "corrupt_model", load_model, pickle_name).message
 
 
 def test_the_sandbox_refuses_external_data_to_etc_passwd(tmp_path, adult_pipeline, converted):

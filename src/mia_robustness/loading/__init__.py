@@ -72,7 +72,7 @@ from typing import Any
 from ..errors import MiaError, ModelError
 from .boosters import NATIVE_SUFFIXES, load_native, native_kind, restore_feature_count
 from .messages import HEAD_BYTES, _clean, _corrupt, _name, _not_a_model_file, _version_or_none, looks_like
-from .onnx_files import ONNX_SUFFIX, load_onnx
+from .onnx_files import ONNX_SUFFIX, is_onnx_file, load_onnx
 from .onnx_model import settle_scores
 from .policy import NUMPY_UFUNCS, is_allowed
 from .skops_files import _load_skops
@@ -189,6 +189,8 @@ def load_model(
             raise
         with open(path, "rb") as handle:
             what = looks_like(handle.read(HEAD_BYTES), specific_only=error.code == "unsafe_model")
+        if what is None and error.code == "corrupt_model" and is_onnx_file(path):
+            what = "an ONNX model (name it model.onnx to audit it as one)"
         if what is None or (is_zip and what == "a zip archive" and _is_skops_archive(path)):
             raise
         raise _not_a_model_file(path, what) from None

@@ -147,6 +147,16 @@ def _parse(path: Path, data: bytes) -> Any:
     return model
 
 
+def is_onnx_file(path: Path) -> bool:
+    """Whether the file at ``path`` (any name) parses as an ONNX model: to say so when it was named as
+    another kind. Nothing in it is run or checked beyond the parse."""
+    try:
+        _parse(path, path.read_bytes())
+    except (ModelError, OSError):
+        return False
+    return True
+
+
 def _all_messages(root: Any):
     """Every protobuf message inside ``root`` (itself included), depth first, without recursion."""
     from google.protobuf.descriptor import FieldDescriptor
