@@ -196,9 +196,12 @@ def test_inputs_the_tables_cannot_feed_get_clear_errors(tmp_path, adult_pipeline
 
     numeric = members.select_dtypes("number")
     from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
     single = skl2onnx.to_onnx(
-        LogisticRegression(max_iter=200).fit(numeric, members["income"]), numeric.to_numpy(np.float32)[:1]
+        make_pipeline(StandardScaler(), LogisticRegression()).fit(numeric.to_numpy(), members["income"]),
+        numeric.to_numpy(np.float32)[:1],
     )
     path.write_bytes(single.SerializeToString())
     model = load_model(path).estimator
