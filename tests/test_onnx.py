@@ -174,6 +174,27 @@ def test_a_pytorch_export_gives_margins_or_probabilities_by_its_values(tmp_path,
     assert list(report.target.classes) == config["classes"]
     assert 0.4 < threshold_auc(report) < 0.7  # a small network on numeric columns: little to find
 
+    # An argmax export answers with class positions only: label-only, positions named by the classes option.
+    class Argmax(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scores = Scaled(False)
+
+        def forward(self, rows):
+            return torch.argmax(self.scores(rows), dim=1)
+
+    buffer = io.BytesIO()
+    torch.onnx.export(
+        Argmax(), (torch.zeros(1, len(numeric)),), buffer, dynamo=False,
+        input_names=["rows"], output_names=["label"], dynamic_axes={"rows": {0: "n"}, "label": {0: "n"}},
+    )  # fmt: skip
+    path.write_bytes(buffer.getvalue())
+    model = load_model(path, classes=tuple(config["classes"])).estimator
+    assert type(model).__name__ == "OnnxLabelClassifier"
+    with torch.no_grad():
+        positions = Scaled(False)(torch.tensor(non_members[numeric].to_numpy(np.float32))).argmax(1).numpy()
+    assert list(model.predict(non_members[numeric])) == [config["classes"][i] for i in positions]
+
 
 # ---- inputs ---------------------------------------------------------------------------------------------
 

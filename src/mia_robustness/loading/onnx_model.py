@@ -306,6 +306,16 @@ class OnnxClassifier:
         if self._outputs.label is None:
             return self.classes_[np.argmax(self._scores(features), axis=1)]
         labels = np.asarray(self._run(features)[self._outputs.label]).reshape(-1)
+        if self._outputs.classes is None and labels.dtype.kind in "iu":
+            # A graph that names no classes (an argmax exported from PyTorch) answers with class positions:
+            # position i is the i-th of the classes option's labels (or i itself without it).
+            if len(labels) and (labels.min() < 0 or labels.max() >= len(self.classes_)):
+                raise ModelError(
+                    f"the ONNX model predicted class positions outside 0..{len(self.classes_) - 1}; list every "
+                    "class in output order in config.json's classes",
+                    code="bad_probabilities",
+                )
+            return self.classes_[labels]
         lookup = {str(c): c for c in self.classes_.tolist()}
         texts = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in labels.tolist()]
         unknown = sum(text not in lookup for text in texts)
