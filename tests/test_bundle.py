@@ -226,12 +226,12 @@ def test_pack_bundle_names_the_parts_and_opens_again(tmp_path):
     ("names", "code", "fragment"),
     [
         (("model.pkl", "missing.csv", "subject.csv"), "file_not_found", "train file"),
-        (("model.onnx", "train.csv", "subject.csv"), "bad_model_name", "must end in .pkl"),
+        (("model.h5", "train.csv", "subject.csv"), "bad_model_name", "must end in .pkl"),
         (("model.pkl", "train.xlsx", "subject.csv"), "bad_table_name", "CSV or Parquet"),
     ],
 )
 def test_pack_bundle_refusals(tmp_path, names, code, fragment):
-    parts = folder(tmp_path, {"model.pkl": b"m", "model.onnx": b"m", "train.csv": TABLE, "train.xlsx": b"x"})
+    parts = folder(tmp_path, {"model.pkl": b"m", "model.h5": b"m", "train.csv": TABLE, "train.xlsx": b"x"})
     parts.joinpath("subject.csv").write_text(TABLE)
     with pytest.raises(BundleError) as caught:
         pack_bundle(*(parts / name for name in names), tmp_path / "b.zip")

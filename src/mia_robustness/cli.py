@@ -137,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument(
         "--model",
         required=True,
-        help="model file (.pkl, .pickle, .joblib, .skops, or a native XGBoost .json / .ubj, LightGBM .txt, CatBoost .cbm)",
+        help="model file (.pkl, .pickle, .joblib, .skops, .onnx, or a native XGBoost .json / .ubj, LightGBM .txt, "
+        "CatBoost .cbm)",
     )
     pack.add_argument("--train", required=True, help="members table (CSV or Parquet)")
     pack.add_argument("--subject", required=True, help="non-members table (CSV or Parquet)")

@@ -92,7 +92,8 @@ class AuditOptions:
         its cost is this many extra passes of the target over every row.
     classes:
         For a native XGBoost / LightGBM / CatBoost model file (whose classes are ``0..K-1``), the class
-        names in that order, as the label column holds them; ``None`` keeps the indices.
+        names in that order, as the label column holds them, and for an ONNX graph that names no classes
+        (one exported from PyTorch), its classes in output order; ``None`` keeps the indices.
     reference_recipe:
         A recipe for the reference attacks and the what-if, instead of the model's own (or for a model
         that has none): a classifier class name and plain JSON parameters (:class:`ReferenceRecipe`).

@@ -286,6 +286,9 @@ class ScoredTarget:
     outputs_source:
         ``measured`` (the audit queried the model) or ``supplied`` (a predictions bundle's columns:
         ``supplied.py``). A sandbox child's answer is always ``measured``: the parent does not read it.
+    has_recipe:
+        Whether the model holds a training recipe the reference attacks and the what-if can retrain
+        (``False`` for an ONNX graph: its adapter says so).
     """
 
     outputs: np.ndarray

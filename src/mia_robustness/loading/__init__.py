@@ -57,6 +57,9 @@ The parts, each with its own account:
 * :mod:`.boosters`: the boosting libraries' native files, found by content.
 * :mod:`.structure`: the check after loading (trees, histogram-boosting predictors, vectorizer input).
 * :mod:`.messages`: errors and file text safe to show.
+* :mod:`.onnx_files`: ``.onnx`` files, checked with ``onnx`` (no external data, no custom operator
+  domains) before an onnxruntime session on the CPU is made from them; :mod:`.onnx_model`, the adapter
+  that gives the session ``classes_`` and ``predict_proba`` / ``decision_function`` / ``predict``.
 * here: :func:`load_model`, which picks the loader by content, runs the check after loading and returns
   a :class:`LoadedModel`.
 
@@ -77,6 +80,8 @@ from typing import Any
 from ..errors import MiaError, ModelError
 from .boosters import NATIVE_SUFFIXES, load_native, native_kind, restore_feature_count
 from .messages import HEAD_BYTES, _clean, _corrupt, _name, _not_a_model_file, _version_or_none, looks_like
+from .onnx_files import ONNX_SUFFIX, is_onnx_file, load_onnx
+from .onnx_model import settle_scores
 from .policy import NUMPY_UFUNCS, is_allowed
 from .skops_files import _load_skops
 from .structure import _check_loaded
@@ -89,9 +94,10 @@ __all__ = [
     "LoadedModel",
     "is_allowed",
     "load_model",
+    "settle_scores",
 ]
 
-MODEL_SUFFIXES = (".pkl", ".pickle", ".joblib", ".skops", *NATIVE_SUFFIXES)
+MODEL_SUFFIXES = (".pkl", ".pickle", ".joblib", ".skops", ONNX_SUFFIX, *NATIVE_SUFFIXES)
 
 #: Largest number of bytes a model file may expand to when read (after decompression), and, counted
 #: separately, largest number of bytes of arrays, buffers and containers loading it may build.
@@ -130,10 +136,12 @@ def load_model(
         A ``.pkl`` / ``.pickle`` / ``.joblib`` file (plain pickle or joblib format, compressed or not) or
         a ``.skops`` file, or a native file of XGBoost (JSON, UBJSON), LightGBM (text) or CatBoost
         (``.cbm``). The format is found from the content, not the name; a file named as a native one
-        (:data:`NATIVE_SUFFIXES`) that holds none is refused, never unpickled.
+        (:data:`NATIVE_SUFFIXES`) that holds none is refused, never unpickled. An ``.onnx`` file (refused
+        clearly when its content is a pickle, an archive or text) is checked and run by :mod:`.onnx_files`.
     classes:
-        For a native booster file, the names of its classes ``0..K-1`` in order (``config.json``'s
-        ``classes``); ``None`` keeps the indices. Ignored for pickles and skops files, which keep theirs.
+        For a native booster file, the names of its classes ``0..K-1`` in order, and for an ONNX graph
+        that names none, its classes in output order (``config.json``'s ``classes``); ``None`` keeps the
+        indices. Ignored for pickles and skops files, which keep theirs.
     max_bytes:
         Most bytes the file may expand to when read (after decompression), and, separately, most bytes
         of arrays, buffers and containers its loading may build; ``None`` for no limit.
@@ -165,6 +173,8 @@ def load_model(
             f"model file {_name(path)} does not exist or is not a file; add it to the bundle",
             code="missing_model",
         )
+    if path.suffix.lower() == ONNX_SUFFIX:
+        return LoadedModel(load_onnx(path, max_bytes=max_bytes, classes=classes), None)
     with open(path, "rb") as handle:
         head = handle.read(HEAD_BYTES)
     if not head:
@@ -188,6 +198,8 @@ def load_model(
             raise
         with open(path, "rb") as handle:
             what = looks_like(handle.read(HEAD_BYTES), specific_only=error.code == "unsafe_model")
+        if what is None and error.code == "corrupt_model" and is_onnx_file(path):
+            what = "an ONNX model (name it model.onnx to audit it as one)"
         if what is None or (is_zip and what == "a zip archive" and _is_skops_archive(path)):
             raise
         raise _not_a_model_file(path, what) from None

@@ -79,21 +79,31 @@ NO_MODEL = (
 
 
 def wanted(
-    options: AuditOptions, reference_runs: bool, time_short: bool = False, outputs_supplied: bool = False
+    options: AuditOptions,
+    reference_runs: bool,
+    time_short: bool = False,
+    outputs_supplied: bool = False,
+    has_recipe: bool = True,
 ) -> tuple[bool, str | None]:
     """Whether the what-if fits run, and if not, the sentence saying why and how to ask for them.
 
     ``time_short``: the audit's time limit leaves less than the reference stage took, which is about
     what the what-if costs (bench/RESULTS.md); by default the what-if then gives way rather than make
     the whole audit run past its limit and fail. ``outputs_supplied``: a predictions bundle, with no
-    recipe to retrain.
+    recipe to retrain. ``has_recipe``: the model holds a recipe to retrain (``ScoredTarget.has_recipe``) or
+    ``config.json`` names one (``reference_recipe``); without one the what-if never fits, even when asked for.
     """
     if outputs_supplied:
         return False, NO_MODEL
-    if options.what_if is True:
-        return True, None
     if options.what_if is False:
         return False, "the what-if was turned off (what_if=false); set what_if=true to run it"
+    if not has_recipe:
+        return False, (
+            "the what-if retrains variants of the model's recipe, and this model (an ONNX graph) holds no training "
+            "recipe; name one in config.json's reference_recipe to run it"
+        )
+    if options.what_if is True:
+        return True, None
     if reference_runs and time_short:
         return False, (
             "the what-if costs about what the reference attacks did, and the audit's time limit leaves less "
@@ -126,7 +136,8 @@ def what_if_section(
     """
     if scored.output_kind != "probabilities":
         return Remediation(skipped=_NOT_PROBABILITIES[scored.output_kind])
-    fit, skipped = wanted(options, reference_runs, time_short, outputs_supplied)
+    has_recipe = scored.has_recipe or options.reference_recipe is not None
+    fit, skipped = wanted(options, reference_runs, time_short, outputs_supplied, has_recipe)
     fits = ask(
         WhatIfRequest(
             fit=fit,

@@ -46,14 +46,16 @@ class ModelFiles:
 
 
 def load_files(files: ModelFiles) -> tuple[Any, pd.DataFrame, pd.DataFrame, str | None]:
-    """The model (through the hardened loader), the two tables, and the version the model was saved with."""
-    from ..loading import load_model
+    """The model (through the hardened loader), the two tables, and the version the model was saved with.
+
+    An ONNX graph's class scores are told apart (probabilities or margins) on the members' first rows."""
+    from ..loading import load_model, settle_scores
     from ..tables import read_table
 
     loaded = load_model(files.model, classes=files.classes)
     members = read_table(files.members, "members")
     non_members = read_table(files.non_members, "non-members")
-    return loaded.estimator, members, non_members, loaded.saved_version
+    return settle_scores(loaded.estimator, members), members, non_members, loaded.saved_version
 
 
 # ---- the wire: child side ------------------------------------------------------------------------------
