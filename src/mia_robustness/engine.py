@@ -82,9 +82,10 @@ class Stopwatch:
         self._last = now
         self.report(stage, 1, 1)
 
-    def expect_fits(self, request: ReferenceRequest) -> None:
-        """The reference stage begins: say so (``0/total``, with its plan) before its first fit ends."""
-        self._pace = FitPace(request, time.perf_counter())
+    def expect_fits(self, request: ReferenceRequest, fit_sets: int | None = None) -> None:
+        """The reference stage begins: say so (``0/total``, with its plan) before its first fit ends;
+        ``fit_sets`` sets of reference models will be fitted (``None``: one per repeat)."""
+        self._pace = FitPace(request, time.perf_counter(), fit_sets)
         self._forward(REFERENCE_FITS, 0, self._pace.fits, self._pace.plan())
 
     def progress(self, stage: str, done: int, total: int) -> None:
@@ -319,7 +320,7 @@ def run_audit(
             workers=workers,
             **repeat_plan,
         )
-        clock.expect_fits(request)
+        clock.expect_fits(request, len(request.fit_sets(scored.is_member)))
         cells += model.reference(request, len(eval_rows))
         lap("reference_attacks")
     deadline.check("what_if")
