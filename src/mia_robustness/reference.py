@@ -21,7 +21,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -185,6 +185,37 @@ def run_reference_attacks(
         n_models=n_models,
         seed=seed,
     )
+    answers = fit_answers(
+        target, features, labels, label_index, classes, fit_sets, workers=workers, progress=progress
+    )
+    return score_reference_cells(
+        fit_sets,
+        answers,
+        target_confidence,
+        is_member,
+        attacks=attacks,
+        proportion=proportion,
+        eval_fraction=eval_fraction,
+        seed=seed,
+    )
+
+
+def fit_answers(
+    target: object,
+    features: pd.DataFrame,
+    labels: np.ndarray,
+    label_index: np.ndarray,
+    classes: np.ndarray,
+    fit_sets: Sequence[FitSet],
+    *,
+    workers: int,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> list[np.ndarray]:
+    """Fit every set's models; per set, ``(n_models, len(pool))`` true-class confidences.
+
+    Progress counts fits across the sets (``reference_models``, ``done`` of ``sets x n_models``).
+    """
+    n_models = len(fit_sets[0].in_mask)
     total = len(fit_sets) * n_models
     answers = []
     for index, fit_set in enumerate(fit_sets):
@@ -206,16 +237,7 @@ def run_reference_attacks(
                 progress=tick,
             )
         )
-    return score_reference_cells(
-        fit_sets,
-        answers,
-        target_confidence,
-        is_member,
-        attacks=attacks,
-        proportion=proportion,
-        eval_fraction=eval_fraction,
-        seed=seed,
-    )
+    return answers
 
 
 def score_reference_cells(
@@ -302,23 +324,20 @@ class ReferenceRequest:
         )
 
 
-def reference_cells(
+def reference_answers(
     loaded: LoadedTarget, request: ReferenceRequest, progress: Callable[[str, int, int], None]
-) -> list[CellResult]:
-    """Refit reference clones of the scored target and run LiRA / RMIA (:func:`run_reference_attacks`)."""
-    from .signals import compute_signals
-
-    scored = loaded.scored
-    confidence = compute_signals(scored.probabilities, scored.label_index).scores["confidence"]
-    return run_reference_attacks(
+) -> list[np.ndarray]:
+    """Fit the reference sets of ``request`` (:meth:`ReferenceRequest.fit_sets`) on the scored target's
+    rows: the stage's part that runs the recipe's code (in the sandbox child for a bundle). The attacks'
+    arithmetic on these answers (:func:`score_reference_cells`) runs in the audit's own process."""
+    return fit_answers(
         loaded.model,
         loaded.features,
         loaded.labels,
-        scored.label_index,
-        scored.classes,
-        confidence,
-        scored.is_member,
-        **asdict(request),  # its fields are run_reference_attacks's keywords
+        loaded.scored.label_index,
+        loaded.scored.classes,
+        request.fit_sets(loaded.scored.is_member),
+        workers=request.workers,
         progress=progress,
     )
 
