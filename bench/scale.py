@@ -70,7 +70,7 @@ def adult_case(rows: int, seed: int):
 
     frame = pd.read_csv(ADULT, skipinitialspace=True).sample(n=2 * rows, random_state=seed)
     frame = frame.reset_index(drop=True)
-    categorical = [c for c in frame.columns if frame[c].dtype == object and c != "income"]
+    categorical = list(frame.drop(columns="income").select_dtypes(exclude="number").columns)
     model = Pipeline(
         [
             (
@@ -143,11 +143,12 @@ def run_child(args: argparse.Namespace) -> None:
     print(json.dumps(record))
 
 
-def measure(args: argparse.Namespace, case_file: Path) -> dict:
-    """Run the audit ``args.times`` times, each in a fresh process; the median run's record, with every wall."""
+def measure(args: argparse.Namespace, case_file: Path, python: str = sys.executable) -> dict:
+    """Run the audit ``args.times`` times, each in a fresh process of ``python``; the median run's record,
+    with every wall."""
     records = []
     for _ in range(args.times):
-        command = [sys.executable, __file__, "--child", str(case_file), "--options", args.options, args.case]
+        command = [python, __file__, "--child", str(case_file), "--options", args.options, args.case]
         load = os.getloadavg()[0]
         done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
         if done.returncode != 0:
@@ -187,6 +188,24 @@ def describe(args: argparse.Namespace, record: dict) -> str:
     )
 
 
+def auc_comparison(before: dict, after: dict) -> str:
+    """A Markdown table: each attack's AUC (and TPR at 1% FPR) per proportion, before and after."""
+    old = {(r["attack"], r["proportion"]): r for r in before["results"]}
+    lines = [
+        "| attack | proportion | AUC before | AUC after | change | TPR@1%FPR before | after |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in after["results"]:
+        b = old.get((r["attack"], r["proportion"]))
+        if b is None:
+            continue
+        lines.append(
+            f"| {r['attack']} | {r['proportion']:g} | {b['auc']:.4f} | {r['auc']:.4f} | {r['auc'] - b['auc']:+.4f} "
+            f"| {b['tpr']:.4f} | {r['tpr']:.4f} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("case", choices=("highcard", "adult"))
@@ -197,6 +216,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--times", type=int, default=1, help="runs; the median is reported")
     parser.add_argument("--options", default=None, help="audit options as JSON (overrides --repeats)")
     parser.add_argument("--json", type=Path, help="append the record (one JSON line) here")
+    parser.add_argument(
+        "--baseline",
+        help="another interpreter whose mia_robustness is the code before (e.g. main's .venv/bin/python): "
+        "its audit runs first, then this one's, and both are printed with their ratio",
+    )
     parser.add_argument("--child", type=Path, dest="case_file", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.options is None:

@@ -113,3 +113,27 @@ def test_the_runtime_setting_names_an_existing_folder(tmp_path):
     assert RuntimeSettings.from_env({}).audit_arguments()["cache"] is None
     with pytest.raises(OptionsError, match="MIA_CACHE_DIR"):
         RuntimeSettings.from_env({"MIA_CACHE_DIR": str(tmp_path / "missing")})
+
+
+@pytest.mark.parametrize(
+    ("header", "arrays"),
+    [
+        ({"sets": 2}, {"answers_0": np.full((4, 10), 0.5)}),  # a set missing
+        ({"sets": 1}, {"answers_0": np.full((4, 9), 0.5)}),  # rows missing
+        ({"sets": 1}, {"answers_0": np.full((4, 10), np.nan)}),
+        ({"sets": 1}, {"answers_0": np.full((4, 10), 1.5)}),  # not a probability
+        ({"sets": 1}, {"answers_0": np.ones((4, 10), dtype=np.int64)}),
+        ({"sets": 1}, {"answers_0": np.full((4, 10), 0.5), "extra": np.zeros(2)}),
+    ],
+    ids=["count", "shape", "nan", "above-one", "integers", "extra-array"],
+)
+def test_a_childs_reference_answers_are_checked_before_the_audit_uses_or_caches_them(header, arrays):
+    from mia_robustness.sandbox.protocol import ProtocolError
+    from mia_robustness.sandbox.stage import answers_from_message
+
+    with pytest.raises(ProtocolError):
+        answers_from_message({"kind": "answers", **header}, arrays, [(4, 10)])
+    good = answers_from_message(
+        {"kind": "answers", "sets": 1}, {"answers_0": np.full((4, 10), 0.25)}, [(4, 10)]
+    )
+    assert good[0].dtype == np.float64 and good[0].shape == (4, 10)
