@@ -188,24 +188,6 @@ def describe(args: argparse.Namespace, record: dict) -> str:
     )
 
 
-def auc_comparison(before: dict, after: dict) -> str:
-    """A Markdown table: each attack's AUC (and TPR at 1% FPR) per proportion, before and after."""
-    old = {(r["attack"], r["proportion"]): r for r in before["results"]}
-    lines = [
-        "| attack | proportion | AUC before | AUC after | change | TPR@1%FPR before | after |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in after["results"]:
-        b = old.get((r["attack"], r["proportion"]))
-        if b is None:
-            continue
-        lines.append(
-            f"| {r['attack']} | {r['proportion']:g} | {b['auc']:.4f} | {r['auc']:.4f} | {r['auc'] - b['auc']:+.4f} "
-            f"| {b['tpr']:.4f} | {r['tpr']:.4f} |"
-        )
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("case", choices=("highcard", "adult"))
@@ -228,13 +210,43 @@ def main(argv: list[str] | None = None) -> None:
     if args.case_file is not None:
         run_child(args)
         return
-    record = measure(args, cached_case(args))
-    print(describe(args, record))
-    if args.json:
-        with args.json.open("a") as handle:
-            handle.write(
-                json.dumps({"case": args.case, "rows": args.rows, "options": args.options, **record}) + "\n"
+    case_file = cached_case(args)
+    runs = (
+        [("before", args.baseline), ("after", sys.executable)] if args.baseline else [("now", sys.executable)]
+    )
+    records = {}
+    for name, python in runs:
+        records[name] = measure(args, case_file, python)
+        print(f"[{name}] " + describe(args, records[name]), flush=True)
+        if args.json:
+            with args.json.open("a") as handle:
+                row = {"case": args.case, "rows": args.rows, "options": args.options, "code": name}
+                handle.write(json.dumps(row | records[name]) + "\n")
+    if args.baseline:
+        print(compare(records["before"], records["after"]))
+
+
+def compare(before: dict, after: dict) -> str:
+    """The after / before ratios, and a Markdown table of each attack's AUC and TPR at 1% FPR per proportion."""
+    ratio = (
+        f"after / before: wall {statistics.median(after['walls']) / statistics.median(before['walls']):.2f}, "
+        f"CPU {after['cpu_seconds'] / before['cpu_seconds']:.2f}, "
+        f"peak RSS {after['peak_rss_mb'] / before['peak_rss_mb']:.2f}"
+    )
+    old = {(r["attack"], r["proportion"]): r for r in before["results"]}
+    lines = [
+        ratio,
+        "| attack | proportion | AUC before | AUC after | change | TPR@1%FPR before | after |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in after["results"]:
+        b = old.get((r["attack"], r["proportion"]))
+        if b is not None:
+            lines.append(
+                f"| {r['attack']} | {r['proportion']:g} | {b['auc']:.4f} | {r['auc']:.4f} | "
+                f"{r['auc'] - b['auc']:+.4f} | {b['tpr']:.4f} | {r['tpr']:.4f} |"
             )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
