@@ -33,13 +33,15 @@ MIN_ATTACK_ROWS_PER_SIDE = 5
 PARALLEL_MIN_DISTINCT_ROWS = 2_000
 # A learned attack trains on at most this many of the attacker's known rows when the audit's signal rows
 # are at least HIGH_CARDINALITY_ROWS distinct ones (targets with continuous outputs; few distinct rows
-# merge and train fast whatever their count). Past these sizes AUC stops moving: on the 100k + 100k
-# high-cardinality bench case (bench/attack_curve.py, figures in bench/RESULTS.md) nn gains 0.0007 AUC
-# and gb 0.0025 from 40,000 to 140,000 rows, rf 0.0049 from 70,000 (its 5-row leaves keep gaining from
-# more rows, so its cap is higher), while each cell's cost grows with its rows. Proportions whose known
-# rows pass the cap train on the same nested prefix of the pool, so the sweep fits it once per attack and
-# repeat and reports it at each of them. Threshold attacks are cheap at any size and are not capped.
-MAX_ATTACK_TRAIN_ROWS = {"nn": 40_000, "gb": 40_000, "rf": 70_000}
+# merge and train fast whatever their count). Past these sizes AUC stops moving: on the high-cardinality
+# bench case (bench/attack_curve.py and bench/scale.py, figures in bench/RESULTS.md) nn gains under 0.002
+# AUC from 40,000 rows to 140,000 (100k a side) or 350,000 (250k a side), gb under 0.003 from 70,000,
+# while each cell's cost grows with its rows. rf is not capped: its 5-row leaves keep gaining from more
+# rows (+0.0097 from 40,000 to 140,000, +0.0067 from 70,000 to 350,000), past the 0.005 the sweep may
+# move a figure; its trees already draw bootstraps of at most 20,000 rows, which bounds its cost per cell.
+# Proportions whose known rows reach the cap train on the same nested prefix of the pool, so the sweep
+# fits it once per attack and repeat and reports it at each of them. Threshold attacks are not capped.
+MAX_ATTACK_TRAIN_ROWS = {"nn": 40_000, "gb": 70_000}
 HIGH_CARDINALITY_ROWS = 40_000
 
 ProgressCallback = Callable[[str, int, int], None]
