@@ -56,6 +56,15 @@ def test_fit_pace_estimates_from_the_first_fit_and_the_rounds_of_side_by_side_fi
     assert FitPace(_request(workers=16), started=0.0).at_once == 4  # never more than a repeat's models
 
 
+def test_fit_pace_of_one_set_shared_by_every_repeat():
+    pace = FitPace(_request(), started=0.0, fit_sets=1)
+    assert (pace.fits, pace.rounds) == (4, 2)
+    assert pace.plan().startswith(
+        "4 fits of the target's recipe (4 reference models shared by 3 repeats, 2 at a time)"
+    )
+    assert pace.estimate(1, 5.0) == (10.0, 5.0) and pace.note(4, 12.0) == ""
+
+
 class Recorder:
     """A progress callback that takes the engine's notes and keeps every call."""
 
@@ -87,7 +96,7 @@ def test_in_process_audit_reports_every_fit_with_the_plan_the_cost_and_the_time_
     model, members, non_members = overfit_tree_data
     recorder = Recorder()
     audit_estimator(model, members, non_members, progress=recorder, **REFERENCE)
-    _check_reference_flow(recorder.calls, fits=12)
+    _check_reference_flow(recorder.calls, fits=4)  # one set of 4 models serves the 3 repeats
 
 
 class Pipe:
@@ -106,7 +115,7 @@ def test_serve_child_sends_the_same_flow_as_typed_messages(overfit_tree_data):
     pipe = Pipe()
     audit_estimator(model, members, non_members, progress=ProgressSender(pipe), **REFERENCE)
     assert pipe.sent and all(type(message) is ChildProgress for message in pipe.sent)
-    _check_reference_flow([(m.stage, m.done, m.total, m.note) for m in pipe.sent], fits=12)
+    _check_reference_flow([(m.stage, m.done, m.total, m.note) for m in pipe.sent], fits=4)
 
 
 def test_sandboxed_audit_reports_the_same_flow_and_a_plain_callback_still_works(tmp_path, overfit_tree_data):

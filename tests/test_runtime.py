@@ -16,6 +16,7 @@ def test_defaults_leave_every_limit_to_the_engine():
         "workdir": None,
         "max_memory_mb": None,
         "sandbox_memory_mb": None,
+        "cache": None,  # no reference cache unless MIA_CACHE_DIR names a folder
     }
     assert settings.log_level == "info"
 

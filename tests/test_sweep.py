@@ -174,3 +174,43 @@ def test_thread_count_does_not_change_the_figures(monkeypatch):
     for a, b in zip(one, two, strict=True):
         assert (a.attack, a.proportion, a.metrics) == (b.attack, b.proportion, b.metrics)
         np.testing.assert_array_equal(a.scores, b.scores)
+
+
+# ---------------------------------------------------------------- bounded cost on distinct signal rows
+
+
+def test_a_capped_attack_trains_every_proportion_past_its_cap_on_one_prefix_with_one_seed():
+    caps = {"gb": 200}
+    plan = dict(
+        proportions=[0.1, 0.5, 1.0], attacks=["gb", "threshold"], repeats=2, eval_fraction=0.3, seed=3
+    )
+    _, plain = plan_cells(IS_MEMBER, **plan)
+    _, capped = plan_cells(IS_MEMBER, max_train_rows=caps, **plan)
+    for before, after in zip(plain, capped, strict=True):
+        if after.attack == "threshold" or len(before.train_rows) < 200:  # 0.1: 56 rows, as before
+            assert np.array_equal(before.train_rows, after.train_rows) and before.seed == after.seed
+    for repeat in (0, 1):
+        split = split_for_repeat(IS_MEMBER, 0.3, 3, repeat)
+        past = [c for c in capped if c.attack == "gb" and c.repeat == repeat and c.proportion >= 0.5]
+        assert len(past) == 2 and len({c.seed for c in past}) == 1
+        for cell in past:  # the pool's nested prefix, 100 rows a side
+            assert np.array_equal(
+                cell.train_rows, np.r_[split.member_pool[:100], split.non_member_pool[:100]]
+            )
+
+
+def test_past_the_cap_the_sweep_fits_once_and_reports_the_fit_at_each_proportion(monkeypatch):
+    inputs, is_member = attack_data(400, shift=1.0)  # 800 distinct rows
+    monkeypatch.setattr(sweep, "HIGH_CARDINALITY_ROWS", 500)
+    monkeypatch.setattr(sweep, "MAX_ATTACK_TRAIN_ROWS", {"gb": 200})
+    progress = []
+    plan = dict(proportions=[0.1, 0.5, 0.8, 1.0], attacks=["gb"], repeats=1)
+    results = sweep_over(inputs, is_member, progress=lambda *step: progress.append(step), **plan)
+    assert progress[-1] == ("attacks", 2, 2)  # 0.1 (56 rows) and one fit for 0.5, 0.8 and 1.0
+    assert [r.proportion for r in results] == [0.1, 0.5, 0.8, 1.0]
+    assert [r.train_rows for r in results] == [56, 200, 200, 200]
+    assert results[1].metrics == results[2].metrics == results[3].metrics
+    assert results[1].seconds > 0 and results[2].seconds == results[3].seconds == 0.0
+    # below the distinct-row threshold nothing is capped: every proportion trains on all it knows
+    monkeypatch.setattr(sweep, "HIGH_CARDINALITY_ROWS", 10_000)
+    assert [r.train_rows for r in sweep_over(inputs, is_member, **plan)] == [56, 280, 448, 560]

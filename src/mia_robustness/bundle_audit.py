@@ -12,9 +12,10 @@ from .archive import BundleLimits
 from .attacks import REGISTRY
 from .bundle import open_bundle
 from .deadline import Deadline
-from .engine import ModelStage, Stopwatch, run_audit
+from .engine import ModelStage, Stopwatch, as_cache, run_audit
 from .options import AuditOptions, options_from_mapping
 from .predictions import PREDICTIONS_KEY
+from .reference_cache import ReferenceCache, files_identity
 from .report import Report
 from .sandbox.session import open_model
 from .sandbox.stage import ModelFiles
@@ -50,6 +51,7 @@ def audit(
     timeout: float | None = None,
     sandbox: bool = True,
     sandbox_memory_mb: int | None = None,
+    cache: ReferenceCache | str | Path | None = None,
 ) -> Report:
     """Audit the bundle at ``source`` and return its robustness report.
 
@@ -79,6 +81,10 @@ def audit(
         the model's code in this process: only for models you trust.
     sandbox_memory_mb:
         The sandbox child's address-space limit; ``None`` for an estimate from the bundle's sizes.
+    cache:
+        A folder (or :class:`~mia_robustness.reference_cache.ReferenceCache`) where the reference models'
+        answers are kept, so that auditing the same files with the same seed and reference settings again
+        reuses them instead of retraining the recipe; ``None`` (the default): no cache.
     """
     deadline = Deadline(timeout)
     clock = Stopwatch(progress, deadline)
@@ -86,6 +92,8 @@ def audit(
     with open_bundle(source, limits=limits, workdir=workdir) as bundle:
         options = resolve_options(bundle.config, overrides)
         layout = bundle.layout
+        cache = as_cache(cache)
+        identity = None
         model: ModelStage
         if bundle.predictions is not None:
             # No model: nothing of the user's runs, so nothing to contain. The tables are read now, before
@@ -113,6 +121,8 @@ def audit(
                 n_models=options.reference_models if uses_reference else 0,
                 max_memory_mb=max_memory_mb,
             )
+            if cache is not None and uses_reference:
+                identity = files_identity([bundle.model_path, bundle.members_path, bundle.non_members_path])
     try:
         return run_audit(
             model,
@@ -123,6 +133,8 @@ def audit(
             max_memory_mb=max_memory_mb,
             deadline=deadline,
             clock=clock,
+            cache=cache,
+            cache_identity=identity,
         )
     finally:
         model.close()

@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--eval-fraction", help="share of each side held out for evaluation (default 0.3)")
     run.add_argument(
-        "--reference-models", help="clones of the target per repeat for lira and rmia (default 4)"
+        "--reference-models",
+        help="clones of the target for lira and rmia, shared by the repeats at the default proportions (default 4)",
     )
     run.add_argument(
         "--boundary-queries",

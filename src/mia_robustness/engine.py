@@ -12,6 +12,7 @@ import dataclasses
 import pickle
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -25,13 +26,14 @@ from .errors import LimitError, OptionsError
 from .options import AuditOptions, options_from_mapping
 from .recipe import has_recipe
 from .recipe_spec import build_recipe
-from .reference import FitPace, ReferenceRequest, reference_cells
+from .reference import FitPace, FitSet, ReferenceRequest, reference_answers, score_reference_cells
+from .reference_cache import ReferenceCache, estimator_identity
 from .remediation import WhatIfFits, WhatIfRequest, summary_sentence, what_if_section
 from .remediation.fits import fit_what_if
 from .report import Report
 from .sanity import RowOverlap, sanity_findings
 from .signals import compute_signals, softmax
-from .sweep import CellResult, default_workers, run_sweep, split_for_repeat
+from .sweep import default_workers, run_sweep, split_for_repeat
 from .target import LoadedTarget, ScoredTarget, ScoreRequest, score_target
 
 ProgressCallback = Callable[[str, int, int], None]
@@ -47,14 +49,15 @@ SUPPLIED_SENTENCE = (
 
 
 class ModelStage(Protocol):
-    """Where the target runs: it answers for every row once, refits its recipe for LiRA / RMIA, and plans
+    """Where the target runs: it answers for every row once, refits its recipe for LiRA / RMIA (answering
+    each reference model's confidences, ``(n_models, len(pool))`` per fit set, checked), and plans
     (and, when asked, fits) the remediation what-if's variants of it (``remediation/fits.py``)."""
 
     containment: dict[str, Any]
 
     def score(self, request: ScoreRequest) -> ScoredTarget: ...
 
-    def reference(self, request: ReferenceRequest, eval_rows: int) -> list[CellResult]: ...
+    def reference_answers(self, request: ReferenceRequest, fit_sets: list[FitSet]) -> list[np.ndarray]: ...
 
     def what_if(self, request: WhatIfRequest) -> WhatIfFits: ...
 
@@ -89,9 +92,10 @@ class Stopwatch:
         self._last = now
         self.report(stage, 1, 1)
 
-    def expect_fits(self, request: ReferenceRequest) -> None:
-        """The reference stage begins: say so (``0/total``, with its plan) before its first fit ends."""
-        self._pace = FitPace(request, time.perf_counter())
+    def expect_fits(self, request: ReferenceRequest, fit_sets: int | None = None) -> None:
+        """The reference stage begins: say so (``0/total``, with its plan) before its first fit ends;
+        ``fit_sets`` sets of reference models will be fitted (``None``: one per repeat)."""
+        self._pace = FitPace(request, time.perf_counter(), fit_sets)
         self._forward(REFERENCE_FITS, 0, self._pace.fits, self._pace.plan())
 
     def progress(self, stage: str, done: int, total: int) -> None:
@@ -148,10 +152,10 @@ class InProcessModel:
         self._progress("target_scoring", 1, 1)
         return self._loaded.scored
 
-    def reference(self, request: ReferenceRequest, eval_rows: int) -> list[CellResult]:
+    def reference_answers(self, request: ReferenceRequest, fit_sets: list[FitSet]) -> list[np.ndarray]:
         if self._loaded is None:
-            raise RuntimeError("score() comes before reference()")
-        return reference_cells(self._loaded, request, self._progress)
+            raise RuntimeError("score() comes before reference_answers()")
+        return reference_answers(self._loaded, request, self._progress)
 
     def what_if(self, request: WhatIfRequest) -> WhatIfFits:
         if self._loaded is None:
@@ -180,6 +184,7 @@ def audit_estimator(
     workers: int | None = None,
     max_memory_mb: float | None = None,
     timeout: float | None = None,
+    cache: ReferenceCache | str | Path | None = None,
     **options: Any,
 ) -> Report:
     """Audit a fitted classifier held in memory; the same report, for the same data and seed, as
@@ -193,7 +198,7 @@ def audit_estimator(
     members, non_members:
         DataFrames with the feature columns and the label column, ``(n_members, n_features + 1)`` and
         ``(n_non_members, n_features + 1)``.
-    progress, workers, max_memory_mb, timeout:
+    progress, workers, max_memory_mb, timeout, cache:
         As for ``mia_robustness.audit``.
     **options:
         Audit options by name (``repeats=1``, ``proportions="0.5,1"``, ``label_column="income"``...).
@@ -206,6 +211,8 @@ def audit_estimator(
     clock = Stopwatch(progress, deadline)
     model_bytes = len(pickle.dumps(estimator)) if max_memory_mb is not None else 0
     stage = InProcessModel(estimator, members, non_members, saved_version=None, progress=clock.progress)
+    cache = as_cache(cache)
+    uses_reference = any(REGISTRY[a].kind == "reference" for a in audit_options.attack_models)
     try:
         return run_audit(
             stage,
@@ -216,6 +223,10 @@ def audit_estimator(
             max_memory_mb=max_memory_mb,
             deadline=deadline,
             clock=clock,
+            cache=cache,
+            cache_identity=estimator_identity(estimator, (members, non_members))
+            if cache is not None and uses_reference
+            else None,
         )
     finally:
         stage.close()
@@ -231,6 +242,8 @@ def run_audit(
     max_memory_mb: float | None,
     deadline: Deadline,
     clock: Stopwatch,
+    cache: ReferenceCache | None = None,
+    cache_identity: str | None = None,
 ) -> Report:
     """Score the target through ``model``, attack its answers, and assemble the report.
 
@@ -252,6 +265,9 @@ def run_audit(
         The time limit; checked between cells and stages.
     clock:
         The audit's stopwatch, started by the caller (its progress callback too).
+    cache, cache_identity:
+        Where the reference models' answers are kept between audits, and the digest of the model and
+        tables they answer for (``reference_cache``); either ``None``: no cache.
     """
     if options.reference_recipe is not None:  # a bad class or parameter is refused now, before any work
         build_recipe(options.reference_recipe.to_dict())
@@ -344,8 +360,17 @@ def run_audit(
             recipe=None if options.reference_recipe is None else options.reference_recipe.to_dict(),
             **repeat_plan,
         )
-        clock.expect_fits(request)
-        cells += model.reference(request, len(eval_rows))
+        fit_sets = request.fit_sets(scored.is_member)
+        cells += score_reference_cells(
+            fit_sets,
+            _reference_answers(model, request, fit_sets, clock, cache, cache_identity, options),
+            signals.scores["confidence"],
+            scored.is_member,
+            attacks=request.attacks,
+            proportion=request.proportion,
+            eval_fraction=request.eval_fraction,
+            seed=request.seed,
+        )
         lap("reference_attacks")
     deadline.check("what_if")
     left, reference_took = deadline.remaining(), timings.get("reference_attacks")
@@ -387,6 +412,43 @@ def run_audit(
         summary=dataclasses.replace(report.summary, sentences=sentences),
         remediation=remediation,
     )
+
+
+def as_cache(cache: ReferenceCache | str | Path | None) -> ReferenceCache | None:
+    """``cache`` as the engine takes it: a folder becomes a cache of the default size."""
+    if cache is None or isinstance(cache, ReferenceCache):
+        return cache
+    return ReferenceCache(Path(cache))
+
+
+def _reference_answers(
+    model: ModelStage,
+    request: ReferenceRequest,
+    fit_sets: list[FitSet],
+    clock: Stopwatch,
+    cache: ReferenceCache | None,
+    identity: str | None,
+    options: AuditOptions,
+) -> list[np.ndarray]:
+    """The fit sets' answers: from the cache when it holds them, else fitted by ``model`` (then kept)."""
+    key = None
+    if cache is not None and identity is not None:
+        key = cache.key(
+            identity,
+            # What else decides the answers: the label, the seed, the class names a native booster is read
+            # with, and a named recipe retrained instead of the model's own.
+            (options.label_column, options.seed, options.classes, request.recipe),
+            [s.pool for s in fit_sets],
+            [s.in_mask for s in fit_sets],
+        )
+        cached = cache.get(key, [s.in_mask.shape for s in fit_sets])
+        if cached is not None:
+            return cached
+    clock.expect_fits(request, len(fit_sets))
+    answers = model.reference_answers(request, fit_sets)
+    if key is not None:
+        cache.put(key, answers)
+    return answers
 
 
 # Coarse memory model (bench/ prints it beside the measured peak): the interpreter with torch and

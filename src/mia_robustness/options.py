@@ -34,8 +34,8 @@ ATTACK_MODELS = ATTACK_NAMES
 DEFAULT_ATTACK_MODELS = ATTACK_NAMES
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_PROPORTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
-# Cost bounds: every proportion runs every learned attack once per repeat; every repeat trains
-# reference_models clones of the target.
+# Cost bounds: every proportion runs every learned attack once per repeat; the reference stage trains
+# reference_models clones of the target, once (shared by the repeats) or, below proportion 1, per repeat.
 MAX_PROPORTIONS = 20
 MAX_REPEATS = 20
 MIN_REFERENCE_MODELS = 2
@@ -77,7 +77,8 @@ class AuditOptions:
     eval_fraction:
         Share of members and of non-members held out as the fixed evaluation set, in [0.1, 0.5].
     reference_models:
-        Clones of the target trained per repeat for ``lira`` and ``rmia`` (even, 2 to 64); each record is
+        Clones of the target trained for ``lira`` and ``rmia`` (even, 2 to 64), one set shared by every
+        repeat whose attacker holds the same rows (``reference.plan_fit_sets``), else one per repeat; each record is
         in exactly half of them.
     allow_swapped:
         Audit even when the target scores non-members far better than members (the tables look swapped:
@@ -291,7 +292,7 @@ def _parse_reference_models(value: Any) -> int:
         value,
         MIN_REFERENCE_MODELS,
         MAX_REFERENCE_MODELS,
-        " (each one retrains the target model once per repeat)",
+        " (each one retrains the target model once, or once per repeat when they cannot be shared)",
     )
     if number % 2:
         raise OptionsError(

@@ -21,7 +21,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -100,6 +100,64 @@ def fit_reference_confidences(
     return np.vstack(results)
 
 
+@dataclass(frozen=True)
+class FitSet:
+    """One set of reference models: the audited rows they draw their training halves from, the repeats
+    they serve, and which model holds which row.
+
+    Attributes
+    ----------
+    pool:
+        ``(n_pool,)`` audited row indices; column ``j`` of the set's answers is row ``pool[j]``.
+    repeats:
+        The repeats whose attacker holds exactly these rows.
+    in_mask:
+        ``(n_models, n_pool)`` booleans, every row in exactly half of the models.
+    """
+
+    pool: np.ndarray
+    repeats: tuple[int, ...]
+    in_mask: np.ndarray
+
+
+def plan_fit_sets(
+    is_member: np.ndarray,
+    *,
+    proportion: float,
+    repeats: int,
+    eval_fraction: float,
+    n_models: int,
+    seed: int,
+) -> list[FitSet]:
+    """The reference model sets the stage fits: one shared by every repeat when every repeat's attacker
+    holds the same rows, else one per repeat.
+
+    A repeat's attacker holds its known rows at ``proportion`` and its candidate (evaluation) rows; the
+    reference models may train on those only. With the largest proportion at 1 and equal sides (the
+    default) every repeat holds every audited row, only split differently into known and candidate rows, so
+    one set, each row in half of its models, serves them all: membership never enters the fits, and each
+    repeat still fits its threshold and RMIA's population on its own known rows. When the repeats hold
+    different rows (a largest proportion below 1), one set would have trained on rows some repeat's
+    attacker does not hold, so each repeat gets its own set, as before sharing.
+    """
+    pools = []
+    for repeat in range(repeats):
+        split = split_for_repeat(is_member, eval_fraction, seed, repeat)
+        pools.append(np.concatenate([attacker_rows(split, proportion), split.evaluation]))
+    shared = np.sort(pools[0])
+    if all(np.array_equal(shared, np.sort(pool)) for pool in pools[1:]):
+        mask = balanced_in_mask(n_models, len(shared), np.random.default_rng([seed, 7919]))
+        return [FitSet(shared, tuple(range(repeats)), mask)]
+    return [
+        FitSet(
+            pool,
+            (repeat,),
+            balanced_in_mask(n_models, len(pool), np.random.default_rng([seed, repeat, 7919])),
+        )
+        for repeat, pool in enumerate(pools)
+    ]
+
+
 def run_reference_attacks(
     target: object,
     features: pd.DataFrame,
@@ -119,61 +177,141 @@ def run_reference_attacks(
     progress: Callable[[str, int, int], None] | None = None,
     recipe: dict | None = None,
 ) -> list[CellResult]:
-    """LiRA and/or RMIA (online and offline) per repeat, at attacker knowledge ``proportion``; the
-    reference models retrain ``recipe`` (config.json's reference_recipe) when given."""
+    """LiRA and/or RMIA (online and offline) per repeat, at attacker knowledge ``proportion``, on the
+    reference models of :func:`plan_fit_sets`; they retrain ``recipe`` (config.json's reference_recipe) when
+    given."""
     workers = workers or default_workers()
-    results: list[CellResult] = []
-    total = repeats * n_models
-    for repeat in range(repeats):
-        split = split_for_repeat(is_member, eval_fraction, seed, repeat)
-        known = attacker_rows(split, proportion)
-        pool = np.concatenate([known, split.evaluation])
-        in_mask = balanced_in_mask(n_models, len(pool), np.random.default_rng([seed, repeat, 7919]))
+    fit_sets = plan_fit_sets(
+        is_member,
+        proportion=proportion,
+        repeats=repeats,
+        eval_fraction=eval_fraction,
+        n_models=n_models,
+        seed=seed,
+    )
+    answers = fit_answers(
+        target,
+        features,
+        labels,
+        label_index,
+        classes,
+        fit_sets,
+        workers=workers,
+        progress=progress,
+        recipe=recipe,
+    )
+    return score_reference_cells(
+        fit_sets,
+        answers,
+        target_confidence,
+        is_member,
+        attacks=attacks,
+        proportion=proportion,
+        eval_fraction=eval_fraction,
+        seed=seed,
+    )
 
-        def tick(done: int, repeat: int = repeat) -> None:
+
+def fit_answers(
+    target: object,
+    features: pd.DataFrame,
+    labels: np.ndarray,
+    label_index: np.ndarray,
+    classes: np.ndarray,
+    fit_sets: Sequence[FitSet],
+    *,
+    workers: int,
+    progress: Callable[[str, int, int], None] | None = None,
+    recipe: dict | None = None,
+) -> list[np.ndarray]:
+    """Fit every set's models (clones of ``target``, or of ``recipe`` when given); per set,
+    ``(n_models, len(pool))`` true-class confidences.
+
+    Progress counts fits across the sets (``reference_models``, ``done`` of ``sets x n_models``).
+    """
+    n_models = len(fit_sets[0].in_mask)
+    total = len(fit_sets) * n_models
+    answers = []
+    for index, fit_set in enumerate(fit_sets):
+
+        def tick(done: int, index: int = index) -> None:
             if progress is not None:
-                progress("reference_models", repeat * n_models + done, total)
+                progress("reference_models", index * n_models + done, total)
 
-        reference = fit_reference_confidences(
-            target,
-            features.iloc[pool],
-            labels[pool],
-            label_index[pool],
-            classes,
-            in_mask,
-            workers=workers,
-            progress=tick,
-            recipe=recipe,
+        pool = fit_set.pool
+        answers.append(
+            fit_reference_confidences(
+                target,
+                features.iloc[pool],
+                labels[pool],
+                label_index[pool],
+                classes,
+                fit_set.in_mask,
+                workers=workers,
+                progress=tick,
+                recipe=recipe,
+            )
         )
-        known_part, eval_part = np.arange(len(known)), np.arange(len(known), len(pool))
-        population = known_part[is_member[known] == 0]
-        for attack in attacks:
-            spec = REGISTRY[attack]
-            for variant in spec.variants:
-                # The reference fits are shared by every variant; the report times them once, as the
-                # reference_attacks stage. A cell's seconds are its own scoring and measuring.
-                started = time.perf_counter()
-                scores = spec.function(
-                    target_confidence[pool], reference, in_mask, population, online=bool(variant.online)
-                )
-                cut = best_cut(scores[known_part], is_member[known])
-                eval_scores = scores[eval_part]
-                metrics = attack_metrics(is_member[split.evaluation], eval_scores, eval_scores >= cut)
-                results.append(
-                    CellResult(
-                        attack=variant.name,
-                        proportion=proportion,
-                        repeat=repeat,
-                        train_rows=len(known),
-                        eval_rows=len(split.evaluation),
-                        metrics=metrics,
-                        device="cpu",
-                        seconds=time.perf_counter() - started,
-                        detail=f"{n_models} reference models",
-                        scores=eval_scores,
+    return answers
+
+
+def score_reference_cells(
+    fit_sets: Sequence[FitSet],
+    answers: Sequence[np.ndarray],
+    target_confidence: np.ndarray,
+    is_member: np.ndarray,
+    *,
+    attacks: Sequence[str],
+    proportion: float,
+    eval_fraction: float,
+    seed: int,
+) -> list[CellResult]:
+    """The LiRA / RMIA cells of every repeat from the fit sets' answers (``answers[i]``: ``(n_models,
+    len(fit_sets[i].pool))`` true-class confidences), in repeat order."""
+    n_models = len(fit_sets[0].in_mask)
+    shared = len(fit_sets) == 1 and len(fit_sets[0].repeats) > 1
+    detail = f"{n_models} reference models" + (
+        f", shared by {len(fit_sets[0].repeats)} repeats" if shared else ""
+    )
+    results: list[CellResult] = []
+    for fit_set, reference in zip(fit_sets, answers, strict=True):
+        pool, in_mask = fit_set.pool, fit_set.in_mask
+        position = np.full(len(is_member), -1)
+        position[pool] = np.arange(len(pool))
+        pool_confidence = target_confidence[pool]
+        for repeat in fit_set.repeats:
+            split = split_for_repeat(is_member, eval_fraction, seed, repeat)
+            known = attacker_rows(split, proportion)
+            known_part, eval_part = position[known], position[split.evaluation]
+            # RMIA's population: the repeat's known non-members, never its candidates.
+            population = known_part[is_member[known] == 0]
+            for attack in attacks:
+                spec = REGISTRY[attack]
+                for variant in spec.variants:
+                    # The reference fits are shared by every variant; the report times them once, as the
+                    # reference_attacks stage. A cell's seconds are its own scoring and measuring.
+                    started = time.perf_counter()
+                    scores = spec.function(
+                        pool_confidence, reference, in_mask, population, online=bool(variant.online)
                     )
-                )
-    return results
+                    cut = best_cut(scores[known_part], is_member[known])
+                    eval_scores = scores[eval_part]
+                    metrics = attack_metrics(is_member[split.evaluation], eval_scores, eval_scores >= cut)
+                    results.append(
+                        CellResult(
+                            attack=variant.name,
+                            proportion=proportion,
+                            repeat=repeat,
+                            train_rows=len(known),
+                            eval_rows=len(split.evaluation),
+                            metrics=metrics,
+                            device="cpu",
+                            seconds=time.perf_counter() - started,
+                            detail=detail,
+                            scores=eval_scores,
+                        )
+                    )
+    return sorted(results, key=lambda cell: cell.repeat)
 
 
 @dataclass(frozen=True)
@@ -190,35 +328,44 @@ class ReferenceRequest:
     workers: int
     recipe: dict | None = None  # config.json's reference_recipe (to_dict), retrained instead of the model's
 
+    def fit_sets(self, is_member: np.ndarray) -> list[FitSet]:
+        """The sets of reference models this stage fits (:func:`plan_fit_sets`)."""
+        return plan_fit_sets(
+            is_member,
+            proportion=self.proportion,
+            repeats=self.repeats,
+            eval_fraction=self.eval_fraction,
+            n_models=self.n_models,
+            seed=self.seed,
+        )
 
-def reference_cells(
+
+def reference_answers(
     loaded: LoadedTarget, request: ReferenceRequest, progress: Callable[[str, int, int], None]
-) -> list[CellResult]:
-    """Refit reference clones of the scored target and run LiRA / RMIA (:func:`run_reference_attacks`)."""
-    from .signals import compute_signals
-
-    scored = loaded.scored
-    # The registry runs the reference attacks on probability targets only (AttackSpec.outputs).
-    confidence = compute_signals(scored.outputs, scored.label_index).scores["confidence"]
-    return run_reference_attacks(
+) -> list[np.ndarray]:
+    """Fit the reference sets of ``request`` (:meth:`ReferenceRequest.fit_sets`) on the scored target's
+    rows: the stage's part that runs the recipe's code (in the sandbox child for a bundle). The attacks'
+    arithmetic on these answers (:func:`score_reference_cells`) runs in the audit's own process."""
+    return fit_answers(
         loaded.model,
         loaded.features,
         loaded.labels,
-        scored.label_index,
-        scored.classes,
-        confidence,
-        scored.is_member,
-        **asdict(request),  # its fields are run_reference_attacks's keywords
+        loaded.scored.label_index,
+        loaded.scored.classes,
+        request.fit_sets(loaded.scored.is_member),
+        workers=request.workers,
         progress=progress,
+        recipe=request.recipe,
     )
 
 
 class FitPace:
     """What the reference stage will cost: its plan before the first fit, then estimates from the fits' pace.
 
-    The stage fits ``n_models`` clones per repeat, ``at_once = min(workers, n_models)`` side by side, and
-    waits for a repeat's fits before the next; so it takes about ``rounds`` times one fit, and the first
-    fit to finish measures one. Progress counts fits in model order, so a round's fits are counted together.
+    The stage fits ``n_models`` clones per fit set (:func:`plan_fit_sets`: one shared by every repeat, or
+    one per repeat), ``at_once = min(workers, n_models)`` side by side, and waits for a set's fits before the
+    next; so it takes about ``rounds`` times one fit, and the first fit to finish measures one. Progress
+    counts fits in model order, so a round's fits are counted together.
 
     Parameters
     ----------
@@ -226,27 +373,35 @@ class FitPace:
         The stage's request (``n_models``, ``repeats``, ``workers``).
     started:
         ``time.perf_counter()`` when the stage began.
+    fit_sets:
+        How many sets of ``n_models`` the stage fits (``len(plan_fit_sets(...))``); ``None``: one per repeat.
     """
 
-    def __init__(self, request: ReferenceRequest, started: float) -> None:
+    def __init__(self, request: ReferenceRequest, started: float, fit_sets: int | None = None) -> None:
         self.n_models, self.repeats = request.n_models, request.repeats
+        self.sets = request.repeats if fit_sets is None else fit_sets
         self.at_once = max(1, min(request.workers, request.n_models))
-        self.per_repeat = math.ceil(self.n_models / self.at_once)
-        self.fits = self.n_models * self.repeats
-        self.rounds = self.per_repeat * self.repeats
+        self.per_set = math.ceil(self.n_models / self.at_once)
+        self.fits = self.n_models * self.sets
+        self.rounds = self.per_set * self.sets
         self.started = started
 
     def plan(self) -> str:
         """The stage's work, said before it starts."""
+        repeats = f"{self.repeats} repeat{'s' if self.repeats != 1 else ''}"
+        if self.sets == 1 and self.repeats > 1:
+            models = f"{self.n_models} reference models shared by {repeats}"
+        else:
+            models = f"{self.n_models} reference models x {repeats}"
         return (
-            f"{self.fits} fits of the target's recipe ({self.n_models} reference models x {self.repeats} "
-            f"repeat{'s' if self.repeats != 1 else ''}, {self.at_once} at a time); the cost is estimated after the first"
+            f"{self.fits} fits of the target's recipe ({models}, {self.at_once} at a time); "
+            "the cost is estimated after the first"
         )
 
     def rounds_done(self, done: int) -> int:
-        """Rounds of side-by-side fits finished once ``done`` fits are (rounds are counted per repeat)."""
-        repeats, rest = divmod(done, self.n_models)
-        return repeats * self.per_repeat + math.ceil(rest / self.at_once)
+        """Rounds of side-by-side fits finished once ``done`` fits are (rounds are counted per fit set)."""
+        sets, rest = divmod(done, self.n_models)
+        return sets * self.per_set + math.ceil(rest / self.at_once)
 
     def estimate(self, done: int, now: float) -> tuple[float, float]:
         """``(seconds in all, seconds left)`` from the pace so far; ``done`` is at least 1."""

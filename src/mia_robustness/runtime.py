@@ -19,6 +19,7 @@ from .errors import OptionsError
 
 if TYPE_CHECKING:  # the archive module is only needed when limits are actually built
     from .archive import BundleLimits
+    from .reference_cache import ReferenceCache
 
 # ---- every environment variable, by the shell that reads it ------------------------------------------
 # Shared by the CLI, serve and train (RuntimeSettings).
@@ -29,6 +30,9 @@ ENV_MAX_UNPACKED_MB = "MIA_MAX_UNPACKED_MB"
 ENV_MAX_ARCHIVE_MEMBERS = "MIA_MAX_ARCHIVE_MEMBERS"
 ENV_MAX_COMPRESSION_RATIO = "MIA_MAX_COMPRESSION_RATIO"
 ENV_LOG_LEVEL = "MIA_LOG_LEVEL"
+# The reference models' answers kept between audits (reference_cache.py): off unless a folder is named.
+ENV_CACHE_DIR = "MIA_CACHE_DIR"
+ENV_CACHE_MAX_MB = "MIA_CACHE_MAX_MB"
 # serve (serving/settings.py).
 ENV_BIND_HOST = "MIA_BIND_HOST"
 ENV_PORT = "SAGEMAKER_BIND_TO_PORT"
@@ -158,6 +162,11 @@ class RuntimeSettings:
         the bundle's sizes).
     log_level:
         ``MIA_LOG_LEVEL``.
+    cache_dir:
+        Where the reference models' answers are kept between audits (``MIA_CACHE_DIR``; ``None``, the
+        default: no cache; see ``reference_cache.py`` for why it is off unless asked for).
+    cache_max_mb:
+        The cache folder's size bound (``MIA_CACHE_MAX_MB``, default 1024); least recently used entries go.
     """
 
     unpack_limits: UnpackLimits = UnpackLimits()
@@ -165,6 +174,8 @@ class RuntimeSettings:
     max_audit_memory_bytes: int | None = None
     sandbox_memory_mb: int | None = None
     log_level: str = "info"
+    cache_dir: Path | None = None
+    cache_max_mb: int = 1024
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> RuntimeSettings:
@@ -177,6 +188,8 @@ class RuntimeSettings:
             max_audit_memory_bytes=None if memory_mb is None else memory_mb * MB,
             sandbox_memory_mb=env_int(environ, ENV_SANDBOX_MEMORY_MB, None, 1024),
             log_level=env_choice(environ, ENV_LOG_LEVEL, "info", LOG_LEVELS),
+            cache_dir=env_directory(environ, ENV_CACHE_DIR, None, must_exist=True),
+            cache_max_mb=env_int(environ, ENV_CACHE_MAX_MB, 1024, 1),
         )
 
     @property
@@ -191,4 +204,13 @@ class RuntimeSettings:
             "workdir": self.temp_root,
             "max_memory_mb": self.max_audit_memory_mb,
             "sandbox_memory_mb": self.sandbox_memory_mb,
+            "cache": self.reference_cache(),
         }
+
+    def reference_cache(self) -> ReferenceCache | None:
+        """The reference-answer cache these settings name, or ``None``."""
+        if self.cache_dir is None:
+            return None
+        from .reference_cache import ReferenceCache
+
+        return ReferenceCache(self.cache_dir, self.cache_max_mb * MB)

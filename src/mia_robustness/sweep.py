@@ -8,9 +8,10 @@ proportion knows everything a smaller one knows.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -30,6 +31,18 @@ MIN_ATTACK_ROWS_PER_SIDE = 5
 # GIL made the sweep ~1.5x slower than one thread (bench: sample_input 8.5 s vs 13 s; Adult 10k rf target
 # 5.7 s vs 6.5 s; Adult 10k gb target, 19k distinct rows: 26.8 s vs 17.4 s).
 PARALLEL_MIN_DISTINCT_ROWS = 2_000
+# A learned attack trains on at most this many of the attacker's known rows when the audit's signal rows
+# are at least HIGH_CARDINALITY_ROWS distinct ones (targets with continuous outputs; few distinct rows
+# merge and train fast whatever their count). Past these sizes AUC stops moving: on the high-cardinality
+# bench case (bench/attack_curve.py and bench/scale.py, figures in bench/RESULTS.md) nn gains under 0.002
+# AUC from 40,000 rows to 140,000 (100k a side) or 350,000 (250k a side), gb under 0.003 from 70,000,
+# while each cell's cost grows with its rows. rf is not capped: its 5-row leaves keep gaining from more
+# rows (+0.0097 from 40,000 to 140,000, +0.0067 from 70,000 to 350,000), past the 0.005 the sweep may
+# move a figure; its trees already draw bootstraps of at most 20,000 rows, which bounds its cost per cell.
+# Proportions whose known rows reach the cap train on the same nested prefix of the pool, so the sweep
+# fits it once per attack and repeat and reports it at each of them. Threshold attacks are not capped.
+MAX_ATTACK_TRAIN_ROWS = {"nn": 40_000, "gb": 70_000}
+HIGH_CARDINALITY_ROWS = 40_000
 
 ProgressCallback = Callable[[str, int, int], None]
 
@@ -105,16 +118,29 @@ def plan_cells(
     repeats: int,
     eval_fraction: float,
     seed: int,
+    max_train_rows: Mapping[str, int] | None = None,
 ) -> tuple[list[EvaluationSplit], list[Cell]]:
-    """Every split and cell of the sweep, all randomness drawn from ``seed``."""
+    """Every split and cell of the sweep, all randomness drawn from ``seed``.
+
+    With ``max_train_rows`` (attack name -> rows), an attack whose known rows at a proportion are more
+    trains on the pool's nested prefix of that many rows (half members, half non-members) instead, with one
+    seed per attack and repeat: every such proportion of a repeat is then the same cell, which
+    :func:`run_sweep` fits once.
+    """
+    caps = max_train_rows or {}
     splits, cells = [], []
     for repeat in range(repeats):
         split = split_for_repeat(is_member, eval_fraction, seed, repeat)
         splits.append(split)
         for p_index, proportion in enumerate(proportions):
-            rows = attacker_rows(split, proportion)
+            known = attacker_rows(split, proportion)
             for a_index, attack in enumerate(attacks):
-                cell_seed = int(np.random.SeedSequence([seed, repeat, p_index, a_index]).generate_state(1)[0])
+                rows, place = known, p_index
+                cap = caps.get(attack)
+                if cap is not None and len(known) >= cap:
+                    rows = np.concatenate([split.member_pool[: cap // 2], split.non_member_pool[: cap // 2]])
+                    place = len(proportions)  # one seed for every capped proportion: they are one fit
+                cell_seed = int(np.random.SeedSequence([seed, repeat, place, a_index]).generate_state(1)[0])
                 cells.append(Cell(attack, proportion, repeat, rows, cell_seed))
     return splits, cells
 
@@ -145,9 +171,14 @@ def run_sweep(
     single-threaded inside (BLAS, OpenMP and torch limited to one thread), which uses the cores better than
     one cell at a time with many threads; one thread when cells are too small to gain from more.
     """
-    splits, cells = plan_cells(is_member, **plan)
+    distinct = len(distinct_rows(inputs.features)[0])
+    caps = MAX_ATTACK_TRAIN_ROWS if distinct >= HIGH_CARDINALITY_ROWS else None
+    splits, cells = plan_cells(is_member, max_train_rows=caps, **plan)
+    # One fit per distinct (attack, repeat, rows, seed): capped proportions repeat their first's cell.
+    first_of: dict[tuple[str, int, int, int], int] = {}
+    fitted = [first_of.setdefault(_fit_key(cell), i) for i, cell in enumerate(cells)]
     workers = workers or default_workers()
-    if len(distinct_rows(inputs.features)[0]) < PARALLEL_MIN_DISTINCT_ROWS:
+    if distinct < PARALLEL_MIN_DISTINCT_ROWS:
         workers = 1
 
     def run(cell: Cell) -> CellResult:
@@ -178,27 +209,38 @@ def run_sweep(
             scores=output.scores,
         )
 
-    results: list[CellResult] = []
     with (
         _single_threaded_kernels(),
         ThreadPoolExecutor(max_workers=workers, initializer=single_threaded_worker) as pool,
     ):
         # Longest cells first (nn, then gb) so the pool does not end waiting on one slow cell.
         order = sorted(
-            range(len(cells)), key=lambda i: (REGISTRY[cells[i].attack].cost_rank, -cells[i].proportion)
+            set(fitted), key=lambda i: (REGISTRY[cells[i].attack].cost_rank, -len(cells[i].train_rows))
         )
         futures = {i: pool.submit(run, cells[i]) for i in order}
         try:
             for done, i in enumerate(order, 1):
                 futures[i].result()
                 if progress is not None:
-                    progress("attacks", done, len(cells))  # may raise: the audit's time limit passed
+                    progress("attacks", done, len(order))  # may raise: the audit's time limit passed
         except BaseException:
             # Cells not yet started never will; leaving the pool then waits only for the running ones.
             pool.shutdown(cancel_futures=True)
             raise
-        results = [futures[i].result() for i in range(len(cells))]
-    return results
+    return [_as_cell(futures[fitted[i]].result(), cell, fitted[i] != i) for i, cell in enumerate(cells)]
+
+
+def _fit_key(cell: Cell) -> tuple[str, int, int, int]:
+    """Cells with equal keys train the same attack on the same rows with the same seed (rows are nested
+    prefixes of the repeat's pool, so their count names them)."""
+    return cell.attack, cell.repeat, len(cell.train_rows), cell.seed
+
+
+def _as_cell(result: CellResult, cell: Cell, reused: bool) -> CellResult:
+    """``result`` reported for ``cell``: its own proportion; a reused fit costs no seconds of its own."""
+    if not reused:
+        return result
+    return dataclasses.replace(result, proportion=cell.proportion, seconds=0.0)
 
 
 T = TypeVar("T")

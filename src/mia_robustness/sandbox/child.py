@@ -95,7 +95,7 @@ def main() -> int:
     from ..errors import MiaError  # noqa: F401 - imported now, used after confinement
     from ..model_check import CheckRequest, check_model
     from ..recipe import has_recipe
-    from ..reference import ReferenceRequest, reference_cells
+    from ..reference import ReferenceRequest, reference_answers
     from ..remediation.fits import WhatIfRequest, fit_what_if
     from ..target import ScoreRequest, score_target
     from . import stage
@@ -183,10 +183,10 @@ def main() -> int:
         if command.get("kind") == "reference":
             step = "reference_models"
             reference = command["reference"]
-            cells = reference_cells(
+            fitted = reference_answers(
                 loaded, ReferenceRequest(**{**reference, "attacks": tuple(reference["attacks"])}), progress
             )
-            write_message(answers, *stage.cells_to_message(cells))
+            write_message(answers, *stage.answers_to_message(fitted))
             command, _ = read_message(requests, max_array_bytes=0)
         if command.get("kind") != "what_if":
             return 0

@@ -29,16 +29,15 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import errors
 from ..deadline import Deadline
 from ..engine import InProcessModel
 from ..errors import LimitError, MiaError, ModelError
 from ..model_check import CheckRequest, ModelCheck
-from ..reference import ReferenceRequest
+from ..reference import FitSet, ReferenceRequest
 from ..remediation import WhatIfFits, WhatIfRequest
-from ..sweep import CellResult
 from ..target import ScoredTarget, ScoreRequest
 from .child import EXIT_CONFINEMENT_FAILED
 from .confine import nobody_cannot_run_python, nobody_ids
@@ -46,12 +45,15 @@ from .protocol import ProtocolError, clean_text, read_message, write_message
 from .stage import (
     CHILD_STAGES,
     ModelFiles,
-    cells_from_message,
+    answers_from_message,
     checked_from_message,
     load_files,
     scored_from_message,
     what_if_from_message,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger("mia_robustness.sandbox")
 
@@ -326,7 +328,8 @@ class SandboxedModel:
         except ProtocolError:
             raise self._protocol_error() from None
 
-    def reference(self, request: ReferenceRequest, eval_rows: int) -> list[CellResult]:
+    def reference_answers(self, request: ReferenceRequest, fit_sets: list[FitSet]) -> list[np.ndarray]:
+        """The reference fits in the child: each set's confidences, checked against this audit's plan."""
         reference = {
             "attacks": list(request.attacks),
             "proportion": request.proportion,
@@ -338,8 +341,9 @@ class SandboxedModel:
             "recipe": request.recipe,
         }
         command = {"kind": "reference", "reference": reference}
-        answer = self._exchange(command, "reference_models", "cells")
-        return self._checked(lambda: cells_from_message(answer, answer.pop("_arrays"), request, eval_rows))
+        answer = self._exchange(command, "reference_models", "answers")
+        shapes = [fit_set.in_mask.shape for fit_set in fit_sets]
+        return self._checked(lambda: answers_from_message(answer, answer.pop("_arrays"), shapes))
 
     def what_if(self, request: WhatIfRequest) -> WhatIfFits:
         """The what-if's plan and fits in the child (after ``reference()``, when that ran)."""

@@ -1,8 +1,8 @@
 """The model stage as the sandbox child runs it, and the messages that carry its answers.
 
 The child loads the model file and the two tables (:func:`load_files`), then runs the engine's own steps on
-them (``target.score_target``, ``reference.reference_cells``). What leaves it are plain arrays and a few
-short strings (:class:`~mia_robustness.target.ScoredTarget`, :class:`~mia_robustness.sweep.CellResult`);
+them (``target.score_target``, ``reference.reference_answers``). What leaves it are plain arrays and a few
+short strings (:class:`~mia_robustness.target.ScoredTarget`, the reference models' confidences);
 the model object itself never leaves.
 
 The ``*_from_message`` functions are the parent's side: they check a (possibly hostile) child's answer
@@ -21,12 +21,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..metrics import METRIC_NAMES, AttackMetrics
 from ..model_check import CheckRequest, ModelCheck
-from ..reference import ReferenceRequest
 from ..remediation.family import CLASS_KNOBS, RULES, Config, Plan, variant_name
 from ..remediation.fits import SKIP_CODES, WhatIfFits, WhatIfRequest
-from ..sweep import CellResult
 from ..target import OUTPUT_KINDS, ScoredTarget
 from .protocol import ProtocolError, clean_text, expect
 
@@ -89,24 +86,10 @@ def check_to_message(checked: ModelCheck) -> dict[str, Any]:
     return {"kind": "checked", **dataclasses.asdict(checked)}
 
 
-def cells_to_message(cells: list[CellResult]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    header = {
-        "kind": "cells",
-        "cells": [
-            {
-                "attack": c.attack,
-                "proportion": c.proportion,
-                "repeat": c.repeat,
-                "train_rows": c.train_rows,
-                "eval_rows": c.eval_rows,
-                "metrics": c.metrics.to_dict(),
-                "seconds": c.seconds,
-                "detail": c.detail,
-            }
-            for c in cells
-        ],
-    }
-    return header, {f"scores_{i}": np.asarray(c.scores, dtype=np.float64) for i, c in enumerate(cells)}
+def answers_to_message(answers: list[np.ndarray]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The reference fits' answers: per fit set, ``(n_models, pool rows)`` true-class confidences."""
+    header = {"kind": "answers", "sets": len(answers)}
+    return header, {f"answers_{i}": np.asarray(a, dtype=np.float64) for i, a in enumerate(answers)}
 
 
 def what_if_to_message(fits: WhatIfFits) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -250,48 +233,26 @@ def checked_from_message(header: Mapping[str, Any], request: CheckRequest) -> Mo
     return checked
 
 
-def cells_from_message(
-    header: Mapping[str, Any], arrays: Mapping[str, np.ndarray], request: ReferenceRequest, eval_rows: int
-) -> list[CellResult]:
-    """Check a child's ``cells`` answer against ``request`` (``eval_rows`` rows per evaluation split)."""
-    from ..attacks import REGISTRY
-
-    allowed = {variant.name for attack in request.attacks for variant in REGISTRY[attack].variants}
-    raw = expect(header, "cells", list)
-    if len(raw) != len(allowed) * request.repeats:
-        raise ProtocolError("the reference answer has the wrong number of cells")
-    cells = []
-    for i, cell in enumerate(raw):
-        if not isinstance(cell, dict):
-            raise ProtocolError("a reference cell is not an object")
-        attack, repeat, metrics = cell.get("attack"), cell.get("repeat"), cell.get("metrics")
-        if attack not in allowed or type(repeat) is not int or not 0 <= repeat < request.repeats:
-            raise ProtocolError("a reference cell names an attack or repeat that was not asked for")
-        if not isinstance(metrics, dict) or set(metrics) != set(METRIC_NAMES):
-            raise ProtocolError("a reference cell's metrics are incomplete")
-        if not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-            for v in metrics.values()
-        ):
-            raise ProtocolError("a reference cell's metrics are not finite numbers")
-        scores = np.asarray(arrays.get(f"scores_{i}", np.empty(0)), dtype=np.float64)
-        if scores.shape != (eval_rows,) or not np.isfinite(scores).all():
-            raise ProtocolError("a reference cell's scores do not match its evaluation rows")
-        cells.append(
-            CellResult(
-                attack=attack,
-                proportion=request.proportion,
-                repeat=repeat,
-                train_rows=_count(cell, "train_rows"),
-                eval_rows=eval_rows,
-                metrics=AttackMetrics(**{k: float(v) for k, v in metrics.items()}),
-                device="cpu",
-                seconds=float(cell["seconds"]) if isinstance(cell.get("seconds"), (int, float)) else 0.0,
-                detail=clean_text(cell.get("detail", ""), 100),
-                scores=scores,
-            )
-        )
-    return cells
+def answers_from_message(
+    header: Mapping[str, Any], arrays: Mapping[str, np.ndarray], shapes: list[tuple[int, int]]
+) -> list[np.ndarray]:
+    """Check a child's ``answers`` to the reference stage: one array per fit set of the parent's own plan,
+    each of its shape ``(n_models, pool rows)``, every value a probability. The parent computes LiRA and
+    RMIA from them; a child never reports a figure of its own."""
+    if expect(header, "sets", int) != len(shapes) or set(arrays) != {
+        f"answers_{i}" for i in range(len(shapes))
+    }:
+        raise ProtocolError("the reference answer has the wrong number of fit sets")
+    answers = []
+    for i, shape in enumerate(shapes):
+        values = np.asarray(arrays[f"answers_{i}"])
+        if values.shape != tuple(shape) or values.dtype.kind != "f":
+            raise ProtocolError("a reference fit set's answers do not match its models and rows")
+        values = values.astype(np.float64)
+        if not (np.isfinite(values).all() and (values >= 0).all() and (values <= 1).all()):
+            raise ProtocolError("a reference fit set's answers are not probabilities")
+        answers.append(values)
+    return answers
 
 
 def _plain_value(value: Any) -> bool:
