@@ -188,7 +188,7 @@ def test_misbehaving_models(tmp_path, frames, mode, monkeypatch):
         members.drop(columns="label"), members["label"]
     )
     # This class is test code, not in the allowlist: it is handed to the model stage in this process.
-    monkeypatch.setattr(loading, "load_model", lambda path: loading.LoadedModel(model, None))
+    monkeypatch.setattr(loading, "load_model", lambda path, **_: loading.LoadedModel(model, None))
     with pytest.raises(ModelError) as caught:
         audit(write_bundle(tmp_path, honest, members, non_members), CHEAPEST, sandbox=False)
     assert caught.value.code in ("predict_failed", "bad_probabilities")
