@@ -201,8 +201,8 @@ def _gate_recipe(root: object) -> list[tuple[BaseEstimator, str]]:
             if reader is not None:
                 raise _recipe_error(
                     f"the model's recipe sets {_where(_join(path, reader))}, which makes the library read a "
-                    "file when it is retrained. Re-save the model without it, or name a reference_recipe in "
-                    "config.json",
+                    "file or open network connections when it is retrained. Re-save the model without it, or "
+                    "name a reference_recipe in config.json",
                     "unsafe_recipe",
                     UnsafeModelError,
                 )
