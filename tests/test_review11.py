@@ -9,11 +9,13 @@ import json
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from builders import ADULT_CSV, needs_adult
-from mia_robustness.errors import MiaError
+from builders import ADULT_CSV, CHEAPEST, needs_adult, raised
+from mia_robustness import audit
+from mia_robustness.errors import DataError, LimitError, MiaError
 from mia_robustness.loading import load_model
 from mia_robustness.recipe import contained_clone
 
@@ -98,3 +100,50 @@ def test_a_catboost_recipe_that_names_its_rounds_n_estimators_is_capped(tmp_path
     recipe = contained_clone(_loaded(tmp_path, model))
     assert recipe.get_params()["n_estimators"] == ROUNDS and "iterations" not in recipe.get_params()
     assert recipe.fit(members[COLUMNS], members["income"]).tree_count_ == ROUNDS
+
+
+# ---- ONNX --------------------------------------------------------------------------------------------------
+
+
+def _onnx_bundle(folder: Path, members: pd.DataFrame, *, shape_bomb: bool = False) -> Path:
+    """A bundle whose model.onnx is a linear softmax over the six numeric columns (one [N, 6] input);
+    ``shape_bomb`` adds a ConstantOfShape of 200,000 x 200,000 floats (160 GB) that the scores depend on."""
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = numpy_helper.from_array(np.full((6, 2), 1e-3, np.float32), "W")
+    nodes = [helper.make_node("MatMul", ["X", "W"], ["logits"])]
+    initializers = [weights]
+    if shape_bomb:
+        one = numpy_helper.from_array(np.array([1.0], np.float32))
+        initializers.append(numpy_helper.from_array(np.array([200_000, 200_000], np.int64), "shape"))
+        nodes += [
+            helper.make_node("ConstantOfShape", ["shape"], ["big"], value=one),
+            helper.make_node("ReduceSum", ["big"], ["total"], keepdims=0),
+            helper.make_node("Mul", ["logits", "total"], ["scaled"]),
+        ]
+    nodes.append(
+        helper.make_node("Softmax", ["scaled" if shape_bomb else "logits"], ["probabilities"], axis=1)
+    )
+    graph = helper.make_graph(
+        nodes,
+        "linear",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 6])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 2])],
+        initializer=initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.onnx").write_bytes(model.SerializeToString())
+    members.iloc[:100].to_csv(folder / "train.csv", index=False)
+    members.iloc[100:].to_csv(folder / "subject.csv", index=False)
+    (folder / "config.json").write_text(json.dumps({"label_column": "income", "classes": [0, 1]}))
+    return folder
+
+
+def test_an_onnx_graph_that_allocates_billions_of_elements_is_a_memory_limit_in_the_sandbox(
+    tmp_path, members
+):
+    bundle = _onnx_bundle(tmp_path / "bundle", members, shape_bomb=True)
+    error = raised(LimitError, "model_memory_limit", audit, bundle, CHEAPEST)
+    assert "memory" in error.message
