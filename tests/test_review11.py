@@ -147,3 +147,13 @@ def test_an_onnx_graph_that_allocates_billions_of_elements_is_a_memory_limit_in_
     bundle = _onnx_bundle(tmp_path / "bundle", members, shape_bomb=True)
     error = raised(LimitError, "model_memory_limit", audit, bundle, CHEAPEST)
     assert "memory" in error.message
+
+
+def test_the_onnx_adapters_own_errors_reach_the_user_as_they_are(tmp_path, members):
+    """A text column where the graph takes numbers: the adapter's error says how to fix it, and is not
+    turned into a vague predict_failed on the way out."""
+    frame = pd.read_csv(ADULT_CSV, usecols=["workclass"]).sample(n=len(members), random_state=11)
+    with_text = members.drop(columns=COLUMNS[-1]).assign(workclass=frame["workclass"].to_numpy())
+    bundle = _onnx_bundle(tmp_path / "bundle", with_text)
+    error = raised(DataError, "model_rejected_data", audit, bundle, CHEAPEST)
+    assert "hold text" in error.message
