@@ -102,6 +102,33 @@ def test_a_catboost_recipe_that_names_its_rounds_n_estimators_is_capped(tmp_path
     assert recipe.fit(members[COLUMNS], members["income"]).tree_count_ == ROUNDS
 
 
+def _bundle(
+    folder: Path, members: pd.DataFrame, model_file: str, data: bytes, config: dict | None = None
+) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / model_file).write_bytes(data)
+    members.iloc[:100].to_csv(folder / "train.csv", index=False)
+    members.iloc[100:].to_csv(folder / "subject.csv", index=False)
+    (folder / "config.json").write_text(json.dumps({"label_column": "income", **(config or {})}))
+    return folder
+
+
+@pytest.mark.parametrize("in_pipeline", [False, True])
+def test_a_lightgbm_pickle_saved_with_many_threads_is_audited_not_crashed(tmp_path, members, in_pipeline):
+    """A wrapper fitted on a 64-core machine (n_jobs=64), or a file claiming thousands of threads under an
+    alias: LightGBM would start that many threads to predict, past the sandbox's address space."""
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    model = _lightgbm(members)  # fitted with one thread here, then given the saved thread counts
+    if in_pipeline:
+        model = make_pipeline(StandardScaler(), model).fit(members[COLUMNS], members["income"])
+    (model[-1] if in_pipeline else model).set_params(n_jobs=64, num_threads=5000)
+    bundle = _bundle(tmp_path / "bundle", members, "model.pkl", pickle.dumps(model))
+    report = audit(bundle, CHEAPEST)
+    assert 0.0 <= report.results[0].mean["auc"] <= 1.0
+
+
 # ---- ONNX --------------------------------------------------------------------------------------------------
 
 
