@@ -78,6 +78,14 @@ _CATBOOST_PARAMETERS = frozenset(
 )
 
 
+# How to save a native file each library reads back (for a file it refused).
+_SAVE_NATIVE = {
+    "xgboost": "save the booster with XGBoost's save_model (model.json or model.ubj)",
+    "lightgbm": "save the booster with LightGBM's booster_.save_model (model.txt)",
+    "catboost": "save the model with CatBoost's save_model (model.cbm)",
+}
+
+
 def native_kind(head: bytes) -> str | None:
     """Which native format the first bytes of a file are, or ``None``: ``xgboost`` (JSON or UBJSON),
     ``lightgbm`` or ``catboost``."""
@@ -115,7 +123,7 @@ def load_native(path: Path, kind: str, max_bytes: int | None, classes: tuple | N
     except ModelError:
         raise
     except Exception as exc:  # noqa: BLE001 - the library refused the file: damaged, truncated or forged
-        raise _corrupt(path, exc, f"reading it as a {kind} model") from None
+        raise _corrupt(path, exc, f"reading it as a {kind} model", _SAVE_NATIVE[kind]) from None
     if classes is None:
         return model
     if len(classes) != count:
