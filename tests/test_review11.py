@@ -213,3 +213,48 @@ def test_a_damaged_native_or_onnx_file_is_told_how_to_save_its_own_kind(tmp_path
     error = raised(MiaError, "corrupt_model", load_model, path)
     assert "joblib" not in error.message
     assert ("skl2onnx" if library == "onnx" else "save_model") in error.message
+
+
+# ---- reference_recipe: resolved in the unsandboxed audit process -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "xgboost.core.Booster",
+        "Booster",
+        "xgboost.testing.IteratorForTest",
+        "catboost.core.Pool",
+        "lightgbm.DaskLGBMClassifier",
+        "xgboost.dask.DaskXGBClassifier",
+        "xgboost.XGBRFClassifier",
+        "sklearn.ensemble._forest.ForestClassifier",
+    ],
+)
+def test_a_reference_recipe_naming_another_class_of_a_library_is_refused_unbuilt(monkeypatch, name):
+    """config.json comes with the bundle: its recipe class is never one of the libraries' boosters, datasets,
+    Dask estimators or test helpers, which the audit would import and build outside the sandbox."""
+    import sys
+
+    from mia_robustness.recipe_spec import build_recipe
+
+    built = []
+    for kind in (xgboost.core.Booster, catboost.core.Pool):
+        original = kind.__init__
+        monkeypatch.setattr(
+            kind, "__init__", lambda self, *a, _o=original, **k: built.append(self) or _o(self, *a, **k)
+        )
+    testing_loaded = "xgboost.testing" in sys.modules
+    with pytest.raises(MiaError) as caught:
+        build_recipe({"estimator": name})
+    assert caught.value.code == "bad_reference_recipe" and not built
+    assert testing_loaded or "xgboost.testing" not in sys.modules
+
+
+@pytest.mark.parametrize(
+    "name", ["XGBClassifier", "lightgbm.sklearn.LGBMClassifier", "CatBoostClassifier", "sklearn.svm.SVC"]
+)
+def test_a_reference_recipe_still_names_the_classifiers(name):
+    from mia_robustness.recipe_spec import build_recipe
+
+    assert build_recipe({"estimator": name}).__class__.__name__ == name.rsplit(".", 1)[-1]
