@@ -70,6 +70,7 @@ def test_a_lightgbm_recipe_that_reads_a_file_under_an_alias_is_refused(tmp_path,
     with pytest.raises(MiaError) as caught:
         contained_clone(model, recipe)
     assert caught.value.code == "unsafe_recipe"
+    assert "reference_recipe's params" in str(caught.value) and "Re-save the model" not in str(caught.value)
 
 
 def test_a_lightgbm_recipe_cannot_take_threads_printing_or_rounds_under_an_alias(tmp_path, members):
@@ -258,3 +259,25 @@ def test_a_reference_recipe_still_names_the_classifiers(name):
     from mia_robustness.recipe_spec import build_recipe
 
     assert build_recipe({"estimator": name}).__class__.__name__ == name.rsplit(".", 1)[-1]
+
+
+def test_a_reference_recipe_whose_values_its_class_refuses_is_named_as_the_culprit(members):
+    """Not "retraining the model's recipe failed": the model is fine, config.json's recipe is not."""
+    from mia_robustness import audit_estimator
+
+    model = _lightgbm(members)
+    error = raised(
+        MiaError,
+        "refit_failed",
+        audit_estimator,
+        model,
+        members.iloc[:100],
+        members.iloc[100:],
+        attack_models="threshold,rmia",
+        repeats=1,
+        proportions="1",
+        reference_models=2,
+        what_if=False,
+        reference_recipe={"estimator": "XGBClassifier", "params": {"max_depth": "deep"}},
+    )
+    assert "reference_recipe" in error.message and "check its params" in error.message
