@@ -14,19 +14,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from builders import ADULT_CSV, CHEAPEST, needs_adult, raised
+from builders import ADULT_CSV, ADULT_NUMBER_COLUMNS, CHEAPEST, needs_adult, raised
 from mia_robustness import audit
 from mia_robustness.errors import DataError, LimitError, MiaError
 from mia_robustness.loading import load_model
 from mia_robustness.recipe import contained_clone
 
-xgboost = pytest.importorskip("xgboost")
-lightgbm = pytest.importorskip("lightgbm")
-catboost = pytest.importorskip("catboost")
-
+xgboost, lightgbm, catboost = (pytest.importorskip(name) for name in ("xgboost", "lightgbm", "catboost"))
 pytestmark = needs_adult
-
-COLUMNS = ["age", "fnlwgt", "education_num", "capital_gain", "capital_loss", "hours_per_week"]
+COLUMNS = list(ADULT_NUMBER_COLUMNS)
 ROUNDS = 8
 
 
