@@ -277,3 +277,20 @@ def test_a_reference_recipe_whose_values_its_class_refuses_is_named_as_the_culpr
         reference_recipe={"estimator": "XGBClassifier", "params": {"max_depth": "deep"}},
     )
     assert "reference_recipe" in error.message and "check its params" in error.message
+
+
+# ---- margins -------------------------------------------------------------------------------------------------
+
+
+def test_huge_finite_margins_are_audited_not_an_internal_error(tmp_path, members):
+    """Supplied (or a model's) margins of 1e39 are finite and pass the checks; the learned attacks' float32
+    features once turned them into inf, then NaN ("internal error: Input contains NaN")."""
+    rows = members.copy()
+    is_member = np.arange(len(rows)) < 100  # _bundle's train.csv rows: their true class leads by more
+    lead = 1e39 * (1.0 + is_member) + 1e38 * np.random.default_rng(0).normal(size=len(rows))
+    rows["m_no"], rows["m_yes"] = 0.0, np.where(rows["income"] == 1, lead, -lead)
+    predictions = {"kind": "margins", "columns": {"0": "m_no", "1": "m_yes"}}
+    bundle = _bundle(tmp_path / "bundle", rows, "unused.md", b"", {"predictions": predictions})
+    report = audit(bundle, {"attack_models": "threshold,nn", "repeats": "1", "proportions": "1"})
+    aucs = {row.attack_model: row.mean["auc"] for row in report.results}
+    assert aucs["threshold"] > 0.9 and 0.0 <= aucs["nn"] <= 1.0
