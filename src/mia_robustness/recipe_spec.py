@@ -7,7 +7,8 @@ model's own, the reference attacks and the what-if retrain the recipe the bundle
 
 The class is named as scikit-learn or a boosting library exports it (``RandomForestClassifier``,
 ``LGBMClassifier``), or with its module (``sklearn.ensemble.RandomForestClassifier``); only classes of
-:data:`RECIPE_MODULES` are looked up, and what is built then passes the refit gate like any recipe
+:data:`RECIPE_MODULES` are looked up, only scikit-learn classifiers and the three boosting wrappers are
+built (the name is resolved outside the sandbox), and what is built then passes the refit gate like any recipe
 (:func:`~mia_robustness.recipe.contained_clone`). Parameters are plain JSON values.
 """
 
