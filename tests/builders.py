@@ -69,6 +69,8 @@ def adult_frame(n_rows: int, seed: int = 0) -> pd.DataFrame:
     return frame.sample(n=n_rows, random_state=seed).reset_index(drop=True)
 
 
+#: Adult's six number columns.
+ADULT_NUMBER_COLUMNS = ("age", "fnlwgt", "education_num", "capital_gain", "capital_loss", "hours_per_week")
 #: Adult's text columns (the other six are numbers).
 ADULT_TEXT_COLUMNS = (
     "workclass",

@@ -21,7 +21,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from builders import ADULT_CSV, needs_adult
+from builders import ADULT_CSV, ADULT_NUMBER_COLUMNS, needs_adult
 from mia_robustness import audit, audit_estimator
 from mia_robustness.errors import MiaError
 from mia_robustness.loading import load_model
@@ -36,7 +36,7 @@ catboost = pytest.importorskip("catboost")
 
 pytestmark = needs_adult
 
-COLUMNS = ["age", "fnlwgt", "education_num", "capital_gain", "capital_loss", "hours_per_week"]
+COLUMNS = list(ADULT_NUMBER_COLUMNS)
 ROWS = 300
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_input" / "xgboost"
 QUICK = {"attack_models": "threshold", "repeats": 1, "proportions": "1"}

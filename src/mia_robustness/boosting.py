@@ -31,21 +31,77 @@ BOOSTING_WRAPPERS = frozenset(
         ("catboost.core", "CatBoostClassifier"),
     }
 )
-# Parameters that make the library read a file (refused), and that write one (switched off).
+# Parameters that make the library read a file or reach the network (refused), with every alias the library
+# reads them under (LightGBM takes a parameter by any of its aliases: ``forced_splits`` is
+# ``forcedsplits_filename``, ``mlist`` is ``machine_list_filename``).
 _READS_FILES = frozenset(
     {
+        # LightGBM
         "forcedsplits_filename",
+        "fs",
+        "forced_splits",
+        "forced_splits_file",
+        "forced_splits_filename",
         "forcedbins_filename",
         "input_model",
-        "init_model",
+        "model_in",
+        "model_input",
         "machine_list_filename",
+        "mlist",
+        "machine_list",
+        "machine_list_file",
         "machines",
+        "nodes",
+        "workers",
+        "data",
+        "train",
+        "train_data",
+        "data_filename",
+        "train_data_file",
+        "valid",
+        "test",
+        "test_data",
+        "valid_data",
+        "test_data_file",
+        "valid_data_file",
+        "valid_filenames",
+        "parser_config_file",
+        "config",
+        "config_file",
+        # XGBoost, LightGBM: a model to continue from
+        "init_model",
+        # CatBoost
         "input_borders",
         "output_borders",
-        "data",
-        "valid",
     }
 )
+# LightGBM's aliases of the number of machines: more than one makes it open network connections.
+_MACHINE_COUNTS = ("num_machines", "num_machine")
+# Every spelling each library reads for the thread count, its printing and the boosting rounds: a recipe
+# may use any of them, and LightGBM takes the first alias it finds, XGBoost the last one set, so each one
+# present is made neutral or capped, not only the wrapper's own name.
+_THREADS = {
+    "XGBClassifier": ("n_jobs", "nthread"),
+    "LGBMClassifier": ("n_jobs", "num_threads", "nthread", "nthreads", "num_thread"),
+}
+_LIGHTGBM_QUIET = ("verbose", "verbosity")
+_ROUNDS = {
+    "XGBClassifier": ("n_estimators",),
+    "LGBMClassifier": (
+        "n_estimators",
+        "num_iterations",
+        "num_iteration",
+        "n_iter",
+        "nrounds",
+        "max_iter",
+        "num_tree",
+        "num_trees",
+        "num_round",
+        "num_rounds",
+        "num_boost_round",
+    ),
+    "CatBoostClassifier": ("iterations", "n_estimators", "num_boost_round", "num_trees"),
+}
 _CATBOOST_QUIET = {"allow_writing_files": False, "thread_count": 1, "save_snapshot": False}
 # CatBoost takes no None for these: where a recipe sets them, its defaults (nothing is written anyway).
 _CATBOOST_WRITES = {"train_dir": "catboost_info", "snapshot_file": "experiment.cbsnapshot"}
@@ -72,16 +128,19 @@ def reads_files(params: dict[str, Any]) -> str | None:
     for name, value in params.items():
         if name in _READS_FILES and value not in (None, "", False):
             return name
+        if name in _MACHINE_COUNTS and value not in (None, 0, 1):
+            return name
     return None
 
 
 def neutral_changes(kind: type, params: dict[str, Any]) -> dict[str, Any]:
     """One thread, no printing, no files: none of them changes what a refit of the wrapper learns."""
     name = wrapper_name(kind)
+    threads = {key: 1 for key in _THREADS.get(name or "", ()) if key == "n_jobs" or key in params}
     if name == "XGBClassifier":
-        return {"n_jobs": 1, "verbosity": 0}
+        return threads | {"verbosity": 0}
     if name == "LGBMClassifier":
-        return {"n_jobs": 1, "verbose": -1}
+        return threads | {key: -1 for key in _LIGHTGBM_QUIET if key == "verbose" or key in params}
     if name == "CatBoostClassifier":
         changes: dict[str, Any] = dict(_CATBOOST_QUIET)
         changes.update({key: value for key, value in _CATBOOST_WRITES.items() if key in params})
@@ -123,13 +182,14 @@ def size_changes(kind: type, params: dict[str, Any], fitted: list[Any]) -> dict[
         if instance.get_params().get("early_stopping_rounds") not in (None, 0):
             rounds = _EARLY_STOPPING_HEADROOM * rounds + _EARLY_STOPPING_SLACK
         shown.append(max(rounds, 1))
-    declared = params.get(key)
     if not shown:
         return {}
     limit = max(shown)
-    if type(declared) is not int or declared > limit:
-        return {key: limit}  # None (the library's default of 100 or 1000) or more than was fitted
-    return {}
+    # every spelling of the rounds the recipe sets (CatBoost refuses two; LightGBM prefers an alias to
+    # n_estimators), else the wrapper's own name
+    keys = [alias for alias in _ROUNDS.get(name or "", ()) if alias in params] or [key]
+    # None (the library's default of 100 or 1000) or more than was fitted
+    return {alias: limit for alias in keys if type(params.get(alias)) is not int or params[alias] > limit}
 
 
 class NamedClasses(ClassifierMixin, BaseEstimator):

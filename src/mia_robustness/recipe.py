@@ -165,7 +165,7 @@ def _unseen(
         yield entry
 
 
-def _gate_recipe(root: object) -> list[tuple[BaseEstimator, str]]:
+def _gate_recipe(root: object, named: bool = False) -> list[tuple[BaseEstimator, str]]:
     """Pass every value the recipe's parameters reach through the loader's allowlist.
 
     Walks each estimator's ``get_params(deep=False)`` (and its metadata-routing requests, which ``clone``
@@ -176,6 +176,8 @@ def _gate_recipe(root: object) -> list[tuple[BaseEstimator, str]]:
     ``NUMPY_UFUNCS``); other callables - lambdas, ``os.system``, ``eval``, bound methods,
     ``functools.partial`` - are refused. A text vectorizer must read its input as content, as the loader
     demands. Nothing found is called before it is admitted.
+
+    ``named``: ``root`` is config.json's ``reference_recipe`` (errors say to change it, not the model).
 
     Returns the estimators found, with their parameter paths (``step__param``, as ``set_params`` names them).
     """
@@ -199,10 +201,17 @@ def _gate_recipe(root: object) -> list[tuple[BaseEstimator, str]]:
             params = value.get_params(deep=False)
             reader = boosting.reads_files(params)
             if reader is not None:
+                whose, fix = (
+                    ("config.json's reference_recipe", "Remove it from the reference_recipe's params")
+                    if named
+                    else (
+                        "the model's recipe",
+                        "Re-save the model without it, or name a reference_recipe in config.json",
+                    )
+                )
                 raise _recipe_error(
-                    f"the model's recipe sets {_where(_join(path, reader))}, which makes the library read a "
-                    "file when it is retrained. Re-save the model without it, or name a reference_recipe in "
-                    "config.json",
+                    f"{whose} sets {_where(reader if named else _join(path, reader))}, which makes the library "
+                    f"read a file or open network connections when it is retrained. {fix}",
                     "unsafe_recipe",
                     UnsafeModelError,
                 )
@@ -540,7 +549,9 @@ def contained_clone(target: object, recipe: dict | None = None) -> BaseEstimator
         template = boosting.NamedClasses(build_recipe(recipe), target.classes)
     else:
         template = build_recipe(recipe)
-    estimators = _gate_recipe(template)  # the swapped-in recipes too: this is what will be fitted
+    estimators = _gate_recipe(
+        template, named=recipe is not None
+    )  # the swapped-in recipes too: what is fitted
     fitted, held = _fitted_graph(target) if recipe is None else ({}, set())
     for node, _ in estimators:
         if id(node) in held:  # the model's own (clone keeps a FrozenEstimator): never refit, left alone

@@ -7,7 +7,8 @@ model's own, the reference attacks and the what-if retrain the recipe the bundle
 
 The class is named as scikit-learn or a boosting library exports it (``RandomForestClassifier``,
 ``LGBMClassifier``), or with its module (``sklearn.ensemble.RandomForestClassifier``); only classes of
-:data:`RECIPE_MODULES` are looked up, and what is built then passes the refit gate like any recipe
+:data:`RECIPE_MODULES` are looked up, only scikit-learn classifiers and the three boosting wrappers are
+built (the name is resolved outside the sandbox), and what is built then passes the refit gate like any recipe
 (:func:`~mia_robustness.recipe.contained_clone`). Parameters are plain JSON values.
 """
 
@@ -35,6 +36,16 @@ RECIPE_MODULES = (
     "catboost",
 )
 _CLASS_NAME = re.compile(r"(?:([A-Za-z_][A-Za-z0-9_.]*)\.)?([A-Za-z_][A-Za-z0-9_]*)\Z")
+# The boosting libraries' classifiers a recipe may name, and the modules that define them. Nothing else of
+# theirs is looked up or built: the name comes from the bundle's config.json and is resolved in the
+# unsandboxed audit process, so their boosters, datasets, Dask / Spark estimators and test helpers (whose
+# modules import more, and whose constructors do more) stay out of reach.
+_BOOSTING_CLASSIFIERS = {
+    "XGBClassifier": "xgboost.sklearn",
+    "LGBMClassifier": "lightgbm.sklearn",
+    "CatBoostClassifier": "catboost.core",
+}
+_NAMEABLE = "a scikit-learn classifier (as sklearn.ensemble and its siblings export it), XGBClassifier, LGBMClassifier or CatBoostClassifier"
 
 
 def _bad(message: str) -> ModelError:
@@ -42,32 +53,41 @@ def _bad(message: str) -> ModelError:
 
 
 def recipe_class(name: str) -> type:
-    """The classifier class ``name`` names (see the module docstring), or a ``bad_reference_recipe`` error."""
+    """The classifier class ``name`` names (see the module docstring), or a ``bad_reference_recipe`` error.
+
+    Only :data:`RECIPE_MODULES` (and the boosting wrappers' own modules) are imported, and only a
+    scikit-learn classifier or one of :data:`_BOOSTING_CLASSIFIERS` is ever built."""
     match = _CLASS_NAME.match(name)
     if match is None:
         raise _bad(f"names {quoted_name(name)}, not a class name such as RandomForestClassifier")
     module, short = match.groups()
-    if module is not None and not any(module == m or module.startswith(m + ".") for m in RECIPE_MODULES):
-        raise _bad(
-            f"names a class in {quoted_name(module)}; name a scikit-learn, XGBoost, LightGBM or CatBoost class"
-        )
+    if module is not None and module not in (*RECIPE_MODULES, *_BOOSTING_CLASSIFIERS.values()):
+        raise _bad(f"names a class in {quoted_name(module)}; name {_NAMEABLE}")
     for candidate in (module,) if module is not None else RECIPE_MODULES:
         try:
             found = getattr(importlib.import_module(candidate), short, None)
         except ImportError:
             continue
         if isinstance(found, type):
-            if not (short.endswith("Classifier") or _is_classifier(found)):
-                raise _bad(f"names {quoted_name(short)}, which is not a classifier")
-            return found
+            home = _BOOSTING_CLASSIFIERS.get(found.__name__)
+            if home is not None and found.__module__ == home:
+                return found
+            if candidate.startswith("sklearn.") and not short.startswith("_") and _is_classifier(found):
+                return found
+            raise _bad(
+                f"names {quoted_name(short)}, which is not a classifier the audit retrains; name {_NAMEABLE}"
+            )
     raise _bad(
         f"names {quoted_name(name)}, which is no scikit-learn, XGBoost, LightGBM or CatBoost classifier"
     )
 
 
 def _is_classifier(kind: type) -> bool:
-    from sklearn.base import is_classifier
+    """A scikit-learn classifier class: built (bare) only once it is a ``ClassifierMixin``."""
+    from sklearn.base import ClassifierMixin, is_classifier
 
+    if not issubclass(kind, ClassifierMixin):
+        return False
     try:
         return bool(is_classifier(kind()))
     except Exception:  # noqa: BLE001 - a class that needs arguments is not one a recipe can name bare

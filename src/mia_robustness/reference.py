@@ -93,7 +93,12 @@ def fit_reference_confidences(
         # so only the exception's class reaches the user (the log keeps the rest).
         except Exception as exc:  # noqa: BLE001
             log.debug("a reference fit failed", exc_info=True)
-            message = "retraining the model's recipe on a reference model's rows failed ({}); "
+            message = (
+                "retraining config.json's reference_recipe on a reference model's rows failed ({}); check its "
+                "params (values the class accepts); "
+                if recipe is not None
+                else "retraining the model's recipe on a reference model's rows failed ({}); "
+            )
             raise raised_by_model(ModelError, exc, message + _DROP_THEM, code="refit_failed") from None
 
     results = fits_side_by_side(fit_one, range(len(in_mask)), workers, progress)

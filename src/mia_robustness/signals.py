@@ -90,10 +90,19 @@ def true_class_margin(margins: np.ndarray, label_index: np.ndarray) -> np.ndarra
     return margins[rows, label_index] - others.max(axis=1)
 
 
+# Largest true-class margin the learned attacks see. They take float32 features and standardise them
+# (squares): a margin past this (a finite 1e39 the checks let through) would be inf there and NaN once
+# scaled. Margins that large rank rows no better saturated; the threshold score keeps the float64 value.
+_MAX_MARGIN_FEATURE = 1e15
+_MAX_FLOAT = float(np.finfo(np.float64).max)
+
+
 def _margin_signals(margins: np.ndarray, label_index: np.ndarray) -> Signals:
     scaled = _probability_signals(softmax(margins), label_index)
-    margin = true_class_margin(margins, label_index)
-    features = np.hstack([scaled.features, margin[:, None].astype(np.float32)])
+    # 1e308 over -1e308 is inf in float64 too: the largest finite number instead
+    margin = np.clip(true_class_margin(margins, label_index), -_MAX_FLOAT, _MAX_FLOAT)
+    feature = np.clip(margin, -_MAX_MARGIN_FEATURE, _MAX_MARGIN_FEATURE)
+    features = np.hstack([scaled.features, feature[:, None].astype(np.float32)])
     names = tuple(f"softmax_{name}" for name in scaled.names) + ("true_margin",)
     return Signals(
         features, names, {"true_margin": margin}, label_index, margins.argmax(axis=1) == label_index

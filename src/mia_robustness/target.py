@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .boosting import NamedClasses
-from .errors import DataError, ModelError, raised_by_model
+from .errors import DataError, MiaError, ModelError, raised_by_model
 
 log = logging.getLogger("mia_robustness.target")
 
@@ -162,7 +162,10 @@ def _answer_chunk(model: object, chunk, kind: str) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return np.asarray(getattr(model, method)(chunk))
-    except MemoryError:
+    except (
+        MemoryError,
+        MiaError,
+    ):  # our own adapters' (ONNX, supplied outputs) errors already say what to fix
         raise
     # The exception's text comes from the model's own code: it may hold memory addresses (reprs of
     # functions) or anything the model chose, so only its class name reaches the user (the log keeps all).

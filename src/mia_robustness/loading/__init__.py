@@ -78,7 +78,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MiaError, ModelError
-from .boosters import NATIVE_SUFFIXES, load_native, native_kind, restore_feature_count
+from .boosters import NATIVE_SUFFIXES, load_native, native_kind, one_thread_each, restore_feature_count
 from .messages import HEAD_BYTES, _clean, _corrupt, _name, _not_a_model_file, _version_or_none, looks_like
 from .onnx_files import ONNX_SUFFIX, is_onnx_file, load_onnx
 from .onnx_model import settle_scores
@@ -206,6 +206,7 @@ def load_model(
     try:
         _check_loaded(path, model)
         restore_feature_count(model)
+        one_thread_each(model)
         answers = any(hasattr(model, method) for method in _ANSWERS) and _is_classifier_like(model)
     except MiaError:
         raise

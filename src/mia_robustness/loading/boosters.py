@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..boosting import NamedClasses
+from ..boosting import NamedClasses, neutral_changes, wrapper_name
 from ..errors import LimitError, ModelError
 from .messages import _corrupt, _name
 
@@ -78,6 +78,14 @@ _CATBOOST_PARAMETERS = frozenset(
 )
 
 
+# How to save a native file each library reads back (for a file it refused).
+_SAVE_NATIVE = {
+    "xgboost": "save the booster with XGBoost's save_model (model.json or model.ubj)",
+    "lightgbm": "save the booster with LightGBM's booster_.save_model (model.txt)",
+    "catboost": "save the model with CatBoost's save_model (model.cbm)",
+}
+
+
 def native_kind(head: bytes) -> str | None:
     """Which native format the first bytes of a file are, or ``None``: ``xgboost`` (JSON or UBJSON),
     ``lightgbm`` or ``catboost``."""
@@ -115,7 +123,7 @@ def load_native(path: Path, kind: str, max_bytes: int | None, classes: tuple | N
     except ModelError:
         raise
     except Exception as exc:  # noqa: BLE001 - the library refused the file: damaged, truncated or forged
-        raise _corrupt(path, exc, f"reading it as a {kind} model") from None
+        raise _corrupt(path, exc, f"reading it as a {kind} model", _SAVE_NATIVE[kind]) from None
     if classes is None:
         return model
     if len(classes) != count:
@@ -141,6 +149,36 @@ def restore_feature_count(model: Any) -> None:
         is_catboost = (type(part).__module__, type(part).__name__) == ("catboost.core", "CatBoostClassifier")
         if is_catboost and vars(part).get("_n_features_in") == 0 and part.is_fitted():
             part._n_features_in = len(part.feature_names_)
+
+
+# Most objects :func:`one_thread_each` visits looking for wrappers (the check after loading bounds the graph).
+_MAX_VISITED = 1_000_000
+
+
+def one_thread_each(model: Any) -> None:
+    """Give every XGBoost and LightGBM wrapper the loaded model holds (alone, a pipeline's step, an
+    ensemble's member) one thread and no printing when it predicts, as its refits get.
+
+    The thread count a pickle saved is the trainer's machine's, or any number the file chooses: LightGBM
+    starts that many OpenMP threads to predict, and 64 of them already exhaust the sandbox's address
+    space (the process dies). Threads change no prediction.
+    """
+    seen: set[int] = set()
+    todo = [model]
+    while todo and len(seen) < _MAX_VISITED:
+        item = todo.pop()
+        kind = type(item)
+        if id(item) in seen or kind in (str, bytes, int, float, bool, type(None), np.ndarray):
+            continue
+        seen.add(id(item))
+        if wrapper_name(kind) in ("XGBClassifier", "LGBMClassifier"):
+            item.set_params(**neutral_changes(kind, item.get_params(deep=False)))
+        elif kind in (list, tuple):
+            todo.extend(item)
+        elif kind is dict:
+            todo.extend(item.values())
+        elif kind.__module__.startswith(("sklearn.", "mia_robustness.")) and hasattr(item, "__dict__"):
+            todo.extend(vars(item).values())
 
 
 def _not_probabilities(path: Path, library: str, objective: str, accepted: tuple[str, ...]) -> ModelError:

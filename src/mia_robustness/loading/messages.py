@@ -77,15 +77,19 @@ def _refusal(path: Path, refused: list[str]) -> UnsafeModelError:
     )
 
 
-def _corrupt(path: Path, exc: BaseException, stage: str) -> ModelError:
+_SAVE_PICKLE = "save the fitted classifier with joblib.dump, pickle.dump or skops.io.dump"
+
+
+def _corrupt(path: Path, exc: BaseException, stage: str, fix: str = _SAVE_PICKLE) -> ModelError:
     """A file that failed to load, named by the exception's class only: its text may come from the file
     (a ``__setstate__`` raising attacker-chosen words, a repr with a memory address). The exception is
-    logged at debug level for whoever runs the tool."""
+    logged at debug level for whoever runs the tool. ``fix`` says how to save one that loads (a native
+    booster file or an ONNX graph is saved otherwise than a pickle)."""
     _LOG.debug("model file %r could not be read (%s)", path.name, stage, exc_info=exc)
     kind = _clean(type(exc).__name__, 60)
     return ModelError(
-        f"{_name(path)} is not a readable model file ({kind} while {stage}); save the fitted classifier "
-        "with joblib.dump, pickle.dump or skops.io.dump and upload that file unchanged",
+        f"{_name(path)} is not a readable model file ({kind} while {stage}); {fix} and upload that file "
+        "unchanged",
         code="corrupt_model",
     )
 

@@ -134,7 +134,7 @@ def _parse(path: Path, data: bytes) -> Any:
     try:
         model.ParseFromString(data)
     except (DecodeError, ValueError, RuntimeError) as exc:
-        raise _corrupt(path, exc, "reading it as an ONNX model") from None
+        raise _corrupt(path, exc, "reading it as an ONNX model", _SAVE_HINT) from None
     # Protobuf reads many byte strings as some message: a model has a format version, a graph with at
     # least one node and one output, and operator sets.
     graph = model.graph if model.HasField("graph") else None
@@ -226,7 +226,7 @@ def _check_valid(path: Path, model: Any) -> None:
     try:
         onnx.checker.check_model(model)
     except (onnx.checker.ValidationError, ValueError, RuntimeError) as exc:
-        raise _corrupt(path, exc, "checking the ONNX graph") from None
+        raise _corrupt(path, exc, "checking the ONNX graph", _SAVE_HINT) from None
 
 
 def _session(path: Path, model: Any) -> Any:
@@ -259,7 +259,7 @@ def _session(path: Path, model: Any) -> Any:
     except MemoryError:
         raise
     except Exception as exc:  # noqa: BLE001 - onnxruntime's errors quote the file's names: class only
-        raise _corrupt(path, exc, "preparing the ONNX graph to run") from None
+        raise _corrupt(path, exc, "preparing the ONNX graph to run", _SAVE_HINT) from None
 
 
 # Where a converted classifier names its classes, in the order of its score columns.

@@ -48,6 +48,8 @@ _MAP_OUTPUT = re.compile(r"seq\(map\((string|int64),tensor\((float|double)\)\)\)
 PROBABILITY_TOLERANCE = 1e-3
 #: Rows of a table scored to tell probabilities from margins.
 SAMPLE_ROWS = 64
+# What onnxruntime's allocator says (in a RuntimeException, not a MemoryError) when a buffer is refused.
+_ALLOCATION_FAILED = "Failed to allocate memory"
 
 
 def _width(shape: list[Any]) -> int | None:
@@ -280,6 +282,10 @@ class OnnxClassifier:
             raise
         except Exception as exc:  # noqa: BLE001 - onnxruntime's text quotes the graph's names: class only
             log.debug("onnxruntime could not score the rows", exc_info=True)
+            if _ALLOCATION_FAILED in str(exc):
+                # a graph that asks for more than the sandbox's memory (a ConstantOfShape / Expand of
+                # billions of elements): onnxruntime says so in its own words, the audit as a memory limit
+                raise MemoryError from None
             message = (
                 "the ONNX model could not score the rows ({}). Check that the tables hold the columns and kinds "
                 "of values it was converted for"
