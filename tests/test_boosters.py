@@ -381,3 +381,25 @@ def test_a_lightgbm_pickle_whose_model_text_is_cut_short_is_refused_before_light
     with pytest.raises(MiaError) as caught:
         load_model(path)
     assert caught.value.code == "unsafe_model" and "cut short" in str(caught.value)
+
+
+def test_a_native_file_with_text_labels_is_checked_and_packed_with_its_class_names(tmp_path, tables, fitted):
+    """`mia-robustness bundle --classes`: the check reads the file with the names, and config.json keeps them."""
+    import json
+    import zipfile
+
+    from mia_robustness.bundle_check import check_bundle, make_bundle
+
+    named = [pd.DataFrame(t).assign(income=t["income"].map({0: "low", 1: "high"})) for t in tables]
+    folder = _bundle(
+        tmp_path / "parts", named, lambda f: fitted["xgboost"].get_booster().save_model(f / "model.json")
+    )
+    parts = (folder / "model.json", folder / "train.csv", folder / "subject.csv")
+    with pytest.raises(MiaError) as caught:  # without the names, the text labels are unknown to the model
+        make_bundle(*parts, tmp_path / "unnamed.zip", label_column="income", rows=50)
+    assert caught.value.code == "unknown_label"
+    checked = make_bundle(*parts, tmp_path / "b.zip", label_column="income", classes="low,high", rows=50)
+    assert checked is not None and checked.n_classes == 2
+    with zipfile.ZipFile(tmp_path / "b.zip") as packed:
+        assert json.loads(packed.read("config.json"))["classes"] == ["low", "high"]
+    assert check_bundle(tmp_path / "b.zip", rows=50).n_classes == 2  # the packed bundle checks with its names

@@ -237,6 +237,17 @@ class NamedClasses(ClassifierMixin, BaseEstimator):
     def _fitted(self) -> Any:
         return vars(self).get("estimator_", self.estimator)
 
+    def __sklearn_is_fitted__(self) -> bool:
+        """Fitted when the booster it answers with is (a loaded file's booster is, without ``estimator_``)."""
+        from sklearn.exceptions import NotFittedError
+        from sklearn.utils.validation import check_is_fitted
+
+        try:
+            check_is_fitted(self._fitted())
+        except (NotFittedError, TypeError):
+            return False
+        return True
+
     def predict_proba(self, X: Any) -> np.ndarray:
         """``(n_rows, n_classes)`` probabilities, columns in the order of ``classes``."""
         return self._fitted().predict_proba(X)

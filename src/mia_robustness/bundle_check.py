@@ -9,7 +9,7 @@ an error about ``prep_only.skops`` says ``prep_only.skops``, never the ``model.s
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +104,7 @@ def check_bundle(
         options = resolve_options(bundle.config, overrides)
         if bundle.predictions is not None:
             return _check_supplied(bundle, options)
-        files = ModelFiles(bundle.model_path, bundle.members_path, bundle.non_members_path)
+        files = ModelFiles(bundle.model_path, bundle.members_path, bundle.non_members_path, options.classes)
         return check_files(files, label_column=options.label_column, **check)
 
 
@@ -136,6 +136,7 @@ def make_bundle(
     output: str | Path,
     *,
     label_column: str | None = None,
+    classes: str | Sequence[str | int] | None = None,
     check: bool = True,
     **check_arguments: Any,
 ) -> ModelCheck | None:
@@ -150,6 +151,9 @@ def make_bundle(
         The bundle zip to write; nothing is written when the check fails.
     label_column:
         Stored in the bundle's ``config.json`` (and checked).
+    classes:
+        The class names of a model file that knows its classes only as ``0..K-1`` (a native booster, an ONNX
+        graph exported from PyTorch), in that order; stored in ``config.json`` (and checked).
     check:
         ``False`` packs the files unchecked.
     **check_arguments:
@@ -159,10 +163,14 @@ def make_bundle(
     -------
     What the check found, or ``None`` when it was skipped.
     """
-    label_column = options_from_mapping({"label_column": label_column}).label_column
-    parts = ModelFiles(Path(model), Path(members), Path(non_members))
+    parsed = options_from_mapping({"label_column": label_column, "classes": classes})
+    label_column = parsed.label_column
+    parts = ModelFiles(Path(model), Path(members), Path(non_members), parsed.classes)
     check_part_names(parts.model, parts.members, parts.non_members, Path(output))
     checked = check_files(parts, label_column=label_column, **check_arguments) if check else None
-    config = {"label_column": label_column} if label_column else None
+    config = {"label_column": label_column} if label_column else {}
+    if parsed.classes is not None:
+        config["classes"] = list(parsed.classes)
+    config = config or None
     pack_bundle(parts.model, parts.members, parts.non_members, Path(output), config=config)
     return checked

@@ -144,6 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("--train", required=True, help="members table (CSV or Parquet)")
     pack.add_argument("--subject", required=True, help="non-members table (CSV or Parquet)")
     pack.add_argument("--label-column", help="stored in the bundle's config.json")
+    pack.add_argument(
+        "--classes",
+        help="for a model file that knows its classes only as 0, 1, ... (a native booster, a PyTorch ONNX graph): "
+        "their names, comma-separated, in that order; stored in the bundle's config.json",
+    )
     pack.add_argument("-o", "--output", required=True, help="bundle zip to write")
     pack.add_argument(
         "--no-check",
@@ -320,6 +325,7 @@ def _run_bundle(args: argparse.Namespace) -> None:
         args.subject,
         args.output,
         label_column=args.label_column,
+        classes=args.classes,
         check=args.check,
         workdir=settings.temp_root,
         sandbox_memory_mb=settings.sandbox_memory_mb,
