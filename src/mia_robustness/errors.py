@@ -107,6 +107,11 @@ class AuditCrashedError(MiaError, code="audit_crashed", status=500):
     """The process running an audit ended without an answer (killed, out of memory, crashed)."""
 
 
+class ClusterError(MiaError, code="cluster_failed", status=500):
+    """The hosts of a multi-instance training job could not work together: a host unreachable or gone, a
+    peer that failed. Not the caller's input, so a 5xx (the job exits 1)."""
+
+
 class DeviceError(InputError, code="device_unavailable"):
     """The requested compute device is not available (e.g. ``--device cuda`` without CUDA)."""
 

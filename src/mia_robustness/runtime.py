@@ -43,6 +43,12 @@ ENV_FRONT_SERVER = "MIA_FRONT_SERVER"
 ENV_AUDIT_OPTIONS = "MIA_AUDIT_OPTIONS"
 # train (training.py).
 ENV_OPT_ML = "MIA_OPT_ML"
+# train on several hosts (training_cluster.py): the Dask ports, how long hosts wait for each other, and
+# where each host is (tests only: "algo-1=127.0.0.1;algo-2=127.0.0.1"; SageMaker's DNS otherwise).
+ENV_SCHEDULER_PORT = "MIA_DASK_SCHEDULER_PORT"
+ENV_WORKER_PORT = "MIA_DASK_WORKER_PORT"
+ENV_CLUSTER_JOIN_TIMEOUT = "MIA_CLUSTER_JOIN_TIMEOUT_S"
+ENV_HOST_ADDRESSES = "MIA_HOST_ADDRESSES"
 # The CLI: a traceback instead of one line for unexpected errors.
 ENV_DEBUG = "MIA_DEBUG"
 

@@ -1,0 +1,215 @@
+"""`train` on several hosts (training_cluster.py): resourceconfig.json, the hosts' settings, and two real
+`train` processes on loopback as algo-1 and algo-2, each with its own /opt/ml tree (MIA_OPT_ML) and the
+host names mapped to 127.0.0.1 (MIA_HOST_ADDRESSES)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sklearn.tree import DecisionTreeClassifier
+
+from builders import FAST, REPO_ROOT, noisy_numeric_frame, raised, split_fit, write_bundle
+from mia_robustness.errors import OptionsError
+from mia_robustness.serving.settings import JobClusterSettings, TrainingSettings
+from mia_robustness.training_cluster import JobHosts, read_resource_config, resolve
+from serving_helpers import free_port
+
+TRAIN = REPO_ROOT / "train"
+HOSTS = ["algo-1", "algo-2"]
+
+
+def _resource_config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "resourceconfig.json"
+    path.write_text(text)
+    return path
+
+
+# --------------------------------------------------------------------------------------------------
+# resourceconfig.json and the settings
+# --------------------------------------------------------------------------------------------------
+
+
+def test_no_resource_config_is_one_host(tmp_path):
+    assert read_resource_config(tmp_path / "resourceconfig.json") is None
+
+
+def test_resource_config_as_sagemaker_writes_it(tmp_path):
+    config = {
+        "current_host": "algo-2",
+        "current_instance_type": "ml.c5.2xlarge",
+        "current_group_name": "homogeneousCluster",
+        "hosts": ["algo-2", "algo-10", "algo-1"],
+        "instance_groups": [
+            {"instance_group_name": "homogeneousCluster", "instance_type": "ml.c5.2xlarge",
+             "hosts": ["algo-2", "algo-10", "algo-1"]}
+        ],
+        "network_interface_name": "eth0",
+    }  # fmt: skip
+    hosts = read_resource_config(_resource_config(tmp_path, json.dumps(config)))
+    # Sorted as text, as SageMaker's own toolkits sort them: algo-1 leads, algo-10 comes before algo-2.
+    assert hosts == JobHosts(hosts=("algo-1", "algo-10", "algo-2"), current="algo-2")
+    assert hosts.leader == "algo-1" and hosts.several and not hosts.is_leader
+
+
+def test_one_host_is_not_several(tmp_path):
+    hosts = read_resource_config(
+        _resource_config(tmp_path, '{"current_host": "algo-1", "hosts": ["algo-1"]}')
+    )
+    assert hosts is not None and hosts.is_leader and not hosts.several
+
+
+@pytest.mark.parametrize(
+    ("text", "phrase"),
+    [
+        ("{not json", "not valid JSON"),
+        ('["algo-1"]', "JSON object"),
+        ('{"current_host": "algo-1"}', "no list of host names"),
+        ('{"current_host": "algo-1", "hosts": []}', "no list of host names"),
+        ('{"current_host": "algo-1", "hosts": ["algo-1", 2]}', "not a name"),
+        ('{"current_host": "algo-1", "hosts": ["algo-1", "algo-1"]}', "twice"),
+        ('{"hosts": ["algo-1", "algo-2"]}', "current_host"),
+        ('{"current_host": "algo-3", "hosts": ["algo-1", "algo-2"]}', "not one of its 2 hosts"),
+    ],
+)
+def test_malformed_resource_config_is_refused_clearly(tmp_path, text, phrase):
+    error = raised(Exception, "bad_resource_config", read_resource_config, _resource_config(tmp_path, text))
+    assert phrase in error.message and "resourceconfig.json" in error.message
+    assert error.http_status == 400  # train exits 2: the job's setup is wrong
+
+
+def test_cluster_settings_from_the_environment():
+    assert TrainingSettings.from_env({}).cluster == JobClusterSettings()
+    settings = JobClusterSettings.from_env(
+        {
+            "MIA_DASK_SCHEDULER_PORT": "9786",
+            "MIA_DASK_WORKER_PORT": "0",
+            "MIA_CLUSTER_JOIN_TIMEOUT_S": "12.5",
+            "MIA_HOST_ADDRESSES": "algo-1=127.0.0.1; algo-2=127.0.0.2;",
+        }
+    )
+    assert settings == JobClusterSettings(9786, 0, 12.5, (("algo-1", "127.0.0.1"), ("algo-2", "127.0.0.2")))
+    assert resolve("algo-2", settings) == "127.0.0.2"
+    assert resolve("localhost", settings) == "127.0.0.1"  # not listed: DNS
+    assert resolve("no-such-host.invalid", settings) is None
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MIA_DASK_SCHEDULER_PORT", "0"),
+        ("MIA_DASK_WORKER_PORT", "70000"),
+        ("MIA_CLUSTER_JOIN_TIMEOUT_S", "soon"),
+        ("MIA_HOST_ADDRESSES", "algo-1:127.0.0.1"),
+        ("MIA_HOST_ADDRESSES", "algo-1=127.0.0.1;=127.0.0.2"),
+    ],
+)
+def test_bad_cluster_settings_name_the_variable(name, value):
+    error = raised(OptionsError, "bad_setting", JobClusterSettings.from_env, {name: value})
+    assert name in error.message
+
+
+# --------------------------------------------------------------------------------------------------
+# Two `train` processes on loopback
+# --------------------------------------------------------------------------------------------------
+
+
+def _host_tree(root: Path, host: str, bundle: Path, hyperparameters: dict) -> Path:
+    config = root / "input" / "config"
+    config.mkdir(parents=True)
+    (config / "hyperparameters.json").write_text(json.dumps(hyperparameters))
+    (config / "resourceconfig.json").write_text(json.dumps({"current_host": host, "hosts": HOSTS}))
+    channel = root / "input" / "data" / "training"
+    channel.mkdir(parents=True)
+    (channel / bundle.name).write_bytes(bundle.read_bytes())  # every host gets the channel (FullyReplicated)
+    return root
+
+
+def _start_train(root: Path, scheduler_port: int, **extra: str) -> subprocess.Popen:
+    environ = {
+        **os.environ,
+        "MIA_OPT_ML": str(root),
+        "MIA_HOST_ADDRESSES": "algo-1=127.0.0.1;algo-2=127.0.0.1",
+        "MIA_DASK_SCHEDULER_PORT": str(scheduler_port),
+        "MIA_DASK_WORKER_PORT": "0",  # both workers share 127.0.0.1
+        "MIA_CLUSTER_JOIN_TIMEOUT_S": "60",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        **extra,
+    }
+    return subprocess.Popen(
+        [str(TRAIN)], env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def _finish(process: subprocess.Popen, timeout: float = 120) -> tuple[int, str]:
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        output, _ = process.communicate()
+        raise AssertionError(f"train did not finish in {timeout} s:\n{output[-3000:]}") from None
+    return process.returncode, output
+
+
+@pytest.fixture
+def bundle(tmp_path) -> Path:
+    model, members, non_members = split_fit(
+        noisy_numeric_frame(600, seed=3), DecisionTreeClassifier(random_state=0)
+    )
+    return write_bundle(tmp_path / "made", model, members, non_members, kind="zip")
+
+
+def test_two_hosts_audit_together_and_both_exit_0(tmp_path, bundle):
+    port = free_port()
+    roots = [_host_tree(tmp_path / host, host, bundle, FAST) for host in HOSTS]
+    started = time.monotonic()
+    worker_host = _start_train(roots[1], port)  # the worker host first: it waits for the scheduler
+    leader = _start_train(roots[0], port)
+    (leader_status, leader_log), (worker_status, worker_log) = _finish(leader), _finish(worker_host)
+    elapsed = time.monotonic() - started
+    assert leader_status == 0, leader_log[-3000:]
+    assert worker_status == 0, worker_log[-3000:]
+    report = json.loads((roots[0] / "model" / "report.json").read_text())
+    assert report["data"]["rows_per_side"] == 300 and report["results"]
+    assert "all 2 hosts' workers joined" in leader_log
+    for host in HOSTS:
+        count = int(leader_log.split(f"host {host}'s worker ran ")[1].split()[0])
+        assert count > 0, f"{host}'s worker ran no task:\n{leader_log[-3000:]}"
+    assert "the audit is done; this host's worker ran " in worker_log
+    assert int(worker_log.split("this host's worker ran ")[1].split()[0]) > 0
+    assert not (roots[1] / "model" / "report.json").exists()  # one report, from the first host
+    assert not any((root / "output" / "failure").exists() for root in roots)
+    print(f"\ntwo-host training job on loopback: {elapsed:.1f} s")
+
+
+def test_a_failure_on_the_first_host_stops_the_other(tmp_path, bundle):
+    port = free_port()
+    roots = [_host_tree(tmp_path / host, host, bundle, FAST) for host in HOSTS]
+    (roots[0] / "input" / "data" / "training" / bundle.name).write_bytes(b"PK\x03\x04" + b"\0" * 200)
+    worker_host = _start_train(roots[1], port)
+    leader = _start_train(roots[0], port)
+    (leader_status, leader_log), (worker_status, worker_log) = _finish(leader), _finish(worker_host)
+    assert leader_status == 2, leader_log[-3000:]
+    assert (roots[0] / "output" / "failure").read_text().startswith("corrupt_archive: ")
+    assert worker_status == 1, worker_log[-3000:]
+    reason = (roots[1] / "output" / "failure").read_text()
+    assert reason.startswith("peer_failed: host algo-1 failed: corrupt_archive: "), reason
+    assert "Traceback" not in leader_log + worker_log
+
+
+def test_a_worker_host_that_cannot_reach_the_scheduler_fails_in_bounded_time(tmp_path, bundle):
+    root = _host_tree(tmp_path / "algo-2", "algo-2", bundle, FAST)
+    started = time.monotonic()
+    status, log = _finish(_start_train(root, free_port(), MIA_CLUSTER_JOIN_TIMEOUT_S="3"), timeout=60)
+    assert status == 1, log[-3000:]
+    reason = (root / "output" / "failure").read_text()
+    assert reason.startswith(
+        "scheduler_unreachable: could not reach the Dask scheduler on the first host algo-1"
+    )
+    assert "within 3 s (MIA_CLUSTER_JOIN_TIMEOUT_S)" in reason
+    assert time.monotonic() - started < 30
