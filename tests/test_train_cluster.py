@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -14,11 +15,11 @@ from pathlib import Path
 import pytest
 from sklearn.tree import DecisionTreeClassifier
 
-from builders import FAST, REPO_ROOT, noisy_numeric_frame, raised, split_fit, write_bundle
+from builders import FAST, REPO_ROOT, noisy_numeric_frame, raised, split_fit, wait_until, write_bundle
 from mia_robustness.errors import OptionsError
 from mia_robustness.serving.settings import JobClusterSettings, TrainingSettings
 from mia_robustness.training_cluster import JobHosts, read_resource_config, resolve
-from serving_helpers import free_port
+from serving_helpers import cmdline, free_port, process_table
 
 TRAIN = REPO_ROOT / "train"
 HOSTS = ["algo-1", "algo-2"]
@@ -130,30 +131,48 @@ def _host_tree(root: Path, host: str, bundle: Path, hyperparameters: dict) -> Pa
     return root
 
 
-def _start_train(root: Path, scheduler_port: int, **extra: str) -> subprocess.Popen:
-    environ = {
-        **os.environ,
-        "MIA_OPT_ML": str(root),
-        "MIA_HOST_ADDRESSES": "algo-1=127.0.0.1;algo-2=127.0.0.1",
-        "MIA_DASK_SCHEDULER_PORT": str(scheduler_port),
-        "MIA_DASK_WORKER_PORT": "0",  # both workers share 127.0.0.1
-        "MIA_CLUSTER_JOIN_TIMEOUT_S": "60",
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        **extra,
-    }
-    return subprocess.Popen(
-        [str(TRAIN)], env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+class TrainProcess:
+    """`./train` as one host of the job, its output in ``root/train.log``."""
+
+    def __init__(self, root: Path, scheduler_port: int, **extra: str) -> None:
+        environ = {
+            **os.environ,
+            "MIA_OPT_ML": str(root),
+            "MIA_HOST_ADDRESSES": "algo-1=127.0.0.1;algo-2=127.0.0.1",
+            "MIA_DASK_SCHEDULER_PORT": str(scheduler_port),
+            "MIA_DASK_WORKER_PORT": "0",  # both workers share 127.0.0.1
+            "MIA_CLUSTER_JOIN_TIMEOUT_S": "60",
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            **extra,
+        }
+        self.root = root
+        self.log_path = root / "train.log"
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen([str(TRAIN)], env=environ, stdout=log, stderr=subprocess.STDOUT)
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    @property
+    def failure(self) -> str:
+        return (self.root / "output" / "failure").read_text()
+
+    def finish(self, timeout: float = 120) -> int:
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(f"train did not finish in {timeout} s:\n{self.log[-3000:]}") from None
 
 
-def _finish(process: subprocess.Popen, timeout: float = 120) -> tuple[int, str]:
-    try:
-        output, _ = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        output, _ = process.communicate()
-        raise AssertionError(f"train did not finish in {timeout} s:\n{output[-3000:]}") from None
-    return process.returncode, output
+def _job(tmp_path: Path, bundle: Path, hyperparameters: dict = FAST) -> list[TrainProcess]:
+    """algo-2 then algo-1 started (the worker host waits for the scheduler), on a free scheduler port."""
+    port = free_port()
+    roots = [_host_tree(tmp_path / host, host, bundle, hyperparameters) for host in HOSTS]
+    worker_host = TrainProcess(roots[1], port)
+    return [TrainProcess(roots[0], port), worker_host]
 
 
 @pytest.fixture
@@ -165,51 +184,66 @@ def bundle(tmp_path) -> Path:
 
 
 def test_two_hosts_audit_together_and_both_exit_0(tmp_path, bundle):
-    port = free_port()
-    roots = [_host_tree(tmp_path / host, host, bundle, FAST) for host in HOSTS]
     started = time.monotonic()
-    worker_host = _start_train(roots[1], port)  # the worker host first: it waits for the scheduler
-    leader = _start_train(roots[0], port)
-    (leader_status, leader_log), (worker_status, worker_log) = _finish(leader), _finish(worker_host)
+    leader, worker_host = _job(tmp_path, bundle)
+    assert leader.finish() == 0, leader.log[-3000:]
+    assert worker_host.finish() == 0, worker_host.log[-3000:]
     elapsed = time.monotonic() - started
-    assert leader_status == 0, leader_log[-3000:]
-    assert worker_status == 0, worker_log[-3000:]
-    report = json.loads((roots[0] / "model" / "report.json").read_text())
+    report = json.loads((leader.root / "model" / "report.json").read_text())
     assert report["data"]["rows_per_side"] == 300 and report["results"]
-    assert "all 2 hosts' workers joined" in leader_log
+    assert "all 2 hosts' workers joined" in leader.log
     for host in HOSTS:
-        count = int(leader_log.split(f"host {host}'s worker ran ")[1].split()[0])
-        assert count > 0, f"{host}'s worker ran no task:\n{leader_log[-3000:]}"
-    assert "the audit is done; this host's worker ran " in worker_log
-    assert int(worker_log.split("this host's worker ran ")[1].split()[0]) > 0
-    assert not (roots[1] / "model" / "report.json").exists()  # one report, from the first host
-    assert not any((root / "output" / "failure").exists() for root in roots)
+        count = int(leader.log.split(f"host {host}'s worker ran ")[1].split()[0])
+        assert count > 0, f"{host}'s worker ran no task:\n{leader.log[-3000:]}"
+    assert int(worker_host.log.split("the audit is done; this host's worker ran ")[1].split()[0]) > 0
+    assert not (worker_host.root / "model" / "report.json").exists()  # one report, from the first host
+    assert not any((p.root / "output" / "failure").exists() for p in (leader, worker_host))
     print(f"\ntwo-host training job on loopback: {elapsed:.1f} s")
 
 
 def test_a_failure_on_the_first_host_stops_the_other(tmp_path, bundle):
-    port = free_port()
-    roots = [_host_tree(tmp_path / host, host, bundle, FAST) for host in HOSTS]
-    (roots[0] / "input" / "data" / "training" / bundle.name).write_bytes(b"PK\x03\x04" + b"\0" * 200)
-    worker_host = _start_train(roots[1], port)
-    leader = _start_train(roots[0], port)
-    (leader_status, leader_log), (worker_status, worker_log) = _finish(leader), _finish(worker_host)
-    assert leader_status == 2, leader_log[-3000:]
-    assert (roots[0] / "output" / "failure").read_text().startswith("corrupt_archive: ")
-    assert worker_status == 1, worker_log[-3000:]
-    reason = (roots[1] / "output" / "failure").read_text()
-    assert reason.startswith("peer_failed: host algo-1 failed: corrupt_archive: "), reason
-    assert "Traceback" not in leader_log + worker_log
+    (tmp_path / "corrupt").mkdir()
+    corrupt = tmp_path / "corrupt" / bundle.name
+    corrupt.write_bytes(b"PK\x03\x04" + b"\0" * 200)
+    leader, worker_host = _job(tmp_path, corrupt)
+    assert leader.finish() == 2, leader.log[-3000:]
+    assert leader.failure.startswith("corrupt_archive: ")
+    assert worker_host.finish() == 1, worker_host.log[-3000:]
+    assert worker_host.failure.startswith("peer_failed: host algo-1 failed: corrupt_archive: "), (
+        worker_host.failure
+    )
+    assert "Traceback" not in leader.log + worker_host.log
+
+
+def _dask_worker_of(train: TrainProcess) -> int:
+    children = [pid for pid, (_, parent) in process_table().items() if parent == train.process.pid]
+    return next(pid for pid in children if "dask_worker" in cmdline(pid))
+
+
+def test_a_failure_on_a_worker_host_stops_the_audit(tmp_path, bundle):
+    """algo-2's worker dies mid-audit (as if killed for memory): algo-2 fails saying so, and algo-1's audit
+    is interrupted instead of finishing on its own worker."""
+    heavier = {"attack_models": "threshold,rf,gb", "repeats": "3", "proportions": "0.25,0.5,0.75,1"}
+    leader, worker_host = _job(tmp_path, bundle, heavier)
+    wait_until(lambda: "workers joined" in leader.log, timeout=60, interval=0.2, what="both hosts joined")
+    os.kill(_dask_worker_of(worker_host), signal.SIGKILL)
+    assert worker_host.finish() == 1, worker_host.log[-3000:]
+    assert worker_host.failure.startswith("worker_failed: this host's Dask worker exited"), (
+        worker_host.failure
+    )
+    assert leader.finish() == 1, leader.log[-3000:]
+    assert leader.failure.startswith("peer_failed: host algo-2 "), leader.failure
+    assert not (leader.root / "model" / "report.json").exists()
+    assert "Traceback" not in leader.log + worker_host.log
 
 
 def test_a_worker_host_that_cannot_reach_the_scheduler_fails_in_bounded_time(tmp_path, bundle):
     root = _host_tree(tmp_path / "algo-2", "algo-2", bundle, FAST)
     started = time.monotonic()
-    status, log = _finish(_start_train(root, free_port(), MIA_CLUSTER_JOIN_TIMEOUT_S="3"), timeout=60)
-    assert status == 1, log[-3000:]
-    reason = (root / "output" / "failure").read_text()
-    assert reason.startswith(
+    worker_host = TrainProcess(root, free_port(), MIA_CLUSTER_JOIN_TIMEOUT_S="3")
+    assert worker_host.finish(timeout=60) == 1, worker_host.log[-3000:]
+    assert worker_host.failure.startswith(
         "scheduler_unreachable: could not reach the Dask scheduler on the first host algo-1"
     )
-    assert "within 3 s (MIA_CLUSTER_JOIN_TIMEOUT_S)" in reason
+    assert "within 3 s (MIA_CLUSTER_JOIN_TIMEOUT_S)" in worker_host.failure
     assert time.monotonic() - started < 30

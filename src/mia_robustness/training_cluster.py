@@ -51,6 +51,8 @@ OUTCOME = [METADATA_ROOT, "outcome"]
 # How often hosts look at each other, and how long a host waits for its peers at the end.
 POLL_S = 0.5
 LEAVE_TIMEOUT_S = 60.0
+# How long the first host waits for a vanished host's own reason before giving its own.
+REPORT_GRACE_S = 3.0
 # A scheduler that cannot be reached for this long is gone (a host that stopped drops off the network
 # without refusing connections).
 SCHEDULER_LOST_S = 30.0
@@ -349,7 +351,12 @@ class LeaderHost(_Host):
                 self._check_peer_failures()
                 gone = sorted(wanted - self.worker_hosts())
                 if gone:
-                    raise ClusterError(f"host(s) {', '.join(gone)} left the cluster during the audit")
+                    # A host whose worker died says why within a poll or two: prefer its own reason.
+                    time.sleep(REPORT_GRACE_S)
+                    self._check_peer_failures()
+                    raise ClusterError(
+                        f"host {', '.join(gone)} left the cluster during the audit; its log says why"
+                    )
             except ClusterError as error:
                 self._trouble = error.message
             except Exception as error:  # noqa: BLE001 - the scheduler itself is unreachable
