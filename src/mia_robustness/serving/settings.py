@@ -24,6 +24,7 @@ Variables (all optional):
 ``MIA_SANDBOX_MEMORY_MB``                   address-space limit of the sandboxed model process
 ``MIA_OPT_ML``                              root of the SageMaker tree for ``train`` (``/opt/ml``)
 ``MIA_LOG_LEVEL``                           ``debug``, ``info`` (default), ``warning`` or ``error``
+``MIA_DASK_SCHEDULER``                      run the audits' work on this Dask scheduler (``tcp://HOST:PORT``)
 ``MIA_FRONT_SERVER``                        ``nginx`` (default) in front of gunicorn, or ``none`` (tests)
 ``MIA_AUDIT_OPTIONS``                       audit options for every invocation (``name=value;...``); the
                                             custom-attributes header overrides them
