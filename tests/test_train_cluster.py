@@ -85,7 +85,7 @@ def test_malformed_resource_config_is_refused_clearly(tmp_path, text, phrase):
 
 
 def test_cluster_settings_from_the_environment():
-    assert TrainingSettings.from_env({}).cluster == JobClusterSettings()
+    assert TrainingSettings.from_env({}).job_cluster == JobClusterSettings()
     settings = JobClusterSettings.from_env(
         {
             "MIA_DASK_SCHEDULER_PORT": "9786",

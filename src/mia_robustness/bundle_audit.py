@@ -12,6 +12,7 @@ from .attacks import REGISTRY
 from .bundle import open_bundle
 from .deadline import Deadline
 from .engine import Stopwatch, run_audit
+from .executor import Executor, open_executor
 from .options import AuditOptions, options_from_mapping
 from .report import Report
 from .sandbox.session import open_model
@@ -42,6 +43,7 @@ def audit(
     timeout: float | None = None,
     sandbox: bool = True,
     sandbox_memory_mb: int | None = None,
+    cluster: str | None = None,
 ) -> Report:
     """Audit the bundle at ``source`` and return its robustness report.
 
@@ -71,18 +73,55 @@ def audit(
         the model's code in this process: only for models you trust.
     sandbox_memory_mb:
         The sandbox child's address-space limit; ``None`` for an estimate from the bundle's sizes.
+    cluster:
+        A Dask scheduler's address (``tcp://HOST:PORT``): the sweep's cells, the reference fits and the
+        what-if's fits run on its workers, the model's in a sandboxed child there (``sandbox/cluster.py``).
+        ``None`` (the default): everything runs here, and Dask is not imported.
     """
     deadline = Deadline(timeout)
     clock = Stopwatch(progress, deadline)
     workers = workers or default_workers()
+    # Connect first: an unreachable scheduler is said within seconds, before any unpacking or loading.
+    executor = open_executor(cluster, workers)
+    try:
+        return _audit_on(
+            executor,
+            source,
+            overrides,
+            clock,
+            limits,
+            workdir,
+            workers,
+            max_memory_mb,
+            sandbox,
+            sandbox_memory_mb,
+        )
+    finally:
+        executor.close()
+
+
+def _audit_on(
+    executor: Executor,
+    source: str | Path | bytes,
+    overrides: Mapping[str, Any] | AuditOptions | None,
+    clock: Stopwatch,
+    limits: BundleLimits | None,
+    workdir: str | Path | None,
+    workers: int,
+    max_memory_mb: float | None,
+    sandbox: bool,
+    sandbox_memory_mb: int | None,
+) -> Report:
+    deadline = clock.deadline
     with open_bundle(source, limits=limits, workdir=workdir) as bundle:
         options = resolve_options(bundle.config, overrides)
         model_file_bytes = bundle.model_path.stat().st_size
         uses_reference = any(REGISTRY[a].kind == "reference" for a in options.attack_models)
         # The sandbox copies the files it needs, and in-process loading reads them now: the bundle's
         # temporary folder can go when this block ends.
+        files = ModelFiles(bundle.model_path, bundle.members_path, bundle.non_members_path)
         model = open_model(
-            ModelFiles(bundle.model_path, bundle.members_path, bundle.non_members_path),
+            files,
             sandbox=sandbox,
             deadline=deadline,
             progress=clock.progress,
@@ -103,6 +142,7 @@ def audit(
             max_memory_mb=max_memory_mb,
             deadline=deadline,
             clock=clock,
+            executor=executor,
         )
     finally:
         model.close()

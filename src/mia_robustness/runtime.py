@@ -29,6 +29,8 @@ ENV_MAX_UNPACKED_MB = "MIA_MAX_UNPACKED_MB"
 ENV_MAX_ARCHIVE_MEMBERS = "MIA_MAX_ARCHIVE_MEMBERS"
 ENV_MAX_COMPRESSION_RATIO = "MIA_MAX_COMPRESSION_RATIO"
 ENV_LOG_LEVEL = "MIA_LOG_LEVEL"
+# Where the audit's work runs: a Dask scheduler's address (tcp://HOST:PORT); unset, in this process.
+ENV_DASK_SCHEDULER = "MIA_DASK_SCHEDULER"
 # serve (serving/settings.py).
 ENV_BIND_HOST = "MIA_BIND_HOST"
 ENV_PORT = "SAGEMAKER_BIND_TO_PORT"
@@ -111,6 +113,19 @@ def env_directory(
     return path
 
 
+def env_scheduler(environ: Mapping[str, str], name: str) -> str | None:
+    """A Dask scheduler address (``tcp://HOST:PORT``), or ``None`` when unset."""
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return None
+    from .executor import scheduler_address
+
+    try:
+        return scheduler_address(raw)
+    except OptionsError:
+        raise setting_error(name, raw, "give a Dask scheduler address, tcp://HOST:PORT") from None
+
+
 def usable_cpus() -> int:
     """CPUs this process may run on (the affinity mask, which ``taskset``/cpusets narrow)."""
     try:
@@ -164,6 +179,9 @@ class RuntimeSettings:
         the bundle's sizes).
     log_level:
         ``MIA_LOG_LEVEL``.
+    cluster:
+        The Dask scheduler the audit's work runs on, ``tcp://HOST:PORT`` (``MIA_DASK_SCHEDULER``;
+        ``None``: in this process). Where the work runs, not what is measured: not an audit option.
     """
 
     unpack_limits: UnpackLimits = UnpackLimits()
@@ -171,6 +189,7 @@ class RuntimeSettings:
     max_audit_memory_bytes: int | None = None
     sandbox_memory_mb: int | None = None
     log_level: str = "info"
+    cluster: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> RuntimeSettings:
@@ -183,6 +202,7 @@ class RuntimeSettings:
             max_audit_memory_bytes=None if memory_mb is None else memory_mb * MB,
             sandbox_memory_mb=env_int(environ, ENV_SANDBOX_MEMORY_MB, None, 1024),
             log_level=env_choice(environ, ENV_LOG_LEVEL, "info", LOG_LEVELS),
+            cluster=env_scheduler(environ, ENV_DASK_SCHEDULER),
         )
 
     @property
@@ -197,4 +217,5 @@ class RuntimeSettings:
             "workdir": self.temp_root,
             "max_memory_mb": self.max_audit_memory_mb,
             "sandbox_memory_mb": self.sandbox_memory_mb,
+            "cluster": self.cluster,
         }

@@ -20,7 +20,7 @@ import contextlib
 import sys
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -210,12 +210,13 @@ def write_failure(path: Path, reason: str) -> None:
 def run(settings: TrainingSettings, say: Callable[[str], None], cluster: str | None = None) -> None:
     """Audit the bundle in the job's input channel and write the reports (raises on failure).
 
-    ``cluster`` is the address of the Dask scheduler the audit runs on (``tcp://HOST:PORT``), on a job of
-    several hosts; ``None`` runs it in this process, as a one-host job does.
+    ``cluster`` is the address of the Dask scheduler of a job of several hosts (``tcp://HOST:PORT``); it
+    replaces ``MIA_DASK_SCHEDULER``, which a job of one host follows as the CLI does.
     """
     from . import audit
 
     paths = JobPaths(settings.opt_ml)
+    runtime = settings.runtime if cluster is None else replace(settings.runtime, cluster=cluster)
     options = read_hyperparameters(paths.hyperparameters)
     max_runtime = parse_max_runtime(options.pop(MAX_RUNTIME, None))
     source = find_bundle(paths.data)
@@ -224,9 +225,8 @@ def run(settings: TrainingSettings, say: Callable[[str], None], cluster: str | N
         source,
         overrides=options,
         progress=ProgressLog(say),
-        **settings.runtime.audit_arguments(),
+        **runtime.audit_arguments(),
         timeout=max_runtime,
-        **({"cluster": cluster} if cluster else {}),
     )
     for path in write_reports(report, [paths.model, paths.output_data]):
         say(f"wrote {path}")
@@ -242,9 +242,9 @@ def run_on_hosts(settings: TrainingSettings, say: Callable[[str], None]) -> None
         run(settings, say)
         return
     if not hosts.is_leader:
-        WorkerHost(hosts, settings.cluster, settings.cpus, say).serve()
+        WorkerHost(hosts, settings.job_cluster, settings.cpus, say).serve()
         return
-    with LeaderHost(hosts, settings.cluster, settings.cpus, say) as leader:
+    with LeaderHost(hosts, settings.job_cluster, settings.cpus, say) as leader:
         try:
             run(settings, say, cluster=leader.address)
         except BaseException as error:

@@ -28,6 +28,7 @@ Variables (all optional):
 ``MIA_CLUSTER_JOIN_TIMEOUT_S``              ``train`` on several hosts: seconds to wait for each other (300)
 ``MIA_HOST_ADDRESSES``                      ``train`` on several hosts: ``host=address;...`` instead of DNS
 ``MIA_LOG_LEVEL``                           ``debug``, ``info`` (default), ``warning`` or ``error``
+``MIA_DASK_SCHEDULER``                      run the audits' work on this Dask scheduler (``tcp://HOST:PORT``)
 ``MIA_FRONT_SERVER``                        ``nginx`` (default) in front of gunicorn, or ``none`` (tests)
 ``MIA_AUDIT_OPTIONS``                       audit options for every invocation (``name=value;...``); the
                                             custom-attributes header overrides them
@@ -219,7 +220,7 @@ class TrainingSettings:
         Root of the SageMaker tree (``input/``, ``model/``, ``output/``); ``MIA_OPT_ML``, default ``/opt/ml``.
     runtime:
         What every shell shares (:class:`~mia_robustness.runtime.RuntimeSettings`).
-    cluster:
+    job_cluster:
         How the hosts of a multi-instance job find each other (:class:`JobClusterSettings`).
     cpus:
         CPUs of this host: the threads of its Dask worker in a multi-instance job.
@@ -227,7 +228,7 @@ class TrainingSettings:
 
     opt_ml: Path = Path("/opt/ml")
     runtime: RuntimeSettings = RuntimeSettings()
-    cluster: JobClusterSettings = JobClusterSettings()
+    job_cluster: JobClusterSettings = JobClusterSettings()
     cpus: int = 1
 
     @classmethod
@@ -237,7 +238,7 @@ class TrainingSettings:
         return cls(
             opt_ml=opt_ml_root(environ),
             runtime=RuntimeSettings.from_env(environ),
-            cluster=JobClusterSettings.from_env(environ),
+            job_cluster=JobClusterSettings.from_env(environ),
             cpus=usable_cpus(),
         )
 
