@@ -15,7 +15,17 @@ from pathlib import Path
 import pytest
 from sklearn.tree import DecisionTreeClassifier
 
-from builders import FAST, REPO_ROOT, noisy_numeric_frame, raised, split_fit, wait_until, write_bundle
+from builders import (
+    CHEAPEST,
+    FAST,
+    REPO_ROOT,
+    noisy_numeric_frame,
+    raised,
+    split_fit,
+    wait_until,
+    write_bundle,
+)
+from mia_robustness import training
 from mia_robustness.errors import OptionsError
 from mia_robustness.serving.settings import JobClusterSettings, TrainingSettings
 from mia_robustness.training_cluster import JobHosts, read_resource_config, resolve
@@ -63,6 +73,26 @@ def test_one_host_is_not_several(tmp_path):
         _resource_config(tmp_path, '{"current_host": "algo-1", "hosts": ["algo-1"]}')
     )
     assert hosts is not None and hosts.is_leader and not hosts.several
+
+
+def test_a_job_of_one_host_audits_in_this_process_as_before(tmp_path, monkeypatch):
+    root = tmp_path / "opt_ml"
+    (root / "input" / "config").mkdir(parents=True)
+    (root / "input" / "config" / "hyperparameters.json").write_text(json.dumps(CHEAPEST))
+    (root / "input" / "config" / "resourceconfig.json").write_text(
+        '{"current_host": "algo-1", "hosts": ["algo-1"]}'
+    )
+    model, members, non_members = split_fit(
+        noisy_numeric_frame(300, seed=4), DecisionTreeClassifier(random_state=0)
+    )
+    write_bundle(tmp_path / "made", model, members, non_members, kind="folder").rename(tmp_path / "bundle")
+    (root / "input" / "data").mkdir()
+    (tmp_path / "bundle").rename(root / "input" / "data" / "training")
+    monkeypatch.setenv("MIA_OPT_ML", str(root))
+    monkeypatch.setenv("MIA_DASK_SCHEDULER_PORT", "1")  # would fail if a scheduler were started
+    assert training.main([]) == 0
+    report = json.loads((root / "model" / "report.json").read_text())
+    assert report["data"]["rows_per_side"] == 150 and report["results"]
 
 
 @pytest.mark.parametrize(
