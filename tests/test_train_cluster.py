@@ -188,7 +188,7 @@ class TrainProcess:
     def failure(self) -> str:
         return (self.root / "output" / "failure").read_text()
 
-    def finish(self, timeout: float = 120) -> int:
+    def finish(self, timeout: float = 240) -> int:
         try:
             return self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

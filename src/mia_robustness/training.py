@@ -248,7 +248,7 @@ def run_on_hosts(settings: TrainingSettings, say: Callable[[str], None]) -> None
         try:
             run(settings, say, cluster=leader.address)
         except BaseException as error:
-            leader.fail(*failure_of(error))
+            leader.fail(failure_of(error)[0])
             raise
         leader.finish()
 

@@ -190,13 +190,15 @@ class _Host:
         self.address = ""  # tcp://HOST:PORT of the scheduler, what the audit attaches to
 
     def _own_address(self) -> str:
-        address = resolve(self.hosts.current, self.settings)
-        if address is None:
-            raise ClusterError(
-                f"this host's name {self.hosts.current!r} has no address (DNS); the job's hosts cannot "
-                "reach each other",
-                code="host_unresolved",
-            )
+        while (address := resolve(self.hosts.current, self.settings)) is None:
+            if time.monotonic() > self.deadline:
+                raise ClusterError(
+                    f"this host's name {self.hosts.current!r} got no address in DNS within "
+                    f"{self.settings.join_timeout:g} s (MIA_CLUSTER_JOIN_TIMEOUT_S); the hosts cannot reach "
+                    "each other",
+                    code="host_unresolved",
+                )
+            time.sleep(1.0)
         return address
 
     def _start_worker(self) -> None:
@@ -258,7 +260,7 @@ class LeaderHost(_Host):
         self._disarm()
         if error is not None and not self._told:
             reason = f"{error.code}: {error.message}" if isinstance(error, MiaError) else "internal_error"
-            self.fail(reason, 1)
+            self.fail(reason)
         self.close()
 
     def _start(self) -> None:
@@ -382,11 +384,11 @@ class LeaderHost(_Host):
         self._tell({"status": "done", "tasks": tasks})
         return tasks
 
-    def fail(self, reason: str, status: int) -> None:
+    def fail(self, reason: str) -> None:
         """The audit failed here with ``reason``: tell every host (best effort)."""
         self._disarm()
         with contextlib.suppress(Exception):
-            self._tell({"status": "failed", "host": self.hosts.current, "reason": reason, "exit": status})
+            self._tell({"status": "failed", "host": self.hosts.current, "reason": reason})
 
     def _tell(self, outcome: dict[str, Any]) -> None:
         self._told = True
