@@ -276,6 +276,8 @@ class LeaderHost(_Host):
             str(port),
             "--no-dashboard",
         )
+        # Started now, the worker imports Dask while the scheduler does: it keeps trying to connect.
+        self._start_worker()
         started = time.monotonic()
         while not _listening(self.scheduler_host, port):
             if self.scheduler.poll() is not None:
@@ -290,7 +292,6 @@ class LeaderHost(_Host):
                     code="scheduler_failed",
                 )
             time.sleep(0.2)
-        self._start_worker()
         self._connect()
         self._wait_for_every_host()
         self._arm()
@@ -429,7 +430,15 @@ class WorkerHost(_Host):
         port = self.settings.scheduler_port
         address = None
         while True:
-            address = resolve(leader, self.settings) if address is None else address
+            if address is None and (address := resolve(leader, self.settings)) is not None:
+                self.scheduler_host = address
+                self.address = f"tcp://{address}:{port}"
+                self.say(
+                    f"host {self.hosts.current} of {len(self.hosts.hosts)}: worker of the scheduler at "
+                    f"{self.address}"
+                )
+                # Started now, it imports Dask while the first host starts: it keeps trying to connect.
+                self._start_worker()
             if address is not None and _listening(address, port):
                 break
             if time.monotonic() > self.deadline:
@@ -439,13 +448,7 @@ class WorkerHost(_Host):
                     f"{self.settings.join_timeout:g} s (MIA_CLUSTER_JOIN_TIMEOUT_S); see that host's log",
                     code="scheduler_unreachable",
                 )
-            time.sleep(1.0)
-        self.scheduler_host = address
-        self.address = f"tcp://{address}:{port}"
-        self.say(
-            f"host {self.hosts.current} of {len(self.hosts.hosts)}: worker of the scheduler at {self.address}"
-        )
-        self._start_worker()
+            time.sleep(0.5)
         self._connect()
 
     def _work(self) -> int:
