@@ -13,6 +13,7 @@ from .attacks import REGISTRY
 from .bundle import open_bundle
 from .deadline import Deadline
 from .engine import ModelStage, Stopwatch, as_cache, run_audit
+from .executor import Executor, open_executor
 from .options import AuditOptions, options_from_mapping
 from .predictions import PREDICTIONS_KEY
 from .reference_cache import ReferenceCache, files_identity
@@ -52,6 +53,7 @@ def audit(
     sandbox: bool = True,
     sandbox_memory_mb: int | None = None,
     cache: ReferenceCache | str | Path | None = None,
+    cluster: str | None = None,
 ) -> Report:
     """Audit the bundle at ``source`` and return its robustness report.
 
@@ -85,10 +87,48 @@ def audit(
         A folder (or :class:`~mia_robustness.reference_cache.ReferenceCache`) where the reference models'
         answers are kept, so that auditing the same files with the same seed and reference settings again
         reuses them instead of retraining the recipe; ``None`` (the default): no cache.
+    cluster:
+        A Dask scheduler's address (``tcp://HOST:PORT``): the sweep's cells, the reference fits and the
+        what-if's fits run on its workers, the model's in a sandboxed child there (``sandbox/cluster.py``).
+        ``None`` (the default): everything runs here, and Dask is not imported.
     """
     deadline = Deadline(timeout)
     clock = Stopwatch(progress, deadline)
     workers = workers or default_workers()
+    # Connect first: an unreachable scheduler is said within seconds, before any unpacking or loading.
+    executor = open_executor(cluster, workers)
+    try:
+        return _audit_on(
+            executor,
+            source,
+            overrides,
+            clock,
+            limits,
+            workdir,
+            workers,
+            max_memory_mb,
+            sandbox,
+            sandbox_memory_mb,
+            cache,
+        )
+    finally:
+        executor.close()
+
+
+def _audit_on(
+    executor: Executor,
+    source: str | Path | bytes,
+    overrides: Mapping[str, Any] | AuditOptions | None,
+    clock: Stopwatch,
+    limits: BundleLimits | None,
+    workdir: str | Path | None,
+    workers: int,
+    max_memory_mb: float | None,
+    sandbox: bool,
+    sandbox_memory_mb: int | None,
+    cache: ReferenceCache | str | Path | None,
+) -> Report:
+    deadline = clock.deadline
     with open_bundle(source, limits=limits, workdir=workdir) as bundle:
         options = resolve_options(bundle.config, overrides)
         layout = bundle.layout
@@ -135,6 +175,7 @@ def audit(
             clock=clock,
             cache=cache,
             cache_identity=identity,
+            executor=executor,
         )
     finally:
         model.close()

@@ -23,6 +23,7 @@ from .attacks import REGISTRY, AttackInput, resolve_device
 from .attacks.registry import SERVED, applies_to
 from .deadline import Deadline
 from .errors import LimitError, OptionsError
+from .executor import Executor, ThreadExecutor, open_executor
 from .options import AuditOptions, options_from_mapping
 from .recipe import has_recipe
 from .recipe_spec import build_recipe
@@ -39,6 +40,11 @@ from .target import LoadedTarget, ScoredTarget, ScoreRequest, score_target
 ProgressCallback = Callable[[str, int, int], None]
 
 REFERENCE_DEFAULT_MAX_ROWS = 20_000
+# With a cluster attached, per slot (a worker thread): the row limit above which LiRA / RMIA are skipped by
+# default grows with the slots, and so does the default number of reference models, from at least
+# CLUSTER_MIN_REFERENCE_MODELS (LiRA's authors need 16 or more for most of its gains).
+CLUSTER_MIN_REFERENCE_MODELS = 16
+CLUSTER_REFERENCE_MODELS_PER_SLOT = 4
 # Stages whose end the model stage reports itself; the stopwatch times them as they end.
 MODEL_STAGE_STEPS = ("loading", "target_scoring")
 REFERENCE_FITS = "reference_models"  # the stage the reference fits report, one step per fit
@@ -185,6 +191,7 @@ def audit_estimator(
     max_memory_mb: float | None = None,
     timeout: float | None = None,
     cache: ReferenceCache | str | Path | None = None,
+    cluster: str | None = None,
     **options: Any,
 ) -> Report:
     """Audit a fitted classifier held in memory; the same report, for the same data and seed, as
@@ -200,6 +207,9 @@ def audit_estimator(
         ``(n_non_members, n_features + 1)``.
     progress, workers, max_memory_mb, timeout, cache:
         As for ``mia_robustness.audit``.
+    cluster:
+        A Dask scheduler's address (``tcp://HOST:PORT``): the sweep's cells run on its workers. The
+        estimator never leaves this process, so its reference and what-if fits run here.
     **options:
         Audit options by name (``repeats=1``, ``proportions="0.5,1"``, ``label_column="income"``...).
     """
@@ -213,21 +223,27 @@ def audit_estimator(
     stage = InProcessModel(estimator, members, non_members, saved_version=None, progress=clock.progress)
     cache = as_cache(cache)
     uses_reference = any(REGISTRY[a].kind == "reference" for a in audit_options.attack_models)
+    workers = workers or default_workers()
     try:
-        return run_audit(
-            stage,
-            audit_options,
-            layout="in-memory",
-            model_file_bytes=model_bytes,
-            workers=workers or default_workers(),
-            max_memory_mb=max_memory_mb,
-            deadline=deadline,
-            clock=clock,
-            cache=cache,
-            cache_identity=estimator_identity(estimator, (members, non_members))
-            if cache is not None and uses_reference
-            else None,
-        )
+        executor = open_executor(cluster, workers)
+        try:
+            return run_audit(
+                stage,
+                audit_options,
+                layout="in-memory",
+                model_file_bytes=model_bytes,
+                workers=workers,
+                max_memory_mb=max_memory_mb,
+                deadline=deadline,
+                clock=clock,
+                cache=cache,
+                cache_identity=estimator_identity(estimator, (members, non_members))
+                if cache is not None and uses_reference
+                else None,
+                executor=executor,
+            )
+        finally:
+            executor.close()
     finally:
         stage.close()
 
@@ -244,6 +260,7 @@ def run_audit(
     clock: Stopwatch,
     cache: ReferenceCache | None = None,
     cache_identity: str | None = None,
+    executor: Executor | None = None,
 ) -> Report:
     """Score the target through ``model``, attack its answers, and assemble the report.
 
@@ -268,9 +285,14 @@ def run_audit(
     cache, cache_identity:
         Where the reference models' answers are kept between audits, and the digest of the model and
         tables they answer for (``reference_cache``); either ``None``: no cache.
+    executor:
+        Where the sweep's cells run (``executor.py``): threads in this process when ``None``. With a
+        cluster, the defaults that cost reference fits scale with its slots (:func:`scaled_for_cluster`).
     """
     if options.reference_recipe is not None:  # a bad class or parameter is refused now, before any work
         build_recipe(options.reference_recipe.to_dict())
+    executor = executor or ThreadExecutor(workers)
+    options, resolved_cluster = scaled_for_cluster(options, executor)
     uses_device = any(REGISTRY[a].uses_device for a in options.attack_models)
     device = resolve_device(options.device) if uses_device else "cpu"
     on_progress = clock.progress
@@ -321,15 +343,12 @@ def run_audit(
             '"RandomForestClassifier", "params": {"n_estimators": 100}}'
         )
         reference = []
-    if (
-        reference
-        and "attack_models" not in options.explicit
-        and scored.rows_per_side > REFERENCE_DEFAULT_MAX_ROWS
-    ):
+    max_rows = REFERENCE_DEFAULT_MAX_ROWS * (executor.slots if executor.cluster else 1)
+    if reference and "attack_models" not in options.explicit and scored.rows_per_side > max_rows:
         # Each reference model costs one training of the target's recipe on as many rows; above this size
         # the default audit would be dominated by them, so they run only when asked for.
         notes.append(
-            f"lira and rmia were skipped: with more than {REFERENCE_DEFAULT_MAX_ROWS:,} rows per side they retrain the "
+            f"lira and rmia were skipped: with more than {max_rows:,} rows per side they retrain the "
             "model's recipe many times; ask for them with attack_models to run them"
         )
         reference = []
@@ -346,6 +365,7 @@ def run_audit(
             device=device,
             workers=workers,
             progress=on_progress,
+            executor=executor,
             **repeat_plan,
         )
         lap("attacks")
@@ -356,7 +376,7 @@ def run_audit(
             attacks=tuple(reference),
             proportion=max(options.proportions),
             n_models=options.reference_models,
-            workers=workers,
+            workers=executor.slots if executor.cluster else workers,
             recipe=None if options.reference_recipe is None else options.reference_recipe.to_dict(),
             **repeat_plan,
         )
@@ -400,6 +420,9 @@ def run_audit(
         timings=timings,
         started=clock.started,
     )
+    if resolved_cluster:
+        resolved_cluster["reference_max_rows"] = max_rows
+        report = dataclasses.replace(report, resolved={**report.resolved, "cluster": resolved_cluster})
     # A swap warning puts every figure in doubt: the summary opens with it.
     doubts = [text[0].upper() + text[1:] + "." for text in sanity.warnings if text.startswith("did you swap")]
     what_if = summary_sentence(remediation)
@@ -449,6 +472,25 @@ def _reference_answers(
     if key is not None:
         cache.put(key, answers)
     return answers
+
+
+def scaled_for_cluster(options: AuditOptions, executor: Executor) -> tuple[AuditOptions, dict[str, Any]]:
+    """``options`` with the default number of reference models raised for ``executor``'s cluster (at
+    least :data:`CLUSTER_MIN_REFERENCE_MODELS`, :data:`CLUSTER_REFERENCE_MODELS_PER_SLOT` per slot), and
+    what the report says of the cluster; ``options`` as they are and ``{}`` in this process."""
+    if executor.cluster is None:
+        return options, {}
+    if "reference_models" not in options.explicit:
+        models = max(CLUSTER_MIN_REFERENCE_MODELS, CLUSTER_REFERENCE_MODELS_PER_SLOT * executor.slots)
+        # Not marked explicit: the report's settings say what was used, the default still scales.
+        options = dataclasses.replace(options, reference_models=models)
+    resolved = {
+        "address": executor.cluster,
+        "workers": executor.workers,
+        "slots": executor.slots,
+        "reference_models": options.reference_models,
+    }
+    return options, resolved
 
 
 # Coarse memory model (bench/ prints it beside the measured peak): the interpreter with torch and
