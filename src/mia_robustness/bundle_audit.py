@@ -15,11 +15,14 @@ from .engine import Stopwatch, run_audit
 from .executor import Executor, open_executor
 from .options import AuditOptions, options_from_mapping
 from .report import Report
+from .sandbox.cluster import on_cluster
 from .sandbox.session import open_model
 from .sandbox.stage import ModelFiles
 from .sweep import default_workers
 
 ProgressCallback = Callable[[str, int, int], None]
+# What a cluster's workers run for an audit of a bundle: the sweep's cells and the sandboxed fits.
+CLUSTER_TASK_MODULES = ("mia_robustness.sweep", "mia_robustness.sandbox.cluster")
 
 
 def resolve_options(
@@ -82,7 +85,7 @@ def audit(
     clock = Stopwatch(progress, deadline)
     workers = workers or default_workers()
     # Connect first: an unreachable scheduler is said within seconds, before any unpacking or loading.
-    executor = open_executor(cluster, workers)
+    executor = open_executor(cluster, workers, CLUSTER_TASK_MODULES)
     try:
         return _audit_on(
             executor,
@@ -131,6 +134,8 @@ def _audit_on(
             n_models=options.reference_models if uses_reference else 0,
             max_memory_mb=max_memory_mb,
         )
+        if executor.cluster is not None:
+            model = on_cluster(model, executor, files, deadline, clock.progress)
         layout = bundle.layout
     try:
         return run_audit(

@@ -209,7 +209,7 @@ def audit_estimator(
     stage = InProcessModel(estimator, members, non_members, saved_version=None, progress=clock.progress)
     workers = workers or default_workers()
     try:
-        executor = open_executor(cluster, workers)
+        executor = open_executor(cluster, workers, ("mia_robustness.sweep",))
         try:
             return run_audit(
                 stage,
@@ -265,7 +265,9 @@ def run_audit(
         cluster, the defaults that cost reference fits scale with its slots (:func:`scaled_for_cluster`).
     """
     executor = executor or ThreadExecutor(workers)
-    options, resolved_cluster = scaled_for_cluster(options, executor)
+    # Only a model stage whose fits run on the cluster makes more of them cheap (audit_estimator's stay here).
+    fits_spread = executor.cluster is not None and getattr(model, "fits_on_cluster", False)
+    options, resolved_cluster = scaled_for_cluster(options, executor, fits_spread)
     uses_device = any(REGISTRY[a].uses_device for a in options.attack_models)
     device = resolve_device(options.device) if uses_device else "cpu"
     reference = [a for a in options.attack_models if REGISTRY[a].kind == "reference"]
@@ -303,7 +305,7 @@ def run_audit(
 
     learned = [a for a in options.attack_models if REGISTRY[a].kind == "learned"]
     notes = list(sanity.warnings)
-    max_rows = REFERENCE_DEFAULT_MAX_ROWS * (executor.slots if executor.cluster else 1)
+    max_rows = REFERENCE_DEFAULT_MAX_ROWS * (executor.slots if fits_spread else 1)
     if reference and "attack_models" not in options.explicit and scored.rows_per_side > max_rows:
         # Each reference model costs one training of the target's recipe on as many rows; above this size
         # the default audit would be dominated by them, so they run only when asked for.
@@ -383,13 +385,17 @@ def run_audit(
     )
 
 
-def scaled_for_cluster(options: AuditOptions, executor: Executor) -> tuple[AuditOptions, dict[str, Any]]:
-    """``options`` with the default number of reference models raised for ``executor``'s cluster (at
-    least :data:`CLUSTER_MIN_REFERENCE_MODELS`, :data:`CLUSTER_REFERENCE_MODELS_PER_SLOT` per slot), and
-    what the report says of the cluster; ``options`` as they are and ``{}`` in this process."""
+def scaled_for_cluster(
+    options: AuditOptions, executor: Executor, fits_spread: bool
+) -> tuple[AuditOptions, dict[str, Any]]:
+    """``options`` with the default number of reference models raised for ``executor``'s cluster when the
+    reference fits run on it (``fits_spread``; at least :data:`CLUSTER_MIN_REFERENCE_MODELS`,
+    :data:`CLUSTER_REFERENCE_MODELS_PER_SLOT` per slot), and what the report says of the cluster;
+    ``options`` as they are and ``{}`` in this process."""
     if executor.cluster is None:
         return options, {}
-    if "reference_models" not in options.explicit:
+    reference = any(REGISTRY[a].kind == "reference" for a in options.attack_models)
+    if fits_spread and reference and "reference_models" not in options.explicit:
         models = max(CLUSTER_MIN_REFERENCE_MODELS, CLUSTER_REFERENCE_MODELS_PER_SLOT * executor.slots)
         # Not marked explicit: the report's settings say what was used, the default still scales.
         options = dataclasses.replace(options, reference_models=models)

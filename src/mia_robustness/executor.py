@@ -11,6 +11,7 @@ used. :func:`open_executor` with a scheduler address imports ``distributed`` and
 
 from __future__ import annotations
 
+import importlib
 import re
 import uuid
 from collections.abc import Callable, Sequence
@@ -128,6 +129,11 @@ def _run_unit(
         return function(job, *shared)
 
 
+def _import_modules(names: list[str]) -> None:
+    for name in names:
+        importlib.import_module(name)
+
+
 class DaskExecutor:
     """Units as tasks on a Dask cluster (``distributed.Client`` connected to ``address``).
 
@@ -135,7 +141,7 @@ class DaskExecutor:
     copy. Progress comes from task completion; results are gathered in the jobs' order.
     """
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, preload: Sequence[str] = ()) -> None:
         from distributed import Client
 
         self.cluster = address
@@ -156,6 +162,17 @@ class DaskExecutor:
                 f"(`dask worker {address} --nthreads 1`) or audit without a cluster"
             ) from None
         threads = self.client.nthreads()
+        if preload:
+            from distributed import fire_and_forget
+
+            # The tasks' modules (scikit-learn, torch...) load on every worker while this process unpacks
+            # and scores the bundle, instead of on each worker's first task.
+            fire_and_forget(
+                [
+                    self.client.submit(_import_modules, list(preload), workers=[worker], pure=False)
+                    for worker in threads
+                ]
+            )
         self.workers = len(threads)
         self.slots = max(1, sum(threads.values()))
         self.token = uuid.uuid4().hex[:12]
@@ -225,8 +242,11 @@ class DaskExecutor:
         self.client.close()
 
 
-def open_executor(cluster: str | None, workers: int) -> ThreadExecutor | DaskExecutor:
-    """Threads in this process when ``cluster`` is ``None``, else a client of the scheduler at ``cluster``."""
+def open_executor(
+    cluster: str | None, workers: int, preload: Sequence[str] = ()
+) -> ThreadExecutor | DaskExecutor:
+    """Threads in this process when ``cluster`` is ``None``, else a client of the scheduler at ``cluster``
+    whose workers start importing the ``preload`` modules (those the audit's tasks run) at once."""
     if cluster is None:
         return ThreadExecutor(workers)
-    return DaskExecutor(scheduler_address(cluster))
+    return DaskExecutor(scheduler_address(cluster), preload)

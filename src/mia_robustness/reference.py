@@ -33,7 +33,14 @@ from .attacks.threshold import best_cut
 from .errors import MiaError, ModelError, raised_by_model
 from .metrics import attack_metrics
 from .recipe import contained_clone
-from .sweep import CellResult, attacker_rows, default_workers, fits_side_by_side, split_for_repeat
+from .sweep import (
+    CellResult,
+    EvaluationSplit,
+    attacker_rows,
+    default_workers,
+    fits_side_by_side,
+    split_for_repeat,
+)
 from .target import LoadedTarget, true_class_answers
 
 log = logging.getLogger("mia_robustness.reference")
@@ -98,6 +105,33 @@ def fit_reference_confidences(
     return np.vstack(results)
 
 
+@dataclass(frozen=True)
+class ReferencePlan:
+    """One repeat's reference fits: the attacker's known rows, its pool (known rows, then the evaluation
+    rows) and ``in_mask`` ``(n_models, len(pool))``, which pool rows each reference model trains on."""
+
+    repeat: int
+    split: EvaluationSplit
+    known: np.ndarray
+    pool: np.ndarray
+    in_mask: np.ndarray
+
+
+def plan_reference(
+    is_member: np.ndarray, *, proportion: float, repeats: int, eval_fraction: float, n_models: int, seed: int
+) -> list[ReferencePlan]:
+    """Every repeat's :class:`ReferencePlan`, all randomness drawn from ``seed``: wherever the fits run,
+    they fit these rows."""
+    plans = []
+    for repeat in range(repeats):
+        split = split_for_repeat(is_member, eval_fraction, seed, repeat)
+        known = attacker_rows(split, proportion)
+        pool = np.concatenate([known, split.evaluation])
+        in_mask = balanced_in_mask(n_models, len(pool), np.random.default_rng([seed, repeat, 7919]))
+        plans.append(ReferencePlan(repeat, split, known, pool, in_mask))
+    return plans
+
+
 def run_reference_attacks(
     target: object,
     features: pd.DataFrame,
@@ -120,54 +154,106 @@ def run_reference_attacks(
     workers = workers or default_workers()
     results: list[CellResult] = []
     total = repeats * n_models
-    for repeat in range(repeats):
-        split = split_for_repeat(is_member, eval_fraction, seed, repeat)
-        known = attacker_rows(split, proportion)
-        pool = np.concatenate([known, split.evaluation])
-        in_mask = balanced_in_mask(n_models, len(pool), np.random.default_rng([seed, repeat, 7919]))
+    plans = plan_reference(
+        is_member,
+        proportion=proportion,
+        repeats=repeats,
+        eval_fraction=eval_fraction,
+        n_models=n_models,
+        seed=seed,
+    )
+    for plan in plans:
 
-        def tick(done: int, repeat: int = repeat) -> None:
+        def tick(done: int, repeat: int = plan.repeat) -> None:
             if progress is not None:
                 progress("reference_models", repeat * n_models + done, total)
 
         reference = fit_reference_confidences(
             target,
-            features.iloc[pool],
-            labels[pool],
-            label_index[pool],
+            features.iloc[plan.pool],
+            labels[plan.pool],
+            label_index[plan.pool],
             classes,
-            in_mask,
+            plan.in_mask,
             workers=workers,
             progress=tick,
         )
-        known_part, eval_part = np.arange(len(known)), np.arange(len(known), len(pool))
-        population = known_part[is_member[known] == 0]
-        for attack in attacks:
-            spec = REGISTRY[attack]
-            for variant in spec.variants:
-                # The reference fits are shared by every variant; the report times them once, as the
-                # reference_attacks stage. A cell's seconds are its own scoring and measuring.
-                started = time.perf_counter()
-                scores = spec.function(
-                    target_confidence[pool], reference, in_mask, population, online=bool(variant.online)
+        results += attack_with_references(plan, reference, target_confidence, is_member, attacks, proportion)
+    return results
+
+
+def reference_fits(
+    loaded: LoadedTarget, request: ReferenceRequest, jobs: Sequence[tuple[int, int]]
+) -> list[np.ndarray]:
+    """A share of :func:`run_reference_attacks`'s fits, as a cluster's worker runs them in its sandbox: for
+    each ``(repeat, k)`` of ``jobs``, reference model ``k`` of that repeat's plan (:func:`plan_reference`)
+    fitted, and its true-class confidence on every row of the repeat's pool ``(len(pool),)``."""
+    scored = loaded.scored
+    plans = plan_reference(
+        scored.is_member,
+        proportion=request.proportion,
+        repeats=request.repeats,
+        eval_fraction=request.eval_fraction,
+        n_models=request.n_models,
+        seed=request.seed,
+    )
+    answers = []
+    for repeat, k in jobs:
+        plan = plans[repeat]
+        confidence = fit_reference_confidences(
+            loaded.model,
+            loaded.features.iloc[plan.pool],
+            loaded.labels[plan.pool],
+            scored.label_index[plan.pool],
+            scored.classes,
+            plan.in_mask[k : k + 1],
+            workers=1,
+        )
+        answers.append(confidence[0])
+    return answers
+
+
+def attack_with_references(
+    plan: ReferencePlan,
+    reference: np.ndarray,
+    target_confidence: np.ndarray,
+    is_member: np.ndarray,
+    attacks: Sequence[str],
+    proportion: float,
+) -> list[CellResult]:
+    """LiRA / RMIA cells of ``plan``'s repeat from its reference models' true-class confidences
+    ``reference`` ``(n_models, len(plan.pool))``; decision thresholds fitted on the known rows."""
+    known, split, pool, in_mask = plan.known, plan.split, plan.pool, plan.in_mask
+    n_models = len(in_mask)
+    known_part, eval_part = np.arange(len(known)), np.arange(len(known), len(pool))
+    population = known_part[is_member[known] == 0]
+    results = []
+    for attack in attacks:
+        spec = REGISTRY[attack]
+        for variant in spec.variants:
+            # The reference fits are shared by every variant; the report times them once, as the
+            # reference_attacks stage. A cell's seconds are its own scoring and measuring.
+            started = time.perf_counter()
+            scores = spec.function(
+                target_confidence[pool], reference, in_mask, population, online=bool(variant.online)
+            )
+            cut = best_cut(scores[known_part], is_member[known])
+            eval_scores = scores[eval_part]
+            metrics = attack_metrics(is_member[split.evaluation], eval_scores, eval_scores >= cut)
+            results.append(
+                CellResult(
+                    attack=variant.name,
+                    proportion=proportion,
+                    repeat=plan.repeat,
+                    train_rows=len(known),
+                    eval_rows=len(split.evaluation),
+                    metrics=metrics,
+                    device="cpu",
+                    seconds=time.perf_counter() - started,
+                    detail=f"{n_models} reference models",
+                    scores=eval_scores,
                 )
-                cut = best_cut(scores[known_part], is_member[known])
-                eval_scores = scores[eval_part]
-                metrics = attack_metrics(is_member[split.evaluation], eval_scores, eval_scores >= cut)
-                results.append(
-                    CellResult(
-                        attack=variant.name,
-                        proportion=proportion,
-                        repeat=repeat,
-                        train_rows=len(known),
-                        eval_rows=len(split.evaluation),
-                        metrics=metrics,
-                        device="cpu",
-                        seconds=time.perf_counter() - started,
-                        detail=f"{n_models} reference models",
-                        scores=eval_scores,
-                    )
-                )
+            )
     return results
 
 

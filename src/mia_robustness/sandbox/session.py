@@ -31,6 +31,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .. import errors
 from ..deadline import Deadline
 from ..engine import InProcessModel
@@ -49,6 +51,7 @@ from .stage import (
     cells_from_message,
     checked_from_message,
     load_files,
+    reference_fits_from_message,
     scored_from_message,
     what_if_from_message,
 )
@@ -319,18 +322,27 @@ class SandboxedModel:
             raise self._protocol_error() from None
 
     def reference(self, request: ReferenceRequest, eval_rows: int) -> list[CellResult]:
-        reference = {
-            "attacks": list(request.attacks),
-            "proportion": request.proportion,
-            "repeats": request.repeats,
-            "eval_fraction": request.eval_fraction,
-            "n_models": request.n_models,
-            "seed": request.seed,
-            "workers": request.workers,
-        }
-        command = {"kind": "reference", "reference": reference}
+        command = {"kind": "reference", "reference": _reference_fields(request)}
         answer = self._exchange(command, "reference_models", "cells")
         return self._checked(lambda: cells_from_message(answer, answer.pop("_arrays"), request, eval_rows))
+
+    def reference_fits(
+        self, request: ReferenceRequest, jobs: list[tuple[int, int]], pool_rows: list[int]
+    ) -> list[np.ndarray]:
+        """A share of the reference stage's fits (a cluster worker's): for each ``(repeat, k)`` of
+        ``jobs``, model ``k``'s true-class confidences on its repeat's pool of ``pool_rows[i]`` rows."""
+        command = {"kind": "reference_fits", "reference": _reference_fields(request), "jobs": jobs}
+        answer = self._exchange(command, "reference_models", "reference_fits")
+        return self._checked(lambda: reference_fits_from_message(answer, answer.pop("_arrays"), pool_rows))
+
+    def what_if_fits(self, request: WhatIfRequest, jobs: list[tuple[int, int]]) -> WhatIfFits:
+        """The what-if's plan and a share of its fits (``(config, model)`` pairs; none: the plan only),
+        arrays ``(len(jobs), 1, rows)``."""
+        command = {"kind": "what_if_fits", "what_if": dataclasses.asdict(request), "jobs": jobs}
+        answer = self._exchange(command, "what_if", "what_if")
+        return self._checked(
+            lambda: what_if_from_message(answer, answer.pop("_arrays"), request, self._rows, jobs)
+        )
 
     def what_if(self, request: WhatIfRequest) -> WhatIfFits:
         """The what-if's plan and fits in the child (after ``reference()``, when that ran)."""
@@ -463,6 +475,10 @@ class SandboxedModel:
     def _log_stderr(self) -> None:
         if self._stderr_tail and log.isEnabledFor(logging.DEBUG):
             log.debug("sandbox child output (its end): %s", self._stderr_text())
+
+
+def _reference_fields(request: ReferenceRequest) -> dict[str, Any]:
+    return {**dataclasses.asdict(request), "attacks": list(request.attacks)}
 
 
 def _clean_containment(raw: dict[str, Any]) -> dict[str, Any]:

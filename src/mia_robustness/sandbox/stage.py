@@ -103,6 +103,11 @@ def cells_to_message(cells: list[CellResult]) -> tuple[dict[str, Any], dict[str,
     return header, {f"scores_{i}": np.asarray(c.scores, dtype=np.float64) for i, c in enumerate(cells)}
 
 
+def reference_fits_to_message(confidences: list[np.ndarray]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    header = {"kind": "reference_fits", "count": len(confidences)}
+    return header, {f"confidence_{i}": np.asarray(c, dtype=np.float64) for i, c in enumerate(confidences)}
+
+
 def what_if_to_message(fits: WhatIfFits) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     plan = fits.plan
     header = {
@@ -255,6 +260,24 @@ def cells_from_message(
     return cells
 
 
+def reference_fits_from_message(
+    header: Mapping[str, Any], arrays: Mapping[str, np.ndarray], pool_rows: list[int]
+) -> list[np.ndarray]:
+    """Check a child's ``reference_fits`` answer: one true-class confidence per pool row for each fit asked
+    for (``pool_rows``: each fit's pool size, in the order asked), probabilities all."""
+    if expect(header, "count", int) != len(pool_rows):
+        raise ProtocolError("the reference fits answer has the wrong number of fits")
+    confidences = []
+    for i, rows in enumerate(pool_rows):
+        confidence = np.asarray(arrays.get(f"confidence_{i}", np.empty(0)), dtype=np.float64)
+        if confidence.shape != (rows,) or not np.isfinite(confidence).all():
+            raise ProtocolError("a reference fit's confidences do not match its pool")
+        if (confidence < -1e-6).any() or (confidence > 1 + 1e-6).any():
+            raise ProtocolError("a reference fit's confidences are not probabilities")
+        confidences.append(np.clip(confidence, 0.0, 1.0))
+    return confidences
+
+
 def _plain_value(value: Any) -> bool:
     """A parameter value the what-if may report: int, float (finite), bool or None."""
     if value is None or type(value) is bool or type(value) is int:
@@ -263,11 +286,16 @@ def _plain_value(value: Any) -> bool:
 
 
 def what_if_from_message(
-    header: Mapping[str, Any], arrays: Mapping[str, np.ndarray], request: WhatIfRequest, rows: int
+    header: Mapping[str, Any],
+    arrays: Mapping[str, np.ndarray],
+    request: WhatIfRequest,
+    rows: int,
+    jobs: list[tuple[int, int]] | None = None,
 ) -> WhatIfFits:
     """Check a child's ``what_if`` answer to ``request`` for a pool of ``rows`` rows: class and family from
     the what-if's table, parameter names and rule ids from it too, values plain, the baseline first, and
-    ``(configs, models_per_config, rows)`` arrays of probabilities and 0/1 correctness."""
+    ``(configs, models_per_config, rows)`` arrays of probabilities and 0/1 correctness; for a share of the
+    fits (``jobs``, ``(config, model)`` pairs), ``(len(jobs), 1, rows)`` arrays."""
     estimator_class, family = header.get("estimator_class"), header.get("family")
     if estimator_class is None:
         if family is not None:
@@ -315,9 +343,13 @@ def what_if_from_message(
     plan = Plan(estimator_class, family, tuple(configs), tuple(rules))
     m = request.models_per_config
     shape = (len(configs) if skipped is None else 0, m, rows)
+    if jobs is not None and skipped is None:
+        if not all(0 <= c < len(configs) and 0 <= k < m for c, k in jobs):
+            raise ProtocolError("the what-if's fits name a config it does not have")
+        shape = (len(jobs), 1, rows)
     confidence = np.asarray(arrays.get("confidence", np.empty(0)))
     correct = np.asarray(arrays.get("correct", np.empty(0)))
-    flat = (shape[0] * m, rows)
+    flat = (shape[0] * shape[1], rows)
     if confidence.shape != flat or correct.shape != flat or (skipped is None and not request.fit):
         raise ProtocolError("the what-if's arrays do not match its configs and rows")
     confidence, correct = confidence.reshape(shape), correct.reshape(shape)

@@ -1,0 +1,287 @@
+"""The model stage with a Dask cluster attached: the model's fits run on the workers, each in a sandbox there.
+
+The audit's own sandbox child (:class:`~.session.SandboxedModel`) still loads and scores the target and
+plans the what-if. The parent plans the reference fits (``reference.plan_reference``: the same rows as in
+one process), ships the bundle's three files to every worker once (:class:`ModelPayload`, scattered), and
+runs each fit as a task. A task's worker keeps one sandboxed child per worker thread for the audit
+(started on its first task: the files written into that child's private folder, the tables prepared and
+scored exactly as here) and asks it for that one fit; the child answers with checked arrays only (true-class
+confidences, and for the what-if correctness too). LiRA / RMIA and the what-if's measuring run here on
+those arrays, as they would on the arrays of the audit's own child. A worker never loads the model itself.
+
+The children of an audit are stopped when it ends (:meth:`ClusterModel.close`, through ``Client.run``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..deadline import Deadline
+from ..errors import ModelError
+from ..executor import Executor
+from ..reference import ReferenceRequest, attack_with_references, plan_reference
+from ..remediation import WhatIfFits, WhatIfRequest
+from ..signals import compute_signals
+from ..sweep import CellResult
+from ..target import ScoredTarget, ScoreRequest
+from .session import SandboxedModel
+from .stage import ModelFiles
+
+
+@dataclass(frozen=True)
+class ModelPayload:
+    """What a worker's sandbox needs, shipped once per audit: the three files (names kept, the loader reads
+    the model's suffix), how the audit's child scored them, and that child's limits.
+
+    ``prepared`` is a digest of the rows the audit's child prepared (membership and label per row): a
+    worker's child must prepare the same, or its fits would be of other rows.
+    """
+
+    audit: str
+    names: tuple[str, str, str]
+    contents: tuple[bytes, bytes, bytes]
+    score: ScoreRequest
+    prepared: str
+    address_space_mb: int
+    seconds: float | None
+
+
+def _prepared_digest(scored: ScoredTarget) -> str:
+    digest = hashlib.sha256(np.ascontiguousarray(scored.is_member, dtype=np.int8).tobytes())
+    digest.update(np.ascontiguousarray(scored.label_index, dtype=np.int64).tobytes())
+    return digest.hexdigest()
+
+
+# ---- the worker's side -----------------------------------------------------------------------------------
+
+# In a worker process: (audit, worker thread) -> that thread's sandboxed child for the audit.
+_CHILDREN: dict[tuple[str, int], SandboxedModel] = {}
+_CHILDREN_LOCK = threading.Lock()
+
+
+def _child(payload: ModelPayload) -> tuple[tuple[str, int], SandboxedModel]:
+    """This worker thread's child for ``payload``'s audit, started (and the tables scored) on first use."""
+    key = (payload.audit, threading.get_ident())
+    with _CHILDREN_LOCK:
+        child = _CHILDREN.get(key)
+    if child is not None:
+        return key, child
+    folder = Path(tempfile.mkdtemp(prefix="mia-worker-"))
+    try:
+        paths = []
+        for role, name, content in zip(
+            ("model", "members", "non_members"), payload.names, payload.contents, strict=True
+        ):
+            path = folder / role / name
+            path.parent.mkdir()
+            path.write_bytes(content)
+            paths.append(path)
+        # The child copies the files into its own private folder; this one goes when it has.
+        child = SandboxedModel(
+            ModelFiles(*paths),
+            work_parent=None,
+            threads=1,
+            address_space_mb=payload.address_space_mb,
+            deadline=Deadline(payload.seconds),
+            progress=lambda stage, done, total: None,
+        )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    try:
+        scored = child.score(payload.score)
+        if _prepared_digest(scored) != payload.prepared:
+            raise ModelError(
+                "the model's sandbox on a cluster worker prepared other rows than the audit's own; the "
+                "model's answers depend on where it runs, so the audit was stopped",
+                code="model_protocol_violation",
+            )
+    except BaseException:
+        child.close()
+        raise
+    with _CHILDREN_LOCK:
+        _CHILDREN[key] = child
+    return key, child
+
+
+def _in_child(payload: ModelPayload, ask: Any) -> Any:
+    """``ask(child)`` in this thread's child; a child that failed is stopped, never asked again."""
+    key, child = _child(payload)
+    try:
+        return ask(child)
+    except BaseException:
+        with _CHILDREN_LOCK:
+            _CHILDREN.pop(key, None)
+        child.close()
+        raise
+
+
+def fit_reference_task(
+    job: tuple[int, int], payload: ModelPayload, request: ReferenceRequest, pool_rows: list[int]
+) -> np.ndarray:
+    """Task: reference model ``k`` of repeat ``repeat`` (``job``), fitted in this worker's sandbox; its
+    true-class confidence on each of the repeat's ``pool_rows[repeat]`` pool rows."""
+    return _in_child(payload, lambda child: child.reference_fits(request, [job], [pool_rows[job[0]]])[0])
+
+
+def fit_what_if_task(job: tuple[int, int], payload: ModelPayload, request: WhatIfRequest) -> WhatIfFits:
+    """Task: the what-if's config ``c``, ``k``-th model (``job``), fitted in this worker's sandbox."""
+    return _in_child(payload, lambda child: child.what_if_fits(request, [job]))
+
+
+def close_children(audit: str) -> int:
+    """In a worker process: stop the children of ``audit``; how many there were."""
+    with _CHILDREN_LOCK:
+        keys = [key for key in _CHILDREN if key[0] == audit]
+        children = [_CHILDREN.pop(key) for key in keys]
+    for child in children:
+        child.close()
+    return len(children)
+
+
+# ---- the audit's side ------------------------------------------------------------------------------------
+
+
+class ClusterModel:
+    """The model stage of an audit with a cluster attached (see the module docstring).
+
+    Parameters
+    ----------
+    local:
+        The audit's own sandbox child: loads and scores the target, plans the what-if.
+    executor:
+        The cluster's executor.
+    files:
+        The bundle's files, read once when the target is scored.
+    deadline, progress:
+        The audit's time limit and progress callback.
+    """
+
+    fits_on_cluster = True  # the engine scales the reference stage's defaults with the cluster for it
+
+    def __init__(
+        self, local: SandboxedModel, executor: Executor, files: ModelFiles, deadline: Deadline, progress: Any
+    ) -> None:
+        self.local = local
+        self.executor = executor
+        self.containment = local.containment
+        self.deadline = deadline
+        self.progress = progress
+        self._names = (files.model.name, files.members.name, files.non_members.name)
+        self._contents = (
+            files.model.read_bytes(),
+            files.members.read_bytes(),
+            files.non_members.read_bytes(),
+        )
+        self._audit = getattr(executor, "token", "local")
+        self._payload: Any = None
+        self._scored: ScoredTarget | None = None
+
+    def score(self, request: ScoreRequest) -> ScoredTarget:
+        scored = self.local.score(request)
+        self._scored = scored
+        payload = ModelPayload(
+            audit=self._audit,
+            names=self._names,
+            contents=self._contents,
+            score=request,
+            prepared=_prepared_digest(scored),
+            address_space_mb=self.local.address_space_mb,
+            seconds=self.deadline.remaining(),
+        )
+        self._contents = (b"", b"", b"")  # on the workers from now on; not held twice here
+        self._payload = self.executor.share(payload)
+        return scored
+
+    def reference(self, request: ReferenceRequest, eval_rows: int) -> list[CellResult]:
+        scored = self._require_scored()
+        plans = plan_reference(
+            scored.is_member,
+            proportion=request.proportion,
+            repeats=request.repeats,
+            eval_fraction=request.eval_fraction,
+            n_models=request.n_models,
+            seed=request.seed,
+        )
+        jobs = [(plan.repeat, k) for plan in plans for k in range(request.n_models)]
+        answers = self.executor.map(
+            fit_reference_task,
+            jobs,
+            shared=(self._payload, request, [len(plan.pool) for plan in plans]),
+            on_done=lambda done: self.progress("reference_models", done, len(jobs)),
+            name="reference",
+        )
+        confidence = compute_signals(scored.probabilities, scored.label_index).scores["confidence"]
+        cells = []
+        for plan in plans:
+            reference = np.vstack(
+                answers[plan.repeat * request.n_models : (plan.repeat + 1) * request.n_models]
+            )
+            cells += attack_with_references(
+                plan, reference, confidence, scored.is_member, request.attacks, request.proportion
+            )
+        return cells
+
+    def what_if(self, request: WhatIfRequest) -> WhatIfFits:
+        if not request.fit:
+            return self.local.what_if(request)
+        planned = self.local.what_if_fits(request, [])  # the plan, checked; no fits here
+        m, rows = request.models_per_config, len(self._require_scored().is_member)
+        if planned.skipped is not None:
+            return planned
+        jobs = [(c, k) for c in range(len(planned.plan.configs)) for k in range(m)]
+        parts = self.executor.map(
+            fit_what_if_task,
+            jobs,
+            shared=(self._payload, request),
+            on_done=lambda done: self.progress("what_if", done, len(jobs)),
+            name="what_if",
+        )
+        for part in parts:
+            if part.skipped is not None:  # a fit failed or ran out of memory: the what-if gives way
+                empty = np.zeros((0, m, rows))
+                return WhatIfFits(planned.plan, part.skipped, empty, empty.astype(bool))
+            if part.plan != planned.plan:
+                raise ModelError(
+                    "the model's sandbox on a cluster worker planned another what-if than the audit's own; "
+                    "the audit was stopped",
+                    code="model_protocol_violation",
+                )
+        shape = (len(planned.plan.configs), m, rows)
+        confidence = np.concatenate([part.confidence for part in parts]).reshape(shape)
+        correct = np.concatenate([part.correct for part in parts]).reshape(shape)
+        return WhatIfFits(planned.plan, None, confidence, correct)
+
+    def _require_scored(self) -> ScoredTarget:
+        if self._scored is None:
+            raise RuntimeError("score() comes first")
+        return self._scored
+
+    def close(self) -> None:
+        try:
+            if self._payload is not None:
+                with contextlib.suppress(Exception):  # a cluster that went away has no children left
+                    self.executor.run_on_workers(close_children, self._audit)
+        finally:
+            self.local.close()
+
+
+def on_cluster(model: Any, executor: Executor, files: ModelFiles, deadline: Deadline, progress: Any) -> Any:
+    """``model`` (the audit's sandbox child) with its fits moved to ``executor``'s cluster; ``model`` itself
+    when nothing of it would run there (no reference stage and no what-if fits are possible without a
+    sandbox child to plan them)."""
+    if not isinstance(model, SandboxedModel):
+        return model
+    try:
+        return ClusterModel(model, executor, files, deadline, progress)
+    except BaseException:
+        model.close()
+        raise
