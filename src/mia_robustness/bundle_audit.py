@@ -19,6 +19,7 @@ from .sandbox.cluster import on_cluster
 from .sandbox.session import open_model
 from .sandbox.stage import ModelFiles
 from .sweep import default_workers
+from .target import ScoreRequest
 
 ProgressCallback = Callable[[str, int, int], None]
 # What a cluster's workers run for an audit of a bundle: the sweep's cells and the sandboxed fits.
@@ -135,7 +136,8 @@ def _audit_on(
             max_memory_mb=max_memory_mb,
         )
         if executor.cluster is not None:
-            model = on_cluster(model, executor, files, deadline, clock.progress)
+            score = ScoreRequest(options.label_column, options.seed)  # as run_audit will score
+            model = on_cluster(model, executor, files, score, deadline, clock.progress)
         layout = bundle.layout
     try:
         return run_audit(

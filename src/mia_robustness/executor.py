@@ -162,20 +162,24 @@ class DaskExecutor:
                 f"(`dask worker {address} --nthreads 1`) or audit without a cluster"
             ) from None
         threads = self.client.nthreads()
-        if preload:
-            from distributed import fire_and_forget
-
-            # The tasks' modules (scikit-learn, torch...) load on every worker while this process unpacks
-            # and scores the bundle, instead of on each worker's first task.
-            fire_and_forget(
-                [
-                    self.client.submit(_import_modules, list(preload), workers=[worker], pure=False)
-                    for worker in threads
-                ]
-            )
         self.workers = len(threads)
         self.slots = max(1, sum(threads.values()))
         self.token = uuid.uuid4().hex[:12]
+        if preload:
+            # The tasks' modules (scikit-learn, pandas...) load on every worker while this process unpacks
+            # and scores the bundle, instead of on each worker's first task.
+            self.start_on_each_worker(_import_modules, list(preload))
+
+    def start_on_each_worker(self, function: Callable[..., Any], *args: Any) -> None:
+        """Start ``function(*args)`` as a task on every worker, and do not wait for it (a warm-up)."""
+        from distributed import fire_and_forget
+
+        fire_and_forget(
+            [
+                self.client.submit(function, *args, workers=[worker], pure=False, priority=10**6)
+                for worker in self.client.nthreads()
+            ]
+        )
 
     def share(self, value: Any) -> Any:
         """``value`` on every worker, once; the handle stands for it in :meth:`map`'s ``shared``."""

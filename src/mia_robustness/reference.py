@@ -189,14 +189,7 @@ def reference_fits(
     each ``(repeat, k)`` of ``jobs``, reference model ``k`` of that repeat's plan (:func:`plan_reference`)
     fitted, and its true-class confidence on every row of the repeat's pool ``(len(pool),)``."""
     scored = loaded.scored
-    plans = plan_reference(
-        scored.is_member,
-        proportion=request.proportion,
-        repeats=request.repeats,
-        eval_fraction=request.eval_fraction,
-        n_models=request.n_models,
-        seed=request.seed,
-    )
+    plans = request.plans(scored.is_member)
     answers = []
     for repeat, k in jobs:
         plan = plans[repeat]
@@ -269,6 +262,17 @@ class ReferenceRequest:
     n_models: int
     seed: int
     workers: int
+
+    def plans(self, is_member: np.ndarray) -> list[ReferencePlan]:
+        """Every repeat's fits (:func:`plan_reference`) for this request."""
+        return plan_reference(
+            is_member,
+            proportion=self.proportion,
+            repeats=self.repeats,
+            eval_fraction=self.eval_fraction,
+            n_models=self.n_models,
+            seed=self.seed,
+        )
 
 
 def reference_cells(

@@ -27,8 +27,7 @@ import numpy as np
 
 from ..deadline import Deadline
 from ..errors import ModelError
-from ..executor import Executor
-from ..reference import ReferenceRequest, attack_with_references, plan_reference
+from ..reference import ReferenceRequest, attack_with_references
 from ..remediation import WhatIfFits, WhatIfRequest
 from ..signals import compute_signals
 from ..sweep import CellResult
@@ -40,22 +39,19 @@ from .stage import ModelFiles
 @dataclass(frozen=True)
 class ModelPayload:
     """What a worker's sandbox needs, shipped once per audit: the three files (names kept, the loader reads
-    the model's suffix), how the audit's child scored them, and that child's limits.
-
-    ``prepared`` is a digest of the rows the audit's child prepared (membership and label per row): a
-    worker's child must prepare the same, or its fits would be of other rows.
-    """
+    the model's suffix), how the audit scores them, and the limits of the audit's own child."""
 
     audit: str
     names: tuple[str, str, str]
     contents: tuple[bytes, bytes, bytes]
     score: ScoreRequest
-    prepared: str
     address_space_mb: int
     seconds: float | None
 
 
 def _prepared_digest(scored: ScoredTarget) -> str:
+    """The rows a child prepared (membership and label of each): a worker's child must prepare the same
+    rows as the audit's own, or its fits would be of other rows."""
     digest = hashlib.sha256(np.ascontiguousarray(scored.is_member, dtype=np.int8).tobytes())
     digest.update(np.ascontiguousarray(scored.label_index, dtype=np.int64).tobytes())
     return digest.hexdigest()
@@ -63,18 +59,34 @@ def _prepared_digest(scored: ScoredTarget) -> str:
 
 # ---- the worker's side -----------------------------------------------------------------------------------
 
-# In a worker process: (audit, worker thread) -> that thread's sandboxed child for the audit.
-_CHILDREN: dict[tuple[str, int], SandboxedModel] = {}
+# In a worker process: (audit, worker thread) -> that thread's sandboxed child for the audit, and the
+# digest of the rows it prepared.
+_CHILDREN: dict[tuple[str, int], tuple[SandboxedModel, str]] = {}
 _CHILDREN_LOCK = threading.Lock()
 
 
-def _child(payload: ModelPayload) -> tuple[tuple[str, int], SandboxedModel]:
-    """This worker thread's child for ``payload``'s audit, started (and the tables scored) on first use."""
+def _child(payload: ModelPayload, prepared: str | None) -> tuple[tuple[str, int], SandboxedModel]:
+    """This worker thread's child for ``payload``'s audit, started (and the tables scored) on first use;
+    checked to have prepared the rows of digest ``prepared`` (``None``: not yet known)."""
     key = (payload.audit, threading.get_ident())
     with _CHILDREN_LOCK:
-        child = _CHILDREN.get(key)
-    if child is not None:
-        return key, child
+        found = _CHILDREN.get(key)
+    if found is None:
+        found = _start_child(payload)
+        with _CHILDREN_LOCK:
+            _CHILDREN[key] = found
+    child, digest = found
+    if prepared is not None and digest != prepared:
+        _drop(key)
+        raise ModelError(
+            "the model's sandbox on a cluster worker prepared other rows than the audit's own; the "
+            "model's answers depend on where it runs, so the audit was stopped",
+            code="model_protocol_violation",
+        )
+    return key, child
+
+
+def _start_child(payload: ModelPayload) -> tuple[SandboxedModel, str]:
     folder = Path(tempfile.mkdtemp(prefix="mia-worker-"))
     try:
         paths = []
@@ -97,51 +109,62 @@ def _child(payload: ModelPayload) -> tuple[tuple[str, int], SandboxedModel]:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     try:
-        scored = child.score(payload.score)
-        if _prepared_digest(scored) != payload.prepared:
-            raise ModelError(
-                "the model's sandbox on a cluster worker prepared other rows than the audit's own; the "
-                "model's answers depend on where it runs, so the audit was stopped",
-                code="model_protocol_violation",
-            )
+        return child, _prepared_digest(child.score(payload.score))
     except BaseException:
         child.close()
         raise
+
+
+def _drop(key: tuple[str, int]) -> None:
     with _CHILDREN_LOCK:
-        _CHILDREN[key] = child
-    return key, child
+        found = _CHILDREN.pop(key, None)
+    if found is not None:
+        found[0].close()
 
 
-def _in_child(payload: ModelPayload, ask: Any) -> Any:
+def _in_child(payload: ModelPayload, prepared: str, ask: Any) -> Any:
     """``ask(child)`` in this thread's child; a child that failed is stopped, never asked again."""
-    key, child = _child(payload)
+    key, child = _child(payload, prepared)
     try:
         return ask(child)
     except BaseException:
-        with _CHILDREN_LOCK:
-            _CHILDREN.pop(key, None)
-        child.close()
+        _drop(key)
         raise
 
 
+def start_child_task(payload: ModelPayload) -> None:
+    """Warm-up task: start this worker's child for the audit while the audit's own child loads and scores.
+    A failure here is said again, and raised, by the first fit that needs the child."""
+    with contextlib.suppress(Exception):
+        _child(payload, None)
+
+
 def fit_reference_task(
-    job: tuple[int, int], payload: ModelPayload, request: ReferenceRequest, pool_rows: list[int]
+    job: tuple[int, int],
+    payload: ModelPayload,
+    prepared: str,
+    request: ReferenceRequest,
+    pool_rows: list[int],
 ) -> np.ndarray:
     """Task: reference model ``k`` of repeat ``repeat`` (``job``), fitted in this worker's sandbox; its
     true-class confidence on each of the repeat's ``pool_rows[repeat]`` pool rows."""
-    return _in_child(payload, lambda child: child.reference_fits(request, [job], [pool_rows[job[0]]])[0])
+    return _in_child(
+        payload, prepared, lambda child: child.reference_fits(request, [job], [pool_rows[job[0]]])[0]
+    )
 
 
-def fit_what_if_task(job: tuple[int, int], payload: ModelPayload, request: WhatIfRequest) -> WhatIfFits:
+def fit_what_if_task(
+    job: tuple[int, int], payload: ModelPayload, prepared: str, request: WhatIfRequest
+) -> WhatIfFits:
     """Task: the what-if's config ``c``, ``k``-th model (``job``), fitted in this worker's sandbox."""
-    return _in_child(payload, lambda child: child.what_if_fits(request, [job]))
+    return _in_child(payload, prepared, lambda child: child.what_if_fits(request, [job]))
 
 
 def close_children(audit: str) -> int:
     """In a worker process: stop the children of ``audit``; how many there were."""
     with _CHILDREN_LOCK:
         keys = [key for key in _CHILDREN if key[0] == audit]
-        children = [_CHILDREN.pop(key) for key in keys]
+        children = [_CHILDREN.pop(key)[0] for key in keys]
     for child in children:
         child.close()
     return len(children)
@@ -160,7 +183,9 @@ class ClusterModel:
     executor:
         The cluster's executor.
     files:
-        The bundle's files, read once when the target is scored.
+        The bundle's files: read now, shipped to every worker, whose children start at once.
+    score:
+        How the audit will score the target (its label column and seed).
     deadline, progress:
         The audit's time limit and progress callback.
     """
@@ -168,54 +193,49 @@ class ClusterModel:
     fits_on_cluster = True  # the engine scales the reference stage's defaults with the cluster for it
 
     def __init__(
-        self, local: SandboxedModel, executor: Executor, files: ModelFiles, deadline: Deadline, progress: Any
+        self,
+        local: SandboxedModel,
+        executor: Any,
+        files: ModelFiles,
+        score: ScoreRequest,
+        deadline: Deadline,
+        progress: Any,
     ) -> None:
         self.local = local
         self.executor = executor
         self.containment = local.containment
-        self.deadline = deadline
         self.progress = progress
-        self._names = (files.model.name, files.members.name, files.non_members.name)
-        self._contents = (
-            files.model.read_bytes(),
-            files.members.read_bytes(),
-            files.non_members.read_bytes(),
-        )
-        self._audit = getattr(executor, "token", "local")
-        self._payload: Any = None
+        self._audit = executor.token
+        self._score = score
         self._scored: ScoredTarget | None = None
-
-    def score(self, request: ScoreRequest) -> ScoredTarget:
-        scored = self.local.score(request)
-        self._scored = scored
+        self._prepared = ""
         payload = ModelPayload(
             audit=self._audit,
-            names=self._names,
-            contents=self._contents,
-            score=request,
-            prepared=_prepared_digest(scored),
-            address_space_mb=self.local.address_space_mb,
-            seconds=self.deadline.remaining(),
+            names=(files.model.name, files.members.name, files.non_members.name),
+            contents=(files.model.read_bytes(), files.members.read_bytes(), files.non_members.read_bytes()),
+            score=score,
+            address_space_mb=local.address_space_mb,
+            seconds=deadline.remaining(),
         )
-        self._contents = (b"", b"", b"")  # on the workers from now on; not held twice here
-        self._payload = self.executor.share(payload)
+        self._payload = executor.share(payload)
+        executor.start_on_each_worker(start_child_task, self._payload)
+
+    def score(self, request: ScoreRequest) -> ScoredTarget:
+        if request != self._score:
+            raise RuntimeError("the workers' children were started for another score request")
+        scored = self.local.score(request)
+        self._scored = scored
+        self._prepared = _prepared_digest(scored)
         return scored
 
     def reference(self, request: ReferenceRequest, eval_rows: int) -> list[CellResult]:
         scored = self._require_scored()
-        plans = plan_reference(
-            scored.is_member,
-            proportion=request.proportion,
-            repeats=request.repeats,
-            eval_fraction=request.eval_fraction,
-            n_models=request.n_models,
-            seed=request.seed,
-        )
+        plans = request.plans(scored.is_member)
         jobs = [(plan.repeat, k) for plan in plans for k in range(request.n_models)]
         answers = self.executor.map(
             fit_reference_task,
             jobs,
-            shared=(self._payload, request, [len(plan.pool) for plan in plans]),
+            shared=(self._payload, self._prepared, request, [len(plan.pool) for plan in plans]),
             on_done=lambda done: self.progress("reference_models", done, len(jobs)),
             name="reference",
         )
@@ -241,7 +261,7 @@ class ClusterModel:
         parts = self.executor.map(
             fit_what_if_task,
             jobs,
-            shared=(self._payload, request),
+            shared=(self._payload, self._prepared, request),
             on_done=lambda done: self.progress("what_if", done, len(jobs)),
             name="what_if",
         )
@@ -267,21 +287,21 @@ class ClusterModel:
 
     def close(self) -> None:
         try:
-            if self._payload is not None:
-                with contextlib.suppress(Exception):  # a cluster that went away has no children left
-                    self.executor.run_on_workers(close_children, self._audit)
+            with contextlib.suppress(Exception):  # a cluster that went away has no children left
+                self.executor.run_on_workers(close_children, self._audit)
         finally:
             self.local.close()
 
 
-def on_cluster(model: Any, executor: Executor, files: ModelFiles, deadline: Deadline, progress: Any) -> Any:
+def on_cluster(
+    model: Any, executor: Any, files: ModelFiles, score: ScoreRequest, deadline: Deadline, progress: Any
+) -> Any:
     """``model`` (the audit's sandbox child) with its fits moved to ``executor``'s cluster; ``model`` itself
-    when nothing of it would run there (no reference stage and no what-if fits are possible without a
-    sandbox child to plan them)."""
+    when it is not sandboxed (``--no-sandbox``: the model never leaves this process)."""
     if not isinstance(model, SandboxedModel):
         return model
     try:
-        return ClusterModel(model, executor, files, deadline, progress)
+        return ClusterModel(model, executor, files, score, deadline, progress)
     except BaseException:
         model.close()
         raise
