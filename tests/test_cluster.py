@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import pickle
 import subprocess
 import sys
 import threading
@@ -23,7 +24,7 @@ from sklearn.preprocessing import OneHotEncoder
 from builders import REPO_ROOT, adult_frame, needs_adult, split_fit, write_bundle
 from cluster_helpers import free_port, loopback_cluster
 from mia_robustness import audit, audit_estimator
-from mia_robustness.errors import ClusterError, OptionsError
+from mia_robustness.errors import ClusterError, ModelError, OptionsError, error_class
 from mia_robustness.remediation import MODELS_PER_CONFIG
 from mia_robustness.report import render
 
@@ -223,3 +224,11 @@ def test_without_a_cluster_dask_is_never_imported(adult_bundle):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_errors_cross_from_workers_and_to_servers_with_their_code_and_status():
+    # A worker's error reaches the audit pickled (Dask ships exceptions so): class, code and text kept.
+    refit = pickle.loads(pickle.dumps(ModelError("retraining failed (ValueError)", code="refit_failed")))
+    assert type(refit) is ModelError and refit.code == "refit_failed" and refit.http_status == 400
+    # serve's audit child sends an error by class name: an unreachable cluster stays a 503 there.
+    assert error_class("ClusterError") is ClusterError and ClusterError.http_status == 503
