@@ -16,7 +16,7 @@ import re
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from threadpoolctl import threadpool_limits
 
@@ -47,30 +47,6 @@ def scheduler_address(text: str, where: str = "the cluster address") -> str:
             code="bad_cluster",
         )
     return value
-
-
-class Executor(Protocol):
-    """Runs units of work: ``map(function, jobs, shared=...)`` is ``[function(job, *shared) ...]``."""
-
-    cluster: str | None  # the scheduler's address, or None in this process
-    slots: int  # units that run at the same time
-    workers: int  # processes (one in this process)
-
-    def share(self, value: Any) -> Any: ...
-
-    def map(
-        self,
-        function: Callable[..., R],
-        jobs: Sequence[Any],
-        *,
-        shared: Sequence[Any] = (),
-        order: Sequence[int] | None = None,
-        on_done: Callable[[int], None] | None = None,
-        initializer: Callable[[], None] | None = None,
-        name: str = "unit",
-    ) -> list[R]: ...
-
-    def close(self) -> None: ...
 
 
 class ThreadExecutor:
@@ -246,9 +222,12 @@ class DaskExecutor:
         self.client.close()
 
 
-def open_executor(
-    cluster: str | None, workers: int, preload: Sequence[str] = ()
-) -> ThreadExecutor | DaskExecutor:
+# Where units run: both have ``cluster`` (the scheduler's address, or None here), ``slots`` (units at the
+# same time), ``workers`` (processes), ``share(value)``, ``map(function, jobs, shared=...)`` and ``close()``.
+Executor = ThreadExecutor | DaskExecutor
+
+
+def open_executor(cluster: str | None, workers: int, preload: Sequence[str] = ()) -> Executor:
     """Threads in this process when ``cluster`` is ``None``, else a client of the scheduler at ``cluster``
     whose workers start importing the ``preload`` modules (those the audit's tasks run) at once."""
     if cluster is None:
