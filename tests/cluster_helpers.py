@@ -1,8 +1,8 @@
 """A real Dask cluster on loopback for tests and bench/cluster.py: `dask scheduler` and `dask worker`
 processes (the installed command line, as a user starts them), on a free port, always torn down.
 
-``with loopback_cluster(workers=2) as address: ...`` gives ``tcp://127.0.0.1:PORT`` once every worker has
-joined. Each worker is single-threaded (``--nthreads 1``) and runs without a nanny, so the test's process
+``with loopback_cluster(workers=2) as cluster: ...`` gives the scheduler's ``cluster.address``
+(``tcp://127.0.0.1:PORT``) and the workers' process ids once every worker has joined. Each worker is single-threaded (``--nthreads 1``) and runs without a nanny, so the test's process
 tree is the scheduler and the workers only; they import this checkout's ``mia_robustness`` (the same
 interpreter as the tests).
 """
@@ -18,9 +18,16 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 START_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class LoopbackCluster:
+    address: str
+    worker_pids: tuple[int, ...]
 
 
 def _dask_command() -> list[str]:
@@ -52,7 +59,7 @@ def _wait_for_workers(address: str, count: int, processes: list[subprocess.Popen
 
 
 @contextlib.contextmanager
-def loopback_cluster(workers: int = 2, threads: int = 1) -> Iterator[str]:
+def loopback_cluster(workers: int = 2, threads: int = 1) -> Iterator[LoopbackCluster]:
     """A scheduler and ``workers`` workers of ``threads`` threads each on 127.0.0.1; yields the address."""
     folder = Path(tempfile.mkdtemp(prefix="mia-dask-test-"))
     scheduler_file = folder / "scheduler.json"
@@ -110,7 +117,7 @@ def loopback_cluster(workers: int = 2, threads: int = 1) -> Iterator[str]:
                 f"worker-{index}",
             )
         _wait_for_workers(address, workers, processes, START_SECONDS)
-        yield address
+        yield LoopbackCluster(address, tuple(process.pid for process in processes[1:]))
     finally:
         for process in reversed(processes):
             with contextlib.suppress(ProcessLookupError):

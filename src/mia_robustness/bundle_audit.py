@@ -18,13 +18,17 @@ from .options import AuditOptions, options_from_mapping
 from .predictions import PREDICTIONS_KEY
 from .reference_cache import ReferenceCache, files_identity
 from .report import Report
+from .sandbox.cluster import on_cluster
 from .sandbox.session import open_model
 from .sandbox.stage import ModelFiles
 from .supplied import SuppliedOutputs
 from .sweep import default_workers
 from .tables import read_table
+from .target import ScoreRequest
 
 ProgressCallback = Callable[[str, int, int], None]
+# What a cluster's workers run for an audit of a bundle: the sweep's cells and the sandboxed fits.
+CLUSTER_TASK_MODULES = ("mia_robustness.sweep", "mia_robustness.sandbox.cluster")
 
 
 def resolve_options(
@@ -96,7 +100,7 @@ def audit(
     clock = Stopwatch(progress, deadline)
     workers = workers or default_workers()
     # Connect first: an unreachable scheduler is said within seconds, before any unpacking or loading.
-    executor = open_executor(cluster, workers)
+    executor = open_executor(cluster, workers, CLUSTER_TASK_MODULES)
     try:
         return _audit_on(
             executor,
@@ -150,8 +154,11 @@ def _audit_on(
             uses_reference = any(REGISTRY[a].kind == "reference" for a in options.attack_models)
             # The sandbox copies the files it needs, and in-process loading reads them now: the bundle's
             # temporary folder can go when this block ends.
+            files = ModelFiles(
+                bundle.model_path, bundle.members_path, bundle.non_members_path, options.classes
+            )
             model = open_model(
-                ModelFiles(bundle.model_path, bundle.members_path, bundle.non_members_path, options.classes),
+                files,
                 sandbox=sandbox,
                 deadline=deadline,
                 progress=clock.progress,
@@ -161,6 +168,9 @@ def _audit_on(
                 n_models=options.reference_models if uses_reference else 0,
                 max_memory_mb=max_memory_mb,
             )
+            if executor.cluster is not None:
+                score = ScoreRequest(options.label_column, options.seed)  # as run_audit will score
+                model = on_cluster(model, executor, files, score, deadline, clock.progress)
             if cache is not None and uses_reference:
                 identity = files_identity([bundle.model_path, bundle.members_path, bundle.non_members_path])
     try:

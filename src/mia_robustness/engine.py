@@ -225,7 +225,7 @@ def audit_estimator(
     uses_reference = any(REGISTRY[a].kind == "reference" for a in audit_options.attack_models)
     workers = workers or default_workers()
     try:
-        executor = open_executor(cluster, workers)
+        executor = open_executor(cluster, workers, ("mia_robustness.sweep",))
         try:
             return run_audit(
                 stage,
@@ -292,7 +292,9 @@ def run_audit(
     if options.reference_recipe is not None:  # a bad class or parameter is refused now, before any work
         build_recipe(options.reference_recipe.to_dict())
     executor = executor or ThreadExecutor(workers)
-    options, resolved_cluster = scaled_for_cluster(options, executor)
+    # Only a model stage whose fits run on the cluster makes more of them cheap (audit_estimator's stay here).
+    fits_spread = executor.cluster is not None and getattr(model, "fits_on_cluster", False)
+    options, resolved_cluster = scaled_for_cluster(options, executor, fits_spread)
     uses_device = any(REGISTRY[a].uses_device for a in options.attack_models)
     device = resolve_device(options.device) if uses_device else "cpu"
     on_progress = clock.progress
@@ -343,7 +345,7 @@ def run_audit(
             '"RandomForestClassifier", "params": {"n_estimators": 100}}'
         )
         reference = []
-    max_rows = REFERENCE_DEFAULT_MAX_ROWS * (executor.slots if executor.cluster else 1)
+    max_rows = REFERENCE_DEFAULT_MAX_ROWS * (executor.slots if fits_spread else 1)
     if reference and "attack_models" not in options.explicit and scored.rows_per_side > max_rows:
         # Each reference model costs one training of the target's recipe on as many rows; above this size
         # the default audit would be dominated by them, so they run only when asked for.
@@ -376,7 +378,7 @@ def run_audit(
             attacks=tuple(reference),
             proportion=max(options.proportions),
             n_models=options.reference_models,
-            workers=executor.slots if executor.cluster else workers,
+            workers=executor.slots if fits_spread else workers,
             recipe=None if options.reference_recipe is None else options.reference_recipe.to_dict(),
             **repeat_plan,
         )
@@ -474,13 +476,17 @@ def _reference_answers(
     return answers
 
 
-def scaled_for_cluster(options: AuditOptions, executor: Executor) -> tuple[AuditOptions, dict[str, Any]]:
-    """``options`` with the default number of reference models raised for ``executor``'s cluster (at
-    least :data:`CLUSTER_MIN_REFERENCE_MODELS`, :data:`CLUSTER_REFERENCE_MODELS_PER_SLOT` per slot), and
-    what the report says of the cluster; ``options`` as they are and ``{}`` in this process."""
+def scaled_for_cluster(
+    options: AuditOptions, executor: Executor, fits_spread: bool
+) -> tuple[AuditOptions, dict[str, Any]]:
+    """``options`` with the default number of reference models raised for ``executor``'s cluster when the
+    reference fits run on it (``fits_spread``; at least :data:`CLUSTER_MIN_REFERENCE_MODELS`,
+    :data:`CLUSTER_REFERENCE_MODELS_PER_SLOT` per slot), and what the report says of the cluster;
+    ``options`` as they are and ``{}`` in this process."""
     if executor.cluster is None:
         return options, {}
-    if "reference_models" not in options.explicit:
+    reference = any(REGISTRY[a].kind == "reference" for a in options.attack_models)
+    if fits_spread and reference and "reference_models" not in options.explicit:
         models = max(CLUSTER_MIN_REFERENCE_MODELS, CLUSTER_REFERENCE_MODELS_PER_SLOT * executor.slots)
         # Not marked explicit: the report's settings say what was used, the default still scales.
         options = dataclasses.replace(options, reference_models=models)

@@ -11,11 +11,12 @@ used. :func:`open_executor` with a scheduler address imports ``distributed`` and
 
 from __future__ import annotations
 
+import importlib
 import re
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from threadpoolctl import threadpool_limits
 
@@ -46,30 +47,6 @@ def scheduler_address(text: str, where: str = "the cluster address") -> str:
             code="bad_cluster",
         )
     return value
-
-
-class Executor(Protocol):
-    """Runs units of work: ``map(function, jobs, shared=...)`` is ``[function(job, *shared) ...]``."""
-
-    cluster: str | None  # the scheduler's address, or None in this process
-    slots: int  # units that run at the same time
-    workers: int  # processes (one in this process)
-
-    def share(self, value: Any) -> Any: ...
-
-    def map(
-        self,
-        function: Callable[..., R],
-        jobs: Sequence[Any],
-        *,
-        shared: Sequence[Any] = (),
-        order: Sequence[int] | None = None,
-        on_done: Callable[[int], None] | None = None,
-        initializer: Callable[[], None] | None = None,
-        name: str = "unit",
-    ) -> list[R]: ...
-
-    def close(self) -> None: ...
 
 
 class ThreadExecutor:
@@ -128,6 +105,11 @@ def _run_unit(
         return function(job, *shared)
 
 
+def _import_modules(names: list[str]) -> None:
+    for name in names:
+        importlib.import_module(name)
+
+
 class DaskExecutor:
     """Units as tasks on a Dask cluster (``distributed.Client`` connected to ``address``).
 
@@ -135,7 +117,7 @@ class DaskExecutor:
     copy. Progress comes from task completion; results are gathered in the jobs' order.
     """
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, preload: Sequence[str] = ()) -> None:
         from distributed import Client
 
         self.cluster = address
@@ -159,6 +141,21 @@ class DaskExecutor:
         self.workers = len(threads)
         self.slots = max(1, sum(threads.values()))
         self.token = uuid.uuid4().hex[:12]
+        if preload:
+            # The tasks' modules (scikit-learn, pandas...) load on every worker while this process unpacks
+            # and scores the bundle, instead of on each worker's first task.
+            self.start_on_each_worker(_import_modules, list(preload))
+
+    def start_on_each_worker(self, function: Callable[..., Any], *args: Any) -> None:
+        """Start ``function(*args)`` as a task on every worker, and do not wait for it (a warm-up)."""
+        from distributed import fire_and_forget
+
+        fire_and_forget(
+            [
+                self.client.submit(function, *args, workers=[worker], pure=False, priority=10**6)
+                for worker in self.client.nthreads()
+            ]
+        )
 
     def share(self, value: Any) -> Any:
         """``value`` on every worker, once; the handle stands for it in :meth:`map`'s ``shared``."""
@@ -225,8 +222,14 @@ class DaskExecutor:
         self.client.close()
 
 
-def open_executor(cluster: str | None, workers: int) -> ThreadExecutor | DaskExecutor:
-    """Threads in this process when ``cluster`` is ``None``, else a client of the scheduler at ``cluster``."""
+# Where units run: both have ``cluster`` (the scheduler's address, or None here), ``slots`` (units at the
+# same time), ``workers`` (processes), ``share(value)``, ``map(function, jobs, shared=...)`` and ``close()``.
+Executor = ThreadExecutor | DaskExecutor
+
+
+def open_executor(cluster: str | None, workers: int, preload: Sequence[str] = ()) -> Executor:
+    """Threads in this process when ``cluster`` is ``None``, else a client of the scheduler at ``cluster``
+    whose workers start importing the ``preload`` modules (those the audit's tasks run) at once."""
     if cluster is None:
         return ThreadExecutor(workers)
-    return DaskExecutor(scheduler_address(cluster))
+    return DaskExecutor(scheduler_address(cluster), preload)

@@ -359,6 +359,32 @@ def reference_answers(
     )
 
 
+def reference_fits(
+    loaded: LoadedTarget, request: ReferenceRequest, jobs: Sequence[tuple[int, int]]
+) -> list[np.ndarray]:
+    """A share of :func:`reference_answers`'s fits, as a cluster worker's sandbox child runs them: for each
+    ``(i, k)`` of ``jobs``, model ``k`` of fit set ``i`` (:meth:`ReferenceRequest.fit_sets`, the same plan
+    as the audit's own), its true-class confidences ``(1, len(pool))`` on that set's pool."""
+    scored = loaded.scored
+    fit_sets = request.fit_sets(scored.is_member)
+    answers = []
+    for i, k in jobs:
+        fit_set = fit_sets[i]
+        answers.append(
+            fit_reference_confidences(
+                loaded.model,
+                loaded.features.iloc[fit_set.pool],
+                loaded.labels[fit_set.pool],
+                scored.label_index[fit_set.pool],
+                scored.classes,
+                fit_set.in_mask[k : k + 1],
+                workers=1,
+                recipe=request.recipe,
+            )
+        )
+    return answers
+
+
 class FitPace:
     """What the reference stage will cost: its plan before the first fit, then estimates from the fits' pace.
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -100,6 +101,41 @@ def _seeded(model: object, seed: int, k: int) -> None:
         model.set_params(**dict.fromkeys(unset, state))
 
 
+def plan_what_if(model: object, request: WhatIfRequest) -> tuple[Plan, str | None, Any, str]:
+    """``(plan, skip code or None, template, prefix)``: the what-if's configs for ``model``'s recipe (or
+    the recipe config.json names, ``request.recipe``) as it will be retrained (the capped clone
+    ``template``, whose final step's parameters start with ``prefix``).
+    """
+    named = None
+    if request.recipe is not None:  # the recipe config.json names is what the what-if varies
+        try:
+            named = contained_clone(model, request.recipe)
+        except Exception:  # noqa: BLE001 - refused: the plan below is then of the model's own class
+            log.debug("the what-if cannot build the named recipe", exc_info=True)
+    plan = plan_for(model if named is None else named, request.thorough)
+    if not request.fit:
+        return plan, "not_asked", None, ""
+    if plan.estimator_class is None:
+        return plan, "not_in_table", None, ""
+    try:
+        template = contained_clone(model, request.recipe)
+        _, prefix = final_step(template)
+        # The variants are planned from the recipe as it will be retrained, not as the file declares it:
+        # contained_clone caps a declared n_estimators / max_iter at the fitted size, and a relative knob
+        # (half the rounds) must scale the capped value, or a file declaring 10**9 rounds fitted with 5
+        # would have its variants fit 5 * 10**8.
+        retrained = plan_for(template, request.thorough)
+    except Exception:  # noqa: BLE001 - a refused or uncopyable recipe skips the what-if, never the audit
+        log.debug("the what-if cannot retrain this recipe", exc_info=True)
+        return plan, "recipe_refused", None, ""
+    if not plan.configs or retrained.estimator_class != plan.estimator_class or not retrained.configs:
+        return plan, "recipe_refused", None, ""
+    plan = replace(plan, configs=retrained.configs)
+    if not hasattr(template, "predict_proba"):  # an SVC without probability=True, a RidgeClassifier
+        return plan, "no_probabilities", None, ""
+    return plan, None, template, prefix
+
+
 def fit_what_if(
     model: object,
     features: pd.DataFrame,
@@ -114,43 +150,42 @@ def fit_what_if(
     ``features`` ``(n, n_features)``, ``labels`` and ``label_index`` ``(n,)`` are the pool (every audited
     row, members first); the arrays answered are ``(configs, models_per_config, n)``.
     """
-    named = None
-    if request.recipe is not None:  # the recipe config.json names is what the what-if varies
-        try:
-            named = contained_clone(model, request.recipe)
-        except Exception:  # noqa: BLE001 - refused: the plan below is then of the model's own class
-            log.debug("the what-if cannot build the named recipe", exc_info=True)
-    plan = plan_for(model if named is None else named, request.thorough)
+    part = fit_what_if_jobs(model, features, labels, label_index, classes, request, None, progress)
+    if part.skipped is not None:
+        return part
+    shape = (len(part.plan.configs), request.models_per_config, len(labels))
+    return WhatIfFits(part.plan, None, part.confidence.reshape(shape), part.correct.reshape(shape))
+
+
+def fit_what_if_jobs(
+    model: object,
+    features: pd.DataFrame,
+    labels: np.ndarray,
+    label_index: np.ndarray,
+    classes: np.ndarray,
+    request: WhatIfRequest,
+    jobs: Sequence[tuple[int, int]] | None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> WhatIfFits:
+    """The what-if's plan, and the fits ``jobs`` asks for: ``(config, model)`` pairs, the ``model``-th of
+    ``models_per_config`` random halves with config ``config`` (a cluster's worker fits a share; ``None``:
+    every pair, configs in order). The arrays answered are ``(len(jobs), 1, n)``, in ``jobs``' order;
+    a skip code, with empty arrays, when the what-if cannot run or a fit failed.
+    """
+    plan, code, template, prefix = plan_what_if(model, request)
     n, m = len(labels), request.models_per_config
 
     def skipped(code: str) -> WhatIfFits:
         empty = np.zeros((0, m, n))
         return WhatIfFits(plan, code, empty, empty.astype(bool))
 
-    if not request.fit:
-        return skipped("not_asked")
-    if plan.estimator_class is None:
-        return skipped("not_in_table")
-    try:
-        template = contained_clone(model, request.recipe)
-        _, prefix = final_step(template)
-        # The variants are planned from the recipe as it will be retrained, not as the file declares it:
-        # contained_clone caps a declared n_estimators / max_iter at the fitted size, and a relative knob
-        # (half the rounds) must scale the capped value, or a file declaring 10**9 rounds fitted with 5
-        # would have its variants fit 5 * 10**8.
-        retrained = plan_for(template, request.thorough)
-    except Exception:  # noqa: BLE001 - a refused or uncopyable recipe skips the what-if, never the audit
-        log.debug("the what-if cannot retrain this recipe", exc_info=True)
-        return skipped("recipe_refused")
-    if not plan.configs or retrained.estimator_class != plan.estimator_class or not retrained.configs:
-        return skipped("recipe_refused")
-    plan = replace(plan, configs=retrained.configs)
-    if not hasattr(template, "predict_proba"):  # an SVC without probability=True, a RidgeClassifier
-        return skipped("no_probabilities")
+    if code is not None:
+        return skipped(code)
+    if jobs is None:
+        jobs = [(c, k) for c in range(len(plan.configs)) for k in range(m)]
     masks = training_masks(m, n, request.seed)
     takes_names = getattr(model, "feature_names_in_", None) is not None
     inputs = features if takes_names else features.to_numpy()
-    jobs = [(c, k) for c in range(len(plan.configs)) for k in range(m)]
 
     def fit_one(job: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         c, k = job
@@ -171,12 +206,7 @@ def fit_what_if(
 
     fitted_so_far(0)
     try:
-        results = fits_side_by_side(
-            fit_one,
-            jobs,
-            request.workers,
-            fitted_so_far,
-        )
+        results = fits_side_by_side(fit_one, jobs, request.workers, fitted_so_far)
     except MiaError:
         raise
     except MemoryError:  # the audit's figures are in hand: the optional what-if gives way, not the audit
@@ -184,7 +214,7 @@ def fit_what_if(
     except Exception:  # noqa: BLE001 - the recipe's own code failed on a variant: skip, never fail the audit
         log.debug("a what-if fit failed", exc_info=True)
         return skipped("refit_failed")
-    shape = (len(plan.configs), m, n)
+    shape = (len(jobs), 1, n)
     confidence = np.array([r[0] for r in results], dtype=np.float64).reshape(shape)
     correct = np.array([r[1] for r in results], dtype=bool).reshape(shape)
     return WhatIfFits(plan, None, confidence, correct)
