@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -22,14 +23,13 @@ from builders import (
     noisy_numeric_frame,
     raised,
     split_fit,
-    wait_until,
     write_bundle,
 )
 from mia_robustness import training
-from mia_robustness.errors import OptionsError
+from mia_robustness.errors import BundleError, ClusterError, OptionsError
 from mia_robustness.serving.settings import JobClusterSettings, TrainingSettings
-from mia_robustness.training_cluster import JobHosts, read_resource_config, resolve
-from serving_helpers import cmdline, free_port, process_table
+from mia_robustness.training_cluster import JobHosts, LeaderHost, WorkerHost, read_resource_config, resolve
+from serving_helpers import free_port
 
 TRAIN = REPO_ROOT / "train"
 HOSTS = ["algo-1", "algo-2"]
@@ -231,49 +231,78 @@ def test_two_hosts_audit_together_and_both_exit_0(tmp_path, bundle):
     print(f"\ntwo-host training job on loopback: {elapsed:.1f} s")
 
 
-def test_a_failure_on_the_first_host_stops_the_other(tmp_path, bundle):
-    (tmp_path / "corrupt").mkdir()
-    corrupt = tmp_path / "corrupt" / bundle.name
-    corrupt.write_bytes(b"PK\x03\x04" + b"\0" * 200)
-    leader, worker_host = _job(tmp_path, corrupt)
-    assert leader.finish() == 2, leader.log[-3000:]
-    assert leader.failure.startswith("corrupt_archive: ")
-    assert worker_host.finish() == 1, worker_host.log[-3000:]
-    assert worker_host.failure.startswith("peer_failed: host algo-1 failed: corrupt_archive: "), (
-        worker_host.failure
+# --------------------------------------------------------------------------------------------------
+# The hosts' roles in this process: a real scheduler and workers, the roles' failure paths
+# --------------------------------------------------------------------------------------------------
+
+
+def _settings(scheduler_port: int, join_timeout: float = 60) -> JobClusterSettings:
+    return JobClusterSettings(
+        scheduler_port, 0, join_timeout, (("algo-1", "127.0.0.1"), ("algo-2", "127.0.0.1"))
     )
-    assert "Traceback" not in leader.log + worker_host.log
 
 
-def _dask_worker_of(train: TrainProcess) -> int:
-    children = [pid for pid, (_, parent) in process_table().items() if parent == train.process.pid]
-    return next(pid for pid in children if "dask_worker" in cmdline(pid))
+class WorkerHostThread:
+    """algo-2's role (:class:`WorkerHost`) in a thread of this process: its worker is a real `dask worker`."""
+
+    def __init__(self, settings: JobClusterSettings) -> None:
+        self.host = WorkerHost(JobHosts(tuple(HOSTS), "algo-2"), settings, 1, lambda line: None)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        try:
+            self.host.serve()
+        except BaseException as error:  # noqa: BLE001 - the test asserts on it
+            self.error = error
+
+    def finish(self, timeout: float = 60) -> BaseException | None:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "algo-2 did not finish"
+        assert self.host.worker is None or self.host.worker.poll() is not None  # its worker was stopped
+        return self.error
 
 
-def test_a_failure_on_a_worker_host_stops_the_audit(tmp_path, bundle):
+def test_a_failure_on_the_first_host_stops_the_other():
+    """algo-1's audit fails (a corrupt bundle, say): algo-2 stops with algo-1's reason."""
+    settings = _settings(free_port())
+    worker_host = WorkerHostThread(settings)
+    leader = LeaderHost(JobHosts(tuple(HOSTS), "algo-1"), settings, 1, lambda line: None)
+    with pytest.raises(BundleError), leader:
+        raise BundleError("the archive is corrupt", code="corrupt_archive")
+    error = worker_host.finish()
+    assert isinstance(error, ClusterError) and error.code == "peer_failed", error
+    assert error.message == "host algo-1 failed: corrupt_archive: the archive is corrupt"
+    # What train then writes: exit 1, the peer's reason in this host's own failure file.
+    assert training.failure_of(error) == (f"peer_failed: {error.message}", 1)
+
+
+def test_a_failure_on_a_worker_host_stops_the_audit():
     """algo-2's worker dies mid-audit (as if killed for memory): algo-2 fails saying so, and algo-1's audit
-    is interrupted instead of finishing on its own worker."""
-    heavier = {"attack_models": "threshold,rf,gb", "repeats": "3", "proportions": "0.25,0.5,0.75,1"}
-    leader, worker_host = _job(tmp_path, bundle, heavier)
-    wait_until(lambda: "workers joined" in leader.log, timeout=60, interval=0.2, what="both hosts joined")
-    os.kill(_dask_worker_of(worker_host), signal.SIGKILL)
-    assert worker_host.finish() == 1, worker_host.log[-3000:]
-    assert worker_host.failure.startswith("worker_failed: this host's Dask worker exited"), (
-        worker_host.failure
-    )
-    assert leader.finish() == 1, leader.log[-3000:]
-    assert leader.failure.startswith("peer_failed: host algo-2 "), leader.failure
-    assert not (leader.root / "model" / "report.json").exists()
-    assert "Traceback" not in leader.log + worker_host.log
-
-
-def test_a_worker_host_that_cannot_reach_the_scheduler_fails_in_bounded_time(tmp_path, bundle):
-    root = _host_tree(tmp_path / "algo-2", "algo-2", bundle, FAST)
+    is interrupted at once (its watcher signals the auditing thread) instead of finishing without it."""
+    settings = _settings(free_port())
+    worker_host = WorkerHostThread(settings)
     started = time.monotonic()
-    worker_host = TrainProcess(root, free_port(), MIA_CLUSTER_JOIN_TIMEOUT_S="3")
-    assert worker_host.finish(timeout=60) == 1, worker_host.log[-3000:]
-    assert worker_host.failure.startswith(
-        "scheduler_unreachable: could not reach the Dask scheduler on the first host algo-1"
+    leader = LeaderHost(JobHosts(tuple(HOSTS), "algo-1"), settings, 1, lambda line: None)
+    with pytest.raises(ClusterError) as caught, leader:
+        os.kill(worker_host.host.worker.pid, signal.SIGKILL)
+        while time.monotonic() - started < 120:  # the audit's work, until the watcher interrupts it
+            time.sleep(0.05)
+    assert caught.value.code == "peer_failed"
+    assert caught.value.message.startswith(
+        "host algo-2 failed: worker_failed: this host's Dask worker exited"
     )
-    assert "within 3 s (MIA_CLUSTER_JOIN_TIMEOUT_S)" in worker_host.failure
+    error = worker_host.finish()
+    assert isinstance(error, ClusterError) and error.code == "worker_failed"
+    assert time.monotonic() - started < 60
+
+
+def test_a_worker_host_that_cannot_reach_the_scheduler_fails_in_bounded_time():
+    started = time.monotonic()
+    with pytest.raises(ClusterError) as caught:
+        WorkerHost(JobHosts(tuple(HOSTS), "algo-2"), _settings(free_port(), 3), 1, lambda line: None).serve()
+    assert caught.value.code == "scheduler_unreachable"
+    assert caught.value.message.startswith("could not reach the Dask scheduler on the first host algo-1")
+    assert "within 3 s (MIA_CLUSTER_JOIN_TIMEOUT_S)" in caught.value.message
     assert time.monotonic() - started < 30

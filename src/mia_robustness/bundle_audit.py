@@ -168,7 +168,9 @@ def _audit_on(
                 n_models=options.reference_models if uses_reference else 0,
                 max_memory_mb=max_memory_mb,
             )
-            if executor.cluster is not None:
+            # The workers' sandboxed children cost a start and a scoring each: only when there are fits to
+            # spread (LiRA / RMIA, or a what-if asked for; by default it runs only beside them).
+            if executor.cluster is not None and (uses_reference or options.what_if is True):
                 score = ScoreRequest(options.label_column, options.seed)  # as run_audit will score
                 model = on_cluster(model, executor, files, score, deadline, clock.progress)
             if cache is not None and uses_reference:
