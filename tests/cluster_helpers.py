@@ -124,7 +124,7 @@ def loopback_cluster(workers: int = 2, threads: int = 1) -> Iterator[LoopbackClu
                 os.killpg(process.pid, signal.SIGTERM)
         for process in reversed(processes):
             try:
-                process.wait(10)
+                process.wait(2)  # a throwaway cluster: no need to wait for a graceful end
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)

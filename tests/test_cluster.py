@@ -138,8 +138,9 @@ def test_a_cluster_audit_gives_the_in_process_figures_and_both_workers_work(adul
     assert "cluster" not in alone.resolved
     assert len(tasks) == 2
     for keys in tasks.values():
+        # Each worker ran cells and model fits (4 reference fits may all go to the first warm child).
         kinds = {key.split("-")[1] for key in keys}
-        assert {"cell", "reference"} <= kinds, keys
+        assert "cell" in kinds and kinds & {"reference", "what_if"}, keys
     # A task stolen from one worker by the other is in both logs: count each key once.
     every = {key for keys in tasks.values() for key in keys}
     # The baseline and each retrained variant, MODELS_PER_CONFIG fits each (serving-side options fit nothing).
@@ -187,20 +188,14 @@ def test_audit_estimator_on_a_cluster_keeps_the_model_here_and_the_figures(clust
     assert kinds == {"cell"}
 
 
-def test_an_unreachable_scheduler_is_a_clear_error_within_seconds(adult_bundle):
-    address = f"tcp://127.0.0.1:{free_port()}"
-    started = time.perf_counter()
-    with pytest.raises(ClusterError, match="cannot reach the Dask scheduler") as caught:
-        audit(adult_bundle, OPTIONS, cluster=address)
-    assert time.perf_counter() - started < 15
-    assert caught.value.http_status == 503 and caught.value.code == "cluster_unavailable"
+def test_a_malformed_cluster_address_is_refused_before_any_work(adult_bundle):
     with pytest.raises(OptionsError, match="tcp://HOST:PORT"):
         audit(adult_bundle, OPTIONS, cluster="localhost:8786")
 
 
-def test_the_cli_exits_2_with_one_line_for_an_unreachable_cluster(adult_bundle):
-    # (A malformed address is an OptionsError, exit 2 as every bad option: test_cli.py.)
-    for address, expected in ((f"tcp://127.0.0.1:{free_port()}", "cannot reach"),):
+def test_an_unreachable_scheduler_is_one_line_and_exit_2_within_seconds(adult_bundle):
+    # ClusterError: 503 cluster_unavailable through serve (the last test), exit 2 with one line here.
+    for address, expected in ((f"tcp://127.0.0.1:{free_port()}", "cannot reach the Dask scheduler"),):
         started = time.perf_counter()
         done = subprocess.run(
             [
@@ -227,7 +222,8 @@ def test_the_cli_exits_2_with_one_line_for_an_unreachable_cluster(adult_bundle):
 def test_without_a_cluster_dask_is_never_imported(adult_bundle):
     script = (
         "import sys, mia_robustness as m; "
-        f"m.audit({str(adult_bundle)!r}, {{'attack_models': 'threshold', 'repeats': '1', 'proportions': '1'}}); "
+        f"m.audit({str(adult_bundle)!r}, {{'attack_models': 'threshold', 'repeats': '1', 'proportions': '1'}}, "
+        "sandbox=False); "
         "print(sorted(n for n in sys.modules if n.split('.')[0] in ('dask', 'distributed')))"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
