@@ -12,11 +12,11 @@ from .archive import BundleLimits
 from .attacks import REGISTRY
 from .bundle import open_bundle
 from .deadline import Deadline
-from .engine import ModelStage, Stopwatch, as_cache, run_audit
+from .engine import ModelStage, Stopwatch, run_audit
 from .executor import Executor, open_executor
 from .options import AuditOptions, options_from_mapping
 from .predictions import PREDICTIONS_KEY
-from .reference_cache import ReferenceCache, files_identity
+from .reference_cache import ReferenceCache, as_cache, files_identity
 from .report import Report
 from .sandbox.cluster import on_cluster
 from .sandbox.session import open_model

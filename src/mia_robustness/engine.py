@@ -27,8 +27,15 @@ from .executor import Executor, ThreadExecutor, open_executor
 from .options import AuditOptions, options_from_mapping
 from .recipe import has_recipe
 from .recipe_spec import build_recipe
-from .reference import FitPace, FitSet, ReferenceRequest, reference_answers, score_reference_cells
-from .reference_cache import ReferenceCache, estimator_identity
+from .reference import (
+    FitPace,
+    FitSet,
+    ReferenceRequest,
+    reference_answers,
+    scaled_for_cluster,
+    score_reference_cells,
+)
+from .reference_cache import ReferenceCache, as_cache, cached_answers, estimator_identity
 from .remediation import WhatIfFits, WhatIfRequest, summary_sentence, what_if_section
 from .remediation.fits import fit_what_if
 from .report import Report
@@ -40,11 +47,6 @@ from .target import LoadedTarget, ScoredTarget, ScoreRequest, score_target
 ProgressCallback = Callable[[str, int, int], None]
 
 REFERENCE_DEFAULT_MAX_ROWS = 20_000
-# With a cluster attached, per slot (a worker thread): the row limit above which LiRA / RMIA are skipped by
-# default grows with the slots, and so does the default number of reference models, from at least
-# CLUSTER_MIN_REFERENCE_MODELS (LiRA's authors need 16 or more for most of its gains).
-CLUSTER_MIN_REFERENCE_MODELS = 16
-CLUSTER_REFERENCE_MODELS_PER_SLOT = 4
 # Stages whose end the model stage reports itself; the stopwatch times them as they end.
 MODEL_STAGE_STEPS = ("loading", "target_scoring")
 REFERENCE_FITS = "reference_models"  # the stage the reference fits report, one step per fit
@@ -385,7 +387,7 @@ def run_audit(
         fit_sets = request.fit_sets(scored.is_member)
         cells += score_reference_cells(
             fit_sets,
-            _reference_answers(model, request, fit_sets, clock, cache, cache_identity, options),
+            cached_answers(model, request, fit_sets, clock, cache, cache_identity, options),
             signals.scores["confidence"],
             scored.is_member,
             attacks=request.attacks,
@@ -437,66 +439,6 @@ def run_audit(
         summary=dataclasses.replace(report.summary, sentences=sentences),
         remediation=remediation,
     )
-
-
-def as_cache(cache: ReferenceCache | str | Path | None) -> ReferenceCache | None:
-    """``cache`` as the engine takes it: a folder becomes a cache of the default size."""
-    if cache is None or isinstance(cache, ReferenceCache):
-        return cache
-    return ReferenceCache(Path(cache))
-
-
-def _reference_answers(
-    model: ModelStage,
-    request: ReferenceRequest,
-    fit_sets: list[FitSet],
-    clock: Stopwatch,
-    cache: ReferenceCache | None,
-    identity: str | None,
-    options: AuditOptions,
-) -> list[np.ndarray]:
-    """The fit sets' answers: from the cache when it holds them, else fitted by ``model`` (then kept)."""
-    key = None
-    if cache is not None and identity is not None:
-        key = cache.key(
-            identity,
-            # What else decides the answers: the label, the seed, the class names a native booster is read
-            # with, and a named recipe retrained instead of the model's own.
-            (options.label_column, options.seed, options.classes, request.recipe),
-            [s.pool for s in fit_sets],
-            [s.in_mask for s in fit_sets],
-        )
-        cached = cache.get(key, [s.in_mask.shape for s in fit_sets])
-        if cached is not None:
-            return cached
-    clock.expect_fits(request, len(fit_sets))
-    answers = model.reference_answers(request, fit_sets)
-    if key is not None:
-        cache.put(key, answers)
-    return answers
-
-
-def scaled_for_cluster(
-    options: AuditOptions, executor: Executor, fits_spread: bool
-) -> tuple[AuditOptions, dict[str, Any]]:
-    """``options`` with the default number of reference models raised for ``executor``'s cluster when the
-    reference fits run on it (``fits_spread``; at least :data:`CLUSTER_MIN_REFERENCE_MODELS`,
-    :data:`CLUSTER_REFERENCE_MODELS_PER_SLOT` per slot), and what the report says of the cluster;
-    ``options`` as they are and ``{}`` in this process."""
-    if executor.cluster is None:
-        return options, {}
-    reference = any(REGISTRY[a].kind == "reference" for a in options.attack_models)
-    if fits_spread and reference and "reference_models" not in options.explicit:
-        models = max(CLUSTER_MIN_REFERENCE_MODELS, CLUSTER_REFERENCE_MODELS_PER_SLOT * executor.slots)
-        # Not marked explicit: the report's settings say what was used, the default still scales.
-        options = dataclasses.replace(options, reference_models=models)
-    resolved = {
-        "address": executor.cluster,
-        "workers": executor.workers,
-        "slots": executor.slots,
-        "reference_models": options.reference_models,
-    }
-    return options, resolved
 
 
 # Coarse memory model (bench/ prints it beside the measured peak): the interpreter with torch and
