@@ -144,33 +144,16 @@ def fit_what_if(
     classes: np.ndarray,
     request: WhatIfRequest,
     progress: Callable[[str, int, int], None] | None = None,
+    *,
+    jobs: Sequence[tuple[int, int]] | None = None,
 ) -> WhatIfFits:
-    """Plan the what-if for ``model``'s recipe and, when asked, fit every config ``models_per_config`` times.
+    """Plan the what-if for ``model``'s recipe and, when asked, fit every config ``models_per_config`` times,
+    or only the fits ``jobs`` names (a cluster worker's share): ``(config, model)`` pairs, the ``model``-th
+    of ``models_per_config`` random halves with config ``config``.
 
     ``features`` ``(n, n_features)``, ``labels`` and ``label_index`` ``(n,)`` are the pool (every audited
-    row, members first); the arrays answered are ``(configs, models_per_config, n)``.
-    """
-    part = fit_what_if_jobs(model, features, labels, label_index, classes, request, None, progress)
-    if part.skipped is not None:
-        return part
-    shape = (len(part.plan.configs), request.models_per_config, len(labels))
-    return WhatIfFits(part.plan, None, part.confidence.reshape(shape), part.correct.reshape(shape))
-
-
-def fit_what_if_jobs(
-    model: object,
-    features: pd.DataFrame,
-    labels: np.ndarray,
-    label_index: np.ndarray,
-    classes: np.ndarray,
-    request: WhatIfRequest,
-    jobs: Sequence[tuple[int, int]] | None,
-    progress: Callable[[str, int, int], None] | None = None,
-) -> WhatIfFits:
-    """The what-if's plan, and the fits ``jobs`` asks for: ``(config, model)`` pairs, the ``model``-th of
-    ``models_per_config`` random halves with config ``config`` (a cluster's worker fits a share; ``None``:
-    every pair, configs in order). The arrays answered are ``(len(jobs), 1, n)``, in ``jobs``' order;
-    a skip code, with empty arrays, when the what-if cannot run or a fit failed.
+    row, members first); the arrays answered are ``(configs, models_per_config, n)``, or ``(len(jobs), 1,
+    n)`` in ``jobs``' order; a skip code, with empty arrays, when the what-if cannot run or a fit failed.
     """
     plan, code, template, prefix = plan_what_if(model, request)
     n, m = len(labels), request.models_per_config
@@ -181,6 +164,7 @@ def fit_what_if_jobs(
 
     if code is not None:
         return skipped(code)
+    every = jobs is None
     if jobs is None:
         jobs = [(c, k) for c in range(len(plan.configs)) for k in range(m)]
     masks = training_masks(m, n, request.seed)
@@ -214,7 +198,7 @@ def fit_what_if_jobs(
     except Exception:  # noqa: BLE001 - the recipe's own code failed on a variant: skip, never fail the audit
         log.debug("a what-if fit failed", exc_info=True)
         return skipped("refit_failed")
-    shape = (len(jobs), 1, n)
+    shape = (len(plan.configs), m, n) if every else (len(jobs), 1, n)
     confidence = np.array([r[0] for r in results], dtype=np.float64).reshape(shape)
     correct = np.array([r[1] for r in results], dtype=bool).reshape(shape)
     return WhatIfFits(plan, None, confidence, correct)

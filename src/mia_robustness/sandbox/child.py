@@ -96,7 +96,7 @@ def main() -> int:
     from ..model_check import CheckRequest, check_model
     from ..recipe import has_recipe
     from ..reference import ReferenceRequest, reference_answers, reference_fits
-    from ..remediation.fits import WhatIfRequest, fit_what_if_jobs
+    from ..remediation.fits import WhatIfRequest, fit_what_if
     from ..target import ScoreRequest, score_target
     from . import stage
     from .confine import ConfinementError, Limits, confine
@@ -195,15 +195,15 @@ def main() -> int:
             elif kind in ("what_if", "what_if_fits"):
                 step = "what_if"
                 jobs = None if kind == "what_if" else [(int(c), int(k)) for c, k in command["jobs"]]
-                fits = fit_what_if_jobs(
+                fits = fit_what_if(
                     loaded.model,
                     loaded.features,
                     loaded.labels,
                     loaded.scored.label_index,
                     loaded.scored.classes,
                     WhatIfRequest(**command["what_if"]),
-                    jobs,
                     progress,
+                    jobs=jobs,
                 )
                 write_message(answers, *stage.what_if_to_message(fits))
             else:
