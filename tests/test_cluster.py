@@ -174,6 +174,20 @@ def test_on_a_cluster_the_default_reference_models_scale_with_its_slots(cluster)
         executor.close()
 
 
+def test_the_reference_cache_sits_above_the_cluster(adult_bundle, cluster, tmp_path):
+    """Answers fitted on the workers are kept, and a rerun on the cluster reuses them: no fit tasks."""
+    options = {"attack_models": "lira", "repeats": "1", "reference_models": "2", "what_if": "false"}
+    before = _tasks_by_worker(cluster.address)
+    first = audit(adult_bundle, options, cluster=cluster.address, cache=tmp_path)
+    middle = _tasks_by_worker(cluster.address)
+    again = audit(adult_bundle, options, cluster=cluster.address, cache=tmp_path)
+    fitted = _tasks_by_worker(cluster.address, before)
+    refitted = _tasks_by_worker(cluster.address, middle)
+    assert len({key for keys in fitted.values() for key in keys if key.startswith("mia-reference-")}) == 2
+    assert not any(key.startswith("mia-reference-") for keys in refitted.values() for key in keys)
+    assert _figures(again) == _figures(first)
+
+
 def test_audit_estimator_on_a_cluster_keeps_the_model_here_and_the_figures(cluster):
     model, members, non_members = _adult_forest(200)
     options = {"attack_models": "threshold,rf,lira", "repeats": "1", "proportions": "0.5,1"}
