@@ -2,13 +2,14 @@
 
 The audit's own sandbox child (:class:`~.session.SandboxedModel`) still loads and scores the target and
 plans the what-if. The reference fits are the engine's fit sets (``ReferenceRequest.fit_sets``: the same
-rows as in one process), one task per (fit set, model); this module ships the bundle's three files to every worker once (:class:`ModelPayload`, scattered), and
-runs each fit as a task. A task's worker keeps one sandboxed child per worker thread for the audit
-(started on its first task: the files written into that child's private folder, the tables prepared and
-scored exactly as here) and asks it for that one fit; the child answers with checked arrays only (true-class
-confidences, and for the what-if correctness too). The engine computes LiRA / RMIA
+rows as in one process), one task per (fit set, model). The bundle's three files are shipped to every
+worker once (:class:`ModelPayload`, scattered). A task's worker keeps one sandboxed child per worker thread
+for the audit (started on its first task: the files written into that child's private folder, the tables
+prepared and scored exactly as here) and asks it for that one fit; the child answers with checked arrays
+only (true-class confidences, and for the what-if correctness too). The engine computes LiRA / RMIA
 (``reference.score_reference_cells``) and the what-if's figures from those arrays, as it would from the
-audit's own child's, and its reference-answer cache sits above :meth:`ClusterModel.reference_answers`. A worker never loads the model itself.
+audit's own child's, and its reference-answer cache sits above :meth:`ClusterModel.reference_answers`.
+A worker never loads the model itself.
 
 The children of an audit are stopped when it ends (:meth:`ClusterModel.close`, through ``Client.run``).
 """
