@@ -117,13 +117,13 @@ class SandboxWatch:
         self._thread.join()
 
 
-def test_a_cluster_audit_gives_the_in_process_figures_and_both_workers_work(adult_bundle, cluster):
+def test_a_cluster_audit_gives_the_in_process_figures_and_both_workers_work(adult_bundle, cluster, tmp_path):
     address = cluster.address
     alone = audit(adult_bundle, OPTIONS)
     before = _tasks_by_worker(address)
     started = time.perf_counter()
     with SandboxWatch(cluster.worker_pids) as watch:
-        spread = audit(adult_bundle, OPTIONS, cluster=address)
+        spread = audit(adult_bundle, OPTIONS, cluster=address, cache=tmp_path)
     took = time.perf_counter() - started
     tasks = _tasks_by_worker(address, before)
     assert _figures(spread) == _figures(alone)
@@ -156,6 +156,20 @@ def test_a_cluster_audit_gives_the_in_process_figures_and_both_workers_work(adul
         for child in psutil.Process(pid).children(recursive=True)
     )
     assert took < 60
+    # The reference-answer cache sits above the cluster: the answers the workers fitted were kept, and a
+    # rerun of the same reference stage (the same fit sets) on the cluster fits nothing.
+    after = _tasks_by_worker(address)
+    rerun = audit(
+        adult_bundle,
+        {**OPTIONS, "attack_models": "lira", "what_if": "false"},
+        cluster=address,
+        cache=tmp_path,
+    )
+    assert not any(
+        key.startswith("mia-reference-") for keys in _tasks_by_worker(address, after).values() for key in keys
+    )
+    lira = [row for row in _figures(spread)["results"] if row["attack_model"].startswith("lira")]
+    assert lira and _figures(rerun)["results"] == lira
 
 
 def test_on_a_cluster_the_default_reference_models_scale_with_its_slots(cluster):
@@ -172,20 +186,6 @@ def test_on_a_cluster_the_default_reference_models_scale_with_its_slots(cluster)
         assert scaled_for_cluster(explicit, executor, fits_spread=True)[0].reference_models == 6
     finally:
         executor.close()
-
-
-def test_the_reference_cache_sits_above_the_cluster(adult_bundle, cluster, tmp_path):
-    """Answers fitted on the workers are kept, and a rerun on the cluster reuses them: no fit tasks."""
-    options = {"attack_models": "lira", "repeats": "1", "reference_models": "2", "what_if": "false"}
-    before = _tasks_by_worker(cluster.address)
-    first = audit(adult_bundle, options, cluster=cluster.address, cache=tmp_path)
-    middle = _tasks_by_worker(cluster.address)
-    again = audit(adult_bundle, options, cluster=cluster.address, cache=tmp_path)
-    fitted = _tasks_by_worker(cluster.address, before)
-    refitted = _tasks_by_worker(cluster.address, middle)
-    assert len({key for keys in fitted.values() for key in keys if key.startswith("mia-reference-")}) == 2
-    assert not any(key.startswith("mia-reference-") for keys in refitted.values() for key in keys)
-    assert _figures(again) == _figures(first)
 
 
 def test_audit_estimator_on_a_cluster_keeps_the_model_here_and_the_figures(cluster):
