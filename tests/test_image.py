@@ -309,3 +309,68 @@ def test_train_writes_a_contained_report_with_the_cli_figures(tmp_path):
     assert "schema_version" in report
     assert_contained(report)
     assert_same_figures(report, cli_report(tmp_path, "--repeats", "1"))
+
+
+# --------------------------------------------------------------------------------------------------
+# train on two hosts: a multi-instance training job
+# --------------------------------------------------------------------------------------------------
+
+# A private network of its own (the daemon has no default bridge): the two containers reach each other on
+# it and nothing else, as SageMaker's hosts of one job under network isolation.
+JOB_SUBNET = "10.213.{}.0/24"
+JOB_HOSTS = ("algo-1", "algo-2")
+
+
+def test_train_on_two_hosts_over_a_private_network(tmp_path):
+    """Two containers as SageMaker starts the hosts of a job of two instances: each with its own /opt/ml
+    (the bundle on both), resourceconfig.json listing algo-1 and algo-2, host names in /etc/hosts, the
+    default ports. The job completes, both exit 0 and both hosts' workers ran tasks."""
+    network = f"mia-docker-test-{os.getpid()}"
+    subnet = JOB_SUBNET.format(os.getpid() % 250)
+    addresses = {host: subnet.replace(".0/24", f".{10 + i}") for i, host in enumerate(JOB_HOSTS)}
+    docker(
+        "network", "create", "--driver", "bridge", "--internal", "--subnet", subnet, "--label", LABEL, network
+    )
+    names = {host: f"{network}-{host}" for host in JOB_HOSTS}
+    roots = {}
+    try:
+        for host in JOB_HOSTS:
+            ml = roots[host] = tmp_path / host
+            for folder in ("input/config", "input/data/training", "model", "output"):
+                (ml / folder).mkdir(parents=True)
+            (ml / "input/config/hyperparameters.json").write_text('{"repeats": "1"}\n')
+            (ml / "input/config/resourceconfig.json").write_text(
+                json.dumps({"current_host": host, "hosts": list(JOB_HOSTS), "network_interface_name": "eth0"})
+            )
+            shutil.copytree(SAMPLE, ml / "input/data/training", dirs_exist_ok=True)
+            others = [f"--add-host={other}:{addresses[other]}" for other in JOB_HOSTS if other != host]
+            docker(
+                "run", "-d", "--name", names[host], "--label", LABEL, "--network", network,
+                "--ip", addresses[host], "--hostname", host, *others, "-v", f"{ml}:/opt/ml", IMAGE, "train",
+            )  # fmt: skip
+        statuses = {
+            host: int(docker("wait", names[host], timeout=AUDIT_SECONDS).stdout.strip()) for host in JOB_HOSTS
+        }
+        logs = {}
+        for host in JOB_HOSTS:
+            done = subprocess.run([DOCKER, "logs", names[host]], capture_output=True, text=True)
+            logs[host] = done.stdout + done.stderr
+    finally:
+        for host in JOB_HOSTS:
+            subprocess.run([DOCKER, "rm", "-f", names[host]], capture_output=True)
+        subprocess.run([DOCKER, "network", "rm", network], capture_output=True)
+    for host in JOB_HOSTS:
+        failure = roots[host] / "output/failure"
+        reason = failure.read_text()[:2000] if failure.exists() else "no failure file"
+        assert statuses[host] == 0, (host, logs[host][-3000:], reason)
+    leader_log = logs["algo-1"]
+    print(f"\n{leader_log[-1500:]}\n{logs['algo-2'][-500:]}")
+    assert "all 2 hosts' workers joined" in leader_log
+    for host in JOB_HOSTS:
+        count = int(leader_log.split(f"host {host}'s worker ran ")[1].split()[0])
+        assert count > 0, f"{host}'s worker ran no task:\n{leader_log[-3000:]}"
+    assert int(logs["algo-2"].split("this host's worker ran ")[1].split()[0]) > 0
+    report = json.loads((roots["algo-1"] / "model/report.json").read_text(encoding="utf-8"))
+    assert_contained(report)
+    assert report["results"]
+    assert not (roots["algo-2"] / "model/report.json").exists()

@@ -17,8 +17,23 @@ def test_defaults_leave_every_limit_to_the_engine():
         "max_memory_mb": None,
         "sandbox_memory_mb": None,
         "cache": None,  # no reference cache unless MIA_CACHE_DIR names a folder
+        "cluster": None,
     }
     assert settings.log_level == "info"
+
+
+def test_the_cluster_setting_is_a_scheduler_address_parsed_once():
+    assert (
+        RuntimeSettings.from_env({"MIA_DASK_SCHEDULER": " tcp://10.0.0.5:8786 "}).cluster
+        == "tcp://10.0.0.5:8786"
+    )
+    assert RuntimeSettings.from_env({"MIA_DASK_SCHEDULER": "tcp://algo-1:8786"}).audit_arguments()[
+        "cluster"
+    ] == ("tcp://algo-1:8786")
+    for bad in ("10.0.0.5:8786", "tcp://host", "tcp://host:99999", "http://host:8786", "tcp://h:1/x"):
+        with pytest.raises(OptionsError, match="MIA_DASK_SCHEDULER") as caught:
+            RuntimeSettings.from_env({"MIA_DASK_SCHEDULER": bad})
+        assert caught.value.code == "bad_setting"
 
 
 def test_every_shell_reads_the_same_shared_settings(tmp_path):

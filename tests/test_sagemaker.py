@@ -282,6 +282,18 @@ def test_training_no_wait_starts_one_isolated_job_per_bundle(aws, bundle_files, 
         assert s3_bytes(f"runs/{run}/input/{bundle}.zip") == bundle_files[bundle].read_bytes()
 
 
+def test_a_training_job_of_several_instances_is_one_job_on_all_of_them():
+    """`train` on several hosts makes one Dask cluster of them (test_train_cluster.py): one job, every
+    instance in it, the bundle on each."""
+    plan = RunPlan("run", BUCKET, "runs/", (Upload("sample", "runs/run/input/sample.zip", 2048),),
+                   Where(image=IMAGE, role=ROLE, instance_count=3))  # fmt: skip
+    request = contract.training_job_request(plan, 0)
+    assert request["ResourceConfig"]["InstanceCount"] == 3
+    [channel] = request["InputDataConfig"]
+    assert channel["DataSource"]["S3DataSource"]["S3DataDistributionType"] == "FullyReplicated"
+    assert request["EnableNetworkIsolation"] is True
+
+
 def test_training_waits_downloads_and_reports_a_failed_job_in_one_line(aws, bundle_files, tmp_path, capsys):
     runner = JobRunner(aws.url, tmp_path)
     try:

@@ -12,18 +12,23 @@ from .archive import BundleLimits
 from .attacks import REGISTRY
 from .bundle import open_bundle
 from .deadline import Deadline
-from .engine import ModelStage, Stopwatch, as_cache, run_audit
+from .engine import ModelStage, Stopwatch, run_audit
+from .executor import Executor, open_executor
 from .options import AuditOptions, options_from_mapping
 from .predictions import PREDICTIONS_KEY
-from .reference_cache import ReferenceCache, files_identity
+from .reference_cache import ReferenceCache, as_cache, files_identity
 from .report import Report
+from .sandbox.cluster import on_cluster
 from .sandbox.session import open_model
 from .sandbox.stage import ModelFiles
 from .supplied import SuppliedOutputs
 from .sweep import default_workers
 from .tables import read_table
+from .target import ScoreRequest
 
 ProgressCallback = Callable[[str, int, int], None]
+# What a cluster's workers run for an audit of a bundle: the sweep's cells and the sandboxed fits.
+CLUSTER_TASK_MODULES = ("mia_robustness.sweep", "mia_robustness.sandbox.cluster")
 
 
 def resolve_options(
@@ -52,6 +57,7 @@ def audit(
     sandbox: bool = True,
     sandbox_memory_mb: int | None = None,
     cache: ReferenceCache | str | Path | None = None,
+    cluster: str | None = None,
 ) -> Report:
     """Audit the bundle at ``source`` and return its robustness report.
 
@@ -85,10 +91,48 @@ def audit(
         A folder (or :class:`~mia_robustness.reference_cache.ReferenceCache`) where the reference models'
         answers are kept, so that auditing the same files with the same seed and reference settings again
         reuses them instead of retraining the recipe; ``None`` (the default): no cache.
+    cluster:
+        A Dask scheduler's address (``tcp://HOST:PORT``): the sweep's cells, the reference fits and the
+        what-if's fits run on its workers, the model's in a sandboxed child there (``sandbox/cluster.py``).
+        ``None`` (the default): everything runs here, and Dask is not imported.
     """
     deadline = Deadline(timeout)
     clock = Stopwatch(progress, deadline)
     workers = workers or default_workers()
+    # Connect first: an unreachable scheduler is said within seconds, before any unpacking or loading.
+    executor = open_executor(cluster, workers, CLUSTER_TASK_MODULES)
+    try:
+        return _audit_on(
+            executor,
+            source,
+            overrides,
+            clock,
+            limits,
+            workdir,
+            workers,
+            max_memory_mb,
+            sandbox,
+            sandbox_memory_mb,
+            cache,
+        )
+    finally:
+        executor.close()
+
+
+def _audit_on(
+    executor: Executor,
+    source: str | Path | bytes,
+    overrides: Mapping[str, Any] | AuditOptions | None,
+    clock: Stopwatch,
+    limits: BundleLimits | None,
+    workdir: str | Path | None,
+    workers: int,
+    max_memory_mb: float | None,
+    sandbox: bool,
+    sandbox_memory_mb: int | None,
+    cache: ReferenceCache | str | Path | None,
+) -> Report:
+    deadline = clock.deadline
     with open_bundle(source, limits=limits, workdir=workdir) as bundle:
         options = resolve_options(bundle.config, overrides)
         layout = bundle.layout
@@ -110,8 +154,11 @@ def audit(
             uses_reference = any(REGISTRY[a].kind == "reference" for a in options.attack_models)
             # The sandbox copies the files it needs, and in-process loading reads them now: the bundle's
             # temporary folder can go when this block ends.
+            files = ModelFiles(
+                bundle.model_path, bundle.members_path, bundle.non_members_path, options.classes
+            )
             model = open_model(
-                ModelFiles(bundle.model_path, bundle.members_path, bundle.non_members_path, options.classes),
+                files,
                 sandbox=sandbox,
                 deadline=deadline,
                 progress=clock.progress,
@@ -121,6 +168,11 @@ def audit(
                 n_models=options.reference_models if uses_reference else 0,
                 max_memory_mb=max_memory_mb,
             )
+            # The workers' sandboxed children cost a start and a scoring each: only when there are fits to
+            # spread (LiRA / RMIA, or a what-if asked for; by default it runs only beside them).
+            if executor.cluster is not None and (uses_reference or options.what_if is True):
+                score = ScoreRequest(options.label_column, options.seed)  # as run_audit will score
+                model = on_cluster(model, executor, files, score, deadline, clock.progress)
             if cache is not None and uses_reference:
                 identity = files_identity([bundle.model_path, bundle.members_path, bundle.non_members_path])
     try:
@@ -135,6 +187,7 @@ def audit(
             clock=clock,
             cache=cache,
             cache_identity=identity,
+            executor=executor,
         )
     finally:
         model.close()

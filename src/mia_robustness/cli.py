@@ -13,7 +13,8 @@ from typing import NoReturn, TextIO
 
 from .bundle_audit import audit
 from .bundle_check import make_bundle
-from .errors import InputError, MiaError
+from .errors import ClusterError, InputError, MiaError
+from .executor import scheduler_address
 from .options import ATTACK_MODELS, DEVICES
 from .report import render, render_remediation_csv, render_text
 from .rules import BELOW_RULES, RISK_RULES
@@ -118,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--sandbox-memory-mb",
         type=_sandbox_megabytes,
         help="address-space limit of the sandboxed model process (default: estimated from the bundle)",
+    )
+    run.add_argument(
+        "--cluster",
+        metavar="tcp://HOST:PORT",
+        help="run the audit's work on this Dask scheduler's workers (default: MIA_DASK_SCHEDULER, else "
+        "in this process)",
     )
     run.add_argument(
         "--records",
@@ -248,6 +255,8 @@ def _run_audit(args: argparse.Namespace) -> int:
     arguments = RuntimeSettings.from_env(os.environ).audit_arguments()
     if args.sandbox_memory_mb is not None:
         arguments["sandbox_memory_mb"] = args.sandbox_memory_mb
+    if args.cluster is not None:
+        arguments["cluster"] = scheduler_address(args.cluster, "--cluster")
     report = audit(
         args.input,
         overrides,
@@ -360,7 +369,9 @@ def main(argv: list[str] | None = None) -> int:
         status = COMMANDS[args.command](args)
     except MiaError as exc:
         sys.stderr.write(f"error: {exc.message}\n")
-        return EXIT_BAD_INPUT if exc.http_status < 500 else EXIT_INTERNAL
+        # An unreachable --cluster is a 503 for a server (its own setting) but the user's address here.
+        user_fixable = exc.http_status < 500 or isinstance(exc, ClusterError)
+        return EXIT_BAD_INPUT if user_fixable else EXIT_INTERNAL
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130

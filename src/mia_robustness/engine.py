@@ -23,11 +23,19 @@ from .attacks import REGISTRY, AttackInput, resolve_device
 from .attacks.registry import SERVED, applies_to
 from .deadline import Deadline
 from .errors import LimitError, OptionsError
+from .executor import Executor, ThreadExecutor, open_executor
 from .options import AuditOptions, options_from_mapping
 from .recipe import has_recipe
 from .recipe_spec import build_recipe
-from .reference import FitPace, FitSet, ReferenceRequest, reference_answers, score_reference_cells
-from .reference_cache import ReferenceCache, estimator_identity
+from .reference import (
+    FitPace,
+    FitSet,
+    ReferenceRequest,
+    reference_answers,
+    scaled_for_cluster,
+    score_reference_cells,
+)
+from .reference_cache import ReferenceCache, as_cache, cached_answers, estimator_identity
 from .remediation import WhatIfFits, WhatIfRequest, summary_sentence, what_if_section
 from .remediation.fits import fit_what_if
 from .report import Report
@@ -185,6 +193,7 @@ def audit_estimator(
     max_memory_mb: float | None = None,
     timeout: float | None = None,
     cache: ReferenceCache | str | Path | None = None,
+    cluster: str | None = None,
     **options: Any,
 ) -> Report:
     """Audit a fitted classifier held in memory; the same report, for the same data and seed, as
@@ -200,6 +209,9 @@ def audit_estimator(
         ``(n_non_members, n_features + 1)``.
     progress, workers, max_memory_mb, timeout, cache:
         As for ``mia_robustness.audit``.
+    cluster:
+        A Dask scheduler's address (``tcp://HOST:PORT``): the sweep's cells run on its workers. The
+        estimator never leaves this process, so its reference and what-if fits run here.
     **options:
         Audit options by name (``repeats=1``, ``proportions="0.5,1"``, ``label_column="income"``...).
     """
@@ -213,21 +225,27 @@ def audit_estimator(
     stage = InProcessModel(estimator, members, non_members, saved_version=None, progress=clock.progress)
     cache = as_cache(cache)
     uses_reference = any(REGISTRY[a].kind == "reference" for a in audit_options.attack_models)
+    workers = workers or default_workers()
     try:
-        return run_audit(
-            stage,
-            audit_options,
-            layout="in-memory",
-            model_file_bytes=model_bytes,
-            workers=workers or default_workers(),
-            max_memory_mb=max_memory_mb,
-            deadline=deadline,
-            clock=clock,
-            cache=cache,
-            cache_identity=estimator_identity(estimator, (members, non_members))
-            if cache is not None and uses_reference
-            else None,
-        )
+        executor = open_executor(cluster, workers, ("mia_robustness.sweep",))
+        try:
+            return run_audit(
+                stage,
+                audit_options,
+                layout="in-memory",
+                model_file_bytes=model_bytes,
+                workers=workers,
+                max_memory_mb=max_memory_mb,
+                deadline=deadline,
+                clock=clock,
+                cache=cache,
+                cache_identity=estimator_identity(estimator, (members, non_members))
+                if cache is not None and uses_reference
+                else None,
+                executor=executor,
+            )
+        finally:
+            executor.close()
     finally:
         stage.close()
 
@@ -244,6 +262,7 @@ def run_audit(
     clock: Stopwatch,
     cache: ReferenceCache | None = None,
     cache_identity: str | None = None,
+    executor: Executor | None = None,
 ) -> Report:
     """Score the target through ``model``, attack its answers, and assemble the report.
 
@@ -268,9 +287,16 @@ def run_audit(
     cache, cache_identity:
         Where the reference models' answers are kept between audits, and the digest of the model and
         tables they answer for (``reference_cache``); either ``None``: no cache.
+    executor:
+        Where the sweep's cells run (``executor.py``): threads in this process when ``None``. With a
+        cluster, the defaults that cost reference fits scale with its slots (:func:`scaled_for_cluster`).
     """
     if options.reference_recipe is not None:  # a bad class or parameter is refused now, before any work
         build_recipe(options.reference_recipe.to_dict())
+    executor = executor or ThreadExecutor(workers)
+    # Only a model stage whose fits run on the cluster makes more of them cheap (audit_estimator's stay here).
+    fits_spread = executor.cluster is not None and getattr(model, "fits_on_cluster", False)
+    options, resolved_cluster = scaled_for_cluster(options, executor, fits_spread)
     uses_device = any(REGISTRY[a].uses_device for a in options.attack_models)
     device = resolve_device(options.device) if uses_device else "cpu"
     on_progress = clock.progress
@@ -321,15 +347,12 @@ def run_audit(
             '"RandomForestClassifier", "params": {"n_estimators": 100}}'
         )
         reference = []
-    if (
-        reference
-        and "attack_models" not in options.explicit
-        and scored.rows_per_side > REFERENCE_DEFAULT_MAX_ROWS
-    ):
+    max_rows = REFERENCE_DEFAULT_MAX_ROWS * (executor.slots if fits_spread else 1)
+    if reference and "attack_models" not in options.explicit and scored.rows_per_side > max_rows:
         # Each reference model costs one training of the target's recipe on as many rows; above this size
         # the default audit would be dominated by them, so they run only when asked for.
         notes.append(
-            f"lira and rmia were skipped: with more than {REFERENCE_DEFAULT_MAX_ROWS:,} rows per side they retrain the "
+            f"lira and rmia were skipped: with more than {max_rows:,} rows per side they retrain the "
             "model's recipe many times; ask for them with attack_models to run them"
         )
         reference = []
@@ -346,6 +369,7 @@ def run_audit(
             device=device,
             workers=workers,
             progress=on_progress,
+            executor=executor,
             **repeat_plan,
         )
         lap("attacks")
@@ -356,14 +380,14 @@ def run_audit(
             attacks=tuple(reference),
             proportion=max(options.proportions),
             n_models=options.reference_models,
-            workers=workers,
+            workers=executor.slots if fits_spread else workers,
             recipe=None if options.reference_recipe is None else options.reference_recipe.to_dict(),
             **repeat_plan,
         )
         fit_sets = request.fit_sets(scored.is_member)
         cells += score_reference_cells(
             fit_sets,
-            _reference_answers(model, request, fit_sets, clock, cache, cache_identity, options),
+            cached_answers(model, request, fit_sets, clock, cache, cache_identity, options),
             signals.scores["confidence"],
             scored.is_member,
             attacks=request.attacks,
@@ -400,6 +424,9 @@ def run_audit(
         timings=timings,
         started=clock.started,
     )
+    if resolved_cluster:
+        resolved_cluster["reference_max_rows"] = max_rows
+        report = dataclasses.replace(report, resolved={**report.resolved, "cluster": resolved_cluster})
     # A swap warning puts every figure in doubt: the summary opens with it.
     doubts = [text[0].upper() + text[1:] + "." for text in sanity.warnings if text.startswith("did you swap")]
     what_if = summary_sentence(remediation)
@@ -412,43 +439,6 @@ def run_audit(
         summary=dataclasses.replace(report.summary, sentences=sentences),
         remediation=remediation,
     )
-
-
-def as_cache(cache: ReferenceCache | str | Path | None) -> ReferenceCache | None:
-    """``cache`` as the engine takes it: a folder becomes a cache of the default size."""
-    if cache is None or isinstance(cache, ReferenceCache):
-        return cache
-    return ReferenceCache(Path(cache))
-
-
-def _reference_answers(
-    model: ModelStage,
-    request: ReferenceRequest,
-    fit_sets: list[FitSet],
-    clock: Stopwatch,
-    cache: ReferenceCache | None,
-    identity: str | None,
-    options: AuditOptions,
-) -> list[np.ndarray]:
-    """The fit sets' answers: from the cache when it holds them, else fitted by ``model`` (then kept)."""
-    key = None
-    if cache is not None and identity is not None:
-        key = cache.key(
-            identity,
-            # What else decides the answers: the label, the seed, the class names a native booster is read
-            # with, and a named recipe retrained instead of the model's own.
-            (options.label_column, options.seed, options.classes, request.recipe),
-            [s.pool for s in fit_sets],
-            [s.in_mask for s in fit_sets],
-        )
-        cached = cache.get(key, [s.in_mask.shape for s in fit_sets])
-        if cached is not None:
-            return cached
-    clock.expect_fits(request, len(fit_sets))
-    answers = model.reference_answers(request, fit_sets)
-    if key is not None:
-        cache.put(key, answers)
-    return answers
 
 
 # Coarse memory model (bench/ prints it beside the measured peak): the interpreter with torch and

@@ -107,6 +107,13 @@ class AuditCrashedError(MiaError, code="audit_crashed", status=500):
     """The process running an audit ended without an answer (killed, out of memory, crashed)."""
 
 
+class ClusterError(MiaError, code="cluster_unavailable", status=503):
+    """The Dask scheduler the audit was told to use (``--cluster``, ``MIA_DASK_SCHEDULER``) cannot be
+    reached, has no workers, or lost them mid-audit: a 503 for a server (its setting, retry later); the
+    CLI exits 2, since the address is the user's to fix. In a training job of several hosts
+    (``training_cluster``): a host unreachable or gone, or a peer that failed; ``train`` exits 1."""
+
+
 class DeviceError(InputError, code="device_unavailable"):
     """The requested compute device is not available (e.g. ``--device cuda`` without CUDA)."""
 

@@ -21,7 +21,8 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,12 +32,20 @@ from .attacks import REGISTRY
 from .attacks.reference import balanced_in_mask
 from .attacks.threshold import best_cut
 from .errors import MiaError, ModelError, raised_by_model
+from .executor import Executor
 from .metrics import attack_metrics
+from .options import AuditOptions
 from .recipe import contained_clone
 from .sweep import CellResult, attacker_rows, default_workers, fits_side_by_side, split_for_repeat
 from .target import LoadedTarget, true_class_answers
 
 log = logging.getLogger("mia_robustness.reference")
+
+# With a cluster attached, per slot (a worker thread): the row limit above which LiRA / RMIA are skipped by
+# default grows with the slots, and so does the default number of reference models, from at least
+# CLUSTER_MIN_REFERENCE_MODELS (LiRA's authors need 16 or more for most of its gains).
+CLUSTER_MIN_REFERENCE_MODELS = 16
+CLUSTER_REFERENCE_MODELS_PER_SLOT = 4
 # How a user gets past a recipe that cannot be retrained.
 _DROP_THEM = "drop lira / rmia from attack_models"
 
@@ -364,6 +373,32 @@ def reference_answers(
     )
 
 
+def reference_fits(
+    loaded: LoadedTarget, request: ReferenceRequest, jobs: Sequence[tuple[int, int]]
+) -> list[np.ndarray]:
+    """A share of :func:`reference_answers`'s fits, as a cluster worker's sandbox child runs them: for each
+    ``(i, k)`` of ``jobs``, model ``k`` of fit set ``i`` (:meth:`ReferenceRequest.fit_sets`, the same plan
+    as the audit's own), its true-class confidences ``(1, len(pool))`` on that set's pool."""
+    scored = loaded.scored
+    fit_sets = request.fit_sets(scored.is_member)
+    answers = []
+    for i, k in jobs:
+        fit_set = fit_sets[i]
+        answers.append(
+            fit_reference_confidences(
+                loaded.model,
+                loaded.features.iloc[fit_set.pool],
+                loaded.labels[fit_set.pool],
+                scored.label_index[fit_set.pool],
+                scored.classes,
+                fit_set.in_mask[k : k + 1],
+                workers=1,
+                recipe=request.recipe,
+            )
+        )
+    return answers
+
+
 class FitPace:
     """What the reference stage will cost: its plan before the first fit, then estimates from the fits' pace.
 
@@ -431,3 +466,26 @@ def _seconds(value: float) -> str:
     if value < 120:
         return f"{round(value / 5) * 5:.0f} s"
     return f"{round(value / 60):.0f} min"
+
+
+def scaled_for_cluster(
+    options: AuditOptions, executor: Executor, fits_spread: bool
+) -> tuple[AuditOptions, dict[str, Any]]:
+    """``options`` with the default number of reference models raised for ``executor``'s cluster when the
+    reference fits run on it (``fits_spread``; at least :data:`CLUSTER_MIN_REFERENCE_MODELS`,
+    :data:`CLUSTER_REFERENCE_MODELS_PER_SLOT` per slot), and what the report says of the cluster;
+    ``options`` as they are and ``{}`` in this process."""
+    if executor.cluster is None:
+        return options, {}
+    reference = any(REGISTRY[a].kind == "reference" for a in options.attack_models)
+    if fits_spread and reference and "reference_models" not in options.explicit:
+        models = max(CLUSTER_MIN_REFERENCE_MODELS, CLUSTER_REFERENCE_MODELS_PER_SLOT * executor.slots)
+        # Not marked explicit: the report's settings say what was used, the default still scales.
+        options = replace(options, reference_models=models)
+    resolved = {
+        "address": executor.cluster,
+        "workers": executor.workers,
+        "slots": executor.slots,
+        "reference_models": options.reference_models,
+    }
+    return options, resolved

@@ -30,9 +30,13 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .options import AuditOptions
+    from .reference import FitSet, ReferenceRequest
 
 log = logging.getLogger("mia_robustness.reference_cache")
 ENTRY_SUFFIX = ".npz"
@@ -151,3 +155,42 @@ class ReferenceCache:
             with contextlib.suppress(OSError):
                 path.unlink()
                 total -= size
+
+
+def as_cache(cache: ReferenceCache | str | Path | None) -> ReferenceCache | None:
+    """``cache`` as the engine takes it: a folder becomes a cache of the default size."""
+    if cache is None or isinstance(cache, ReferenceCache):
+        return cache
+    return ReferenceCache(Path(cache))
+
+
+def cached_answers(
+    model: Any,
+    request: ReferenceRequest,
+    fit_sets: list[FitSet],
+    clock: Any,
+    cache: ReferenceCache | None,
+    identity: str | None,
+    options: AuditOptions,
+) -> list[np.ndarray]:
+    """The fit sets' answers: from ``cache`` when it holds them, else fitted by the engine's model stage
+    ``model`` (``reference_answers``, in this process, a sandbox child or a cluster's workers) and kept;
+    ``clock`` (the engine's stopwatch) is told the fits to expect."""
+    key = None
+    if cache is not None and identity is not None:
+        key = cache.key(
+            identity,
+            # What else decides the answers: the label, the seed, the class names a native booster is read
+            # with, and a named recipe retrained instead of the model's own.
+            (options.label_column, options.seed, options.classes, request.recipe),
+            [s.pool for s in fit_sets],
+            [s.in_mask for s in fit_sets],
+        )
+        cached = cache.get(key, [s.in_mask.shape for s in fit_sets])
+        if cached is not None:
+            return cached
+    clock.expect_fits(request, len(fit_sets))
+    answers = model.reference_answers(request, fit_sets)
+    if key is not None:
+        cache.put(key, answers)
+    return answers

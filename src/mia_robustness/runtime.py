@@ -33,6 +33,8 @@ ENV_LOG_LEVEL = "MIA_LOG_LEVEL"
 # The reference models' answers kept between audits (reference_cache.py): off unless a folder is named.
 ENV_CACHE_DIR = "MIA_CACHE_DIR"
 ENV_CACHE_MAX_MB = "MIA_CACHE_MAX_MB"
+# Where the audit's work runs: a Dask scheduler's address (tcp://HOST:PORT); unset, in this process.
+ENV_DASK_SCHEDULER = "MIA_DASK_SCHEDULER"
 # serve (serving/settings.py).
 ENV_BIND_HOST = "MIA_BIND_HOST"
 ENV_PORT = "SAGEMAKER_BIND_TO_PORT"
@@ -47,6 +49,12 @@ ENV_FRONT_SERVER = "MIA_FRONT_SERVER"
 ENV_AUDIT_OPTIONS = "MIA_AUDIT_OPTIONS"
 # train (training.py).
 ENV_OPT_ML = "MIA_OPT_ML"
+# train on several hosts (training_cluster.py): the Dask ports, how long hosts wait for each other, and
+# where each host is (tests only: "algo-1=127.0.0.1;algo-2=127.0.0.1"; SageMaker's DNS otherwise).
+ENV_SCHEDULER_PORT = "MIA_DASK_SCHEDULER_PORT"
+ENV_WORKER_PORT = "MIA_DASK_WORKER_PORT"
+ENV_CLUSTER_JOIN_TIMEOUT = "MIA_CLUSTER_JOIN_TIMEOUT_S"
+ENV_HOST_ADDRESSES = "MIA_HOST_ADDRESSES"
 # The CLI: a traceback instead of one line for unexpected errors.
 ENV_DEBUG = "MIA_DEBUG"
 
@@ -109,6 +117,19 @@ def env_directory(
     return path
 
 
+def env_scheduler(environ: Mapping[str, str], name: str) -> str | None:
+    """A Dask scheduler address (``tcp://HOST:PORT``), or ``None`` when unset."""
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return None
+    from .executor import scheduler_address
+
+    try:
+        return scheduler_address(raw)
+    except OptionsError:
+        raise setting_error(name, raw, "give a Dask scheduler address, tcp://HOST:PORT") from None
+
+
 def usable_cpus() -> int:
     """CPUs this process may run on (the affinity mask, which ``taskset``/cpusets narrow)."""
     try:
@@ -167,6 +188,9 @@ class RuntimeSettings:
         default: no cache; see ``reference_cache.py`` for why it is off unless asked for).
     cache_max_mb:
         The cache folder's size bound (``MIA_CACHE_MAX_MB``, default 1024); least recently used entries go.
+    cluster:
+        The Dask scheduler the audit's work runs on, ``tcp://HOST:PORT`` (``MIA_DASK_SCHEDULER``;
+        ``None``: in this process). Where the work runs, not what is measured: not an audit option.
     """
 
     unpack_limits: UnpackLimits = UnpackLimits()
@@ -176,6 +200,7 @@ class RuntimeSettings:
     log_level: str = "info"
     cache_dir: Path | None = None
     cache_max_mb: int = 1024
+    cluster: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> RuntimeSettings:
@@ -190,6 +215,7 @@ class RuntimeSettings:
             log_level=env_choice(environ, ENV_LOG_LEVEL, "info", LOG_LEVELS),
             cache_dir=env_directory(environ, ENV_CACHE_DIR, None, must_exist=True),
             cache_max_mb=env_int(environ, ENV_CACHE_MAX_MB, 1024, 1),
+            cluster=env_scheduler(environ, ENV_DASK_SCHEDULER),
         )
 
     @property
@@ -205,6 +231,7 @@ class RuntimeSettings:
             "max_memory_mb": self.max_audit_memory_mb,
             "sandbox_memory_mb": self.sandbox_memory_mb,
             "cache": self.reference_cache(),
+            "cluster": self.cluster,
         }
 
     def reference_cache(self) -> ReferenceCache | None:

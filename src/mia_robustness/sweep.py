@@ -12,8 +12,8 @@ import dataclasses
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 import numpy as np
@@ -23,6 +23,7 @@ from threadpoolctl import threadpool_limits
 from .attacks import REGISTRY, AttackInput
 from .attacks.base import distinct_rows
 from .errors import DataError
+from .executor import Executor, ThreadExecutor
 from .metrics import AttackMetrics, attack_metrics
 
 MIN_ATTACK_ROWS_PER_SIDE = 5
@@ -160,6 +161,7 @@ def run_sweep(
     device: str,
     workers: int | None = None,
     progress: ProgressCallback | None = None,
+    executor: Executor | None = None,
     **plan: Any,
 ) -> list[CellResult]:
     """Train and measure every cell; results come back in plan order whatever the parallelism.
@@ -167,9 +169,11 @@ def run_sweep(
     ``plan`` is what :func:`plan_cells` takes after ``is_member``, by keyword: ``proportions``,
     ``attacks``, ``repeats``, ``eval_fraction`` and ``seed``.
 
-    Cells run in a thread pool of up to ``workers`` threads (all usable CPUs when ``None``), each
-    single-threaded inside (BLAS, OpenMP and torch limited to one thread), which uses the cores better than
-    one cell at a time with many threads; one thread when cells are too small to gain from more.
+    In this process (``executor`` ``None`` or threads), cells run in a thread pool of up to ``workers``
+    threads (all usable CPUs when ``None``), each single-threaded inside (BLAS, OpenMP and torch limited to
+    one thread), which uses the cores better than one cell at a time with many threads; one thread when
+    cells are too small to gain from more. On a cluster's executor they are its tasks, the signals, the
+    membership and the splits scattered to every worker once.
     """
     distinct = len(distinct_rows(inputs.features)[0])
     caps = MAX_ATTACK_TRAIN_ROWS if distinct >= HIGH_CARDINALITY_ROWS else None
@@ -177,57 +181,34 @@ def run_sweep(
     # One fit per distinct (attack, repeat, rows, seed): capped proportions repeat their first's cell.
     first_of: dict[tuple[str, int, int, int], int] = {}
     fitted = [first_of.setdefault(_fit_key(cell), i) for i, cell in enumerate(cells)]
-    workers = workers or default_workers()
-    if distinct < PARALLEL_MIN_DISTINCT_ROWS:
-        workers = 1
+    if executor is None or executor.cluster is None:
+        workers = workers or default_workers()
+        if distinct < PARALLEL_MIN_DISTINCT_ROWS:
+            workers = 1
+        executor = ThreadExecutor(workers)
+    units = sorted(set(fitted))
+    # Longest cells first (nn, then gb) so the pool does not end waiting on one slow cell.
+    order = sorted(
+        range(len(units)),
+        key=lambda u: (REGISTRY[cells[units[u]].attack].cost_rank, -len(cells[units[u]].train_rows)),
+    )
 
-    def run(cell: Cell) -> CellResult:
-        started = time.perf_counter()
-        split = splits[cell.repeat]
-        cell_device = device if REGISTRY[cell.attack].uses_device else "cpu"
-        # The signals are finite and well-formed by construction; scikit-learn's per-call validation
-        # is a large share of a small cell (sklearn's config is per thread, so set it here).
-        with config_context(skip_parameter_validation=True, assume_finite=True):
-            output = REGISTRY[cell.attack].function(
-                inputs.take(cell.train_rows),
-                is_member[cell.train_rows],
-                inputs.take(split.evaluation),
-                seed=cell.seed,
-                device=cell_device,
-            )
-            metrics = attack_metrics(is_member[split.evaluation], output.scores, output.predicted_member)
-        return CellResult(
-            attack=cell.attack,
-            proportion=cell.proportion,
-            repeat=cell.repeat,
-            train_rows=len(cell.train_rows),
-            eval_rows=len(split.evaluation),
-            metrics=metrics,
-            device=output.device,
-            seconds=time.perf_counter() - started,
-            detail=output.detail,
-            scores=output.scores,
-        )
+    def cell_done(done: int) -> None:
+        if progress is not None:
+            progress("attacks", done, len(units))  # may raise: the audit's time limit passed
 
-    with (
-        _single_threaded_kernels(),
-        ThreadPoolExecutor(max_workers=workers, initializer=single_threaded_worker) as pool,
-    ):
-        # Longest cells first (nn, then gb) so the pool does not end waiting on one slow cell.
-        order = sorted(
-            set(fitted), key=lambda i: (REGISTRY[cells[i].attack].cost_rank, -len(cells[i].train_rows))
+    with _single_threaded_kernels():
+        results = executor.map(
+            partial(measure_cell, device=device),
+            [cells[i] for i in units],
+            shared=[executor.share(value) for value in (inputs, is_member, splits)],
+            order=order,
+            on_done=cell_done,
+            initializer=single_threaded_worker,
+            name="cell",
         )
-        futures = {i: pool.submit(run, cells[i]) for i in order}
-        try:
-            for done, i in enumerate(order, 1):
-                futures[i].result()
-                if progress is not None:
-                    progress("attacks", done, len(order))  # may raise: the audit's time limit passed
-        except BaseException:
-            # Cells not yet started never will; leaving the pool then waits only for the running ones.
-            pool.shutdown(cancel_futures=True)
-            raise
-    return [_as_cell(futures[fitted[i]].result(), cell, fitted[i] != i) for i, cell in enumerate(cells)]
+    result_of = dict(zip(units, results, strict=True))
+    return [_as_cell(result_of[fitted[i]], cell, fitted[i] != i) for i, cell in enumerate(cells)]
 
 
 def _fit_key(cell: Cell) -> tuple[str, int, int, int]:
@@ -243,6 +224,38 @@ def _as_cell(result: CellResult, cell: Cell, reused: bool) -> CellResult:
     return dataclasses.replace(result, proportion=cell.proportion, seconds=0.0)
 
 
+def measure_cell(
+    cell: Cell, inputs: AttackInput, is_member: np.ndarray, splits: Sequence[EvaluationSplit], *, device: str
+) -> CellResult:
+    """Train ``cell``'s attack on its rows and measure it on its repeat's evaluation rows."""
+    started = time.perf_counter()
+    split = splits[cell.repeat]
+    cell_device = device if REGISTRY[cell.attack].uses_device else "cpu"
+    # The signals are finite and well-formed by construction; scikit-learn's per-call validation
+    # is a large share of a small cell (sklearn's config is per thread, so set it here).
+    with config_context(skip_parameter_validation=True, assume_finite=True):
+        output = REGISTRY[cell.attack].function(
+            inputs.take(cell.train_rows),
+            is_member[cell.train_rows],
+            inputs.take(split.evaluation),
+            seed=cell.seed,
+            device=cell_device,
+        )
+        metrics = attack_metrics(is_member[split.evaluation], output.scores, output.predicted_member)
+    return CellResult(
+        attack=cell.attack,
+        proportion=cell.proportion,
+        repeat=cell.repeat,
+        train_rows=len(cell.train_rows),
+        eval_rows=len(split.evaluation),
+        metrics=metrics,
+        device=output.device,
+        seconds=time.perf_counter() - started,
+        detail=output.detail,
+        scores=output.scores,
+    )
+
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -256,16 +269,10 @@ def fits_side_by_side(
     One BLAS/OpenMP thread per fit: the fits run side by side, and a model's figures must not depend on how
     many threads the machine (CLI, server child, training job) happens to give the audit.
     """
-    results = []
-    with (
-        threadpool_limits(limits=1),
-        ThreadPoolExecutor(max_workers=workers, initializer=single_threaded_worker) as pool,
-    ):
-        for done, result in enumerate(pool.map(fit_one, jobs), 1):  # map keeps the jobs' order
-            results.append(result)
-            if on_done is not None:
-                on_done(done)
-    return results
+    with threadpool_limits(limits=1):
+        return ThreadExecutor(workers).map(
+            lambda job: fit_one(job), list(jobs), on_done=on_done, initializer=single_threaded_worker
+        )
 
 
 def single_threaded_worker() -> None:

@@ -3,13 +3,15 @@
 SageMaker lays out ``/opt/ml`` (``MIA_OPT_ML`` moves it, e.g. for tests)::
 
     input/config/hyperparameters.json   audit options, every value a string (optional)
+    input/config/resourceconfig.json    the job's hosts (optional; several: see training_cluster)
     input/data/<channel>/               exactly one channel holding the bundle: an archive file, or the
                                         bundle's files (also the legacy data.zip + model.pkl)
     model/                              <- report.json, report.csv (SageMaker packs this as model.tar.gz)
     output/data/                        <- report.json, report.csv
     output/failure                      <- why the job failed (SageMaker shows the first 1024 characters)
 
-Exit status: 0 done, 2 the input is wrong (bundle, options, settings), 1 anything unexpected.
+Exit status: 0 done, 2 the input is wrong (bundle, options, settings), 1 anything unexpected (on a job of
+several hosts, also a host that cannot reach the others, or one whose peer failed).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import contextlib
 import sys
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from .errors import InputError, MiaError
 from .options import load_json_config
 from .serving.progress import ProgressLog
 from .serving.settings import TrainingSettings, opt_ml_root
+from .training_cluster import LeaderHost, WorkerHost, read_resource_config
 
 EXIT_OK = 0
 EXIT_UNEXPECTED = 1
@@ -53,6 +56,10 @@ class JobPaths:
     @property
     def hyperparameters(self) -> Path:
         return self.root / "input" / "config" / "hyperparameters.json"
+
+    @property
+    def resource_config(self) -> Path:
+        return self.root / "input" / "config" / "resourceconfig.json"
 
     @property
     def data(self) -> Path:
@@ -200,11 +207,16 @@ def write_failure(path: Path, reason: str) -> None:
         print(f"train: could not write {path}: {error}", file=sys.stderr)
 
 
-def run(settings: TrainingSettings, say: Callable[[str], None]) -> None:
-    """Audit the bundle in the job's input channel and write the reports (raises on failure)."""
+def run(settings: TrainingSettings, say: Callable[[str], None], cluster: str | None = None) -> None:
+    """Audit the bundle in the job's input channel and write the reports (raises on failure).
+
+    ``cluster`` is the address of the Dask scheduler of a job of several hosts (``tcp://HOST:PORT``); it
+    replaces ``MIA_DASK_SCHEDULER``, which a job of one host follows as the CLI does.
+    """
     from . import audit
 
     paths = JobPaths(settings.opt_ml)
+    runtime = settings.runtime if cluster is None else replace(settings.runtime, cluster=cluster)
     options = read_hyperparameters(paths.hyperparameters)
     max_runtime = parse_max_runtime(options.pop(MAX_RUNTIME, None))
     source = find_bundle(paths.data)
@@ -213,13 +225,46 @@ def run(settings: TrainingSettings, say: Callable[[str], None]) -> None:
         source,
         overrides=options,
         progress=ProgressLog(say),
-        **settings.runtime.audit_arguments(),
+        **runtime.audit_arguments(),
         timeout=max_runtime,
     )
     for path in write_reports(report, [paths.model, paths.output_data]):
         say(f"wrote {path}")
     summary = report.summary
     say(f"risk level {summary.risk_level}, robustness score {summary.robustness_score}/100")
+
+
+def run_on_hosts(settings: TrainingSettings, say: Callable[[str], None]) -> None:
+    """:func:`run`, on this host's part of the job: all of it with one host (or no resourceconfig.json);
+    with several, the first host runs it on their Dask cluster and the others lend it their workers."""
+    hosts = read_resource_config(JobPaths(settings.opt_ml).resource_config)
+    if hosts is None or not hosts.several:
+        run(settings, say)
+        return
+    if not hosts.is_leader:
+        WorkerHost(hosts, settings.job_cluster, settings.cpus, say).serve()
+        return
+    with LeaderHost(hosts, settings.job_cluster, settings.cpus, say) as leader:
+        try:
+            run(settings, say, cluster=leader.address)
+        except BaseException as error:
+            leader.fail(failure_of(error)[0])
+            raise
+        leader.finish()
+
+
+def failure_of(error: BaseException) -> tuple[str, int]:
+    """The failure file's reason for ``error`` (at most :data:`FAILURE_REASON_CHARS`) and the exit status."""
+    if isinstance(error, MiaError):
+        status = EXIT_INPUT if error.http_status < 500 else EXIT_UNEXPECTED
+        reason = f"{error.code}: {error.message}"
+    else:
+        status = EXIT_UNEXPECTED
+        reason = (
+            f"internal_error: the audit failed unexpectedly ({type(error).__name__}: {error}); "
+            "the job's log has the traceback"
+        )
+    return reason[:FAILURE_REASON_CHARS], status
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -239,22 +284,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = TrainingSettings.from_env()
         failure = JobPaths(settings.opt_ml).failure
-        run(settings, say)
-    except MiaError as error:
-        status = EXIT_INPUT if error.http_status < 500 else EXIT_UNEXPECTED
-        reason = f"{error.code}: {error.message}"
-        write_failure(
-            failure, reason[:FAILURE_REASON_CHARS] if len(reason) > FAILURE_REASON_CHARS else reason
-        )
-        print(f"train: failed: {reason}", file=sys.stderr, flush=True)
-        return status
+        run_on_hosts(settings, say)
     except Exception as error:  # noqa: BLE001 - the job must always leave a failure reason
-        traceback.print_exc()
-        reason = (
-            f"internal_error: the audit failed unexpectedly ({type(error).__name__}: {error}); "
-            "the job's log has the traceback"
-        )
-        write_failure(failure, reason[:FAILURE_REASON_CHARS])
-        return EXIT_UNEXPECTED
+        reason, status = failure_of(error)
+        if isinstance(error, MiaError):
+            print(f"train: failed: {reason}", file=sys.stderr, flush=True)
+        else:
+            traceback.print_exc()
+        write_failure(failure, reason)
+        return status
     failure.unlink(missing_ok=True)  # a stale reason from an earlier run of the same tree
     return EXIT_OK

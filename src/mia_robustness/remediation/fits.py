@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -100,19 +101,10 @@ def _seeded(model: object, seed: int, k: int) -> None:
         model.set_params(**dict.fromkeys(unset, state))
 
 
-def fit_what_if(
-    model: object,
-    features: pd.DataFrame,
-    labels: np.ndarray,
-    label_index: np.ndarray,
-    classes: np.ndarray,
-    request: WhatIfRequest,
-    progress: Callable[[str, int, int], None] | None = None,
-) -> WhatIfFits:
-    """Plan the what-if for ``model``'s recipe and, when asked, fit every config ``models_per_config`` times.
-
-    ``features`` ``(n, n_features)``, ``labels`` and ``label_index`` ``(n,)`` are the pool (every audited
-    row, members first); the arrays answered are ``(configs, models_per_config, n)``.
+def plan_what_if(model: object, request: WhatIfRequest) -> tuple[Plan, str | None, Any, str]:
+    """``(plan, skip code or None, template, prefix)``: the what-if's configs for ``model``'s recipe (or
+    the recipe config.json names, ``request.recipe``) as it will be retrained (the capped clone
+    ``template``, whose final step's parameters start with ``prefix``).
     """
     named = None
     if request.recipe is not None:  # the recipe config.json names is what the what-if varies
@@ -121,16 +113,10 @@ def fit_what_if(
         except Exception:  # noqa: BLE001 - refused: the plan below is then of the model's own class
             log.debug("the what-if cannot build the named recipe", exc_info=True)
     plan = plan_for(model if named is None else named, request.thorough)
-    n, m = len(labels), request.models_per_config
-
-    def skipped(code: str) -> WhatIfFits:
-        empty = np.zeros((0, m, n))
-        return WhatIfFits(plan, code, empty, empty.astype(bool))
-
     if not request.fit:
-        return skipped("not_asked")
+        return plan, "not_asked", None, ""
     if plan.estimator_class is None:
-        return skipped("not_in_table")
+        return plan, "not_in_table", None, ""
     try:
         template = contained_clone(model, request.recipe)
         _, prefix = final_step(template)
@@ -141,16 +127,49 @@ def fit_what_if(
         retrained = plan_for(template, request.thorough)
     except Exception:  # noqa: BLE001 - a refused or uncopyable recipe skips the what-if, never the audit
         log.debug("the what-if cannot retrain this recipe", exc_info=True)
-        return skipped("recipe_refused")
+        return plan, "recipe_refused", None, ""
     if not plan.configs or retrained.estimator_class != plan.estimator_class or not retrained.configs:
-        return skipped("recipe_refused")
+        return plan, "recipe_refused", None, ""
     plan = replace(plan, configs=retrained.configs)
     if not hasattr(template, "predict_proba"):  # an SVC without probability=True, a RidgeClassifier
-        return skipped("no_probabilities")
+        return plan, "no_probabilities", None, ""
+    return plan, None, template, prefix
+
+
+def fit_what_if(
+    model: object,
+    features: pd.DataFrame,
+    labels: np.ndarray,
+    label_index: np.ndarray,
+    classes: np.ndarray,
+    request: WhatIfRequest,
+    progress: Callable[[str, int, int], None] | None = None,
+    *,
+    jobs: Sequence[tuple[int, int]] | None = None,
+) -> WhatIfFits:
+    """Plan the what-if for ``model``'s recipe and, when asked, fit every config ``models_per_config`` times,
+    or only the fits ``jobs`` names (a cluster worker's share): ``(config, model)`` pairs, the ``model``-th
+    of ``models_per_config`` random halves with config ``config``.
+
+    ``features`` ``(n, n_features)``, ``labels`` and ``label_index`` ``(n,)`` are the pool (every audited
+    row, members first); the arrays answered are ``(configs, models_per_config, n)``, or ``(len(jobs), 1,
+    n)`` in ``jobs``' order; a skip code, with empty arrays, when the what-if cannot run or a fit failed.
+    """
+    plan, code, template, prefix = plan_what_if(model, request)
+    n, m = len(labels), request.models_per_config
+
+    def skipped(code: str) -> WhatIfFits:
+        empty = np.zeros((0, m, n))
+        return WhatIfFits(plan, code, empty, empty.astype(bool))
+
+    if code is not None:
+        return skipped(code)
+    every = jobs is None
+    if jobs is None:
+        jobs = [(c, k) for c in range(len(plan.configs)) for k in range(m)]
     masks = training_masks(m, n, request.seed)
     takes_names = getattr(model, "feature_names_in_", None) is not None
     inputs = features if takes_names else features.to_numpy()
-    jobs = [(c, k) for c in range(len(plan.configs)) for k in range(m)]
 
     def fit_one(job: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         c, k = job
@@ -171,12 +190,7 @@ def fit_what_if(
 
     fitted_so_far(0)
     try:
-        results = fits_side_by_side(
-            fit_one,
-            jobs,
-            request.workers,
-            fitted_so_far,
-        )
+        results = fits_side_by_side(fit_one, jobs, request.workers, fitted_so_far)
     except MiaError:
         raise
     except MemoryError:  # the audit's figures are in hand: the optional what-if gives way, not the audit
@@ -184,7 +198,7 @@ def fit_what_if(
     except Exception:  # noqa: BLE001 - the recipe's own code failed on a variant: skip, never fail the audit
         log.debug("a what-if fit failed", exc_info=True)
         return skipped("refit_failed")
-    shape = (len(plan.configs), m, n)
+    shape = (len(plan.configs), m, n) if every else (len(jobs), 1, n)
     confidence = np.array([r[0] for r in results], dtype=np.float64).reshape(shape)
     correct = np.array([r[1] for r in results], dtype=bool).reshape(shape)
     return WhatIfFits(plan, None, confidence, correct)

@@ -240,7 +240,9 @@ def training_job_request(plan: RunPlan, index: int) -> dict[str, Any]:
         "OutputDataConfig": {"S3OutputPath": plan.uri(plan.output_prefix)},
         "ResourceConfig": {
             "InstanceType": plan.where.instance_type,
-            "InstanceCount": 1,  # the audit runs on one machine; more would repeat it
+            # Several instances form one Dask cluster (training_cluster.py): the first runs the audit,
+            # the others lend it their workers. The bundle reaches every instance (FullyReplicated).
+            "InstanceCount": plan.where.instance_count,
             "VolumeSizeInGB": volume_gb,
         },
         "StoppingCondition": {"MaxRuntimeInSeconds": TRAINING_MAX_RUNTIME_S},

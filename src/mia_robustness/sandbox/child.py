@@ -95,7 +95,7 @@ def main() -> int:
     from ..errors import MiaError  # noqa: F401 - imported now, used after confinement
     from ..model_check import CheckRequest, check_model
     from ..recipe import has_recipe
-    from ..reference import ReferenceRequest, reference_answers
+    from ..reference import ReferenceRequest, reference_answers, reference_fits
     from ..remediation.fits import WhatIfRequest, fit_what_if
     from ..target import ScoreRequest, score_target
     from . import stage
@@ -178,29 +178,36 @@ def main() -> int:
         loaded.scored = dataclasses.replace(loaded.scored, has_recipe=has_recipe(model))
         progress("target_scoring", 1, 1)
         write_message(answers, *stage.scored_to_message(loaded.scored))
-        # Then the reference stage and the what-if, each when asked, in that order.
-        command, _ = read_message(requests, max_array_bytes=0)
-        if command.get("kind") == "reference":
-            step = "reference_models"
-            reference = command["reference"]
-            fitted = reference_answers(
-                loaded, ReferenceRequest(**{**reference, "attacks": tuple(reference["attacks"])}), progress
-            )
-            write_message(answers, *stage.answers_to_message(fitted))
+        # Then, each when asked: the reference stage and the what-if (an audit's own child, in that order),
+        # or shares of their fits (a cluster worker's child, as many as the worker is given).
+        while True:
             command, _ = read_message(requests, max_array_bytes=0)
-        if command.get("kind") != "what_if":
-            return 0
-        step = "what_if"
-        fits = fit_what_if(
-            loaded.model,
-            loaded.features,
-            loaded.labels,
-            loaded.scored.label_index,
-            loaded.scored.classes,
-            WhatIfRequest(**command["what_if"]),
-            progress,
-        )
-        write_message(answers, *stage.what_if_to_message(fits))
+            kind = command.get("kind")
+            if kind in ("reference", "reference_fits"):
+                step = "reference_models"
+                reference = command["reference"]
+                request = ReferenceRequest(**{**reference, "attacks": tuple(reference["attacks"])})
+                if kind == "reference":
+                    fitted = reference_answers(loaded, request, progress)
+                else:
+                    fitted = reference_fits(loaded, request, [(int(i), int(k)) for i, k in command["jobs"]])
+                write_message(answers, *stage.answers_to_message(fitted))
+            elif kind in ("what_if", "what_if_fits"):
+                step = "what_if"
+                jobs = None if kind == "what_if" else [(int(c), int(k)) for c, k in command["jobs"]]
+                fits = fit_what_if(
+                    loaded.model,
+                    loaded.features,
+                    loaded.labels,
+                    loaded.scored.label_index,
+                    loaded.scored.classes,
+                    WhatIfRequest(**command["what_if"]),
+                    progress,
+                    jobs=jobs,
+                )
+                write_message(answers, *stage.what_if_to_message(fits))
+            else:
+                return 0
     except EOFError:
         return 0  # the parent is done with this model
     except BaseException as error:  # noqa: BLE001 - every outcome must reach the parent as a message

@@ -330,20 +330,30 @@ class SandboxedModel:
 
     def reference_answers(self, request: ReferenceRequest, fit_sets: list[FitSet]) -> list[np.ndarray]:
         """The reference fits in the child: each set's confidences, checked against this audit's plan."""
-        reference = {
-            "attacks": list(request.attacks),
-            "proportion": request.proportion,
-            "repeats": request.repeats,
-            "eval_fraction": request.eval_fraction,
-            "n_models": request.n_models,
-            "seed": request.seed,
-            "workers": request.workers,
-            "recipe": request.recipe,
-        }
-        command = {"kind": "reference", "reference": reference}
+        command = {"kind": "reference", "reference": _reference_fields(request)}
         answer = self._exchange(command, "reference_models", "answers")
         shapes = [fit_set.in_mask.shape for fit_set in fit_sets]
         return self._checked(lambda: answers_from_message(answer, answer.pop("_arrays"), shapes))
+
+    def reference_fits(
+        self, request: ReferenceRequest, jobs: list[tuple[int, int]], pool_rows: list[int]
+    ) -> list[np.ndarray]:
+        """A share of the reference stage's fits (a cluster worker's): for each ``(i, k)`` of ``jobs``,
+        model ``k`` of fit set ``i`` (:meth:`ReferenceRequest.fit_sets`), its true-class confidences
+        ``(1, pool_rows[n])`` on that set's pool, checked as the whole stage's answers are."""
+        command = {"kind": "reference_fits", "reference": _reference_fields(request), "jobs": jobs}
+        answer = self._exchange(command, "reference_models", "answers")
+        shapes = [(1, rows) for rows in pool_rows]
+        return self._checked(lambda: answers_from_message(answer, answer.pop("_arrays"), shapes))
+
+    def what_if_fits(self, request: WhatIfRequest, jobs: list[tuple[int, int]]) -> WhatIfFits:
+        """The what-if's plan and a share of its fits (``(config, model)`` pairs; none: the plan only),
+        arrays ``(len(jobs), 1, rows)``."""
+        command = {"kind": "what_if_fits", "what_if": dataclasses.asdict(request), "jobs": jobs}
+        answer = self._exchange(command, "what_if", "what_if")
+        return self._checked(
+            lambda: what_if_from_message(answer, answer.pop("_arrays"), request, self._rows, jobs)
+        )
 
     def what_if(self, request: WhatIfRequest) -> WhatIfFits:
         """The what-if's plan and fits in the child (after ``reference()``, when that ran)."""
@@ -476,6 +486,10 @@ class SandboxedModel:
     def _log_stderr(self) -> None:
         if self._stderr_tail and log.isEnabledFor(logging.DEBUG):
             log.debug("sandbox child output (its end): %s", self._stderr_text())
+
+
+def _reference_fields(request: ReferenceRequest) -> dict[str, Any]:
+    return {**dataclasses.asdict(request), "attacks": list(request.attacks)}
 
 
 def _clean_containment(raw: dict[str, Any]) -> dict[str, Any]:

@@ -263,11 +263,16 @@ def _plain_value(value: Any) -> bool:
 
 
 def what_if_from_message(
-    header: Mapping[str, Any], arrays: Mapping[str, np.ndarray], request: WhatIfRequest, rows: int
+    header: Mapping[str, Any],
+    arrays: Mapping[str, np.ndarray],
+    request: WhatIfRequest,
+    rows: int,
+    jobs: list[tuple[int, int]] | None = None,
 ) -> WhatIfFits:
     """Check a child's ``what_if`` answer to ``request`` for a pool of ``rows`` rows: class and family from
     the what-if's table, parameter names and rule ids from it too, values plain, the baseline first, and
-    ``(configs, models_per_config, rows)`` arrays of probabilities and 0/1 correctness."""
+    ``(configs, models_per_config, rows)`` arrays of probabilities and 0/1 correctness; for a share of the
+    fits (``jobs``, ``(config, model)`` pairs), ``(len(jobs), 1, rows)`` arrays."""
     estimator_class, family = header.get("estimator_class"), header.get("family")
     if estimator_class is None:
         if family is not None:
@@ -315,9 +320,13 @@ def what_if_from_message(
     plan = Plan(estimator_class, family, tuple(configs), tuple(rules))
     m = request.models_per_config
     shape = (len(configs) if skipped is None else 0, m, rows)
+    if jobs is not None and skipped is None:
+        if not all(0 <= c < len(configs) and 0 <= k < m for c, k in jobs):
+            raise ProtocolError("the what-if's fits name a config it does not have")
+        shape = (len(jobs), 1, rows)
     confidence = np.asarray(arrays.get("confidence", np.empty(0)))
     correct = np.asarray(arrays.get("correct", np.empty(0)))
-    flat = (shape[0] * m, rows)
+    flat = (shape[0] * shape[1], rows)
     if confidence.shape != flat or correct.shape != flat or (skipped is None and not request.fit):
         raise ProtocolError("the what-if's arrays do not match its configs and rows")
     confidence, correct = confidence.reshape(shape), correct.reshape(shape)

@@ -99,6 +99,8 @@ class AuditJob:
         this many MB, before any attack runs; ``None`` for no limit (``MIA_MAX_AUDIT_MEMORY_MB``).
     sandbox_memory_mb:
         Address-space limit of the audit's sandboxed model process (``MIA_SANDBOX_MEMORY_MB``).
+    cluster:
+        The Dask scheduler the audit's work runs on (``MIA_DASK_SCHEDULER``), or ``None``.
     """
 
     request_id: str
@@ -110,6 +112,7 @@ class AuditJob:
     threads: int
     max_memory_mb: float | None = None
     sandbox_memory_mb: int | None = None
+    cluster: str | None = None
 
 
 def _exit_when_orphaned(lifeline: Connection, workdir: str) -> None:
@@ -160,6 +163,7 @@ def run_audit(job: AuditJob, results: Connection, lifeline: Connection) -> None:
                 workers=job.threads,
                 max_memory_mb=job.max_memory_mb,
                 sandbox_memory_mb=job.sandbox_memory_mb,
+                cluster=job.cluster,
             )
             message: ChildMessage = Finished(render(report, job.fmt))
         except MiaError as error:

@@ -155,6 +155,7 @@ class AuditRunner:
             threads=self.settings.threads_per_audit,
             max_memory_mb=self.settings.runtime.max_audit_memory_mb,
             sandbox_memory_mb=self.settings.runtime.sandbox_memory_mb,
+            cluster=self.settings.runtime.cluster,
         )
         results, results_for_child = self._context.Pipe(duplex=False)
         lifeline_for_child, lifeline = self._context.Pipe(duplex=False)

@@ -23,7 +23,12 @@ Variables (all optional):
 ``MIA_MAX_AUDIT_MEMORY_MB``                 refuse an audit whose estimated peak memory is above this
 ``MIA_SANDBOX_MEMORY_MB``                   address-space limit of the sandboxed model process
 ``MIA_OPT_ML``                              root of the SageMaker tree for ``train`` (``/opt/ml``)
+``MIA_DASK_SCHEDULER_PORT``                 ``train`` on several hosts: the first host's scheduler port (8786)
+``MIA_DASK_WORKER_PORT``                    ``train`` on several hosts: each host's worker port (8788; 0: any)
+``MIA_CLUSTER_JOIN_TIMEOUT_S``              ``train`` on several hosts: seconds to wait for each other (300)
+``MIA_HOST_ADDRESSES``                      ``train`` on several hosts: ``host=address;...`` instead of DNS
 ``MIA_LOG_LEVEL``                           ``debug``, ``info`` (default), ``warning`` or ``error``
+``MIA_DASK_SCHEDULER``                      run the audits' work on this Dask scheduler (``tcp://HOST:PORT``)
 ``MIA_FRONT_SERVER``                        ``nginx`` (default) in front of gunicorn, or ``none`` (tests)
 ``MIA_AUDIT_OPTIONS``                       audit options for every invocation (``name=value;...``); the
                                             custom-attributes header overrides them
@@ -42,17 +47,22 @@ from ..options import normalize_name, options_from_mapping, parse_key_value_pair
 from ..runtime import (
     ENV_AUDIT_OPTIONS,
     ENV_BIND_HOST,
+    ENV_CLUSTER_JOIN_TIMEOUT,
     ENV_DEFAULT_ACCEPT,
     ENV_FRONT_SERVER,
+    ENV_HOST_ADDRESSES,
     ENV_MAX_PAYLOAD_MB,
     ENV_OPT_ML,
     ENV_PORT,
+    ENV_SCHEDULER_PORT,
     ENV_SERVER_THREADS,
     ENV_TIMEOUT,
+    ENV_WORKER_PORT,
     ENV_WORKERS,
     MB,
     RuntimeSettings,
     env_choice,
+    env_float,
     env_int,
     setting_error,
     usable_cpus,
@@ -168,6 +178,39 @@ def opt_ml_root(environ: Mapping[str, str] | None = None) -> Path:
 
 
 @dataclass(frozen=True)
+class JobClusterSettings:
+    """How the hosts of a multi-instance training job find each other (see ``training_cluster``).
+
+    Attributes
+    ----------
+    scheduler_port:
+        Port of the Dask scheduler on the first host (``MIA_DASK_SCHEDULER_PORT``, Dask's own 8786).
+    worker_port:
+        Port of each host's Dask worker (``MIA_DASK_WORKER_PORT``, 8788; 0: any free port).
+    join_timeout:
+        Seconds the first host waits for every host's worker, and another host for the scheduler
+        (``MIA_CLUSTER_JOIN_TIMEOUT_S``, 300): hosts of one job start minutes apart at most.
+    host_addresses:
+        ``(host, address)`` pairs that replace DNS for those hosts (``MIA_HOST_ADDRESSES``,
+        ``algo-1=127.0.0.1;algo-2=127.0.0.1``): for tests that run every host on one machine.
+    """
+
+    scheduler_port: int = 8786
+    worker_port: int = 8788
+    join_timeout: float = 300.0
+    host_addresses: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> JobClusterSettings:
+        return cls(
+            scheduler_port=env_int(environ, ENV_SCHEDULER_PORT, 8786, 1, 65535),
+            worker_port=env_int(environ, ENV_WORKER_PORT, 8788, 0, 65535),
+            join_timeout=env_float(environ, ENV_CLUSTER_JOIN_TIMEOUT, 300.0, 1.0),
+            host_addresses=env_host_addresses(environ),
+        )
+
+
+@dataclass(frozen=True)
 class TrainingSettings:
     """Settings of the training-job shell (``train``).
 
@@ -177,16 +220,41 @@ class TrainingSettings:
         Root of the SageMaker tree (``input/``, ``model/``, ``output/``); ``MIA_OPT_ML``, default ``/opt/ml``.
     runtime:
         What every shell shares (:class:`~mia_robustness.runtime.RuntimeSettings`).
+    job_cluster:
+        How the hosts of a multi-instance job find each other (:class:`JobClusterSettings`).
+    cpus:
+        CPUs of this host: the threads of its Dask worker in a multi-instance job.
     """
 
     opt_ml: Path = Path("/opt/ml")
     runtime: RuntimeSettings = RuntimeSettings()
+    job_cluster: JobClusterSettings = JobClusterSettings()
+    cpus: int = 1
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> TrainingSettings:
         """Parse ``environ`` (``os.environ`` when ``None``)."""
         environ = os.environ if environ is None else environ
-        return cls(opt_ml=opt_ml_root(environ), runtime=RuntimeSettings.from_env(environ))
+        return cls(
+            opt_ml=opt_ml_root(environ),
+            runtime=RuntimeSettings.from_env(environ),
+            job_cluster=JobClusterSettings.from_env(environ),
+            cpus=usable_cpus(),
+        )
+
+
+def env_host_addresses(environ: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """``MIA_HOST_ADDRESSES`` (``host=address;host=address``) as ``(host, address)`` pairs."""
+    raw = environ.get(ENV_HOST_ADDRESSES, "").strip()
+    pairs: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in raw.split(";"))):
+        host, sep, address = (text.strip() for text in item.partition("="))
+        if not sep or not host or not address or any(c.isspace() for c in host + address):
+            raise setting_error(
+                ENV_HOST_ADDRESSES, raw[:200], "give host=address pairs, e.g. algo-1=10.0.0.1;algo-2=10.0.0.2"
+            )
+        pairs[host] = address
+    return tuple(pairs.items())
 
 
 def env_audit_options(environ: Mapping[str, str]) -> tuple[tuple[str, str], ...]:

@@ -1,0 +1,235 @@
+"""Where the audit's units of work run: threads in this process (the default), or tasks on a Dask cluster.
+
+The units are independent and each carries its own seed: the sweep's cells (``sweep.py``), the reference
+stage's fits and the what-if's fits (``sandbox/cluster.py``, which runs those in a sandboxed child on the
+worker). Either executor returns results in the jobs' order, so the report does not depend on where or in
+which order the units ran.
+
+With no cluster nothing here imports Dask: :class:`ThreadExecutor` is the thread pool the audit always
+used. :func:`open_executor` with a scheduler address imports ``distributed`` and connects.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from threadpoolctl import threadpool_limits
+
+from .errors import ClusterError, OptionsError
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+# A scheduler that does not answer within this is reported as unreachable (never a hang).
+CONNECT_SECONDS = 5.0
+# How long an attached scheduler may take to show its first worker.
+WORKERS_SECONDS = 10.0
+_ADDRESS = re.compile(r"^tcp://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(?P<port>[0-9]{1,5})$")
+
+
+def scheduler_address(text: str, where: str = "the cluster address") -> str:
+    """``text`` checked as a Dask scheduler address, ``tcp://HOST:PORT``.
+
+    Raises :class:`~mia_robustness.errors.OptionsError` (code ``bad_cluster``) naming ``where`` the text
+    came from (a flag, an environment variable) and the form to give.
+    """
+    value = text.strip()
+    found = _ADDRESS.match(value)
+    if found is None or not 1 <= int(found["port"]) <= 65535:
+        raise OptionsError(
+            f"{where} {text[:80]!r} is not a Dask scheduler address; give tcp://HOST:PORT "
+            "(what `dask scheduler` prints, e.g. tcp://10.0.0.5:8786)",
+            code="bad_cluster",
+        )
+    return value
+
+
+class ThreadExecutor:
+    """Units in a pool of up to ``workers`` threads of this process: the audit's behaviour without a cluster.
+
+    ``order`` is the order units are started in (the jobs' order when ``None``); ``on_done(count)`` is
+    called as they finish, counted in that order; ``initializer`` runs in each thread as it starts.
+    A unit that raises cancels those not yet started, and the error is raised here.
+    """
+
+    cluster = None
+
+    def __init__(self, workers: int) -> None:
+        self.slots = max(1, int(workers))
+        self.workers = 1
+
+    def share(self, value: Any) -> Any:
+        return value
+
+    def map(
+        self,
+        function: Callable[..., R],
+        jobs: Sequence[Any],
+        *,
+        shared: Sequence[Any] = (),
+        order: Sequence[int] | None = None,
+        on_done: Callable[[int], None] | None = None,
+        initializer: Callable[[], None] | None = None,
+        name: str = "unit",
+    ) -> list[R]:
+        order = list(range(len(jobs))) if order is None else list(order)
+        with ThreadPoolExecutor(max_workers=self.slots, initializer=initializer) as pool:
+            futures = {i: pool.submit(function, jobs[i], *shared) for i in order}
+            try:
+                for done, i in enumerate(order, 1):
+                    futures[i].result()
+                    if on_done is not None:
+                        on_done(done)  # may raise: the audit's time limit passed
+            except BaseException:
+                # Units not yet started never will; leaving the pool then waits only for the running ones.
+                pool.shutdown(cancel_futures=True)
+                raise
+            return [futures[i].result() for i in range(len(jobs))]
+
+    def close(self) -> None:
+        pass
+
+
+def _run_unit(
+    initializer: Callable[[], None] | None, function: Callable[..., R], job: Any, *shared: Any
+) -> R:
+    """A unit on a Dask worker: one BLAS / OpenMP thread, as in the in-process pool's threads."""
+    with threadpool_limits(limits=1):
+        if initializer is not None:
+            initializer()
+        return function(job, *shared)
+
+
+def _import_modules(names: list[str]) -> None:
+    for name in names:
+        importlib.import_module(name)
+
+
+class DaskExecutor:
+    """Units as tasks on a Dask cluster (``distributed.Client`` connected to ``address``).
+
+    Shared values are scattered to every worker once (:meth:`share`); each task gets the handles, never a
+    copy. Progress comes from task completion; results are gathered in the jobs' order.
+    """
+
+    def __init__(self, address: str, preload: Sequence[str] = ()) -> None:
+        from distributed import Client
+
+        self.cluster = address
+        try:
+            self.client = Client(address, timeout=CONNECT_SECONDS, set_as_default=False)
+        except (OSError, TimeoutError) as exc:
+            raise ClusterError(
+                f"cannot reach the Dask scheduler at {address} within {CONNECT_SECONDS:g} s "
+                f"({type(exc).__name__}); start it (`dask scheduler`), check the address and port, or audit "
+                "without --cluster / MIA_DASK_SCHEDULER"
+            ) from None
+        try:
+            self.client.wait_for_workers(1, timeout=WORKERS_SECONDS)
+        except (OSError, TimeoutError):
+            self.client.close()
+            raise ClusterError(
+                f"the Dask scheduler at {address} has no workers after {WORKERS_SECONDS:g} s; start some "
+                f"(`dask worker {address} --nthreads 1`) or audit without a cluster"
+            ) from None
+        threads = self.client.nthreads()
+        self.workers = len(threads)
+        self.slots = max(1, sum(threads.values()))
+        self.token = uuid.uuid4().hex[:12]
+        if preload:
+            # The tasks' modules (scikit-learn, pandas...) load on every worker while this process unpacks
+            # and scores the bundle, instead of on each worker's first task.
+            self.start_on_each_worker(_import_modules, list(preload))
+
+    def start_on_each_worker(self, function: Callable[..., Any], *args: Any) -> None:
+        """Start ``function(*args)`` as a task on every worker, and do not wait for it (a warm-up)."""
+        from distributed import fire_and_forget
+
+        fire_and_forget(
+            [
+                self.client.submit(function, *args, workers=[worker], pure=False, priority=10**6)
+                for worker in self.client.nthreads()
+            ]
+        )
+
+    def share(self, value: Any) -> Any:
+        """``value`` on every worker, once; the handle stands for it in :meth:`map`'s ``shared``."""
+        try:
+            # A list, so that a value that is itself a list or a dict is scattered whole.
+            return self.client.scatter([value], broadcast=True, hash=False)[0]
+        except (OSError, TimeoutError) as exc:
+            raise self._lost(exc) from None
+
+    def map(
+        self,
+        function: Callable[..., R],
+        jobs: Sequence[Any],
+        *,
+        shared: Sequence[Any] = (),
+        order: Sequence[int] | None = None,
+        on_done: Callable[[int], None] | None = None,
+        initializer: Callable[[], None] | None = None,
+        name: str = "unit",
+    ) -> list[R]:
+        from distributed import as_completed
+
+        order = list(range(len(jobs))) if order is None else list(order)
+        rank = {i: len(order) - position for position, i in enumerate(order)}  # first in order runs first
+        futures = [
+            self.client.submit(
+                _run_unit,
+                initializer,
+                function,
+                job,
+                *shared,
+                key=f"mia-{name}-{self.token}-{uuid.uuid4().hex[:8]}-{i}",
+                priority=rank[i],
+                pure=False,
+            )
+            for i, job in enumerate(jobs)
+        ]
+        try:
+            for done, future in enumerate(as_completed(futures, loop=self.client.loop), 1):
+                future.result()  # a unit's own error is raised here, as it was raised on the worker
+                if on_done is not None:
+                    on_done(done)
+            return self.client.gather(futures)
+        except (OSError, TimeoutError) as exc:
+            self.client.cancel(futures)
+            raise self._lost(exc) from None
+        except BaseException as exc:
+            self.client.cancel(futures)
+            if type(exc).__name__ in ("KilledWorker", "FutureCancelledError", "CancelledError"):
+                raise self._lost(exc) from None
+            raise
+
+    def run_on_workers(self, function: Callable[..., Any], *args: Any) -> dict[str, Any]:
+        """``function(*args)`` once in every worker process (``Client.run``), by worker address."""
+        return self.client.run(function, *args)
+
+    def _lost(self, exc: BaseException) -> ClusterError:
+        return ClusterError(
+            f"the Dask cluster at {self.cluster} failed during the audit ({type(exc).__name__}): a worker or "
+            "the scheduler went away; check the cluster and run the audit again"
+        )
+
+    def close(self) -> None:
+        self.client.close()
+
+
+# Where units run: both have ``cluster`` (the scheduler's address, or None here), ``slots`` (units at the
+# same time), ``workers`` (processes), ``share(value)``, ``map(function, jobs, shared=...)`` and ``close()``.
+Executor = ThreadExecutor | DaskExecutor
+
+
+def open_executor(cluster: str | None, workers: int, preload: Sequence[str] = ()) -> Executor:
+    """Threads in this process when ``cluster`` is ``None``, else a client of the scheduler at ``cluster``
+    whose workers start importing the ``preload`` modules (those the audit's tasks run) at once."""
+    if cluster is None:
+        return ThreadExecutor(workers)
+    return DaskExecutor(scheduler_address(cluster), preload)

@@ -1,0 +1,305 @@
+"""The model stage with a Dask cluster attached: the model's fits run on the workers, each in a sandbox there.
+
+The audit's own sandbox child (:class:`~.session.SandboxedModel`) still loads and scores the target and
+plans the what-if. The reference fits are the engine's fit sets (``ReferenceRequest.fit_sets``: the same
+rows as in one process), one task per (fit set, model). The bundle's three files are shipped to every
+worker once (:class:`ModelPayload`, scattered). A task's worker keeps one sandboxed child per worker thread
+for the audit (started on its first task: the files written into that child's private folder, the tables
+prepared and scored exactly as here) and asks it for that one fit; the child answers with checked arrays
+only (true-class confidences, and for the what-if correctness too). The engine computes LiRA / RMIA
+(``reference.score_reference_cells``) and the what-if's figures from those arrays, as it would from the
+audit's own child's, and its reference-answer cache sits above :meth:`ClusterModel.reference_answers`.
+A worker never loads the model itself.
+
+The children of an audit are stopped when it ends (:meth:`ClusterModel.close`, through ``Client.run``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..deadline import Deadline
+from ..errors import ModelError
+from ..reference import FitSet, ReferenceRequest
+from ..remediation import WhatIfFits, WhatIfRequest
+from ..target import ScoredTarget, ScoreRequest
+from .session import SandboxedModel
+from .stage import ModelFiles
+
+
+@dataclass(frozen=True)
+class ModelPayload:
+    """What a worker's sandbox needs, shipped once per audit: the three files (names kept, the loader reads
+    the model's suffix), config.json's class names for a native booster, how the audit scores them, and
+    the limits of the audit's own child."""
+
+    audit: str
+    names: tuple[str, str, str]
+    contents: tuple[bytes, bytes, bytes]
+    classes: tuple | None
+    score: ScoreRequest
+    address_space_mb: int
+    seconds: float | None
+
+
+def _prepared_digest(scored: ScoredTarget) -> str:
+    """The rows a child prepared (membership and label of each): a worker's child must prepare the same
+    rows as the audit's own, or its fits would be of other rows."""
+    digest = hashlib.sha256(np.ascontiguousarray(scored.is_member, dtype=np.int8).tobytes())
+    digest.update(np.ascontiguousarray(scored.label_index, dtype=np.int64).tobytes())
+    return digest.hexdigest()
+
+
+# ---- the worker's side -----------------------------------------------------------------------------------
+
+# In a worker process: (audit, worker thread) -> that thread's sandboxed child for the audit, and the
+# digest of the rows it prepared.
+_CHILDREN: dict[tuple[str, int], tuple[SandboxedModel, str]] = {}
+_CHILDREN_LOCK = threading.Lock()
+
+
+def _child(payload: ModelPayload, prepared: str | None) -> tuple[tuple[str, int], SandboxedModel]:
+    """This worker thread's child for ``payload``'s audit, started (and the tables scored) on first use;
+    checked to have prepared the rows of digest ``prepared`` (``None``: not yet known)."""
+    key = (payload.audit, threading.get_ident())
+    with _CHILDREN_LOCK:
+        found = _CHILDREN.get(key)
+    if found is None:
+        found = _start_child(payload)
+        with _CHILDREN_LOCK:
+            _CHILDREN[key] = found
+    child, digest = found
+    if prepared is not None and digest != prepared:
+        _drop(key)
+        raise ModelError(
+            "the model's sandbox on a cluster worker prepared other rows than the audit's own; the "
+            "model's answers depend on where it runs, so the audit was stopped",
+            code="model_protocol_violation",
+        )
+    return key, child
+
+
+def _start_child(payload: ModelPayload) -> tuple[SandboxedModel, str]:
+    folder = Path(tempfile.mkdtemp(prefix="mia-worker-"))
+    try:
+        paths = []
+        for role, name, content in zip(
+            ("model", "members", "non_members"), payload.names, payload.contents, strict=True
+        ):
+            path = folder / role / name
+            path.parent.mkdir()
+            path.write_bytes(content)
+            paths.append(path)
+        # The child copies the files into its own private folder; this one goes when it has.
+        child = SandboxedModel(
+            ModelFiles(*paths, payload.classes),
+            work_parent=None,
+            threads=1,
+            address_space_mb=payload.address_space_mb,
+            deadline=Deadline(payload.seconds),
+            progress=lambda stage, done, total: None,
+        )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    try:
+        return child, _prepared_digest(child.score(payload.score))
+    except BaseException:
+        child.close()
+        raise
+
+
+def _drop(key: tuple[str, int]) -> None:
+    with _CHILDREN_LOCK:
+        found = _CHILDREN.pop(key, None)
+    if found is not None:
+        found[0].close()
+
+
+def _in_child(payload: ModelPayload, prepared: str, ask: Any) -> Any:
+    """``ask(child)`` in this thread's child; a child that failed is stopped, never asked again."""
+    key, child = _child(payload, prepared)
+    try:
+        return ask(child)
+    except BaseException:
+        _drop(key)
+        raise
+
+
+def start_child_task(payload: ModelPayload) -> None:
+    """Warm-up task: start this worker's child for the audit while the audit's own child loads and scores.
+    A failure here is said again, and raised, by the first fit that needs the child."""
+    with contextlib.suppress(Exception):
+        _child(payload, None)
+
+
+def fit_reference_task(
+    job: tuple[int, int],
+    payload: ModelPayload,
+    prepared: str,
+    request: ReferenceRequest,
+    pool_rows: list[int],
+) -> np.ndarray:
+    """Task: reference model ``k`` of fit set ``i`` (``job``), fitted in this worker's sandbox; its
+    true-class confidences ``(1, pool_rows[i])`` on the set's pool."""
+    return _in_child(
+        payload, prepared, lambda child: child.reference_fits(request, [job], [pool_rows[job[0]]])[0]
+    )
+
+
+def fit_what_if_task(
+    job: tuple[int, int], payload: ModelPayload, prepared: str, request: WhatIfRequest
+) -> WhatIfFits:
+    """Task: the what-if's config ``c``, ``k``-th model (``job``), fitted in this worker's sandbox."""
+    return _in_child(payload, prepared, lambda child: child.what_if_fits(request, [job]))
+
+
+def close_children(audit: str) -> int:
+    """In a worker process: stop the children of ``audit``; how many there were."""
+    with _CHILDREN_LOCK:
+        keys = [key for key in _CHILDREN if key[0] == audit]
+        children = [_CHILDREN.pop(key)[0] for key in keys]
+    for child in children:
+        child.close()
+    return len(children)
+
+
+# ---- the audit's side ------------------------------------------------------------------------------------
+
+
+class ClusterModel:
+    """The model stage of an audit with a cluster attached (see the module docstring).
+
+    Parameters
+    ----------
+    local:
+        The audit's own sandbox child: loads and scores the target, plans the what-if.
+    executor:
+        The cluster's executor.
+    files:
+        The bundle's files: read now, shipped to every worker, whose children start at once.
+    score:
+        How the audit will score the target (its label column and seed).
+    deadline, progress:
+        The audit's time limit and progress callback.
+    """
+
+    fits_on_cluster = True  # the engine scales the reference stage's defaults with the cluster for it
+
+    def __init__(
+        self,
+        local: SandboxedModel,
+        executor: Any,
+        files: ModelFiles,
+        score: ScoreRequest,
+        deadline: Deadline,
+        progress: Any,
+    ) -> None:
+        self.local = local
+        self.executor = executor
+        self.containment = local.containment
+        self.progress = progress
+        self._audit = executor.token
+        self._score = score
+        self._scored: ScoredTarget | None = None
+        self._prepared = ""
+        payload = ModelPayload(
+            audit=self._audit,
+            names=(files.model.name, files.members.name, files.non_members.name),
+            contents=(files.model.read_bytes(), files.members.read_bytes(), files.non_members.read_bytes()),
+            classes=files.classes,
+            score=score,
+            address_space_mb=local.address_space_mb,
+            seconds=deadline.remaining(),
+        )
+        self._payload = executor.share(payload)
+        executor.start_on_each_worker(start_child_task, self._payload)
+
+    def score(self, request: ScoreRequest) -> ScoredTarget:
+        # The workers' children prepare the same rows (label and seed); the boundary attack's queries are
+        # the audit's own child's alone.
+        if (request.label_column, request.seed) != (self._score.label_column, self._score.seed):
+            raise RuntimeError("the workers' children were started for another score request")
+        scored = self.local.score(request)
+        self._scored = scored
+        self._prepared = _prepared_digest(scored)
+        return scored
+
+    def reference_answers(self, request: ReferenceRequest, fit_sets: list[FitSet]) -> list[np.ndarray]:
+        """Each fit set's answers ``(n_models, len(pool))``, one task per (set, model) on the workers, each
+        checked by the worker's side as the audit's own child's answers are (``answers_from_message``)."""
+        self._require_scored()
+        n_models = request.n_models
+        jobs = [(i, k) for i in range(len(fit_sets)) for k in range(n_models)]
+        answers = self.executor.map(
+            fit_reference_task,
+            jobs,
+            shared=(self._payload, self._prepared, request, [len(s.pool) for s in fit_sets]),
+            on_done=lambda done: self.progress("reference_models", done, len(jobs)),
+            name="reference",
+        )
+        return [np.vstack(answers[i * n_models : (i + 1) * n_models]) for i in range(len(fit_sets))]
+
+    def what_if(self, request: WhatIfRequest) -> WhatIfFits:
+        if not request.fit:
+            return self.local.what_if(request)
+        planned = self.local.what_if_fits(request, [])  # the plan, checked; no fits here
+        m, rows = request.models_per_config, len(self._require_scored().is_member)
+        if planned.skipped is not None:
+            return planned
+        jobs = [(c, k) for c in range(len(planned.plan.configs)) for k in range(m)]
+        parts = self.executor.map(
+            fit_what_if_task,
+            jobs,
+            shared=(self._payload, self._prepared, request),
+            on_done=lambda done: self.progress("what_if", done, len(jobs)),
+            name="what_if",
+        )
+        for part in parts:
+            if part.skipped is not None:  # a fit failed or ran out of memory: the what-if gives way
+                empty = np.zeros((0, m, rows))
+                return WhatIfFits(planned.plan, part.skipped, empty, empty.astype(bool))
+            if part.plan != planned.plan:
+                raise ModelError(
+                    "the model's sandbox on a cluster worker planned another what-if than the audit's own; "
+                    "the audit was stopped",
+                    code="model_protocol_violation",
+                )
+        shape = (len(planned.plan.configs), m, rows)
+        confidence = np.concatenate([part.confidence for part in parts]).reshape(shape)
+        correct = np.concatenate([part.correct for part in parts]).reshape(shape)
+        return WhatIfFits(planned.plan, None, confidence, correct)
+
+    def _require_scored(self) -> ScoredTarget:
+        if self._scored is None:
+            raise RuntimeError("score() comes first")
+        return self._scored
+
+    def close(self) -> None:
+        try:
+            with contextlib.suppress(Exception):  # a cluster that went away has no children left
+                self.executor.run_on_workers(close_children, self._audit)
+        finally:
+            self.local.close()
+
+
+def on_cluster(
+    model: Any, executor: Any, files: ModelFiles, score: ScoreRequest, deadline: Deadline, progress: Any
+) -> Any:
+    """``model`` (the audit's sandbox child) with its fits moved to ``executor``'s cluster; ``model`` itself
+    when it is not sandboxed (``--no-sandbox``: the model never leaves this process)."""
+    if not isinstance(model, SandboxedModel):
+        return model
+    try:
+        return ClusterModel(model, executor, files, score, deadline, progress)
+    except BaseException:
+        model.close()
+        raise

@@ -1,0 +1,253 @@
+"""The audit on a Dask cluster: a real `dask scheduler` and two single-threaded `dask worker` processes on
+loopback. The same bundle and seed give the same figures as in one process; both workers ran tasks (the
+sweep's cells, the reference fits, the what-if's fits), the model's in sandboxed children there; and an
+address nothing answers on is one clear error within seconds, never a hang."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import pickle
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+import pytest
+from pandas.api.types import is_numeric_dtype
+from sklearn.compose import make_column_transformer
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder
+
+from builders import REPO_ROOT, adult_frame, needs_adult, split_fit, write_bundle
+from cluster_helpers import free_port, loopback_cluster
+from mia_robustness import audit, audit_estimator
+from mia_robustness.engine import scaled_for_cluster
+from mia_robustness.errors import ClusterError, ModelError, OptionsError, error_class
+from mia_robustness.executor import open_executor
+from mia_robustness.options import options_from_mapping
+from mia_robustness.remediation import MODELS_PER_CONFIG
+from mia_robustness.report import render
+
+pytestmark = needs_adult
+
+# Every kind of work unit: learned and threshold cells, LiRA / RMIA fits, the what-if's fits.
+OPTIONS = {
+    "attack_models": "threshold,rf,lira,rmia",
+    "repeats": "2",
+    "proportions": "0.5,1",
+    "reference_models": "4",
+}
+
+
+def _adult_forest(rows_per_side: int = 300):
+    frame = adult_frame(2 * rows_per_side, seed=3)
+    categorical = [c for c in frame.columns if not is_numeric_dtype(frame[c]) and c != "income"]
+    model = make_pipeline(
+        make_column_transformer(
+            (OneHotEncoder(handle_unknown="ignore"), categorical), remainder="passthrough"
+        ),
+        RandomForestClassifier(n_estimators=8, min_samples_leaf=2, random_state=0),
+    )
+    return split_fit(frame, model, label="income")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A scheduler and two single-threaded workers for this module's tests."""
+    with loopback_cluster(workers=2) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def adult_bundle(tmp_path_factory):
+    model, members, non_members = _adult_forest()
+    return write_bundle(tmp_path_factory.mktemp("cluster"), model, members, non_members)
+
+
+def _figures(report) -> dict:
+    """The report without what depends on where and when it ran (timings, the cluster's description)."""
+    document = json.loads(render(report, "json"))
+    for key in ("timings", "resolved", "created", "started", "finished"):
+        document.pop(key, None)
+    return document
+
+
+def _tasks_by_worker(address: str, before: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
+    """The mia task keys each worker has run (its state machine's log), by worker address; those not in
+    ``before`` (an earlier answer) when given."""
+    from distributed import Client
+
+    def ran(dask_worker):
+        return sorted({str(entry[0]) for entry in dask_worker.state.log if str(entry[0]).startswith("mia-")})
+
+    with Client(address, set_as_default=False) as client:
+        now = client.run(ran)
+    before = before or {}
+    return {worker: sorted(set(keys) - set(before.get(worker, []))) for worker, keys in now.items()}
+
+
+class SandboxWatch:
+    """Which worker processes had a sandbox child (``python -I -m mia_robustness.sandbox.child``) while
+    the block ran: the model's fits ran there, not in the worker."""
+
+    def __init__(self, worker_pids):
+        self.worker_pids = worker_pids
+        self.seen: set[int] = set()
+        self._stop = threading.Event()
+
+    def _watch(self):
+        while not self._stop.wait(0.1):
+            for pid in self.worker_pids:
+                with contextlib.suppress(psutil.Error):
+                    for child in psutil.Process(pid).children(recursive=True):
+                        with contextlib.suppress(psutil.Error):
+                            if "mia_robustness.sandbox.child" in child.cmdline():
+                                self.seen.add(pid)
+
+    def __enter__(self):
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._stop.set()
+        self._thread.join()
+
+
+def test_a_cluster_audit_gives_the_in_process_figures_and_both_workers_work(adult_bundle, cluster, tmp_path):
+    address = cluster.address
+    alone = audit(adult_bundle, OPTIONS)
+    before = _tasks_by_worker(address)
+    started = time.perf_counter()
+    with SandboxWatch(cluster.worker_pids) as watch:
+        spread = audit(adult_bundle, OPTIONS, cluster=address, cache=tmp_path)
+    took = time.perf_counter() - started
+    tasks = _tasks_by_worker(address, before)
+    assert _figures(spread) == _figures(alone)
+    assert spread.remediation.status == "ran" and alone.remediation.status == "ran"
+    assert spread.resolved["cluster"] == {
+        "address": address,
+        "workers": 2,
+        "slots": 2,
+        "reference_models": 4,
+        "reference_max_rows": 40_000,
+    }
+    assert "cluster" not in alone.resolved
+    assert len(tasks) == 2
+    for keys in tasks.values():
+        # Each worker ran cells and model fits (4 reference fits may all go to the first warm child).
+        kinds = {key.split("-")[1] for key in keys}
+        assert "cell" in kinds and kinds & {"reference", "what_if"}, keys
+    # A task stolen from one worker by the other is in both logs: count each key once.
+    every = {key for keys in tasks.values() for key in keys}
+    # The baseline and each retrained variant, MODELS_PER_CONFIG fits each (serving-side options fit nothing).
+    configs = 1 + sum(variant.kind == "retrained" for variant in spread.remediation.variants)
+    assert sum(key.startswith("mia-what_if-") for key in every) == configs * MODELS_PER_CONFIG
+    # One set of 4 reference models serves both repeats (reference.plan_fit_sets): 4 fits, not 2 x 4.
+    assert sum(key.startswith("mia-reference-") for key in every) == 4
+    # Each worker fitted the model in a sandboxed child of its own, and stopped it when the audit ended.
+    assert watch.seen == set(cluster.worker_pids)
+    assert not any(
+        "mia_robustness.sandbox.child" in " ".join(child.cmdline())
+        for pid in cluster.worker_pids
+        for child in psutil.Process(pid).children(recursive=True)
+    )
+    assert took < 60
+    # The reference-answer cache sits above the cluster: the answers the workers fitted were kept, and a
+    # rerun of the same reference stage (the same fit sets) on the cluster fits nothing.
+    after = _tasks_by_worker(address)
+    rerun = audit(
+        adult_bundle,
+        {**OPTIONS, "attack_models": "lira", "what_if": "false"},
+        cluster=address,
+        cache=tmp_path,
+    )
+    assert not any(
+        key.startswith("mia-reference-") for keys in _tasks_by_worker(address, after).values() for key in keys
+    )
+    lira = [row for row in _figures(spread)["results"] if row["attack_model"].startswith("lira")]
+    assert lira and _figures(rerun)["results"] == lira
+
+
+def test_on_a_cluster_the_default_reference_models_scale_with_its_slots(cluster):
+    """Two single-threaded workers: 16 reference models by default (at least 16, 4 per slot), when the fits
+    run there; an explicit number is kept, and fits that stay here (audit_estimator) do not scale."""
+    executor = open_executor(cluster.address, 1)
+    try:
+        default = options_from_mapping({"attack_models": "threshold,lira"})
+        scaled, resolved = scaled_for_cluster(default, executor, fits_spread=True)
+        assert scaled.reference_models == 16 and resolved["reference_models"] == 16
+        assert resolved == {"address": cluster.address, "workers": 2, "slots": 2, "reference_models": 16}
+        assert scaled_for_cluster(default, executor, fits_spread=False)[0].reference_models == 4
+        explicit = options_from_mapping({"attack_models": "threshold,lira", "reference_models": "6"})
+        assert scaled_for_cluster(explicit, executor, fits_spread=True)[0].reference_models == 6
+    finally:
+        executor.close()
+
+
+def test_audit_estimator_on_a_cluster_keeps_the_model_here_and_the_figures(cluster):
+    model, members, non_members = _adult_forest(200)
+    options = {"attack_models": "threshold,rf,lira", "repeats": "1", "proportions": "0.5,1"}
+    alone = audit_estimator(model, members, non_members, **options)
+    before = _tasks_by_worker(cluster.address)
+    spread = audit_estimator(model, members, non_members, cluster=cluster.address, **options)
+    tasks = _tasks_by_worker(cluster.address, before)
+    assert _figures(spread) == _figures(alone)
+    # The defaults do not scale: the reference fits ran here, only the cells on the workers.
+    assert spread.resolved["cluster"]["reference_models"] == 4
+    kinds = {key.split("-")[1] for keys in tasks.values() for key in keys}
+    assert kinds == {"cell"}
+
+
+def test_a_malformed_cluster_address_is_refused_before_any_work(adult_bundle):
+    with pytest.raises(OptionsError, match="tcp://HOST:PORT"):
+        audit(adult_bundle, OPTIONS, cluster="localhost:8786")
+
+
+def test_an_unreachable_scheduler_is_one_line_and_exit_2_within_seconds(adult_bundle):
+    # ClusterError: 503 cluster_unavailable through serve (the last test), exit 2 with one line here.
+    for address, expected in ((f"tcp://127.0.0.1:{free_port()}", "cannot reach the Dask scheduler"),):
+        started = time.perf_counter()
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mia_robustness.cli",
+                "audit",
+                str(adult_bundle),
+                "--cluster",
+                address,
+                "-q",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO_ROOT,
+        )
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.count("\n") == 1 and expected in done.stderr
+        assert "Traceback" not in done.stderr
+        assert time.perf_counter() - started < 30
+
+
+def test_without_a_cluster_dask_is_never_imported(adult_bundle):
+    script = (
+        "import sys, mia_robustness as m; "
+        f"m.audit({str(adult_bundle)!r}, {{'attack_models': 'threshold', 'repeats': '1', 'proportions': '1'}}, "
+        "sandbox=False); "
+        "print(sorted(n for n in sys.modules if n.split('.')[0] in ('dask', 'distributed')))"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_errors_cross_from_workers_and_to_servers_with_their_code_and_status():
+    # A worker's error reaches the audit pickled (Dask ships exceptions so): class, code and text kept.
+    refit = pickle.loads(pickle.dumps(ModelError("retraining failed (ValueError)", code="refit_failed")))
+    assert type(refit) is ModelError and refit.code == "refit_failed" and refit.http_status == 400
+    # serve's audit child sends an error by class name: an unreachable cluster stays a 503 there.
+    assert error_class("ClusterError") is ClusterError and ClusterError.http_status == 503
