@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 # Okabe-Ito colours (distinguishable with the common colour-vision deficiencies), then Paul Tol's wine,
-# olive, teal and indigo, then grey: the default nine attacks (lira, lira_offline, rmia, rmia_offline last)
-# get nine colours no two of which are near each other.
+# olive, teal and indigo, grey, then Tol's green, cyan, sand and purple: the default eleven attacks (lira,
+# lira_offline, rmia, rmia_offline last) get eleven colours no two of which are near each other, with room for
+# more before any repeats.
 PALETTE = (
     "#0072B2",
     "#D55E00",
@@ -28,6 +29,10 @@ PALETTE = (
     "#44AA99",
     "#332288",
     "#7F7F7F",
+    "#117733",
+    "#88CCEE",
+    "#DDCC77",
+    "#AA4499",
 )
 RISK_COLOURS = {"high": "#B00020", "medium": "#C25E00", "low": "#8A7400", "minimal": "#2E7D32"}
 UNKNOWN_RISK_COLOUR = "#555"

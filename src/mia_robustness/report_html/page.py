@@ -219,6 +219,9 @@ def _correctness_table(groups: Any) -> Table | None:
     )
 
 
+LABELS_ONLY_MARK = "†"
+
+
 def _results_section(
     results: Sequence[Mapping[str, Any]], strongest: tuple[str, float | None]
 ) -> dict[str, Any]:
@@ -231,7 +234,8 @@ def _results_section(
             mean, std = r.get("mean") or {}, r.get("std") or {}
             p = number(r.get("proportion"))
             cells = [
-                f"{name} (labels only)" if r.get("labels_only") else name,
+                # A mark, not words: the attack column must stay narrow enough for A4 (the note says what it means).
+                f"{name} {LABELS_ONLY_MARK}" if r.get("labels_only") else name,
                 share(p),
                 f"{fixed(mean.get('auc'))} ± {fixed(std.get('auc'))}",
                 fixed(mean.get("advantage")),
@@ -252,9 +256,13 @@ def _results_section(
         "accuracy",
     ]
     headers += ["attacker rows"] + (["repeats"] if per_row_repeats else [])
+    labels_only = any(r.get("labels_only") for r in results)
     return {
         "over": "repeats" if per_row_repeats else f"{next(iter(repeats))} repeats",
         "table": Table(headers, rows, row_classes=classes, cls="full"),
+        "labels_only": f"{LABELS_ONLY_MARK} labels only: the risk if the model served only its predicted labels."
+        if labels_only
+        else None,
     }
 
 
