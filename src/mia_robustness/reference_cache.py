@@ -72,6 +72,21 @@ def estimator_identity(estimator: object, tables: Sequence[Any]) -> str | None:
     return digest.hexdigest()
 
 
+def _array_header(stored: Any, name: str) -> tuple[tuple[int, ...], str]:
+    """The shape and dtype kind an ``.npz``'s array ``name`` declares, read without reading the array."""
+    with stored.zip.open(name + ".npy") as member:
+        version = np.lib.format.read_magic(member)
+        if version not in ((1, 0), (2, 0)):
+            raise ValueError("an array format this cache does not write")
+        read = (
+            np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        )
+        shape, _, dtype = read(member)
+    if dtype.itemsize > 1024:  # the key: 64 characters of 4 bytes
+        raise ValueError("an oversized item")
+    return tuple(shape), dtype.kind
+
+
 @dataclass(frozen=True)
 class ReferenceCache:
     """The cache folder (created when missing) and its size bound in bytes."""
@@ -107,7 +122,17 @@ class ReferenceCache:
         path = self.folder / (key + ENTRY_SUFFIX)
         try:
             with np.load(path, allow_pickle=False) as stored:
-                if str(stored["key"]) != key or len(stored.files) != len(shapes) + 1:
+                # Headers first: an entry someone else wrote may declare (and a compressed one may unpack
+                # to) arrays far larger than its file; only the shapes this audit expects are read.
+                expected = {"key": ((), "U")} | {
+                    f"answers_{i}": (tuple(s), "f") for i, s in enumerate(shapes)
+                }
+                if sorted(stored.files) != sorted(expected):
+                    raise ValueError("an entry of other arrays")
+                for name, (shape, kind) in expected.items():
+                    if _array_header(stored, name) != (shape, kind):
+                        raise ValueError("an entry of other shapes")
+                if str(stored["key"]) != key:
                     raise ValueError("an entry written for another key")
                 answers = [np.array(stored[f"answers_{i}"], dtype=np.float64) for i in range(len(shapes))]
         except FileNotFoundError:
