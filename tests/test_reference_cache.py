@@ -163,3 +163,19 @@ def test_an_entry_declaring_a_huge_array_is_a_miss_without_reading_it(tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < 20 * 2**20
+
+
+def test_an_entry_that_is_not_a_regular_file_is_a_miss_not_a_hang(tmp_path):
+    """A named pipe (or a device) under an entry's name would block the audit's read forever."""
+    import os
+    import threading
+
+    key = "e" * 64
+    os.mkfifo(tmp_path / (key + ENTRY_SUFFIX))
+    found: list = []
+    reader = threading.Thread(
+        target=lambda: found.append(ReferenceCache(tmp_path).get(key, [(4, 500)])), daemon=True
+    )
+    reader.start()
+    reader.join(timeout=5)
+    assert not reader.is_alive() and found == [None]

@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import pickle
+import stat
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -121,6 +122,8 @@ class ReferenceCache:
         """The answers stored under ``key`` when they are whole and of ``shapes``; ``None`` otherwise."""
         path = self.folder / (key + ENTRY_SUFFIX)
         try:
+            if not stat.S_ISREG(path.stat().st_mode):  # a named pipe or a device would block the read
+                raise ValueError("not a regular file")
             with np.load(path, allow_pickle=False) as stored:
                 # Headers first: an entry someone else wrote may declare (and a compressed one may unpack
                 # to) arrays far larger than its file; only the shapes this audit expects are read.
@@ -169,10 +172,10 @@ class ReferenceCache:
         entries = []
         for path in self.folder.glob("*" + ENTRY_SUFFIX):
             try:
-                stat = path.stat()
+                info = path.stat()
             except OSError:
                 continue
-            entries.append((stat.st_mtime, stat.st_size, path))
+            entries.append((info.st_mtime, info.st_size, path))
         total = sum(size for _, size, _ in entries)
         for _, size, path in sorted(entries):
             if total <= self.max_bytes:
