@@ -251,3 +251,27 @@ def test_errors_cross_from_workers_and_to_servers_with_their_code_and_status():
     assert type(refit) is ModelError and refit.code == "refit_failed" and refit.http_status == 400
     # serve's audit child sends an error by class name: an unreachable cluster stays a 503 there.
     assert error_class("ClusterError") is ClusterError and ClusterError.http_status == 503
+
+
+def test_a_cluster_that_loses_every_worker_mid_map_is_a_cluster_error_not_a_hang():
+    """Dask keeps the tasks of a cluster with no workers waiting for one; the audit says the cluster went
+    away within its workers' wait (WORKERS_SECONDS) instead."""
+    import os
+    import signal
+
+    from mia_robustness.executor import WORKERS_SECONDS
+
+    with loopback_cluster(workers=1) as running:
+        executor = open_executor(running.address, 1)
+        try:
+            killer = threading.Timer(
+                1.5, lambda: [os.kill(pid, signal.SIGKILL) for pid in running.worker_pids]
+            )
+            killer.start()
+            started = time.monotonic()
+            with pytest.raises(ClusterError, match="lost all its workers"):
+                executor.map(time.sleep, [4.0, 4.0])
+            assert time.monotonic() - started < WORKERS_SECONDS + 10
+            killer.join()
+        finally:
+            executor.close()

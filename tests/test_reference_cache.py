@@ -137,3 +137,45 @@ def test_a_childs_reference_answers_are_checked_before_the_audit_uses_or_caches_
         {"kind": "answers", "sets": 1}, {"answers_0": np.full((4, 10), 0.25)}, [(4, 10)]
     )
     assert good[0].dtype == np.float64 and good[0].shape == (4, 10)
+
+
+def test_an_entry_declaring_a_huge_array_is_a_miss_without_reading_it(tmp_path):
+    """A small compressed entry (someone else's file in the folder) that unpacks to 200 MB of zeros under the
+    right key is refused from its arrays' headers: the audit never allocates what the entry declares."""
+    import tracemalloc
+    import zipfile
+
+    key, count = "d" * 64, 25_000_000
+    with zipfile.ZipFile(tmp_path / (key + ENTRY_SUFFIX), "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("key.npy", "w") as member:
+            np.lib.format.write_array(member, np.array(key))
+        with archive.open("answers_0.npy", "w", force_zip64=True) as member:
+            header = {"descr": "<f8", "fortran_order": False, "shape": (count,)}
+            np.lib.format.write_array_header_1_0(member, header)
+            zeros = bytes(1 << 20)
+            for _ in range(count * 8 // len(zeros)):
+                member.write(zeros)
+    assert (tmp_path / (key + ENTRY_SUFFIX)).stat().st_size < 2**20
+    tracemalloc.start()
+    try:
+        assert ReferenceCache(tmp_path).get(key, [(4, 500)]) is None
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 2**20
+
+
+def test_an_entry_that_is_not_a_regular_file_is_a_miss_not_a_hang(tmp_path):
+    """A named pipe (or a device) under an entry's name would block the audit's read forever."""
+    import os
+    import threading
+
+    key = "e" * 64
+    os.mkfifo(tmp_path / (key + ENTRY_SUFFIX))
+    found: list = []
+    reader = threading.Thread(
+        target=lambda: found.append(ReferenceCache(tmp_path).get(key, [(4, 500)])), daemon=True
+    )
+    reader.start()
+    reader.join(timeout=5)
+    assert not reader.is_alive() and found == [None]

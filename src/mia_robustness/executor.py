@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -194,17 +195,41 @@ class DaskExecutor:
             for i, job in enumerate(jobs)
         ]
         try:
-            for done, future in enumerate(as_completed(futures, loop=self.client.loop), 1):
-                future.result()  # a unit's own error is raised here, as it was raised on the worker
-                if on_done is not None:
-                    on_done(done)
+            completed, done, quiet_since = as_completed(futures, loop=self.client.loop), 0, time.monotonic()
+            while not completed.is_empty():
+                finished = completed.next_batch(block=False)
+                if not finished:
+                    # Dask keeps the tasks of a cluster that lost every worker waiting for one, forever.
+                    if time.monotonic() - quiet_since > WORKERS_SECONDS:
+                        if not self.client.nthreads():
+                            raise ClusterError(
+                                f"the Dask cluster at {self.cluster} lost all its workers during the audit; "
+                                "check the cluster and run the audit again"
+                            )
+                        quiet_since = time.monotonic() - WORKERS_SECONDS + 1.0  # ask again in a second
+                    time.sleep(0.05)
+                    continue
+                quiet_since = time.monotonic()
+                for future in finished:
+                    future.result()  # a unit's own error is raised here, as it was raised on the worker
+                    done += 1
+                    if on_done is not None:
+                        on_done(done)
             return self.client.gather(futures)
+        except ClusterError:
+            self.client.cancel(futures)
+            raise
         except (OSError, TimeoutError) as exc:
             self.client.cancel(futures)
             raise self._lost(exc) from None
         except BaseException as exc:
             self.client.cancel(futures)
-            if type(exc).__name__ in ("KilledWorker", "FutureCancelledError", "CancelledError"):
+            if type(exc).__name__ in (
+                "KilledWorker",
+                "FutureCancelledError",
+                "FuturesCancelledError",
+                "CancelledError",
+            ):
                 raise self._lost(exc) from None
             raise
 

@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import pickle
+import stat
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -72,6 +73,21 @@ def estimator_identity(estimator: object, tables: Sequence[Any]) -> str | None:
     return digest.hexdigest()
 
 
+def _array_header(stored: Any, name: str) -> tuple[tuple[int, ...], str]:
+    """The shape and dtype kind an ``.npz``'s array ``name`` declares, read without reading the array."""
+    with stored.zip.open(name + ".npy") as member:
+        version = np.lib.format.read_magic(member)
+        if version not in ((1, 0), (2, 0)):
+            raise ValueError("an array format this cache does not write")
+        read = (
+            np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        )
+        shape, _, dtype = read(member)
+    if dtype.itemsize > 1024:  # the key: 64 characters of 4 bytes
+        raise ValueError("an oversized item")
+    return tuple(shape), dtype.kind
+
+
 @dataclass(frozen=True)
 class ReferenceCache:
     """The cache folder (created when missing) and its size bound in bytes."""
@@ -106,8 +122,20 @@ class ReferenceCache:
         """The answers stored under ``key`` when they are whole and of ``shapes``; ``None`` otherwise."""
         path = self.folder / (key + ENTRY_SUFFIX)
         try:
+            if not stat.S_ISREG(path.stat().st_mode):  # a named pipe or a device would block the read
+                raise ValueError("not a regular file")
             with np.load(path, allow_pickle=False) as stored:
-                if str(stored["key"]) != key or len(stored.files) != len(shapes) + 1:
+                # Headers first: an entry someone else wrote may declare (and a compressed one may unpack
+                # to) arrays far larger than its file; only the shapes this audit expects are read.
+                expected = {"key": ((), "U")} | {
+                    f"answers_{i}": (tuple(s), "f") for i, s in enumerate(shapes)
+                }
+                if sorted(stored.files) != sorted(expected):
+                    raise ValueError("an entry of other arrays")
+                for name, (shape, kind) in expected.items():
+                    if _array_header(stored, name) != (shape, kind):
+                        raise ValueError("an entry of other shapes")
+                if str(stored["key"]) != key:
                     raise ValueError("an entry written for another key")
                 answers = [np.array(stored[f"answers_{i}"], dtype=np.float64) for i in range(len(shapes))]
         except FileNotFoundError:
@@ -144,10 +172,10 @@ class ReferenceCache:
         entries = []
         for path in self.folder.glob("*" + ENTRY_SUFFIX):
             try:
-                stat = path.stat()
+                info = path.stat()
             except OSError:
                 continue
-            entries.append((stat.st_mtime, stat.st_size, path))
+            entries.append((info.st_mtime, info.st_size, path))
         total = sum(size for _, size, _ in entries)
         for _, size, path in sorted(entries):
             if total <= self.max_bytes:
