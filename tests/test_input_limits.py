@@ -30,15 +30,14 @@ from mia_robustness import audit
 from mia_robustness.archive import BundleLimits, UnpackBudget, extract_archive
 from mia_robustness.bundle import open_bundle
 from mia_robustness.errors import BundleError, DataError, InputError, LimitError, MiaError, OptionsError
+from mia_robustness.json_config import load_json_config, shown
 from mia_robustness.options import (
     MAX_PROPORTIONS,
     MAX_REFERENCE_MODELS,
     MAX_REPEATS,
     AuditOptions,
-    load_json_config,
     options_from_mapping,
     parse_key_value_pairs,
-    shown,
 )
 from mia_robustness.tables import HEAD_BYTES, MAX_COLUMNS, read_table
 

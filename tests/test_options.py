@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from mia_robustness.errors import OptionsError
+from mia_robustness.json_config import shown_names
 from mia_robustness.options import (
     DEFAULT_PROPORTIONS,
     MAX_LIST_ITEMS,
@@ -16,7 +17,6 @@ from mia_robustness.options import (
     normalize_name,
     options_from_mapping,
     parse_key_value_pairs,
-    shown_names,
 )
 
 

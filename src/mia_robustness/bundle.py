@@ -12,7 +12,7 @@ recognised:
 Archives are unpacked by :mod:`mia_robustness.archive` into a private temporary folder that is removed
 when the ``open_bundle`` context ends, on every path. A nested ``data.zip`` draws on what its outer
 archive left of the bundle limits (one :class:`~mia_robustness.archive.UnpackBudget` per bundle), and
-``config.json`` is parsed by :func:`~mia_robustness.options.load_json_config` (size, depth and number
+``config.json`` is parsed by :func:`~mia_robustness.json_config.load_json_config` (size, depth and number
 limits).
 """
 
@@ -31,10 +31,10 @@ from typing import Any
 
 from .archive import BundleLimits, UnpackBudget, extract_archive
 from .errors import BundleError
+from .json_config import MAX_JSON_CONFIG_BYTES, load_json_config, shown
 from .loading import MODEL_SUFFIXES
 from .loading.boosters import native_kind
 from .loading.messages import HEAD_BYTES
-from .options import MAX_JSON_CONFIG_BYTES, load_json_config, shown
 from .predictions import PREDICTIONS_KEY, PredictionsSpec, predictions_spec
 
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")

@@ -19,7 +19,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from .errors import DataError, ModelError
-from .options import shown, shown_names
+from .json_config import shown, shown_names
 from .prepare import model_columns_named, prepare_data, resolve_label_column
 from .target import label_positions, model_classes, query_target
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import BundleError
-from .options import shown
+from .json_config import shown
 
 PREDICTIONS_KEY = "predictions"
 KINDS = ("probabilities", "margins", "labels")

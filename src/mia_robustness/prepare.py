@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError
-from .options import shown, shown_names
+from .json_config import shown, shown_names
 from .sanity import RowOverlap, find_shared_rows
 
 LABEL_CANDIDATES = ("label", "target", "class", "y")

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError
-from .options import shown
+from .json_config import shown
 from .predictions import PredictionsSpec
 from .prepare import nearest_name, prepare_data, resolve_label_column
 from .remediation.family import Plan

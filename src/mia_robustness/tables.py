@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import DataError
-from .options import shown, shown_names
+from .json_config import shown, shown_names
 
 try:  # for a Parquet file's schema alone; pandas reads the data with it too
     import pyarrow.parquet as _parquet

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError, MiaError
-from .options import load_json_config
+from .json_config import load_json_config
 from .serving.progress import ProgressLog
 from .serving.settings import TrainingSettings, opt_ml_root
 from .training_cluster import LeaderHost, WorkerHost, read_resource_config

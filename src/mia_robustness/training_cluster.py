@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ClusterError, InputError, MiaError
-from .options import load_json_config
+from .json_config import load_json_config
 from .serving.settings import JobClusterSettings
 
 # resourceconfig.json is a few hundred bytes; a file this size is not SageMaker's.
