@@ -223,18 +223,26 @@ def test_a_wrapper_pickle_with_a_code_payload_is_refused(tmp_path, fitted, libra
     assert not marker.exists()
 
 
-def test_a_booster_whose_saved_model_is_not_the_libraries_own_type_is_refused(tmp_path, fitted):
-    booster = xgboost.core.Booster
+def _pickled_with_booster_state(folder: Path, model, booster: type, forge) -> Path:
+    """``model`` pickled to ``folder/model.pkl`` with each ``booster`` object's saved state replaced by
+    ``forge(state)`` (a hostile file that rebuilds the booster from state its library never writes)."""
 
-    class Forged(pickle.Pickler):
+    class Forging(pickle.Pickler):
         def reducer_override(self, obj):
             if type(obj) is booster:
-                return copyreg.__newobj__, (booster,), {"handle": b"bytes, not the bytearray XGBoost writes"}
+                return copyreg.__newobj__, (booster,), forge(obj.__getstate__())
             return NotImplemented
 
-    path = tmp_path / "model.pkl"
+    path = folder / "model.pkl"
     with open(path, "wb") as handle:
-        Forged(handle, protocol=4).dump(fitted["xgboost"])
+        Forging(handle, protocol=4).dump(model)
+    return path
+
+
+def test_a_booster_whose_saved_model_is_not_the_libraries_own_type_is_refused(tmp_path, fitted):
+    path = _pickled_with_booster_state(
+        tmp_path, fitted["xgboost"], xgboost.core.Booster, lambda state: {"handle": b"bytes, not a bytearray"}
+    )
     with pytest.raises(MiaError) as caught:
         load_model(path)
     assert caught.value.code == "unsafe_model" and "not bytearray" in str(caught.value)
@@ -366,18 +374,12 @@ def test_the_bundle_finds_a_native_model_file_and_leaves_a_nested_bundle_alone(t
 def test_a_lightgbm_pickle_whose_model_text_is_cut_short_is_refused_before_lightgbm_parses_it(
     tmp_path, fitted
 ):
-    booster = lightgbm.basic.Booster
-
-    class CutShort(pickle.Pickler):
-        def reducer_override(self, obj):
-            if type(obj) is booster:
-                state = obj.__getstate__()
-                return copyreg.__newobj__, (booster,), state | {"_handle": state["_handle"][:500]}
-            return NotImplemented
-
-    path = tmp_path / "model.pkl"
-    with open(path, "wb") as handle:
-        CutShort(handle, protocol=4).dump(fitted["lightgbm"])
+    path = _pickled_with_booster_state(
+        tmp_path,
+        fitted["lightgbm"],
+        lightgbm.basic.Booster,
+        lambda state: state | {"_handle": state["_handle"][:500]},
+    )
     with pytest.raises(MiaError) as caught:
         load_model(path)
     assert caught.value.code == "unsafe_model" and "cut short" in str(caught.value)
