@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import pickle
+import signal
 import subprocess
 import sys
 import threading
 import time
+import traceback
 
 import psutil
 import pytest
@@ -25,7 +28,7 @@ from builders import REPO_ROOT, adult_frame, needs_adult, split_fit, write_bundl
 from cluster_helpers import free_port, loopback_cluster
 from mia_robustness import audit, audit_estimator
 from mia_robustness.engine import scaled_for_cluster
-from mia_robustness.errors import ClusterError, ModelError, OptionsError, error_class
+from mia_robustness.errors import ClusterError, ModelError, OptionsError, TimeLimitError, error_class
 from mia_robustness.executor import open_executor
 from mia_robustness.options import options_from_mapping
 from mia_robustness.remediation import MODELS_PER_CONFIG
@@ -256,9 +259,6 @@ def test_errors_cross_from_workers_and_to_servers_with_their_code_and_status():
 def test_a_cluster_that_loses_every_worker_mid_map_is_a_cluster_error_not_a_hang():
     """Dask keeps the tasks of a cluster with no workers waiting for one; the audit says the cluster went
     away within its workers' wait (WORKERS_SECONDS) instead."""
-    import os
-    import signal
-
     from mia_robustness.executor import WORKERS_SECONDS
 
     with loopback_cluster(workers=1) as running:
@@ -275,3 +275,131 @@ def test_a_cluster_that_loses_every_worker_mid_map_is_a_cluster_error_not_a_hang
             killer.join()
         finally:
             executor.close()
+
+
+# ---- robustness: a killed audit, a time limit, a task's own error ---------------------------------------
+
+# Reference fits that take seconds each: an MLP fitted briefly, saved with a long max_iter that its recipe's
+# refits run in full (tol 0, no early stop), so an audit is surely mid-fit when it is killed or times out.
+SLOW_OPTIONS = {
+    "attack_models": "threshold,lira",
+    "repeats": "1",
+    "proportions": "1",
+    "reference_models": "8",
+    "what_if": "false",
+}
+
+
+@pytest.fixture(scope="module")
+def slow_refit_bundle(tmp_path_factory):
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.preprocessing import StandardScaler
+
+    frame = adult_frame(600, seed=3)
+    categorical = [c for c in frame.columns if not is_numeric_dtype(frame[c]) and c != "income"]
+    model = make_pipeline(
+        make_column_transformer(
+            (OneHotEncoder(handle_unknown="ignore"), categorical), remainder=StandardScaler()
+        ),
+        MLPClassifier(hidden_layer_sizes=(32,), max_iter=20, tol=0, n_iter_no_change=10**6, random_state=0),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model, members, non_members = split_fit(frame, model, label="income")
+    model.set_params(mlpclassifier__max_iter=20_000)  # about a minute a refit on one core
+    return write_bundle(tmp_path_factory.mktemp("slow"), model, members, non_members)
+
+
+def _sandbox_children(worker_pids) -> list[int]:
+    """The sandboxed model children (``python -I -m mia_robustness.sandbox.child``) under the workers."""
+    found = []
+    for pid in worker_pids:
+        with contextlib.suppress(psutil.Error):
+            for child in psutil.Process(pid).children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    if "mia_robustness.sandbox.child" in child.cmdline():
+                        found.append(child.pid)
+    return found
+
+
+def _wait_until(condition, limit: float, step: float = 0.1) -> float | None:
+    """Seconds until ``condition()`` held, polled every ``step``; ``None`` if not within ``limit``."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit:
+        if condition():
+            return time.monotonic() - started
+        time.sleep(step)
+    return None
+
+
+def test_a_killed_audit_leaves_no_sandboxed_children_on_the_workers(slow_refit_bundle, cluster):
+    """kill -9 of the auditing process mid reference stage: the scheduler forgets the audit's payload as
+    its connection closes, and each worker's watcher kills the audit's children within WATCH_SECONDS and
+    one answer from the scheduler (allowed here: 10 s, on a loaded 2-core machine)."""
+    from mia_robustness.sandbox.cluster import WATCH_SECONDS
+
+    script = (
+        "import mia_robustness as m\n"
+        "def progress(stage, done, total):\n"
+        "    print(stage, done, total, flush=True)\n"
+        f"m.audit({str(slow_refit_bundle)!r}, {SLOW_OPTIONS!r}, cluster={cluster.address!r}, "
+        "progress=progress)\n"
+    )
+    stages: list[str] = []
+    auditing = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    reader = threading.Thread(
+        target=lambda: [stages.append(line.split()[0]) for line in auditing.stdout], daemon=True
+    )
+    reader.start()
+    try:
+        # Mid-stage: the cells are done, the reference fits are running in a child on every worker.
+        started = _wait_until(
+            lambda: "reference_models" in stages and len(_sandbox_children(cluster.worker_pids)) == 2, 120
+        )
+        assert started is not None, (stages[-5:], auditing.poll())
+        assert auditing.poll() is None
+        os.kill(auditing.pid, signal.SIGKILL)
+        auditing.wait()
+        gone = _wait_until(lambda: not _sandbox_children(cluster.worker_pids), 10.0 * WATCH_SECONDS)
+        assert gone is not None, _sandbox_children(cluster.worker_pids)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            auditing.kill()
+        auditing.wait()
+
+
+def test_a_cluster_audit_stops_at_its_time_limit_and_stops_the_workers_children(slow_refit_bundle, cluster):
+    """The wait for the workers checks the limit as it polls (a refit here takes far longer than the
+    limit): the audit's own time-limit error within the limit and a margin of 8 s (cancelling, stopping
+    the children and closing the client, on a loaded 2-core machine), and no child left behind."""
+    limit, margin = 15.0, 8.0
+    started = time.monotonic()
+    with pytest.raises(TimeLimitError) as raised:
+        audit(slow_refit_bundle, SLOW_OPTIONS, cluster=cluster.address, timeout=limit)
+    took = time.monotonic() - started
+    assert raised.value.code == "audit_timeout" and "time limit of 15 s" in raised.value.message
+    assert limit <= took < limit + margin, took
+    assert _wait_until(lambda: not _sandbox_children(cluster.worker_pids), 5.0) is not None
+
+
+def test_a_tasks_own_oserror_is_raised_as_in_process_not_as_a_lost_cluster(cluster):
+    """An OSError that a task raised (a missing file here) is that task's error, as the thread pool raises
+    it: same class and text, no worker traceback; only a lost connection is a ClusterError."""
+    missing = "/nonexistent/mia-robustness-test"
+    with pytest.raises(FileNotFoundError) as in_process:
+        open_executor(None, 1).map(os.stat, [missing])
+    executor = open_executor(cluster.address, 1)
+    try:
+        with pytest.raises(FileNotFoundError) as on_cluster:
+            executor.map(os.stat, [missing, missing])
+    finally:
+        executor.close()
+    assert str(on_cluster.value) == str(in_process.value)
+    assert not isinstance(on_cluster.value, ClusterError)
+    frames = [frame.filename for frame in traceback.extract_tb(on_cluster.value.__traceback__)]
+    assert not any("distributed" in name or "worker" in name for name in frames), frames

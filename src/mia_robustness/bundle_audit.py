@@ -100,7 +100,7 @@ def audit(
     clock = Stopwatch(progress, deadline)
     workers = workers or default_workers()
     # Connect first: an unreachable scheduler is said within seconds, before any unpacking or loading.
-    executor = open_executor(cluster, workers, CLUSTER_TASK_MODULES)
+    executor = open_executor(cluster, workers, CLUSTER_TASK_MODULES, deadline)
     try:
         return _audit_on(
             executor,

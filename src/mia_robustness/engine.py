@@ -227,7 +227,7 @@ def audit_estimator(
     uses_reference = any(REGISTRY[a].kind == "reference" for a in audit_options.attack_models)
     workers = workers or default_workers()
     try:
-        executor = open_executor(cluster, workers, ("mia_robustness.sweep",))
+        executor = open_executor(cluster, workers, ("mia_robustness.sweep",), deadline)
         try:
             return run_audit(
                 stage,

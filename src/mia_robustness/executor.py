@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from threadpoolctl import threadpool_limits
 
+from .deadline import Deadline
 from .errors import ClusterError, OptionsError
 
 T = TypeVar("T")
@@ -64,7 +65,7 @@ class ThreadExecutor:
         self.slots = max(1, int(workers))
         self.workers = 1
 
-    def share(self, value: Any) -> Any:
+    def share(self, value: Any, key: str | None = None) -> Any:
         return value
 
     def map(
@@ -118,10 +119,11 @@ class DaskExecutor:
     copy. Progress comes from task completion; results are gathered in the jobs' order.
     """
 
-    def __init__(self, address: str, preload: Sequence[str] = ()) -> None:
+    def __init__(self, address: str, preload: Sequence[str] = (), deadline: Deadline | None = None) -> None:
         from distributed import Client
 
         self.cluster = address
+        self.deadline = deadline
         try:
             self.client = Client(address, timeout=CONNECT_SECONDS, set_as_default=False)
         except (OSError, TimeoutError) as exc:
@@ -158,13 +160,16 @@ class DaskExecutor:
             ]
         )
 
-    def share(self, value: Any) -> Any:
-        """``value`` on every worker, once; the handle stands for it in :meth:`map`'s ``shared``."""
+    def share(self, value: Any, key: str | None = None) -> Any:
+        """``value`` on every worker, once; the handle stands for it in :meth:`map`'s ``shared``. Under
+        ``key`` when given (the workers can then ask the scheduler whether the audit still holds it)."""
         try:
+            if key is not None:
+                return self.client.scatter({key: value}, broadcast=True, hash=False)[key]
             # A list, so that a value that is itself a list or a dict is scattered whole.
             return self.client.scatter([value], broadcast=True, hash=False)[0]
         except (OSError, TimeoutError) as exc:
-            raise self._lost(exc) from None
+            raise self._lost(type(exc).__name__) from None
 
     def map(
         self,
@@ -177,8 +182,6 @@ class DaskExecutor:
         initializer: Callable[[], None] | None = None,
         name: str = "unit",
     ) -> list[R]:
-        from distributed import as_completed
-
         order = list(range(len(jobs))) if order is None else list(order)
         rank = {i: len(order) - position for position, i in enumerate(order)}  # first in order runs first
         futures = [
@@ -195,8 +198,31 @@ class DaskExecutor:
             for i, job in enumerate(jobs)
         ]
         try:
+            failed = self._wait(futures, on_done)
+            if failed is None:
+                try:
+                    return self.client.gather(futures)
+                except (OSError, TimeoutError) as exc:
+                    raise self._lost(type(exc).__name__) from None
+        except BaseException:
+            self.client.cancel(futures)
+            raise
+        self.client.cancel(futures)
+        # A unit's own error (an OSError of its own too), as the thread pool raises it: same class, code
+        # and text, without the worker's traceback.
+        raise failed.with_traceback(None) from None
+
+    def _wait(self, futures: list[Any], on_done: Callable[[int], None] | None) -> BaseException | None:
+        """Wait for ``futures``, counting them to ``on_done`` as they finish and checking the audit's time
+        limit as it waits; the first unit's own error (``None``: all done). The cluster failing (lost
+        connection, every worker gone, a worker killed by its task) is raised as a ClusterError."""
+        from distributed import as_completed
+
+        try:
             completed, done, quiet_since = as_completed(futures, loop=self.client.loop), 0, time.monotonic()
             while not completed.is_empty():
+                if self.deadline is not None:
+                    self.deadline.check()  # the tasks still running are cancelled by map
                 finished = completed.next_batch(block=False)
                 if not finished:
                     # Dask keeps the tasks of a cluster that lost every worker waiting for one, forever.
@@ -211,35 +237,31 @@ class DaskExecutor:
                     continue
                 quiet_since = time.monotonic()
                 for future in finished:
-                    future.result()  # a unit's own error is raised here, as it was raised on the worker
+                    if future.status == "error":
+                        error = future.exception()
+                        if type(error).__name__ == "KilledWorker":  # its worker died running it
+                            raise self._lost("KilledWorker")
+                        return error
+                    if future.status != "finished":  # cancelled: the scheduler forgot it
+                        raise self._lost("FutureCancelledError")
                     done += 1
                     if on_done is not None:
-                        on_done(done)
-            return self.client.gather(futures)
-        except ClusterError:
-            self.client.cancel(futures)
-            raise
-        except (OSError, TimeoutError) as exc:
-            self.client.cancel(futures)
-            raise self._lost(exc) from None
+                        on_done(done)  # may raise: the audit's time limit passed
+            return None
+        except (OSError, TimeoutError) as exc:  # this client's connection: never a task's own error here
+            raise self._lost(type(exc).__name__) from None
         except BaseException as exc:
-            self.client.cancel(futures)
-            if type(exc).__name__ in (
-                "KilledWorker",
-                "FutureCancelledError",
-                "FuturesCancelledError",
-                "CancelledError",
-            ):
-                raise self._lost(exc) from None
+            if type(exc).__name__ in ("FutureCancelledError", "FuturesCancelledError", "CancelledError"):
+                raise self._lost(type(exc).__name__) from None
             raise
 
     def run_on_workers(self, function: Callable[..., Any], *args: Any) -> dict[str, Any]:
         """``function(*args)`` once in every worker process (``Client.run``), by worker address."""
         return self.client.run(function, *args)
 
-    def _lost(self, exc: BaseException) -> ClusterError:
+    def _lost(self, what: str) -> ClusterError:
         return ClusterError(
-            f"the Dask cluster at {self.cluster} failed during the audit ({type(exc).__name__}): a worker or "
+            f"the Dask cluster at {self.cluster} failed during the audit ({what}): a worker or "
             "the scheduler went away; check the cluster and run the audit again"
         )
 
@@ -252,9 +274,12 @@ class DaskExecutor:
 Executor = ThreadExecutor | DaskExecutor
 
 
-def open_executor(cluster: str | None, workers: int, preload: Sequence[str] = ()) -> Executor:
+def open_executor(
+    cluster: str | None, workers: int, preload: Sequence[str] = (), deadline: Deadline | None = None
+) -> Executor:
     """Threads in this process when ``cluster`` is ``None``, else a client of the scheduler at ``cluster``
-    whose workers start importing the ``preload`` modules (those the audit's tasks run) at once."""
+    whose workers start importing the ``preload`` modules (those the audit's tasks run) at once, and whose
+    waits stop at ``deadline`` (the audit's time limit; in-process, units check it as they finish)."""
     if cluster is None:
         return ThreadExecutor(workers)
-    return DaskExecutor(scheduler_address(cluster), preload)
+    return DaskExecutor(scheduler_address(cluster), preload, deadline)

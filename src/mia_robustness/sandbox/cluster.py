@@ -11,7 +11,14 @@ only (true-class confidences, and for the what-if correctness too). The engine c
 audit's own child's, and its reference-answer cache sits above :meth:`ClusterModel.reference_answers`.
 A worker never loads the model itself.
 
-The children of an audit are stopped when it ends (:meth:`ClusterModel.close`, through ``Client.run``).
+The children of an audit are stopped when it ends (:meth:`ClusterModel.close`, through ``Client.run``),
+and without the audit's help when it cannot say so (killed, or its connection lost): the audit's payload is
+scattered under a key of its own (:func:`payload_key`), which the scheduler forgets when the audit's client
+goes, and a watcher thread in each worker that holds children asks the scheduler every
+:data:`WATCH_SECONDS` whether it still has that key (:func:`_watch_audits`). A child is killed within
+:data:`WATCH_SECONDS` (plus one answer from the scheduler) of the scheduler seeing the client go, which it
+does as the connection closes. A worker's child also stops at the audit's own deadline, not a full time
+limit after it started: the payload carries the limit's end on the wall clock.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import hashlib
 import shutil
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +48,8 @@ from .stage import ModelFiles
 class ModelPayload:
     """What a worker's sandbox needs, shipped once per audit: the three files (names kept, the loader reads
     the model's suffix), config.json's class names for a native booster, how the audit scores them, and
-    the limits of the audit's own child."""
+    the limits of the audit's own child: its address space, its time limit (``limit``, seconds) and when
+    that ends (``ends_at``, ``time.time()`` on the audit's machine)."""
 
     audit: str
     names: tuple[str, str, str]
@@ -48,7 +57,20 @@ class ModelPayload:
     classes: tuple | None
     score: ScoreRequest
     address_space_mb: int
-    seconds: float | None
+    limit: float | None
+    ends_at: float | None
+
+    def deadline(self) -> Deadline:
+        """The audit's deadline on this machine (a worker's clock, which NTP keeps near the audit's)."""
+        deadline = Deadline(self.limit)
+        if self.ends_at is not None:
+            deadline.ends = time.monotonic() + (self.ends_at - time.time())
+        return deadline
+
+
+def payload_key(audit: str) -> str:
+    """The Dask key of ``audit``'s payload: held by the scheduler while the audit's client is."""
+    return f"mia-payload-{audit}"
 
 
 def _prepared_digest(scored: ScoredTarget) -> str:
@@ -65,6 +87,11 @@ def _prepared_digest(scored: ScoredTarget) -> str:
 # digest of the rows it prepared.
 _CHILDREN: dict[tuple[str, int], tuple[SandboxedModel, str]] = {}
 _CHILDREN_LOCK = threading.Lock()
+# How often a worker holding children asks the scheduler whether their audits still run.
+WATCH_SECONDS = 1.0
+# Asks the scheduler may fail in a row (it restarts, the network hiccups) before the audits are taken as gone.
+WATCH_FAILURES = 3
+_watcher: threading.Thread | None = None  # the worker's watcher, while it holds children
 
 
 def _child(payload: ModelPayload, prepared: str | None) -> tuple[tuple[str, int], SandboxedModel]:
@@ -77,6 +104,7 @@ def _child(payload: ModelPayload, prepared: str | None) -> tuple[tuple[str, int]
         found = _start_child(payload)
         with _CHILDREN_LOCK:
             _CHILDREN[key] = found
+        _ensure_watcher()
     child, digest = found
     if prepared is not None and digest != prepared:
         _drop(key)
@@ -105,7 +133,7 @@ def _start_child(payload: ModelPayload) -> tuple[SandboxedModel, str]:
             work_parent=None,
             threads=1,
             address_space_mb=payload.address_space_mb,
-            deadline=Deadline(payload.seconds),
+            deadline=payload.deadline(),
             progress=lambda stage, done, total: None,
         )
     finally:
@@ -113,15 +141,67 @@ def _start_child(payload: ModelPayload) -> tuple[SandboxedModel, str]:
     try:
         return child, _prepared_digest(child.score(payload.score))
     except BaseException:
-        child.close()
+        _stop(child)
         raise
+
+
+def _stop(child: SandboxedModel) -> None:
+    """Kill ``child`` at once (it may be busy with a fit nobody waits for) and remove its folder."""
+    with contextlib.suppress(OSError):
+        child.process.kill()
+    child.close()
 
 
 def _drop(key: tuple[str, int]) -> None:
     with _CHILDREN_LOCK:
         found = _CHILDREN.pop(key, None)
     if found is not None:
-        found[0].close()
+        _stop(found[0])
+
+
+def _ensure_watcher() -> None:
+    """Start this worker's watcher (:func:`_watch_audits`) unless it runs; from a task's thread."""
+    global _watcher
+    from distributed import get_worker
+
+    worker = get_worker()
+    with _CHILDREN_LOCK:
+        if _watcher is None:
+            _watcher = threading.Thread(target=_watch_audits, args=(worker,), name="mia-watch", daemon=True)
+            _watcher.start()
+
+
+def _watch_audits(worker: Any) -> None:
+    """In a worker process, while it holds children: every :data:`WATCH_SECONDS`, stop those of the audits
+    whose payload the scheduler no longer has (their client closed, was killed or lost its connection),
+    and those of every audit once the scheduler has not answered :data:`WATCH_FAILURES` times in a row."""
+    global _watcher
+    from distributed.utils import sync
+
+    failures = 0
+    while True:
+        time.sleep(WATCH_SECONDS)
+        with _CHILDREN_LOCK:
+            audits = sorted({key[0] for key in _CHILDREN})
+            if not audits:
+                _watcher = None  # the next child starts another
+                return
+        try:
+            held = sync(
+                worker.loop,
+                worker.scheduler.who_has,
+                keys=[payload_key(audit) for audit in audits],
+                callback_timeout=5 * WATCH_SECONDS,
+            )
+            failures = 0
+        except Exception:  # the scheduler or the worker's loop is gone or slow
+            failures += 1
+            if failures < WATCH_FAILURES:
+                continue
+            held = {}
+        for audit in audits:
+            if not held.get(payload_key(audit)):
+                close_children(audit)
 
 
 def _in_child(payload: ModelPayload, prepared: str, ask: Any) -> Any:
@@ -168,7 +248,7 @@ def close_children(audit: str) -> int:
         keys = [key for key in _CHILDREN if key[0] == audit]
         children = [_CHILDREN.pop(key)[0] for key in keys]
     for child in children:
-        child.close()
+        _stop(child)
     return len(children)
 
 
@@ -218,9 +298,10 @@ class ClusterModel:
             classes=files.classes,
             score=score,
             address_space_mb=local.address_space_mb,
-            seconds=deadline.remaining(),
+            limit=deadline.seconds,
+            ends_at=None if deadline.ends is None else time.time() + deadline.remaining(),
         )
-        self._payload = executor.share(payload)
+        self._payload = executor.share(payload, key=payload_key(self._audit))
         executor.start_on_each_worker(start_child_task, self._payload)
 
     def score(self, request: ScoreRequest) -> ScoredTarget:
