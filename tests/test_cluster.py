@@ -403,3 +403,18 @@ def test_a_tasks_own_oserror_is_raised_as_in_process_not_as_a_lost_cluster(clust
     assert not isinstance(on_cluster.value, ClusterError)
     frames = [frame.filename for frame in traceback.extract_tb(on_cluster.value.__traceback__)]
     assert not any("distributed" in name or "worker" in name for name in frames), frames
+
+
+def test_the_wait_for_the_workers_stops_at_the_deadline_not_when_a_task_ends(cluster):
+    """A task that outlives the deadline (a sleep on the worker here, which no child limit stops): the
+    executor's poll loop raises the audit's time-limit error within a poll of the limit (allowed: 1.5 s)."""
+    from mia_robustness.deadline import Deadline
+
+    executor = open_executor(cluster.address, 1, deadline=Deadline(1.5))
+    try:
+        started = time.monotonic()
+        with pytest.raises(TimeLimitError):
+            executor.map(time.sleep, [6.0])
+        assert time.monotonic() - started < 1.5 + 1.5
+    finally:
+        executor.close()

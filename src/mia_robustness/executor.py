@@ -17,11 +17,10 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from threadpoolctl import threadpool_limits
 
-from .deadline import Deadline
 from .errors import ClusterError, OptionsError
 
 T = TypeVar("T")
@@ -31,6 +30,14 @@ R = TypeVar("R")
 CONNECT_SECONDS = 5.0
 # How long an attached scheduler may take to show its first worker.
 WORKERS_SECONDS = 10.0
+
+
+class DeadlineCheck(Protocol):
+    """The audit's time limit (``deadline.Deadline``, a sibling module): ``check()`` raises once it passed."""
+
+    def check(self) -> None: ...
+
+
 _ADDRESS = re.compile(r"^tcp://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(?P<port>[0-9]{1,5})$")
 
 
@@ -119,7 +126,9 @@ class DaskExecutor:
     copy. Progress comes from task completion; results are gathered in the jobs' order.
     """
 
-    def __init__(self, address: str, preload: Sequence[str] = (), deadline: Deadline | None = None) -> None:
+    def __init__(
+        self, address: str, preload: Sequence[str] = (), deadline: DeadlineCheck | None = None
+    ) -> None:
         from distributed import Client
 
         self.cluster = address
@@ -275,7 +284,7 @@ Executor = ThreadExecutor | DaskExecutor
 
 
 def open_executor(
-    cluster: str | None, workers: int, preload: Sequence[str] = (), deadline: Deadline | None = None
+    cluster: str | None, workers: int, preload: Sequence[str] = (), deadline: DeadlineCheck | None = None
 ) -> Executor:
     """Threads in this process when ``cluster`` is ``None``, else a client of the scheduler at ``cluster``
     whose workers start importing the ``preload`` modules (those the audit's tasks run) at once, and whose
