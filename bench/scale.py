@@ -139,6 +139,14 @@ def run_child(args: argparse.Namespace) -> None:
             for r in report.results
         ],
         "what_if": report.remediation.status if report.remediation is not None else None,
+        # The retrained rows' figures: name -> (strongest attack's AUC, accuracy), baseline first.
+        "what_if_rows": {
+            row.name: [row.attack.auc, row.utility.accuracy]
+            for row in [report.remediation.baseline, *report.remediation.variants]
+            if row is not None and row.kind != "serving"
+        }
+        if report.remediation is not None and report.remediation.status == "ran"
+        else {},
     }
     print(json.dumps(record))
 
@@ -183,7 +191,11 @@ def describe(args: argparse.Namespace, record: dict) -> str:
             "  attack cell-seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in cells.items()),
             "  strongest AUC per proportion: "
             + ", ".join(f"{p:g}:{a}={auc:.4f}" for p, (a, auc) in sorted(best.items())),
-            f"  what-if: {record['what_if']}",
+            f"  what-if: {record['what_if']}"
+            + "".join(
+                f"; {name} AUC {auc:.4f} acc {accuracy:.4f}"
+                for name, (auc, accuracy) in record.get("what_if_rows", {}).items()
+            ),
         ]
     )
 

@@ -483,3 +483,37 @@ def test_by_default_the_what_if_gives_way_to_a_time_limit_the_reference_stage_ne
     assert section["rules"] and [row["kind"] for row in section["variants"]] == ["serving"] * 3
     # Without a limit (or with what_if=true) the same audit runs it.
     assert audit_estimator(model, members, non_members, **options).remediation.status == "ran"
+
+
+def test_the_baseline_reuses_the_reference_stage_fits_and_gives_the_same_figures(tmp_path):
+    # No random_state: the reference stage and the what-if seed their k-th refit alike, or reuse would differ.
+    model, members, non_members = _adult_target(RandomForestClassifier(n_estimators=8), 300)
+    what_if_fits: dict[str, int] = {}
+
+    def counting(key: str):
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage == "what_if":  # the fits' progress, then the stage's end (1 of 1)
+                what_if_fits[key] = max(total, what_if_fits.get(key, 0))
+
+        return progress
+
+    reused = audit_estimator(model, members, non_members, progress=counting("reused"), **REFERENCE)
+    section = reused.to_dict()["remediation"]
+    retrained = [row for row in section["variants"] if row["kind"] == "retrained"]
+    # Only the variants were fitted: the baseline's 4 models are the reference stage's 4.
+    assert what_if_fits["reused"] == 4 * len(retrained) > 0
+    # Without the reference stage (what_if asked for: the full table) the baseline is fitted, to the same figures.
+    fitted = audit_estimator(model, members, non_members, progress=counting("fitted"), **ASKED)
+    alone = fitted.to_dict()["remediation"]
+    alone_retrained = [row for row in alone["variants"] if row["kind"] == "retrained"]
+    assert what_if_fits["fitted"] == 4 * (len(alone_retrained) + 1)
+    for field in ("utility", "attack"):
+        assert section["baseline"][field] == alone["baseline"][field]
+    # The sandbox child keeps its reference fits for its what-if the same way: the same section, fewer fits.
+    bundle = write_bundle(tmp_path, model, members, non_members)
+    sandboxed = audit(bundle, REFERENCE, progress=counting("sandboxed"))
+    assert sandboxed.to_dict()["remediation"] == section
+    assert what_if_fits["sandboxed"] == what_if_fits["reused"]
+    # The reference stage's own figures are seeded too: the same report on every run.
+    again = audit_estimator(model, members, non_members, **REFERENCE)
+    assert again.to_dict()["results"] == reused.to_dict()["results"]

@@ -177,6 +177,7 @@ class InProcessModel:
             loaded.scored.classes,
             request,
             self._progress,
+            kept=loaded.refits,
         )
 
     def close(self) -> None:

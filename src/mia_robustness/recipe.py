@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import collections
 import functools
+import hashlib
 import inspect
+import json
 import operator
 import sys
 import types
@@ -567,3 +569,28 @@ def contained_clone(target: object, recipe: dict | None = None) -> BaseEstimator
         if changes:
             node.set_params(**changes)
     return template
+
+
+def seed_unset_random_states(model: object, seed: int, k: int) -> None:
+    """Give every unset ``random_state`` of the unfitted ``model`` a seed: refit ``k``'s of the audit's ``seed``.
+
+    The reference stage and the what-if seed their ``k``-th refit alike, so the same recipe on the same rows
+    is the same model in both (and a recipe without seeds gives the same report on every run).
+    """
+    unset = [
+        name
+        for name, value in model.get_params(deep=True).items()
+        if name.endswith("random_state") and value is None
+    ]
+    if unset:
+        state = int(np.random.default_rng([seed, 7411, k]).integers(2**31 - 1))
+        model.set_params(**dict.fromkeys(unset, state))
+
+
+def refit_key(recipe: dict | None, seed: int, k: int, rows: np.ndarray) -> str:
+    """What makes two refits the same model: the recipe (``None``: the model's own), the seed of refit ``k``
+    (:func:`seed_unset_random_states`) and its training ``rows`` (``(n,)`` booleans over the audited rows)."""
+    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode())
+    digest.update(f"|{seed}|{k}|{len(rows)}|".encode())
+    digest.update(np.packbits(np.asarray(rows, dtype=bool)).tobytes())
+    return digest.hexdigest()

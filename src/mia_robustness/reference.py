@@ -29,13 +29,13 @@ import pandas as pd
 from sklearn.base import clone
 
 from .attacks import REGISTRY
-from .attacks.reference import balanced_in_mask
+from .attacks.reference import balanced_in_mask, seeded_in_mask
 from .attacks.threshold import best_cut
 from .errors import MiaError, ModelError, raised_by_model
 from .executor import Executor
 from .metrics import attack_metrics
 from .options import AuditOptions
-from .recipe import contained_clone
+from .recipe import contained_clone, refit_key, seed_unset_random_states
 from .sweep import CellResult, attacker_rows, default_workers, fits_side_by_side, split_for_repeat
 from .target import LoadedTarget, true_class_answers
 
@@ -72,9 +72,18 @@ def fit_reference_confidences(
     workers: int,
     progress: Callable[[int], None] | None = None,
     recipe: dict | None = None,
+    seed: int | None = None,
+    models: Sequence[int] | None = None,
+    kept: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> np.ndarray:
     """Fit one clone of ``target`` (or of ``recipe``, a named reference_recipe) per row of ``in_mask`` and
-    return their true-class confidences (K x n)."""
+    return their true-class confidences (K x n).
+
+    ``seed``: unset ``random_state``s get refit ``models[i]``'s seed (``models`` defaults to ``0..K-1``;
+    :func:`~mia_robustness.recipe.seed_unset_random_states`). ``kept``: where to keep each refit's
+    ``(confidence, correct)`` by :func:`~mia_robustness.recipe.refit_key` (rows are then every audited row,
+    for the what-if's baseline to reuse).
+    """
     try:
         template = contained_clone(target, recipe)
     except MiaError:
@@ -88,14 +97,18 @@ def fit_reference_confidences(
     takes_names = getattr(target, "feature_names_in_", None) is not None
     inputs = features if takes_names else features.to_numpy()
 
+    indices = list(range(len(in_mask))) if models is None else list(models)
+
     def fit_one(k: int) -> np.ndarray:
         rows = np.flatnonzero(in_mask[k])
         model = clone(template)
+        if seed is not None:
+            seed_unset_random_states(model, seed, indices[k])
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 model.fit(inputs.iloc[rows] if takes_names else inputs[rows], labels[rows])
-                return true_class_answers(model, inputs, label_index, classes)[0]
+                confidence, correct = true_class_answers(model, inputs, label_index, classes)
         except (MiaError, MemoryError):
             raise
         # As for the target's predict_proba: the text comes from the recipe's code and may quote its values,
@@ -109,6 +122,9 @@ def fit_reference_confidences(
                 else "retraining the model's recipe on a reference model's rows failed ({}); "
             )
             raise raised_by_model(ModelError, exc, message + _DROP_THEM, code="refit_failed") from None
+        if kept is not None and seed is not None:
+            kept[refit_key(recipe, seed, indices[k], in_mask[k])] = (confidence, correct)
+        return confidence
 
     results = fits_side_by_side(fit_one, range(len(in_mask)), workers, progress)
     return np.vstack(results)
@@ -160,7 +176,7 @@ def plan_fit_sets(
         pools.append(np.concatenate([attacker_rows(split, proportion), split.evaluation]))
     shared = np.sort(pools[0])
     if all(np.array_equal(shared, np.sort(pool)) for pool in pools[1:]):
-        mask = balanced_in_mask(n_models, len(shared), np.random.default_rng([seed, 7919]))
+        mask = seeded_in_mask(n_models, len(shared), seed)
         return [FitSet(shared, tuple(range(repeats)), mask)]
     return [
         FitSet(
@@ -213,6 +229,7 @@ def run_reference_attacks(
         workers=workers,
         progress=progress,
         recipe=recipe,
+        seed=seed,
     )
     return score_reference_cells(
         fit_sets,
@@ -237,9 +254,12 @@ def fit_answers(
     workers: int,
     progress: Callable[[str, int, int], None] | None = None,
     recipe: dict | None = None,
+    seed: int | None = None,
+    kept: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> list[np.ndarray]:
-    """Fit every set's models (clones of ``target``, or of ``recipe`` when given); per set,
-    ``(n_models, len(pool))`` true-class confidences.
+    """Fit every set's models (clones of ``target``, or of ``recipe`` when given; ``seed``: the audit's, for
+    recipes without one); per set, ``(n_models, len(pool))`` true-class confidences. A set whose pool is
+    every audited row keeps its refits in ``kept`` (see :func:`fit_reference_confidences`).
 
     Progress counts fits across the sets (``reference_models``, ``done`` of ``sets x n_models``).
     """
@@ -264,6 +284,8 @@ def fit_answers(
                 workers=workers,
                 progress=tick,
                 recipe=recipe,
+                seed=seed,
+                kept=kept if np.array_equal(pool, np.arange(len(labels))) else None,
             )
         )
     return answers
@@ -359,7 +381,8 @@ def reference_answers(
 ) -> list[np.ndarray]:
     """Fit the reference sets of ``request`` (:meth:`ReferenceRequest.fit_sets`) on the scored target's
     rows: the stage's part that runs the recipe's code (in the sandbox child for a bundle). The attacks'
-    arithmetic on these answers (:func:`score_reference_cells`) runs in the audit's own process."""
+    arithmetic on these answers (:func:`score_reference_cells`) runs in the audit's own process. Refits on
+    every audited row stay in ``loaded.refits`` for the what-if's baseline."""
     return fit_answers(
         loaded.model,
         loaded.features,
@@ -370,6 +393,8 @@ def reference_answers(
         workers=request.workers,
         progress=progress,
         recipe=request.recipe,
+        seed=request.seed,
+        kept=loaded.refits,
     )
 
 
@@ -394,6 +419,8 @@ def reference_fits(
                 fit_set.in_mask[k : k + 1],
                 workers=1,
                 recipe=request.recipe,
+                seed=request.seed,
+                models=(k,),
             )
         )
     return answers

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -332,6 +332,9 @@ class LoadedTarget:
     features: pd.DataFrame
     labels: np.ndarray
     scored: ScoredTarget
+    # The reference stage's refits on every audited row, by :func:`~mia_robustness.recipe.refit_key`:
+    # ``(confidence, correct)``, each ``(n,)``; the what-if's baseline reuses them instead of refitting.
+    refits: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
 def score_target(

@@ -103,3 +103,9 @@ def balanced_in_mask(n_models: int, n_rows: int, rng: np.random.Generator) -> np
     order = np.argsort(rng.random((n_models, n_rows)), axis=0)
     mask[order[: n_models // 2], np.arange(n_rows)] = True
     return mask
+
+
+def seeded_in_mask(n_models: int, n_rows: int, seed: int) -> np.ndarray:
+    """:func:`balanced_in_mask` from the audit's ``seed``: the halves the reference stage shares across repeats,
+    which the what-if's baseline reuses (same rows, same models)."""
+    return balanced_in_mask(n_models, n_rows, np.random.default_rng([seed, 7919]))

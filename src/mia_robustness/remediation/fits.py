@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -19,8 +19,9 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 
+from ..attacks.reference import seeded_in_mask
 from ..errors import MiaError
-from ..recipe import contained_clone
+from ..recipe import contained_clone, refit_key, seed_unset_random_states
 from ..sweep import fits_side_by_side
 from ..target import true_class_answers
 from .family import Plan, final_step, plan_for
@@ -76,29 +77,15 @@ class WhatIfFits:
 
 
 def training_masks(models: int, rows: int, seed: int) -> np.ndarray:
-    """``(models, rows)``: model ``k`` trains on an independent random half of the pool.
+    """``(models, rows)``: the reference stage's shared halves (every row in half of the models), so the
+    what-if's baseline is exactly the reference stage's models and reuses their fits.
 
-    Independent halves, not the reference stage's balanced ones: each model in turn plays the target and
-    the others are its attacker's reference models, whose training rows must not tell its own (with
-    balanced halves and two models, one model's rows are exactly the other's complement).
+    Each model in turn plays the target and the others are its attacker's reference models; with balanced
+    halves the others' membership count tells the target's (a member is in one fewer of them), so the
+    measuring (:func:`~.measure.retrained_figures`) averages the others' IN and OUT answers apart, never
+    over all of them.
     """
-    rng = np.random.default_rng([seed, 4099])
-    masks = np.zeros((models, rows), dtype=bool)
-    for k in range(models):
-        masks[k, rng.permutation(rows)[: rows // 2]] = True
-    return masks
-
-
-def _seeded(model: object, seed: int, k: int) -> None:
-    """Give every unset ``random_state`` of ``model`` a seed (model ``k``'s, the same for every config)."""
-    unset = [
-        name
-        for name, value in model.get_params(deep=True).items()
-        if name.endswith("random_state") and value is None
-    ]
-    if unset:
-        state = int(np.random.default_rng([seed, 7411, k]).integers(2**31 - 1))
-        model.set_params(**dict.fromkeys(unset, state))
+    return seeded_in_mask(models, rows, seed)
 
 
 def plan_what_if(model: object, request: WhatIfRequest) -> tuple[Plan, str | None, Any, str]:
@@ -146,6 +133,7 @@ def fit_what_if(
     progress: Callable[[str, int, int], None] | None = None,
     *,
     jobs: Sequence[tuple[int, int]] | None = None,
+    kept: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> WhatIfFits:
     """Plan the what-if for ``model``'s recipe and, when asked, fit every config ``models_per_config`` times,
     or only the fits ``jobs`` names (a cluster worker's share): ``(config, model)`` pairs, the ``model``-th
@@ -154,9 +142,11 @@ def fit_what_if(
     ``features`` ``(n, n_features)``, ``labels`` and ``label_index`` ``(n,)`` are the pool (every audited
     row, members first); the arrays answered are ``(configs, models_per_config, n)``, or ``(len(jobs), 1,
     n)`` in ``jobs``' order; a skip code, with empty arrays, when the what-if cannot run or a fit failed.
+    ``kept``: the reference stage's refits (``LoadedTarget.refits``); a baseline fit found there is not refitted.
     """
     plan, code, template, prefix = plan_what_if(model, request)
     n, m = len(labels), request.models_per_config
+    kept = {} if kept is None else kept
 
     def skipped(code: str) -> WhatIfFits:
         empty = np.zeros((0, m, n))
@@ -171,13 +161,20 @@ def fit_what_if(
     takes_names = getattr(model, "feature_names_in_", None) is not None
     inputs = features if takes_names else features.to_numpy()
 
+    # The baseline is the recipe as it is: the reference stage's refit on the same rows, when it made one.
+    baseline_keys = {k: refit_key(request.recipe, request.seed, k, masks[k]) for k in range(m)}
+    reused = {
+        job: kept[baseline_keys[job[1]]] for job in jobs if job[0] == 0 and baseline_keys[job[1]] in kept
+    }
+    to_fit = [job for job in jobs if job not in reused]
+
     def fit_one(job: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         c, k = job
         config = plan.configs[c]
         fitted = clone(template)
         if config.parameter is not None:
             fitted.set_params(**{prefix + config.parameter: config.value})
-        _seeded(fitted, request.seed, k)
+        seed_unset_random_states(fitted, request.seed, k)
         rows = np.flatnonzero(masks[k])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -186,11 +183,11 @@ def fit_what_if(
 
     def fitted_so_far(done: int) -> None:
         if progress is not None:
-            progress(WHAT_IF_FITS, done, len(jobs))
+            progress(WHAT_IF_FITS, done, len(to_fit))
 
     fitted_so_far(0)
     try:
-        results = fits_side_by_side(fit_one, jobs, request.workers, fitted_so_far)
+        answered = fits_side_by_side(fit_one, to_fit, request.workers, fitted_so_far)
     except MiaError:
         raise
     except MemoryError:  # the audit's figures are in hand: the optional what-if gives way, not the audit
@@ -198,6 +195,8 @@ def fit_what_if(
     except Exception:  # noqa: BLE001 - the recipe's own code failed on a variant: skip, never fail the audit
         log.debug("a what-if fit failed", exc_info=True)
         return skipped("refit_failed")
+    by_job = dict(zip(to_fit, answered, strict=True)) | reused
+    results = [by_job[job] for job in jobs]
     shape = (len(plan.configs), m, n) if every else (len(jobs), 1, n)
     confidence = np.array([r[0] for r in results], dtype=np.float64).reshape(shape)
     correct = np.array([r[1] for r in results], dtype=bool).reshape(shape)

@@ -71,6 +71,19 @@ def _utility(correct: np.ndarray, label_index: np.ndarray, confidence: np.ndarra
     )
 
 
+def _in_out_means(confidence: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """``(2, n)``: per row, the mean answer of the models (rows of ``(K, n)`` ``confidence``) that trained on
+    it and of those that did not; a row with no model on one side takes the other side's mean for it."""
+    counts = masks.sum(axis=0), (~masks).sum(axis=0)
+    means = [
+        np.where(side, confidence, 0.0).sum(axis=0) / np.maximum(count, 1)
+        for side, count in zip((masks, ~masks), counts, strict=True)
+    ]
+    means[0] = np.where(counts[0] > 0, means[0], means[1])
+    means[1] = np.where(counts[1] > 0, means[1], means[0])
+    return np.vstack(means)
+
+
 def retrained_figures(
     confidence: np.ndarray,
     correct: np.ndarray,
@@ -89,7 +102,13 @@ def retrained_figures(
         scores = {"loss_threshold": confidence[k]}
         if others:
             population = known[~truth[known]]
-            scores["rmia"] = rmia(confidence[k], confidence[others], masks[others], population, online=True)
+            # Online RMIA's Pr(x): the others' IN and OUT answers averaged apart, then together. A plain
+            # mean over the others would tell membership (balanced halves: a member of model k is in one
+            # fewer of them); rmia's online mean of these two rows is exactly that average.
+            sides = _in_out_means(confidence[others], masks[others])
+            scores["rmia"] = rmia(
+                confidence[k], sides, np.ones_like(sides, dtype=bool), population, online=True
+            )
         for name, values in scores.items():
             cut = best_cut(values[known], truth[known])
             pooled[name][0].append(truth[evaluation])

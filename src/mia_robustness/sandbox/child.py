@@ -204,6 +204,7 @@ def main() -> int:
                     WhatIfRequest(**command["what_if"]),
                     progress,
                     jobs=jobs,
+                    kept=loaded.refits,
                 )
                 write_message(answers, *stage.what_if_to_message(fits))
             else:
