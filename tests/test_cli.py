@@ -69,6 +69,22 @@ def test_bad_input_exits_2_with_one_line(tmp_path, overfit_bundle):
         assert "Traceback" not in done.stderr
 
 
+def test_classes_that_a_pickle_does_not_have_are_refused(tmp_path, overfit_bundle, overfit_tree_data):
+    """A pickle carries its own classes (0 and 1 here): a --classes / config.json classes that names other
+    ones is a mistaken belief about the model, refused in one line before any attack runs; the same classes
+    in any order and type (1.0 is 1) are accepted, since nothing is taken from the option."""
+    from mia_robustness.loading import load_model
+
+    for classes, named in (("no,yes", "'no', 'yes'"), ("1,7", "'7'"), ("0,1,2", "'2'")):
+        done = run("audit", overfit_bundle, "--classes", classes, *FAST_FLAGS)
+        assert done.returncode == 2, (classes, done.stderr)
+        lines = [line for line in done.stderr.strip().splitlines() if not line.startswith("[")]
+        assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+        assert "classes option" in lines[0] and named in lines[0], lines[0]
+    model = load_model(overfit_bundle / "model.pkl", classes=("1", 0.0)).estimator
+    assert model.classes_.tolist() == overfit_tree_data[0].classes_.tolist() == [0, 1]
+
+
 def test_bundle_command_then_audit_and_summary(tmp_path, overfit_tree_data):
     model, members, non_members = overfit_tree_data
     folder = write_bundle(tmp_path / "parts", model, members, non_members)

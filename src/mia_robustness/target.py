@@ -96,9 +96,11 @@ def label_positions(labels: np.ndarray, classes: np.ndarray) -> np.ndarray:
     lookup = {value: i for i, value in enumerate(classes.tolist())}
     positions = np.fromiter((lookup.get(v, -1) for v in labels.tolist()), dtype=np.int64, count=len(labels))
     if (positions < 0).any():
-        text_lookup = {_canonical(value): i for i, value in enumerate(classes.tolist())}
+        text_lookup = {canonical_label(value): i for i, value in enumerate(classes.tolist())}
         positions = np.fromiter(
-            (text_lookup.get(_canonical(v), -1) for v in labels.tolist()), dtype=np.int64, count=len(labels)
+            (text_lookup.get(canonical_label(v), -1) for v in labels.tolist()),
+            dtype=np.int64,
+            count=len(labels),
         )
     unknown = positions < 0
     if unknown.any():
@@ -123,7 +125,9 @@ def _known_classes(classes: np.ndarray, found: np.ndarray) -> str:
     return ", ".join(named) + f" and {counted}" if named else counted
 
 
-def _canonical(value: object) -> str:
+def canonical_label(value: object) -> str:
+    """A label as text, so ``1``, ``1.0`` and ``"1"`` compare equal (CSV labels and a model's ``classes_``
+    may differ in type)."""
     if isinstance(value, (float, np.floating)) and float(value).is_integer():
         return str(int(value))
     return str(value).strip()
