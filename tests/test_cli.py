@@ -19,8 +19,10 @@ CLI = [sys.executable, "-m", "mia_robustness.cli"]
 FAST_FLAGS = as_flags(FAST)
 
 
-def run(*args, cwd=None):
-    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300)
+def run(*args, cwd=None, env=None):
+    return subprocess.run(
+        [*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=300
+    )
 
 
 def test_audit_writes_json_and_csv(tmp_path, overfit_bundle):
@@ -83,6 +85,29 @@ def test_classes_that_a_pickle_does_not_have_are_refused(tmp_path, overfit_bundl
         assert "classes option" in lines[0] and named in lines[0], lines[0]
     model = load_model(overfit_bundle / "model.pkl", classes=("1", 0.0)).estimator
     assert model.classes_.tolist() == overfit_tree_data[0].classes_.tolist() == [0, 1]
+
+
+def test_device_cuda_without_cuda_is_an_error_only_when_nn_runs(tmp_path, overfit_bundle):
+    """nn is the only attack that uses the device: a label-only model leaves it out, so --device cuda on a
+    machine without CUDA audits it; a probability model whose audit runs nn is refused in one line."""
+    import os
+
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OutputCodeClassifier
+
+    no_cuda = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    labels_only = OutputCodeClassifier(LogisticRegression(max_iter=200), random_state=0)
+    folder = write_bundle(tmp_path / "labels", *split_fit(noisy_numeric_frame(400, seed=2), labels_only))
+    out = tmp_path / "report.json"
+    cheap = ["--repeats", "1", "--proportions", "1", "--boundary-queries", "8"]
+    done = run("audit", folder, "--device", "cuda", "-o", out, *cheap, env=no_cuda)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert report["target"]["output_kind"] == "labels" and report["resolved"]["device"] == "cpu"
+    assert "nn" not in report["settings"]["attack_models"]
+    done = run("audit", overfit_bundle, "--device", "cuda", "--attack-models", "nn", *cheap, env=no_cuda)
+    lines = [line for line in done.stderr.strip().splitlines() if not line.startswith("[")]
+    assert done.returncode == 2 and len(lines) == 1 and "no CUDA GPU" in lines[0], done.stderr
 
 
 def test_bundle_command_then_audit_and_summary(tmp_path, overfit_tree_data):
