@@ -110,6 +110,22 @@ def test_device_cuda_without_cuda_is_an_error_only_when_nn_runs(tmp_path, overfi
     assert done.returncode == 2 and len(lines) == 1 and "no CUDA GPU" in lines[0], done.stderr
 
 
+def test_a_reference_recipe_value_its_class_refuses_stops_the_audit_before_it_starts(
+    tmp_path, overfit_tree_data
+):
+    """scikit-learn checks parameter values only in fit, which for a recipe runs in the sandbox deep into
+    the audit: a value it would refuse is refused before the model is loaded, naming the parameter and what
+    it must be."""
+    config = {"reference_recipe": {"estimator": "RandomForestClassifier", "params": {"max_depth": "deep"}}}
+    folder = write_bundle(tmp_path, *overfit_tree_data, config=config)
+    done = run("audit", folder, *FAST_FLAGS)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr  # no progress line: nothing ran
+    assert "parameter max_depth the value 'deep'" in lines[0], lines[0]
+    assert "must be an int in the range [1, inf) or None" in lines[0], lines[0]
+
+
 def test_bundle_command_then_audit_and_summary(tmp_path, overfit_tree_data):
     model, members, non_members = overfit_tree_data
     folder = write_bundle(tmp_path / "parts", model, members, non_members)
