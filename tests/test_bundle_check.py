@@ -14,6 +14,7 @@ import skops.io
 from sklearn.decomposition import TruncatedSVD
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from sklearn.linear_model import LogisticRegression
+from sklearn.svm import LinearSVC
 
 from builders import CHEAPEST, adult_encoded, adult_frame, needs_adult, raised
 from mia_robustness import audit, check_bundle, make_bundle
@@ -50,6 +51,7 @@ def parts(tmp_path_factory):
         folder / "forest.skops",
     )
     joblib.dump(adult_encoded(LogisticRegression(max_iter=200)), folder / "untrained.joblib")
+    joblib.dump(adult_encoded(LinearSVC()).fit(features, labels), folder / "svm.joblib")
     numeric = features.select_dtypes("number")
     joblib.dump(
         RandomForestRegressor(10, random_state=0).fit(numeric, labels == ">50K"), folder / "regressor.pkl"
@@ -176,8 +178,8 @@ def test_a_correct_bundle_passes_the_check_and_audits(parts, tmp_path, capsys):
     status, lines = run_bundle(parts, out, capsys, model="forest.skops", extra=("--label-column", LABEL))
     assert status == 0, lines
     assert lines[0] == (
-        "checked: Pipeline ending in RandomForestClassifier, 2 classes, 14 feature columns, label column "
-        "'income'; it scored 5 rows of each table (300 members, 300 non-members)"
+        "checked: Pipeline ending in RandomForestClassifier, 2 classes, answers with class probabilities "
+        "(predict_proba), 14 feature columns, label column 'income'; it scored 5 rows of each table (300 members, 300 non-members)"
     )
     assert lines[1] == f"bundle written to {out}"
     with zipfile.ZipFile(out) as packed:
@@ -188,6 +190,18 @@ def test_a_correct_bundle_passes_the_check_and_audits(parts, tmp_path, capsys):
     assert (checked.label_column, checked.n_features, checked.rows_scored) == (LABEL, 14, 5)
     report = audit(out, CHEAPEST)
     assert (report.data.label_column, report.data.feature_columns) == (LABEL, 14)
+
+
+def test_the_check_says_what_the_model_answers_with(parts, tmp_path, capsys):
+    """A margin model (no predict_proba) passes the check, which says so: the audit will leave out the
+    attacks that need probabilities."""
+    status, lines = run_bundle(parts, tmp_path / "svm.zip", capsys, model="svm.joblib")
+    assert status == 0, lines
+    assert (
+        "2 classes, answers with decision margins (decision_function), not probabilities, 14 feature"
+        in lines[0]
+    )
+    assert check_bundle(tmp_path / "svm.zip").output_kind == "margins"
 
 
 def test_no_check_packs_without_loading_the_model(parts, tmp_path, capsys):
@@ -222,6 +236,7 @@ def test_a_forged_check_answer_is_refused_or_cleaned():
         "model_class": "Pipeline",
         "estimator_class": "RandomForestClassifier",
         "n_classes": 2,
+        "output_kind": "probabilities",
         "label_column": "income\x1b[31m\nred",
         "n_features": 14,
         "members_rows": 300,
@@ -235,11 +250,14 @@ def test_a_forged_check_answer_is_refused_or_cleaned():
         ("n_features", -1),
         ("rows_scored", True),
         ("label_column", None),
+        ("output_kind", "scores"),
+        ("output_kind", 1),
     ):
         with pytest.raises(ProtocolError):
             checked_from_message({**answer, field: forged}, asked)
-    with pytest.raises(ProtocolError):
-        checked_from_message({key: value for key, value in answer.items() if key != "n_classes"}, asked)
+    for field in ("n_classes", "output_kind"):
+        with pytest.raises(ProtocolError):
+            checked_from_message({key: value for key, value in answer.items() if key != field}, asked)
 
 
 @pytest.mark.parametrize(
@@ -261,6 +279,7 @@ def test_a_check_answer_that_lies_about_what_was_asked_is_refused(field, lie):
         "model_class": "Pipeline",
         "estimator_class": "RandomForestClassifier",
         "n_classes": 2,
+        "output_kind": "probabilities",
         "label_column": LABEL,
         "n_features": 14,
         "members_rows": 300,

@@ -19,8 +19,10 @@ CLI = [sys.executable, "-m", "mia_robustness.cli"]
 FAST_FLAGS = as_flags(FAST)
 
 
-def run(*args, cwd=None):
-    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300)
+def run(*args, cwd=None, env=None):
+    return subprocess.run(
+        [*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=300
+    )
 
 
 def test_audit_writes_json_and_csv(tmp_path, overfit_bundle):
@@ -67,6 +69,61 @@ def test_bad_input_exits_2_with_one_line(tmp_path, overfit_bundle):
         ]  # minus progress
         assert len(lines) == 1 and lines[0].startswith("error: "), (args, done.stderr)
         assert "Traceback" not in done.stderr
+
+
+def test_classes_that_a_pickle_does_not_have_are_refused(tmp_path, overfit_bundle, overfit_tree_data):
+    """A pickle carries its own classes (0 and 1 here): a --classes / config.json classes that names other
+    ones is a mistaken belief about the model, refused in one line before any attack runs; the same classes
+    in any order and type (1.0 is 1) are accepted, since nothing is taken from the option."""
+    from mia_robustness.loading import load_model
+
+    for classes, named in (("no,yes", "'no', 'yes'"), ("1,7", "'7'"), ("0,1,2", "'2'")):
+        done = run("audit", overfit_bundle, "--classes", classes, *FAST_FLAGS)
+        assert done.returncode == 2, (classes, done.stderr)
+        lines = [line for line in done.stderr.strip().splitlines() if not line.startswith("[")]
+        assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+        assert "classes option" in lines[0] and named in lines[0], lines[0]
+    model = load_model(overfit_bundle / "model.pkl", classes=("1", 0.0)).estimator
+    assert model.classes_.tolist() == overfit_tree_data[0].classes_.tolist() == [0, 1]
+
+
+def test_device_cuda_without_cuda_is_an_error_only_when_nn_runs(tmp_path, overfit_bundle):
+    """nn is the only attack that uses the device: a label-only model leaves it out, so --device cuda on a
+    machine without CUDA audits it; a probability model whose audit runs nn is refused in one line."""
+    import os
+
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OutputCodeClassifier
+
+    no_cuda = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    labels_only = OutputCodeClassifier(LogisticRegression(max_iter=200), random_state=0)
+    folder = write_bundle(tmp_path / "labels", *split_fit(noisy_numeric_frame(400, seed=2), labels_only))
+    out = tmp_path / "report.json"
+    cheap = ["--repeats", "1", "--proportions", "1", "--boundary-queries", "8"]
+    done = run("audit", folder, "--device", "cuda", "-o", out, *cheap, env=no_cuda)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert report["target"]["output_kind"] == "labels" and report["resolved"]["device"] == "cpu"
+    assert "nn" not in report["settings"]["attack_models"]
+    done = run("audit", overfit_bundle, "--device", "cuda", "--attack-models", "nn", *cheap, env=no_cuda)
+    lines = [line for line in done.stderr.strip().splitlines() if not line.startswith("[")]
+    assert done.returncode == 2 and len(lines) == 1 and "no CUDA GPU" in lines[0], done.stderr
+
+
+def test_a_reference_recipe_value_its_class_refuses_stops_the_audit_before_it_starts(
+    tmp_path, overfit_tree_data
+):
+    """scikit-learn checks parameter values only in fit, which for a recipe runs in the sandbox deep into
+    the audit: a value it would refuse is refused before the model is loaded, naming the parameter and what
+    it must be."""
+    config = {"reference_recipe": {"estimator": "RandomForestClassifier", "params": {"max_depth": "deep"}}}
+    folder = write_bundle(tmp_path, *overfit_tree_data, config=config)
+    done = run("audit", folder, *FAST_FLAGS)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr  # no progress line: nothing ran
+    assert "parameter max_depth the value 'deep'" in lines[0], lines[0]
+    assert "must be an int in the range [1, inf) or None" in lines[0], lines[0]
 
 
 def test_bundle_command_then_audit_and_summary(tmp_path, overfit_tree_data):

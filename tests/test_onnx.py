@@ -118,6 +118,12 @@ def test_a_label_only_graph_predicts_and_gives_no_scores(tmp_path, adult_pipelin
     rows = non_members.drop(columns="income")
     agree = (model.predict(rows) == pipeline.predict(rows)).mean()
     assert agree >= 0.99  # float32 in the graph: a split exactly at a threshold may go the other way
+    # The graph names its classes: a classes option that names others is refused, the same ones pass.
+    assert load_model(
+        path, classes=tuple(reversed(pipeline.classes_.tolist()))
+    ).estimator.classes_.tolist() == list(pipeline.classes_)
+    error = raised(ModelError, "bad_classes", load_model, path, classes=("no", "yes"))
+    assert "'no', 'yes'" in error.message and ">50K" not in error.message
 
 
 def test_a_pytorch_export_gives_margins_or_probabilities_by_its_values(tmp_path, adult_pipeline):

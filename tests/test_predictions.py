@@ -343,6 +343,7 @@ def test_check_and_pack_a_predictions_folder(tmp_path, adult_outputs):
         14,
         len(members),
     )
+    assert checked.output_kind == "probabilities" and "answers with class probabilities" in checked.describe()
     archive = bundle_archives([folder], tmp_path / "scratch")["preds"]
     with zipfile.ZipFile(archive) as packed:
         assert sorted(packed.namelist()) == ["config.json", "subject.csv", "train.csv"]

@@ -517,3 +517,23 @@ def test_the_baseline_reuses_the_reference_stage_fits_and_gives_the_same_figures
     # The reference stage's own figures are seeded too: the same report on every run.
     again = audit_estimator(model, members, non_members, **REFERENCE)
     assert again.to_dict()["results"] == reused.to_dict()["results"]
+
+
+def test_a_variants_attack_figures_come_from_one_roc_curve(monkeypatch):
+    """Each what-if row's AUC, TPR at 1% FPR and their intervals are the sweep's own figures
+    (attack_metrics, metric_intervals), from one ROC curve per row, not one per figure."""
+    from mia_robustness import metrics
+    from mia_robustness.remediation import measure
+
+    rng = np.random.default_rng(0)
+    truth = np.r_[np.ones(400, dtype=bool), np.zeros(400, dtype=bool)]
+    scores = rng.normal(size=800) + 0.8 * truth
+    full = metrics.attack_metrics(truth, scores, scores > 0.4)
+    intervals = metrics.metric_intervals(truth, scores)
+    curves = []
+    roc_curve = metrics.roc_curve
+    monkeypatch.setattr(metrics, "roc_curve", lambda *a, **k: curves.append(1) or roc_curve(*a, **k))
+    row = measure._attack("loss_threshold", truth, scores)
+    assert len(curves) == 1
+    assert (row.auc, row.tpr_at_1pct_fpr) == (full.auc, full.tpr_at_1pct_fpr) and 0.7 < row.auc < 0.8
+    assert row.ci95 == {"auc": intervals["auc"], "tpr_at_1pct_fpr": intervals["tpr_at_1pct_fpr"]}

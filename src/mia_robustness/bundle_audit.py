@@ -16,6 +16,7 @@ from .engine import ModelStage, Stopwatch, run_audit
 from .executor import Executor, open_executor
 from .options import AuditOptions, options_from_mapping
 from .predictions import PREDICTIONS_KEY
+from .recipe_spec import build_recipe
 from .reference_cache import ReferenceCache, as_cache, files_identity
 from .report import Report
 from .sandbox.cluster import on_cluster
@@ -37,11 +38,17 @@ def resolve_options(
     """Defaults <- the bundle's ``config.json`` <- the caller's overrides (an AuditOptions wins outright).
 
     ``config.json``'s ``predictions`` section says where the model's outputs are, not how to audit them: the
-    bundle reader parsed it (``Bundle.predictions``), the options skip it."""
+    bundle reader parsed it (``Bundle.predictions``), the options skip it. A ``reference_recipe`` is built
+    now (unfitted, its values checked by its class's own rules): a bad class, parameter or value is refused
+    before the model is loaded, not at refit time deep into the audit."""
     if isinstance(overrides, AuditOptions):
-        return overrides
-    config = {name: value for name, value in config.items() if name != PREDICTIONS_KEY}
-    return options_from_mapping(overrides, base=options_from_mapping(config))
+        options = overrides
+    else:
+        config = {name: value for name, value in config.items() if name != PREDICTIONS_KEY}
+        options = options_from_mapping(overrides, base=options_from_mapping(config))
+    if options.reference_recipe is not None:
+        build_recipe(options.reference_recipe.to_dict())
+    return options
 
 
 def audit(

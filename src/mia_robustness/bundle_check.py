@@ -121,6 +121,7 @@ def _check_supplied(bundle: Bundle, options: AuditOptions) -> ModelCheck:
         model_class=scored.model_class,
         estimator_class=scored.estimator_class,
         n_classes=len(scored.classes),
+        output_kind=scored.output_kind,
         label_column=scored.label_column,
         n_features=scored.n_features,
         members_rows=len(members),

@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--classes",
         help="for a native XGBoost / LightGBM / CatBoost model file: its class names, comma-separated, in the "
-        "order of its classes 0, 1, ... (default: the indices)",
+        "order of its classes 0, 1, ... (default: the indices); a model that names its own classes keeps them, "
+        "and other names are refused",
     )
     run.add_argument(
         "--reference-recipe",

@@ -298,8 +298,6 @@ def run_audit(
     # Only a model stage whose fits run on the cluster makes more of them cheap (audit_estimator's stay here).
     fits_spread = executor.cluster is not None and getattr(model, "fits_on_cluster", False)
     options, resolved_cluster = scaled_for_cluster(options, executor, fits_spread)
-    uses_device = any(REGISTRY[a].uses_device for a in options.attack_models)
-    device = resolve_device(options.device) if uses_device else "cpu"
     on_progress = clock.progress
     lap = clock.lap
     timings = clock.timings
@@ -321,6 +319,9 @@ def run_audit(
     if supplied:
         attacks, no_model = attacks_without_model(options, attacks, scored.output_kind)
     reference = [a for a in attacks if REGISTRY[a].kind == "reference"]
+    # Resolved only once the attacks that will run are known: a label-only target leaves out nn (the only
+    # device user), so a --device cuda without CUDA is no error there.
+    device = resolve_device(options.device) if any(REGISTRY[a].uses_device for a in attacks) else "cpu"
 
     # The data-sanity step, before any attack: swapped tables are refused here (shared rows were, where the
     # tables were aligned), and what it found goes to the report.

@@ -234,10 +234,19 @@ def auc_interval(auc: float, positives: int, negatives: int, z: float = 1.959964
 
 def metric_intervals(is_member: np.ndarray, scores: np.ndarray) -> dict[str, list[float]]:
     """95% intervals of one attack on one evaluation set: AUC (Hanley-McNeil), TPRs (Clopper-Pearson)."""
+    return roc_with_intervals(is_member, scores)[2]
+
+
+def roc_with_intervals(
+    is_member: np.ndarray, scores: np.ndarray
+) -> tuple[float, float, dict[str, list[float]]]:
+    """ROC AUC, TPR at 1% FPR (as :func:`attack_metrics` gives them) and :func:`metric_intervals`, from one
+    ROC curve, for a caller that needs no decision metrics."""
     truth = np.asarray(is_member).astype(bool)
     positives, negatives = int(truth.sum()), int((~truth).sum())
     fpr, tpr, _ = roc_curve(truth, scores)
-    intervals = {"auc": list(auc_interval(float(auc(fpr, tpr)), positives, negatives))}
+    area = float(auc(fpr, tpr))
+    intervals = {"auc": list(auc_interval(area, positives, negatives))}
     for name, max_fpr in (
         ("tpr_at_1pct_fpr", LOW_FPRS[0]),
         ("tpr_at_0_1pct_fpr", LOW_FPRS[1]),
@@ -245,7 +254,7 @@ def metric_intervals(is_member: np.ndarray, scores: np.ndarray) -> dict[str, lis
     ):
         found = int(round(tpr_at_fpr(fpr, tpr, max_fpr) * positives))
         intervals[name] = list(clopper_pearson(found, positives))
-    return intervals
+    return area, tpr_at_fpr(fpr, tpr, LOW_FPRS[0]), intervals
 
 
 def roc_points(

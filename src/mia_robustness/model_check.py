@@ -18,6 +18,7 @@ import pandas as pd
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
+from .attacks.registry import SERVED
 from .errors import DataError, ModelError
 from .json_config import shown, shown_names
 from .prepare import model_columns_named, prepare_data, resolve_label_column
@@ -55,6 +56,9 @@ class ModelCheck:
         Class of the model, and of its final step for a pipeline.
     n_classes:
         Number of classes the model predicts.
+    output_kind:
+        What the model answers with, one of ``target.OUTPUT_KINDS`` (``probabilities``, ``margins`` or
+        ``labels``); it decides which attacks the audit can run.
     label_column:
         The label column the audit will use.
     n_features:
@@ -68,6 +72,7 @@ class ModelCheck:
     model_class: str
     estimator_class: str
     n_classes: int
+    output_kind: str
     label_column: str
     n_features: int
     members_rows: int
@@ -82,7 +87,8 @@ class ModelCheck:
             else f"{self.model_class} ending in {self.estimator_class}"
         )
         return (
-            f"{model}, {self.n_classes} classes, {self.n_features} feature columns, label column "
+            f"{model}, {self.n_classes} classes, answers with {SERVED[self.output_kind]}, "
+            f"{self.n_features} feature columns, label column "
             f"{shown(self.label_column)}; it scored {self.rows_scored} rows of each table "
             f"({self.members_rows:,} members, {self.non_members_rows:,} non-members)"
         )
@@ -130,12 +136,13 @@ def check_model(
     per_side = len(data.labels) // 2
     rows = min(max(request.rows, 1), per_side)
     scored = np.r_[0:rows, per_side : per_side + rows]
-    query_target(model, data.features.iloc[scored], data.labels[scored])
+    answered = query_target(model, data.features.iloc[scored], data.labels[scored])
     final = model.steps[-1][1] if hasattr(model, "steps") else model
     return ModelCheck(
         model_class=type(model).__name__,
         estimator_class=type(final).__name__,
         n_classes=len(classes),
+        output_kind=answered.kind,
         label_column=data.label_column,
         n_features=len(data.feature_columns),
         members_rows=data.members_available,

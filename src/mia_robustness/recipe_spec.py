@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import ModelError, quoted_name
+from .json_config import shown
 
 #: Modules a named recipe's class is looked up in (the classifiers' public homes), in this order.
 RECIPE_MODULES = (
@@ -117,4 +118,35 @@ def build_recipe(spec: Mapping[str, Any]) -> Any:
         model.set_params(**{key: tuple(v) if isinstance(v, list) else v for key, v in params.items()})
     except Exception as exc:  # noqa: BLE001 - a value the class refuses
         raise _bad(f"has a parameter {quoted_name(kind.__name__)} refuses ({type(exc).__name__})") from None
+    _check_values(model, params)
     return model
+
+
+# scikit-learn's own words for a refused value: "The 'max_depth' parameter of RandomForestClassifier must be
+# an int in the range [1, inf) or None. Got 'deep' instead."
+_REFUSED = re.compile(
+    r"The '([A-Za-z0-9_]+)' parameter of [A-Za-z0-9_]+ must be (.{1,300}?)\. Got .* instead\.", re.S
+)
+
+
+def _check_values(model: Any, params: Mapping[str, Any]) -> None:
+    """Refuse a parameter value ``model``'s class would refuse at fit time, now, before the audit starts.
+
+    set_params takes any value; scikit-learn checks them against the class's ``_parameter_constraints``
+    only in ``fit``, which for a recipe happens in the sandbox, deep into the audit. Its own check runs here
+    on the unfitted estimator (nothing is fitted, nothing of the bundle is imported). The boosting wrappers
+    declare no constraints: their values are still checked only when they train."""
+    if not isinstance(getattr(type(model), "_parameter_constraints", None), dict):
+        return
+    try:
+        model._validate_params()
+    except Exception as exc:  # noqa: BLE001 - InvalidParameterError, or any other refusal of a value
+        found = _REFUSED.match(str(exc))
+        name = found.group(1) if found else None
+        kind = quoted_name(type(model).__name__)
+        if name not in params:
+            raise _bad(f"gives {kind} a parameter value it refuses ({type(exc).__name__})") from None
+        raise _bad(
+            f"gives {kind} the parameter {quoted_name(name)} the value {shown(params[name])}, which it refuses: "
+            f"it must be {found.group(2)}; fix the value, or leave the parameter out for its default"
+        ) from None

@@ -24,7 +24,7 @@ from .prepare import nearest_name, prepare_data, resolve_label_column
 from .remediation.family import Plan
 from .remediation.fits import WhatIfFits, WhatIfRequest
 from .sanity import RowOverlap
-from .target import PROBABILITY_TOLERANCE, ScoredTarget, ScoreRequest, label_positions
+from .target import PROBABILITY_TOLERANCE, ScoredTarget, ScoreRequest, TargetOutputs, label_positions
 
 ProgressCallback = Callable[[str, int, int], None]
 
@@ -111,26 +111,23 @@ def supplied_target(
     # Rows are compared over the features and the label: with no feature column every row of a label
     # would match, which says nothing about the tables.
     shared = data.shared if data.feature_columns else RowOverlap()
-    return ScoredTarget(
+    where = f"the label column {shown(label)}"
+    answers = TargetOutputs(
         outputs=outputs_of_rows,
-        output_kind=spec.kind,
-        label_index=_label_index(data.labels, classes, f"the label column {shown(label)}"),
+        kind=spec.kind,
+        label_index=_label_index(data.labels, classes, where),
         classes=classes,
-        is_member=data.is_member,
-        source_rows=data.source_rows,
-        label_column=data.label_column,
-        n_features=len(data.feature_columns),
-        members_available=data.members_available,
-        non_members_available=data.non_members_available,
-        balancing=data.balancing,
+    )
+    return ScoredTarget.of_rows(
+        data,
+        members,
+        non_members,
+        label,
+        answers,
         model_class=MODEL_CLASS,
         estimator_class=MODEL_CLASS,
         saved_version=None,
-        table_bytes=int(members.memory_usage(deep=True).sum() + non_members.memory_usage(deep=True).sum()),
-        label_classes=int(members[label].nunique()),
-        members_shared=shared.members_shared,
-        non_members_shared=shared.non_members_shared,
-        shared_examples=tuple((member, other) for member, other in shared.examples),
+        shared=shared,
         outputs_source=SUPPLIED,
     )
 

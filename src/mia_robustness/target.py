@@ -17,13 +17,16 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from .boosting import NamedClasses
 from .errors import DataError, MiaError, ModelError, raised_by_model
+
+if TYPE_CHECKING:
+    from .prepare import PreparedData
 
 log = logging.getLogger("mia_robustness.target")
 
@@ -96,9 +99,11 @@ def label_positions(labels: np.ndarray, classes: np.ndarray) -> np.ndarray:
     lookup = {value: i for i, value in enumerate(classes.tolist())}
     positions = np.fromiter((lookup.get(v, -1) for v in labels.tolist()), dtype=np.int64, count=len(labels))
     if (positions < 0).any():
-        text_lookup = {_canonical(value): i for i, value in enumerate(classes.tolist())}
+        text_lookup = {canonical_label(value): i for i, value in enumerate(classes.tolist())}
         positions = np.fromiter(
-            (text_lookup.get(_canonical(v), -1) for v in labels.tolist()), dtype=np.int64, count=len(labels)
+            (text_lookup.get(canonical_label(v), -1) for v in labels.tolist()),
+            dtype=np.int64,
+            count=len(labels),
         )
     unknown = positions < 0
     if unknown.any():
@@ -123,7 +128,9 @@ def _known_classes(classes: np.ndarray, found: np.ndarray) -> str:
     return ", ".join(named) + f" and {counted}" if named else counted
 
 
-def _canonical(value: object) -> str:
+def canonical_label(value: object) -> str:
+    """A label as text, so ``1``, ``1.0`` and ``"1"`` compare equal (CSV labels and a model's ``classes_``
+    may differ in type)."""
     if isinstance(value, (float, np.floating)) and float(value).is_integer():
         return str(int(value))
     return str(value).strip()
@@ -323,6 +330,47 @@ class ScoredTarget:
     def rows_per_side(self) -> int:
         return len(self.is_member) // 2
 
+    @classmethod
+    def of_rows(
+        cls,
+        data: PreparedData,
+        members: pd.DataFrame,
+        non_members: pd.DataFrame,
+        label: str,
+        answers: TargetOutputs,
+        **about: Any,
+    ) -> ScoredTarget:
+        """The scored rows of ``data`` (``prepare.prepare_data``'s balanced rows, members first), from the
+        tables as read (``label`` their label column) and the answers for those rows.
+
+        ``about`` gives what depends on where the answers came from: ``model_class``, ``estimator_class``
+        and ``saved_version``, and where they differ from the defaults, ``robustness``, ``outputs_source``
+        and ``shared`` (a ``sanity.RowOverlap``; ``data.shared`` when not given). The model stage's answer
+        from a sandbox child is not built here: the parent checks it field by field
+        (``sandbox.stage.scored_from_message``)."""
+        shared = about.pop("shared", data.shared)
+        return cls(
+            outputs=answers.outputs,
+            output_kind=answers.kind,
+            label_index=answers.label_index,
+            classes=answers.classes,
+            is_member=data.is_member,
+            source_rows=data.source_rows,
+            label_column=data.label_column,
+            n_features=len(data.feature_columns),
+            members_available=data.members_available,
+            non_members_available=data.non_members_available,
+            balancing=data.balancing,
+            table_bytes=int(
+                members.memory_usage(deep=True).sum() + non_members.memory_usage(deep=True).sum()
+            ),
+            label_classes=int(members[label].nunique()),
+            members_shared=shared.members_shared,
+            non_members_shared=shared.non_members_shared,
+            shared_examples=tuple((member, other) for member, other in shared.examples),
+            **about,
+        )
+
 
 @dataclass
 class LoadedTarget:
@@ -390,26 +438,15 @@ def score_target(
     final = model.steps[-1][1] if hasattr(model, "steps") else model
     if isinstance(final, NamedClasses):  # a native booster given class names: the booster is the estimator
         final = final.estimator
-    scored = ScoredTarget(
-        outputs=outputs.outputs,
-        output_kind=outputs.kind,
-        label_index=outputs.label_index,
-        classes=outputs.classes,
-        is_member=data.is_member,
-        source_rows=data.source_rows,
-        label_column=data.label_column,
-        n_features=int(data.features.shape[1]),
-        members_available=data.members_available,
-        non_members_available=data.non_members_available,
-        balancing=data.balancing,
+    scored = ScoredTarget.of_rows(
+        data,
+        members,
+        non_members,
+        label,
+        outputs,
         model_class=type(model).__name__,
         estimator_class=type(final).__name__,
         saved_version=saved_version,
-        table_bytes=int(members.memory_usage(deep=True).sum() + non_members.memory_usage(deep=True).sum()),
-        label_classes=int(members[label].nunique()),
-        members_shared=data.shared.members_shared,
-        non_members_shared=data.shared.non_members_shared,
-        shared_examples=tuple((member, other) for member, other in data.shared.examples),
         robustness=robustness,
     )
     return LoadedTarget(model=model, features=data.features, labels=data.labels, scored=scored)

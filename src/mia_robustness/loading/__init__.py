@@ -78,8 +78,18 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MiaError, ModelError
+from ..target import model_classes
 from .boosters import NATIVE_SUFFIXES, load_native, native_kind, one_thread_each, restore_feature_count
-from .messages import HEAD_BYTES, _clean, _corrupt, _name, _not_a_model_file, _version_or_none, looks_like
+from .messages import (
+    HEAD_BYTES,
+    _clean,
+    _corrupt,
+    _name,
+    _not_a_model_file,
+    _version_or_none,
+    looks_like,
+    refuse_other_classes,
+)
 from .onnx_files import ONNX_SUFFIX, is_onnx_file, load_onnx
 from .onnx_model import settle_scores
 from .policy import NUMPY_UFUNCS, is_allowed
@@ -141,7 +151,8 @@ def load_model(
     classes:
         For a native booster file, the names of its classes ``0..K-1`` in order, and for an ONNX graph
         that names none, its classes in output order (``config.json``'s ``classes``); ``None`` keeps the
-        indices. Ignored for pickles and skops files, which keep theirs.
+        indices. Pickles, skops files and ONNX graphs that name their classes keep their own; a
+        ``classes`` that names other classes than theirs is refused (``bad_classes``).
     max_bytes:
         Most bytes the file may expand to when read (after decompression), and, separately, most bytes
         of arrays, buffers and containers its loading may build; ``None`` for no limit.
@@ -162,7 +173,8 @@ def load_model(
         ``missing_model``, ``corrupt_model`` (unreadable, truncated, not a pickle, a damaged tree),
         ``unsupported_model_format``, ``incompatible_model`` (saved with a scikit-learn that had other
         modules), ``not_a_classifier`` (a regressor, clusterer or transformer, or none of ``predict_proba``,
-        ``decision_function``, ``predict``).
+        ``decision_function``, ``predict``), ``bad_classes`` (``classes`` names other classes than the
+        file's own).
     LimitError
         ``model_too_large``: more than ``max_bytes`` when read or built, more memory than is available,
         or more objects than the check after loading visits.
@@ -214,6 +226,8 @@ def load_model(
         raise _corrupt(path, exc, "checking the loaded model") from None
     if not answers:
         raise _not_a_classifier(path, model)
+    if classes is not None:
+        refuse_other_classes(_name(path), model_classes(model), classes)
     return LoadedModel(model, _saved_version(model, noted))
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelError, UnsafeModelError
+from ..json_config import shown_names
+from ..target import canonical_label
 
 _LOG = logging.getLogger("mia_robustness.loading")
 
@@ -142,4 +144,38 @@ def _not_a_model_file(path: Path, what: str) -> ModelError:
         f"{_name(path)} is not a saved model: it looks like {what}. Save the fitted classifier with "
         "joblib.dump or skops.io.dump and use the file it writes",
         code="corrupt_model",
+    )
+
+
+def refuse_other_classes(file_name: str, own: Any, configured: tuple | list | None) -> None:
+    """Refuse a ``classes`` option that names other classes than a model file that carries its own (a
+    pickle's or skops file's ``classes_``, an ONNX graph's class labels); the same classes in any order are
+    accepted, since nothing is then taken from the option.
+
+    The option is for files that know their classes only as ``0..K-1``. A file that names its own uses
+    those, so an option that disagrees is a mistaken belief about the model, refused rather than silently
+    dropped. ``1``, ``1.0`` and ``"1"`` are the same class. The message quotes only the option's values (the
+    user's own text), never the file's classes, which it only counts.
+
+    Raises
+    ------
+    ModelError
+        ``bad_classes``.
+    """
+    if configured is None:
+        return
+    own_text = {canonical_label(c) for c in list(own)}
+    unknown = [c for c in configured if canonical_label(c) not in own_text]
+    if not unknown and len(configured) == len(own_text):
+        return
+    what = (
+        f"names {shown_names(unknown)}, which {file_name} does not have"
+        if unknown
+        else f"lists {len(configured)} classes but {file_name} has {len(own_text)}"
+    )
+    raise ModelError(
+        f"the classes option (config.json / --classes) {what}. {file_name} carries its own classes and the "
+        "audit uses those; the option is only for files that know their classes as 0, 1, ... (a native "
+        "booster, an ONNX graph that names none). Remove it, or list the model's own classes",
+        code="bad_classes",
     )

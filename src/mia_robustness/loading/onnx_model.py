@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError, MiaError, ModelError, raised_by_model
+from .messages import refuse_other_classes
 
 log = logging.getLogger("mia_robustness.loading")
 
@@ -180,8 +181,7 @@ def _classes(outputs: OnnxOutputs, config_classes: list[Any] | None, file_name: 
     """The class order: the graph's, else ``config.json``'s ``classes``, else ``0..K-1``."""
     if outputs.classes is not None:
         classes = outputs.classes
-        if config_classes is not None and [str(c) for c in config_classes] != [str(c) for c in classes]:
-            log.info("%s names its classes; config.json's classes are not used", file_name)
+        refuse_other_classes(file_name, classes, config_classes)
     elif config_classes is not None:
         classes = list(config_classes)
     elif outputs.width is not None:

@@ -19,9 +19,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..attacks import REGISTRY
-from ..attacks.label_only import label_threshold
-from ..attacks.threshold import best_cut
-from ..metrics import attack_metrics, clopper_pearson, metric_intervals
+from ..metrics import clopper_pearson, roc_with_intervals
 from ..report import MemorisingRule, Recommendation, Remediation, Variant, VariantAttack, VariantUtility
 from .family import RULES, Plan
 from .fits import WhatIfFits, training_masks
@@ -45,13 +43,13 @@ class ServingRows:
     evaluation: np.ndarray
 
 
-def _attack(name: str, truth: np.ndarray, scores: np.ndarray, decisions: np.ndarray) -> VariantAttack:
-    metrics = attack_metrics(truth, scores, decisions)
-    intervals = metric_intervals(truth, scores)
+def _attack(name: str, truth: np.ndarray, scores: np.ndarray) -> VariantAttack:
+    """A variant's row for one attack: its threshold-free figures, from one ROC curve (no decisions)."""
+    area, tpr_at_1pct, intervals = roc_with_intervals(truth, scores)
     return VariantAttack(
         attack_model=name,
-        auc=metrics.auc,
-        tpr_at_1pct_fpr=metrics.tpr_at_1pct_fpr,
+        auc=area,
+        tpr_at_1pct_fpr=tpr_at_1pct,
         ci95={"auc": intervals["auc"], "tpr_at_1pct_fpr": intervals["tpr_at_1pct_fpr"]},
     )
 
@@ -95,7 +93,7 @@ def retrained_figures(
     m, n = masks.shape
     known = np.setdiff1d(np.arange(n), evaluation)
     rmia = REGISTRY["rmia"].function
-    pooled: dict[str, list[list[np.ndarray]]] = {"loss_threshold": [[], [], []], "rmia": [[], [], []]}
+    pooled: dict[str, list[list[np.ndarray]]] = {"loss_threshold": [[], []], "rmia": [[], []]}
     for k in range(m):
         truth = masks[k]
         others = [j for j in range(m) if j != k]
@@ -109,11 +107,9 @@ def retrained_figures(
             scores["rmia"] = rmia(
                 confidence[k], sides, np.ones_like(sides, dtype=bool), population, online=True
             )
-        for name, values in scores.items():
-            cut = best_cut(values[known], truth[known])
+        for name, values in scores.items():  # threshold-free figures: no cut is learned on the known rows
             pooled[name][0].append(truth[evaluation])
             pooled[name][1].append(values[evaluation])
-            pooled[name][2].append(values[evaluation] >= cut)
     attacks = [
         _attack(name, *(np.concatenate(part) for part in parts)) for name, parts in pooled.items() if parts[0]
     ]
@@ -130,9 +126,7 @@ def _serving(rows: ServingRows) -> tuple[Variant, list[Variant]]:
 
     def loss_threshold(probabilities: np.ndarray, name: str) -> tuple[VariantAttack, VariantUtility]:
         confidence = probabilities[np.arange(len(labels)), labels]
-        cut = best_cut(confidence[rows.known], truth[rows.known])
-        scores = confidence[rows.evaluation]
-        attack = _attack(name, truth[rows.evaluation], scores, scores >= cut)
+        attack = _attack(name, truth[rows.evaluation], confidence[rows.evaluation])
         correct = np.argmax(probabilities, axis=1) == labels
         return attack, _utility(correct[outside], labels[outside], confidence[outside])
 
@@ -140,8 +134,7 @@ def _serving(rows: ServingRows) -> tuple[Variant, list[Variant]]:
     target = _row("target", "serving", own_utility, own_attack)
     options = []
     correct = (np.argmax(p, axis=1) == labels).astype(float)
-    judged = label_threshold(correct[rows.known], truth[rows.known], correct[rows.evaluation], "correct")
-    gap = _attack("gap", truth[rows.evaluation], judged.scores, judged.predicted_member)
+    gap = _attack("gap", truth[rows.evaluation], correct[rows.evaluation])
     labels_only = VariantUtility(own_utility.accuracy, own_utility.balanced_accuracy, None, own_utility.ci95)
     options.append(_row("labels only", "serving", labels_only, gap, against=target))
     for decimals in ROUNDINGS:

@@ -212,7 +212,7 @@ def _robustness(values: Any, n: int, queries: int) -> np.ndarray | None:
 def checked_from_message(header: Mapping[str, Any], request: CheckRequest) -> ModelCheck:
     """Check a child's ``checked`` answer to ``request``: class names (``*_class``), the label column's name,
     counts; and that it answers what was asked (the label column asked for, at least two classes and one
-    feature, no more rows scored than asked for or than either table has)."""
+    feature, a known output kind, no more rows scored than asked for or than either table has)."""
     values: dict[str, Any] = {}
     for name in (field.name for field in dataclasses.fields(ModelCheck)):
         if name == "label_column":
@@ -220,6 +220,10 @@ def checked_from_message(header: Mapping[str, Any], request: CheckRequest) -> Mo
             if request.label_column is not None and label != request.label_column:
                 raise ProtocolError("the check answers for another label column than the one asked for")
             values[name] = clean_text(label, 200)
+        elif name == "output_kind":
+            values[name] = expect(header, name, str)
+            if values[name] not in OUTPUT_KINDS:
+                raise ProtocolError("the check names no output kind the audit knows")
         else:
             values[name] = _identifier(header, name) if name.endswith("_class") else _count(header, name)
     checked = ModelCheck(**values)
