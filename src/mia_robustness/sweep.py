@@ -38,10 +38,9 @@ PARALLEL_MIN_DISTINCT_ROWS = 2_000
 # merge and train fast whatever their count). Past these sizes AUC stops moving: on the high-cardinality
 # bench case (bench/attack_curve.py and bench/scale.py, figures in bench/RESULTS.md) nn gains under 0.002
 # AUC from 40,000 rows to 140,000 (100k a side) or 350,000 (250k a side), gb under 0.003 from 70,000,
-# while each cell's cost grows with its rows. rf is not capped: its 5-row leaves keep gaining from more
-# rows (+0.0097 from 40,000 to 140,000, +0.0067 from 70,000 to 350,000), past the 0.005 the sweep may
-# move a figure; its trees draw bootstraps of at most 10,000 rows past 20,000 unmerged training rows
-# (attacks/learned.py's HIGH_CARDINALITY_*), which bounds its cost per cell.
+# while each cell's cost grows with its rows. rf is not in this table: its merged forest (5-row leaves)
+# keeps gaining from more rows (+0.0067 from 70,000 to 350,000 on the 250k, 10-tree case), past the 0.005
+# the sweep may move a figure; its unmerged forest has its own cap below.
 # Proportions whose known rows reach the cap train on the same nested prefix of the pool, so the sweep
 # fits it once per attack and repeat and reports it at each of them. Threshold attacks are not capped.
 MAX_ATTACK_TRAIN_ROWS = {"nn": 40_000, "gb": 70_000}
