@@ -3,6 +3,8 @@ attacks gap and boundary, and the sandbox wire refusing a forged kind."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -248,7 +250,8 @@ def test_a_forged_kind_or_shape_from_the_child_is_refused():
             scored_from_message(forged_header, forged_arrays)
     # Asked for 3 queries: shares of 4 answers, and nothing else.
     header, arrays = _wire("labels", np.eye(2)[[0, 1, 1, 0]], robustness=np.array([0.25, 1.0, 0.0, 0.75]))
-    assert scored_from_message(header, arrays, boundary_queries=3).robustness.tolist() == [
+    asked = ScoreRequest("y", 0, boundary_queries=3)
+    assert scored_from_message(header, arrays, asked).robustness.tolist() == [
         0.25,
         1.0,
         0.0,
@@ -256,11 +259,34 @@ def test_a_forged_kind_or_shape_from_the_child_is_refused():
     ]
     for bad in (np.array([0.3, 1.0, 0.0, 0.75]), np.array([0.25, 1.25, 0.0, 0.75]), np.zeros(3)):
         with pytest.raises(ProtocolError):
-            scored_from_message(header, {**arrays, "robustness": bad}, boundary_queries=3)
+            scored_from_message(header, {**arrays, "robustness": bad}, asked)
     with pytest.raises(ProtocolError):
-        scored_from_message(
-            header, {k: v for k, v in arrays.items() if k != "robustness"}, boundary_queries=3
-        )
+        scored_from_message(header, {k: v for k, v in arrays.items() if k != "robustness"}, asked)
+
+
+def test_the_boundary_row_limit_is_checked_on_the_wire():
+    """Over ``boundary_max_rows`` a probability or margin target's child must leave the robustness out (and a
+    label-only target's must send it): the parent holds it to the rule the child applied."""
+    over = ScoreRequest("y", 0, boundary_queries=3, boundary_max_rows=1)  # 2 rows a side: over the limit
+    margins = np.array([[-1.5, 1.5], [2.0, -2.0], [0.1, -0.1], [-3.0, 3.0]])
+    robustness = np.array([0.25, 1.0, 0.0, 0.75])
+    header, arrays = _wire("margins", margins)
+    assert scored_from_message(header, arrays, over).robustness is None
+    header, arrays = _wire("margins", margins, robustness=robustness)
+    with pytest.raises(ProtocolError):  # queries made past the limit: not what was asked
+        scored_from_message(header, arrays, over)
+    assert scored_from_message(
+        header, arrays, ScoreRequest("y", 0, 3, boundary_max_rows=2)
+    ).robustness.tolist() == [
+        0.25,
+        1.0,
+        0.0,
+        0.75,
+    ]
+    header, arrays = _wire("labels", np.eye(2)[[0, 1, 1, 0]], robustness=robustness)
+    assert scored_from_message(header, arrays, over).robustness is not None
+    with pytest.raises(ProtocolError):  # a label-only target's boundary is its headline: never left out
+        scored_from_message(header, {k: v for k, v in arrays.items() if k != "robustness"}, over)
 
 
 def test_the_headline_of_a_probability_or_margin_target_leaves_the_labels_only_rows_beside_it():
@@ -280,3 +306,68 @@ def test_the_headline_of_a_probability_or_margin_target_leaves_the_labels_only_r
         "If the model served only its predicted labels, the strongest label-only attack, boundary, would tell "
         "members from non-members with ROC AUC 0.70 (the rows marked labels only)."
     ]
+
+
+def _audit_with_boundary_limit(model, members, non_members, options, max_rows):
+    """The audit of ``model`` in this process with the boundary row limit at ``max_rows`` rows per side;
+    ``options`` as ``audit_estimator`` takes them, then the default attacks narrowed to threshold, gap and
+    boundary without naming them (so the limit applies, as to the default list)."""
+    from mia_robustness.deadline import Deadline
+    from mia_robustness.engine import InProcessModel, Stopwatch, run_audit
+    from mia_robustness.options import options_from_mapping
+
+    audit_options = options_from_mapping(options)
+    if "attack_models" not in audit_options.explicit:
+        kept = [a for a in audit_options.attack_models if a in ("threshold", "gap", "boundary")]
+        audit_options = dataclasses.replace(audit_options, attack_models=tuple(kept))
+    deadline = Deadline(None)
+    clock = Stopwatch(None, deadline)
+    stage = InProcessModel(model, members, non_members, saved_version=None, progress=clock.progress)
+    try:
+        return run_audit(
+            stage,
+            audit_options,
+            layout="in-memory",
+            model_file_bytes=0,
+            workers=1,
+            max_memory_mb=None,
+            deadline=deadline,
+            clock=clock,
+            boundary_max_rows=max_rows,
+        )
+    finally:
+        stage.close()
+
+
+BOUNDARY_LIMIT_OPTIONS = {"repeats": 1, "proportions": "0.5,1", "label_column": LABEL, "what_if": False}
+
+
+def test_over_the_boundary_row_limit_a_probability_target_leaves_boundary_out_with_a_note(adult):
+    forest, members, non_members = split_fit(
+        adult, _pipeline(adult, LogisticRegression(max_iter=500)), label=LABEL
+    )
+    rows_per_side = min(len(members), len(non_members))
+    report = _audit_with_boundary_limit(
+        forest, members, non_members, BOUNDARY_LIMIT_OPTIONS, rows_per_side - 1
+    )
+    assert {row.attack_model for row in report.results} == {"threshold", "gap"}
+    note = [w for w in report.warnings if w.startswith("boundary was left out")]
+    assert len(note) == 1 and f"more than {rows_per_side - 1:,} rows per side" in note[0]
+    assert "ask for it with attack_models" in note[0]
+    # At the limit the queries are made; named explicitly, boundary runs whatever the rows.
+    at_limit = _audit_with_boundary_limit(forest, members, non_members, BOUNDARY_LIMIT_OPTIONS, rows_per_side)
+    named = _audit_with_boundary_limit(
+        forest, members, non_members, BOUNDARY_LIMIT_OPTIONS | {"attack_models": "threshold,gap,boundary"}, 1
+    )
+    for kept in (at_limit, named):
+        assert "boundary" in {row.attack_model for row in kept.results}
+        assert not any(w.startswith("boundary was left out") for w in kept.warnings)
+
+
+def test_over_the_boundary_row_limit_a_label_only_target_keeps_boundary(adult):
+    tree, members, non_members = split_fit(
+        adult, _pipeline(adult, DecisionTreeClassifier(random_state=0)), label=LABEL
+    )
+    report = _audit_with_boundary_limit(LabelsOnly(tree), members, non_members, BOUNDARY_LIMIT_OPTIONS, 1)
+    assert {row.attack_model for row in report.results} == {"gap", "boundary"}
+    assert not any(w.startswith("boundary was left out") for w in report.warnings)

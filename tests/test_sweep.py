@@ -214,3 +214,16 @@ def test_past_the_cap_the_sweep_fits_once_and_reports_the_fit_at_each_proportion
     # below the distinct-row threshold nothing is capped: every proportion trains on all it knows
     monkeypatch.setattr(sweep, "HIGH_CARDINALITY_ROWS", 10_000)
     assert [r.train_rows for r in sweep_over(inputs, is_member, **plan)] == [56, 280, 448, 560]
+
+
+def test_rf_is_capped_only_when_its_forest_runs_unmerged(monkeypatch):
+    inputs, is_member = attack_data(400, shift=1.0)  # 800 distinct rows: rf's unmerged forest
+    monkeypatch.setattr(sweep, "HIGH_CARDINALITY_ROWS", 100)
+    monkeypatch.setattr(sweep, "UNMERGED_RF_MAX_TRAIN_ROWS", 200)
+    plan = dict(proportions=[0.1, 0.5, 1.0], attacks=["rf"], repeats=1)
+    assert [r.train_rows for r in sweep_over(inputs, is_member, **plan)] == [56, 200, 200]
+    # The same signals on a coarse grid: a few hundred distinct rows of 800, so rf merges them; uncapped.
+    coarse = np.round(inputs.features * 2) / 2
+    assert 100 <= len(np.unique(coarse, axis=0)) < 400
+    merged = dataclasses.replace(inputs, features=coarse)
+    assert [r.train_rows for r in sweep_over(merged, is_member, **plan)] == [56, 280, 560]

@@ -22,6 +22,7 @@ from threadpoolctl import threadpool_limits
 
 from .attacks import REGISTRY, AttackInput
 from .attacks.base import distinct_rows
+from .attacks.learned import MERGE_WHEN_DISTINCT_SHARE_BELOW
 from .errors import DataError
 from .executor import Executor, ThreadExecutor
 from .metrics import AttackMetrics, attack_metrics
@@ -37,13 +38,19 @@ PARALLEL_MIN_DISTINCT_ROWS = 2_000
 # merge and train fast whatever their count). Past these sizes AUC stops moving: on the high-cardinality
 # bench case (bench/attack_curve.py and bench/scale.py, figures in bench/RESULTS.md) nn gains under 0.002
 # AUC from 40,000 rows to 140,000 (100k a side) or 350,000 (250k a side), gb under 0.003 from 70,000,
-# while each cell's cost grows with its rows. rf is not capped: its 5-row leaves keep gaining from more
-# rows (+0.0097 from 40,000 to 140,000, +0.0067 from 70,000 to 350,000), past the 0.005 the sweep may
-# move a figure; its trees already draw bootstraps of at most 20,000 rows, which bounds its cost per cell.
+# while each cell's cost grows with its rows. rf is not in this table: its merged forest (5-row leaves)
+# keeps gaining from more rows (+0.0067 from 70,000 to 350,000 on the 250k, 10-tree case), past the 0.005
+# the sweep may move a figure; its unmerged forest has its own cap below.
 # Proportions whose known rows reach the cap train on the same nested prefix of the pool, so the sweep
 # fits it once per attack and repeat and reports it at each of them. Threshold attacks are not capped.
 MAX_ATTACK_TRAIN_ROWS = {"nn": 40_000, "gb": 70_000}
 HIGH_CARDINALITY_ROWS = 40_000
+# rf is capped too when most of the audit's signal rows are distinct, so that its forest runs unmerged
+# (attacks/learned.py's 10,000-row bootstraps with 20-row leaves): that forest's curve is flat past 70,000
+# rows (100k case: 0.7200 at 70,000, 0.7213 at 140,000; the audit's mean at 1.0 was 0.7158 before it).
+# The merged forest (few distinct rows) keeps gaining (-0.0067 at a 70,000 cap on the 250k, 10-tree case)
+# and stays uncapped.
+UNMERGED_RF_MAX_TRAIN_ROWS = 70_000
 
 ProgressCallback = Callable[[str, int, int], None]
 
@@ -176,7 +183,11 @@ def run_sweep(
     membership and the splits scattered to every worker once.
     """
     distinct = len(distinct_rows(inputs.features)[0])
-    caps = MAX_ATTACK_TRAIN_ROWS if distinct >= HIGH_CARDINALITY_ROWS else None
+    caps = None
+    if distinct >= HIGH_CARDINALITY_ROWS:
+        caps = dict(MAX_ATTACK_TRAIN_ROWS)
+        if distinct > MERGE_WHEN_DISTINCT_SHARE_BELOW * len(is_member):
+            caps["rf"] = UNMERGED_RF_MAX_TRAIN_ROWS
     splits, cells = plan_cells(is_member, max_train_rows=caps, **plan)
     # One fit per distinct (attack, repeat, rows, seed): capped proportions repeat their first's cell.
     first_of: dict[tuple[str, int, int, int], int] = {}

@@ -260,12 +260,26 @@ def _check_probabilities(probabilities: np.ndarray, n_rows: int, n_classes: int)
 @dataclass(frozen=True)
 class ScoreRequest:
     """What the first stage needs: how to find the label, the audit's seed (balancing and the boundary
-    attack's perturbations), and how many perturbed copies of each row the boundary attack queries (0: it
-    does not run)."""
+    attack's perturbations), how many perturbed copies of each row the boundary attack queries (0: it
+    does not run), and the rows per side above which those queries are not made for a target that answers
+    probabilities or margins (``None``: no limit).
+
+    The limit is applied where the model runs, because only that side knows what the target answers
+    (:meth:`boundary_queries_for`); the parent checks the answer against the same rule."""
 
     label_column: str | None
     seed: int
     boundary_queries: int = 0
+    boundary_max_rows: int | None = None
+
+    def boundary_queries_for(self, output_kind: str, rows_per_side: int) -> int:
+        """The perturbed queries per row to make for a target answering ``output_kind`` on ``rows_per_side``
+        rows a side: 0 when the boundary attack was not asked for, or when the target answers probabilities
+        or margins (boundary is then only the informational labels-only row, which ``gap`` also gives, at no
+        extra query) and has more rows than ``boundary_max_rows``. For a label-only target boundary is the
+        headline attack: its queries are always made."""
+        over = self.boundary_max_rows is not None and rows_per_side > self.boundary_max_rows
+        return 0 if over and output_kind != "labels" else self.boundary_queries
 
 
 @dataclass(frozen=True)
@@ -402,7 +416,7 @@ def score_target(
     members, non_members:
         The tables as read, each with the label column.
     request:
-        The label column, the audit's seed and the boundary attack's queries per row.
+        The label column, the audit's seed, and the boundary attack's queries per row and row limit.
     saved_version:
         The scikit-learn version the model was saved with (for the report), when known.
     """
@@ -425,13 +439,14 @@ def score_target(
             code="non_finite_values",
         ) from None
     robustness = None
-    if request.boundary_queries:
+    queries = request.boundary_queries_for(outputs.kind, len(data.is_member) // 2)
+    if queries:
         robustness = label_robustness(
             lambda rows: query_outputs(model, rows, outputs.kind, outputs.classes).argmax(axis=1),
             data.features,
             outputs.label_index,
             outputs.outputs.argmax(axis=1),
-            queries=request.boundary_queries,
+            queries=queries,
             seed=request.seed,
         )
     label = resolve_label_column(members, request.label_column, "members")

@@ -24,13 +24,22 @@ MERGE_WHEN_DISTINCT_SHARE_BELOW = 0.5
 # Each tree of the unmerged forest sees a bootstrap of at most this many rows: beyond it more rows per
 # tree add time but not strength on a few dozen signal features.
 MAX_BOOTSTRAP_ROWS = 20_000
+# Past MAX_BOOTSTRAP_ROWS distinct training rows (high-cardinality signals: targets with continuous
+# outputs) the forest draws smaller bootstraps and grows larger leaves. This made the rf attack STRONGER
+# there, not only cheaper: on the bench's high-cardinality cases (bench/attack_curve.py --rf-variants,
+# figures in bench/RESULTS.md) its AUC rose at every proportion while each fit took 3-4x less time; a
+# 5-row leaf on 20,000 rows memorises the attacker's rows more than it learns membership. Fewer training
+# rows, and merged rows, keep the forest above, so tree targets and small audits keep their figures.
+HIGH_CARDINALITY_LEAF_ROWS = 20
+HIGH_CARDINALITY_BOOTSTRAP_ROWS = 10_000
 GB_VALIDATION_FRACTION = 0.15
 
 
 def fit_score_rf(
     train: AttackInput, is_member: np.ndarray, evaluation: AttackInput, *, seed: int, device: str = "cpu"
 ) -> AttackOutput:
-    """Random forest; leaves of at least 5 rows keep its scores from memorising the attacker's rows."""
+    """Random forest; leaves of at least 5 rows keep its scores from memorising the attacker's rows (20 rows
+    on 10,000-row bootstraps past 20,000 distinct training rows: ``HIGH_CARDINALITY_LEAF_ROWS``)."""
     n = len(train)
     distinct_x, distinct_y, counts = merge_duplicates(train.features, is_member)
     if len(distinct_x) <= MERGE_WHEN_DISTINCT_SHARE_BELOW * n:
@@ -40,13 +49,14 @@ def fit_score_rf(
         return AttackOutput(
             scores=scores, predicted_member=scores >= 0.5, detail=f"{len(distinct_x)} distinct rows"
         )
+    many = n > MAX_BOOTSTRAP_ROWS
     model = RandomForestClassifier(
         n_estimators=N_TREES,
-        min_samples_leaf=MIN_LEAF_ROWS,
+        min_samples_leaf=HIGH_CARDINALITY_LEAF_ROWS if many else MIN_LEAF_ROWS,
         max_features="sqrt",
         n_jobs=1,
         random_state=seed,
-        max_samples=None if n <= MAX_BOOTSTRAP_ROWS else MAX_BOOTSTRAP_ROWS,
+        max_samples=min(n, HIGH_CARDINALITY_BOOTSTRAP_ROWS) if many else None,
     ).fit(train.features, is_member)
     scores = model.predict_proba(evaluation.features)[:, 1]
     return AttackOutput(scores=scores, predicted_member=scores >= 0.5)

@@ -301,6 +301,7 @@ class SandboxedModel:
                     "label_column": request.label_column,
                     "seed": request.seed,
                     "boundary_queries": request.boundary_queries,
+                    "boundary_max_rows": request.boundary_max_rows,
                 },
             },
         )
@@ -309,7 +310,7 @@ class SandboxedModel:
         if answer.get("kind") != "scored":
             raise self._protocol_error()
         try:
-            scored = scored_from_message(answer, answer.pop("_arrays"), request.boundary_queries)
+            scored = scored_from_message(answer, answer.pop("_arrays"), request)
         except ProtocolError:
             raise self._protocol_error() from None
         self._rows = len(scored.is_member)

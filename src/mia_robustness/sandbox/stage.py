@@ -24,7 +24,7 @@ import pandas as pd
 from ..model_check import CheckRequest, ModelCheck
 from ..remediation.family import CLASS_KNOBS, RULES, Config, Plan, variant_name
 from ..remediation.fits import SKIP_CODES, WhatIfFits, WhatIfRequest
-from ..target import OUTPUT_KINDS, ScoredTarget
+from ..target import OUTPUT_KINDS, ScoredTarget, ScoreRequest
 from .protocol import ProtocolError, clean_text, expect
 
 # Stages the child reports progress for; any other name from it is a protocol error.
@@ -124,10 +124,11 @@ _SCORED_DTYPES = {
 
 
 def scored_from_message(
-    header: Mapping[str, Any], arrays: Mapping[str, np.ndarray], boundary_queries: int = 0
+    header: Mapping[str, Any], arrays: Mapping[str, np.ndarray], request: ScoreRequest | None = None
 ) -> ScoredTarget:
-    """Check a child's ``scored`` answer and build the :class:`ScoredTarget` the audit goes on with;
-    ``boundary_queries`` is what the request asked for (0: no robustness array may come back)."""
+    """Check a child's ``scored`` answer to ``request`` and build the :class:`ScoredTarget` the audit goes on
+    with: a robustness array comes back exactly when the request asked for boundary queries and allows them
+    for the kind and rows answered (:meth:`ScoreRequest.boundary_queries_for`); ``None``: none asked for."""
     classes = expect(header, "classes", list)
     if not 2 <= len(classes) <= 100_000 or not all(isinstance(c, (str, int, float, bool)) for c in classes):
         raise ProtocolError("the classes are not a list of at least two plain labels")
@@ -149,7 +150,8 @@ def scored_from_message(
         raise ProtocolError("the scored arrays do not have matching shapes")
     arrays_checked = {name: values[name].astype(_SCORED_DTYPES[name], copy=False) for name in _SCORED_ARRAYS}
     _check_outputs(arrays_checked["outputs"], kind)
-    robustness = _robustness(arrays.get("robustness"), n, boundary_queries)
+    queries = 0 if request is None else request.boundary_queries_for(kind, n // 2)
+    robustness = _robustness(arrays.get("robustness"), n, queries)
     label_index = arrays_checked["label_index"]
     is_member = arrays_checked["is_member"]
     if (label_index < 0).any() or (label_index >= len(classes)).any():
