@@ -19,15 +19,20 @@ demo: $(STAMP)
 	$(BIN)/mia-robustness audit sample_input/ --format json -o out/demo-report.json
 	$(BIN)/mia-robustness summary out/demo-report.json
 
-# Two test processes (pytest-xdist), handed tests one by one: most of a test's time is one process busy
-# (a sandbox child starting, then the audit) while the other waits, so on 2 cores a second runs beside it.
-# (Whole files per process balance badly: test_hostile_models alone outlasts the rest of its half.)
-# PYTEST_WORKERS=0 runs the suite in this one process.
+# Two test processes (pytest-xdist): most of a test's time is one process busy (a sandbox child starting,
+# then the audit) while the other waits, so on 2 cores a second runs beside it. --dist worksteal gives
+# each process half of the tests in file order and lets the one that runs out take half of what the other
+# has left: a module's tests mostly stay in one process (its module-scoped servers and fitted models are
+# built once, not once per process, as xdist's default handing-out in interleaved chunks did), and
+# neither process idles while the other has a queue. (Whole files per process balance badly:
+# test_hostile_models alone outlasts the rest of its half.) PYTEST_WORKERS=0 runs the suite in this one
+# process.
 PYTEST_WORKERS ?= 2
+PYTEST_DIST := $(if $(filter 0,$(PYTEST_WORKERS)),,--dist worksteal)
 
 test: $(STAMP)
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --durations=15
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) $(PYTEST_DIST) --durations=15
 
 lint: $(STAMP)
 	$(BIN)/lint-imports --no-cache
