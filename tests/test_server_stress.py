@@ -29,12 +29,12 @@ CHEAPEST = as_header(builders.CHEAPEST)
 CONCURRENT = 20
 # Invocations for the leak test, sent by as many clients as the server has audit slots. Each starts a
 # fresh sandbox child (2-3 s of interpreter start-up on 2 cores), so 12 keep the test near half a minute;
-# a leak of one file descriptor or one megabyte per invocation still shows above the tolerances below
-# (fds +-2, LEAK_MB: 12 and 12 MB at the least). After the warm-up, 24 invocations moved the server's
-# resident memory by 0.1 MB, so the memory bound is tight (it was 50 MB over 24 invocations: a leak
-# below 2 MB per invocation passed).
+# a leak of one file descriptor or two megabytes per invocation still shows above the tolerances below
+# (fds +-2, LEAK_MB: 24 MB at the least). After the warm-up, 24 invocations moved the server's resident
+# memory by 0.1 MB; the bound leaves room for the allocator's noise on another machine (it was 50 MB
+# over 24 invocations: a leak below 2 MB per invocation passed).
 LEAK_CALLS = 12
-LEAK_MB = 10
+LEAK_MB = 20
 LEAK_WARM_UP_CALLS = 4
 LEAK_CLIENTS = 2
 # Clients of the 503 test, all at once against the shared server's queue of 4 (2 slots + 2 waiting).
