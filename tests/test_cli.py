@@ -87,6 +87,24 @@ def test_classes_that_a_pickle_does_not_have_are_refused(tmp_path, overfit_bundl
     assert model.classes_.tolist() == overfit_tree_data[0].classes_.tolist() == [0, 1]
 
 
+def test_a_pickle_whose_classes_are_ragged_is_refused_in_one_line(tmp_path, overfit_tree_data):
+    """A hostile pickle's classes_ that numpy cannot make one list of (ragged) is an unsupported model:
+    with a classes option (checked against them at loading) or without, sandboxed or not, exit 2 and one
+    line, not an internal error quoting numpy."""
+    import joblib
+
+    model, members, non_members = overfit_tree_data
+    folder = write_bundle(tmp_path, model, members, non_members)
+    forged = joblib.load(folder / "model.pkl")
+    forged.classes_ = [[0, 1], [2]]
+    joblib.dump(forged, folder / "model.pkl")
+    for extra in (("--classes", "0,1", "--no-sandbox"), ("--no-sandbox",)):
+        done = run("audit", folder, *extra, *FAST_FLAGS)
+        assert done.returncode == 2, (extra, done.stderr)
+        lines = [line for line in done.stderr.strip().splitlines() if line.startswith("error")]
+        assert len(lines) == 1 and "classes_" in lines[0] and "internal error" not in done.stderr, done.stderr
+
+
 def test_device_cuda_without_cuda_is_an_error_only_when_nn_runs(tmp_path, overfit_bundle):
     """nn is the only attack that uses the device: a label-only model leaves it out, so --device cuda on a
     machine without CUDA audits it; a probability model whose audit runs nn is refused in one line."""

@@ -371,3 +371,19 @@ def test_over_the_boundary_row_limit_a_label_only_target_keeps_boundary(adult):
     report = _audit_with_boundary_limit(LabelsOnly(tree), members, non_members, BOUNDARY_LIMIT_OPTIONS, 1)
     assert {row.attack_model for row in report.results} == {"gap", "boundary"}
     assert not any(w.startswith("boundary was left out") for w in report.warnings)
+
+
+def test_the_settings_of_an_audit_past_the_boundary_row_limit_reproduce_it(adult):
+    """The report's settings, passed back, must give the same report: past the row limit boundary did not
+    run, so the settings must not name it (named, it runs whatever the rows)."""
+    from mia_robustness.options import options_from_mapping
+
+    model, members, non_members = split_fit(
+        adult, _pipeline(adult, LogisticRegression(max_iter=500)), label=LABEL
+    )
+    first = _audit_with_boundary_limit(model, members, non_members, BOUNDARY_LIMIT_OPTIONS, 1)
+    assert "boundary" not in {row.attack_model for row in first.results}
+    assert "boundary" not in first.settings["attack_models"]
+    again = _audit_with_boundary_limit(model, members, non_members, first.settings, 1)
+    assert options_from_mapping(again.settings) == options_from_mapping(first.settings)
+    assert again.to_dict()["results"] == first.to_dict()["results"]

@@ -431,12 +431,14 @@ def run_audit(
     if remediation.status == "ran":
         lap("what_if")
 
+    ran = tuple(a for a in attacks if REGISTRY[a].kind != "reference" or a in reference)
     report = assemble_report(
         cells,
         scored,
         signals,
-        # The settings a user passes back to reproduce the audit name the attacks that ran.
-        dataclasses.replace(options, attack_models=tuple(attacks)) if left_out or no_model else options,
+        # The settings a user passes back to reproduce the audit name the attacks that ran: passed back,
+        # attack_models is named, and a named attack runs past the row limits that left it out here.
+        dataclasses.replace(options, attack_models=ran) if ran != options.attack_models else options,
         eval_rows=eval_rows,
         layout=layout,
         device=device,

@@ -81,8 +81,11 @@ def model_classes(model: object) -> np.ndarray:
             "the model has no classes_: it is not a fitted classifier; fit it before saving",
             code="not_fitted",
         )
-    classes = np.asarray(classes)
-    if classes.ndim != 1 or len(classes) < 2:
+    try:
+        classes = np.asarray(classes)
+    except (TypeError, ValueError):  # ragged or odd values (a hostile file's): no traceback, no echo of them
+        classes = None
+    if classes is None or classes.ndim != 1 or len(classes) < 2:
         raise ModelError(
             "the model's classes_ must list at least two classes (multi-output models are not supported)",
             code="unsupported_model",
