@@ -41,6 +41,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mia_robustness.reference_cache")
 ENTRY_SUFFIX = ".npz"
+# Bumped whenever what the same key's answers would be changes (2: refits of a recipe without a seed are
+# seeded like the what-if's), so an entry an older version wrote is a miss, not a different figure.
+ANSWER_FORMAT = 2
 DEFAULT_MAX_BYTES = 1024 * 2**20
 _CHUNK = 1 << 20
 
@@ -109,7 +112,14 @@ class ReferenceCache:
 
         digest = hashlib.sha256(
             json.dumps(
-                [identity, [str(v) for v in scored_with], __version__, sklearn.__version__, np.__version__]
+                [
+                    identity,
+                    [str(v) for v in scored_with],
+                    ANSWER_FORMAT,
+                    __version__,
+                    sklearn.__version__,
+                    np.__version__,
+                ]
             ).encode()
         )
         for pool, mask in zip(pools, masks, strict=True):

@@ -24,8 +24,8 @@ MERGE_WHEN_DISTINCT_SHARE_BELOW = 0.5
 # Each tree of the unmerged forest sees a bootstrap of at most this many rows: beyond it more rows per
 # tree add time but not strength on a few dozen signal features.
 MAX_BOOTSTRAP_ROWS = 20_000
-# Past MAX_BOOTSTRAP_ROWS distinct training rows (high-cardinality signals: targets with continuous
-# outputs) the forest draws smaller bootstraps and grows larger leaves. This made the rf attack STRONGER
+# Past MAX_BOOTSTRAP_ROWS training rows that do not merge (more than half distinct: high-cardinality
+# signals, targets with continuous outputs) the forest draws smaller bootstraps and grows larger leaves. This made the rf attack STRONGER
 # there, not only cheaper: on the bench's high-cardinality cases (bench/attack_curve.py --rf-variants,
 # figures in bench/RESULTS.md) its AUC rose at every proportion while each fit took 3-4x less time; a
 # 5-row leaf on 20,000 rows memorises the attacker's rows more than it learns membership. Fewer training
@@ -39,7 +39,7 @@ def fit_score_rf(
     train: AttackInput, is_member: np.ndarray, evaluation: AttackInput, *, seed: int, device: str = "cpu"
 ) -> AttackOutput:
     """Random forest; leaves of at least 5 rows keep its scores from memorising the attacker's rows (20 rows
-    on 10,000-row bootstraps past 20,000 distinct training rows: ``HIGH_CARDINALITY_LEAF_ROWS``)."""
+    on 10,000-row bootstraps past 20,000 training rows when they do not merge: ``HIGH_CARDINALITY_LEAF_ROWS``)."""
     n = len(train)
     distinct_x, distinct_y, counts = merge_duplicates(train.features, is_member)
     if len(distinct_x) <= MERGE_WHEN_DISTINCT_SHARE_BELOW * n:
