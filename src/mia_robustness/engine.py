@@ -25,6 +25,7 @@ from .deadline import Deadline
 from .errors import LimitError, OptionsError
 from .executor import Executor, ThreadExecutor, open_executor
 from .options import AuditOptions, options_from_mapping
+from .overlap import one_at_a_time, overlap_pays, run_beside
 from .recipe import has_recipe
 from .recipe_spec import build_recipe
 from .reference import (
@@ -38,7 +39,7 @@ from .reference import (
 from .reference_cache import ReferenceCache, as_cache, cached_answers, estimator_identity
 from .remediation import WhatIfFits, WhatIfRequest, summary_sentence, what_if_section
 from .remediation.fits import fit_what_if
-from .report import Report
+from .report import Remediation, Report
 from .sanity import RowOverlap, sanity_findings
 from .signals import compute_signals, softmax
 from .sweep import default_workers, run_sweep, split_for_repeat
@@ -86,7 +87,8 @@ class Stopwatch:
     """
 
     def __init__(self, progress: ProgressCallback | None, deadline: Deadline) -> None:
-        self.report = progress or (lambda stage, done, total: None)
+        # The sweep and the model stage may report from two threads at once (run_audit's overlap).
+        self.report = one_at_a_time(progress or (lambda stage, done, total, **note: None))
         self.takes_notes = bool(getattr(progress, "accepts_notes", False))
         self.deadline = deadline
         self.timings: dict[str, float] = {}
@@ -98,6 +100,12 @@ class Stopwatch:
         now = time.perf_counter()
         self.timings[stage] = now - self._last
         self._last = now
+        self.report(stage, 1, 1)
+
+    def record(self, stage: str, started: float) -> None:
+        """Record the time since ``started`` (``time.perf_counter()``) as ``stage``'s and report it done:
+        for stages that may run beside another, whose time is their own, not the time since the last lap."""
+        self.timings[stage] = time.perf_counter() - started
         self.report(stage, 1, 1)
 
     def expect_fits(self, request: ReferenceRequest, fit_sets: int | None = None) -> None:
@@ -357,12 +365,15 @@ def run_audit(
             "model's recipe many times; ask for them with attack_models to run them"
         )
         reference = []
-    cells = []
     # The repeats, their evaluation rows and the seed: the same for the sweep and the reference stage.
     repeat_plan = {"repeats": options.repeats, "eval_fraction": options.eval_fraction, "seed": options.seed}
-    if learned:
+
+    def sweep() -> list:
+        if not learned:
+            return []
         deadline.check("attacks")
-        cells += run_sweep(
+        started = time.perf_counter()
+        swept = run_sweep(
             inputs,
             scored.is_member,
             proportions=options.proportions,
@@ -373,44 +384,59 @@ def run_audit(
             executor=executor,
             **repeat_plan,
         )
-        lap("attacks")
-    eval_rows = _evaluation_rows(scored.is_member, options)
-    if reference:
-        deadline.check("reference_attacks")
-        request = ReferenceRequest(
-            attacks=tuple(reference),
-            proportion=max(options.proportions),
-            n_models=options.reference_models,
-            workers=executor.slots if fits_spread else workers,
-            recipe=None if options.reference_recipe is None else options.reference_recipe.to_dict(),
-            **repeat_plan,
-        )
-        fit_sets = request.fit_sets(scored.is_member)
-        cells += score_reference_cells(
-            fit_sets,
-            cached_answers(model, request, fit_sets, clock, cache, cache_identity, options),
-            signals.scores["confidence"],
-            scored.is_member,
-            attacks=request.attacks,
-            proportion=request.proportion,
-            eval_fraction=request.eval_fraction,
-            seed=request.seed,
-        )
-        lap("reference_attacks")
-    deadline.check("what_if")
-    left, reference_took = deadline.remaining(), timings.get("reference_attacks")
-    remediation = what_if_section(
-        model.what_if,
-        scored,
-        options,
-        reference_runs=bool(reference),
-        workers=workers,
-        time_short=left is not None and reference_took is not None and left < reference_took,
-        outputs_supplied=supplied,
-    )
-    if remediation.status == "ran":
-        lap("what_if")
+        clock.record("attacks", started)
+        return swept
 
+    def model_work() -> tuple[list, Remediation]:
+        """The reference stage, then the what-if (its default rule weighs the reference stage's own time)."""
+        reference_cells = []
+        if reference:
+            deadline.check("reference_attacks")
+            started = time.perf_counter()
+            request = ReferenceRequest(
+                attacks=tuple(reference),
+                proportion=max(options.proportions),
+                n_models=options.reference_models,
+                workers=executor.slots if fits_spread else workers,
+                recipe=None if options.reference_recipe is None else options.reference_recipe.to_dict(),
+                **repeat_plan,
+            )
+            fit_sets = request.fit_sets(scored.is_member)
+            reference_cells = score_reference_cells(
+                fit_sets,
+                cached_answers(model, request, fit_sets, clock, cache, cache_identity, options),
+                signals.scores["confidence"],
+                scored.is_member,
+                attacks=request.attacks,
+                proportion=request.proportion,
+                eval_fraction=request.eval_fraction,
+                seed=request.seed,
+            )
+            clock.record("reference_attacks", started)
+        deadline.check("what_if")
+        started = time.perf_counter()
+        left, reference_took = deadline.remaining(), timings.get("reference_attacks")
+        section = what_if_section(
+            model.what_if,
+            scored,
+            options,
+            reference_runs=bool(reference),
+            workers=workers,
+            time_short=left is not None and reference_took is not None and left < reference_took,
+            outputs_supplied=supplied,
+        )
+        if section.status == "ran":
+            clock.record("what_if", started)
+        return reference_cells, section
+
+    eval_rows = _evaluation_rows(scored.is_member, options)
+    if overlap_pays(model, executor, workers, inputs, learned, reference or options.what_if is True):
+        timings["attacks"] = 0.0  # the report lists the stages in the sequence's order, whichever ends first
+        swept, (reference_cells, remediation) = run_beside(sweep, model_work, deadline)
+    else:
+        swept = sweep()
+        reference_cells, remediation = model_work()
+    cells = swept + reference_cells
     report = assemble_report(
         cells,
         scored,
