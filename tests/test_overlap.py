@@ -7,7 +7,9 @@ in this process and through the sandbox; ``overlap.FORCE_OVERLAP`` turns the ove
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import threading
 import time
 
@@ -16,8 +18,10 @@ import pytest
 
 from builders import write_bundle
 from mia_robustness import audit, audit_estimator, overlap
+from mia_robustness.cli import Progress
 from mia_robustness.deadline import Cancelled, Deadline
 from mia_robustness.errors import DataError, MiaError, ModelError, TimeLimitError
+from mia_robustness.serving.progress import ProgressLog
 
 # Every stage that follows the sweep: lira / rmia's reference fits, then the what-if's (asked for).
 FULL = {
@@ -173,3 +177,43 @@ def test_each_thread_names_its_own_stage_in_a_time_limit_error():
     other.start()
     other.join()
     assert "during attacks" in str(deadline.error())
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_cli_bars_of_two_stages_at_once_share_one_line_and_each_ends_on_its_own():
+    stream = Terminal()
+    printer = Progress(stream)
+    printer("reference_models", 0, 4, note="4 fits of the target's recipe")
+    for done in range(1, 7):
+        printer("attacks", done, 6)
+        if done <= 4:
+            printer("reference_models", done, 4)
+    printer("reference_attacks", 1, 1)
+    # what the terminal shows: each \r starts the line over, \x1b[K clears the rest
+    shown = [segment.split("\r")[-1].replace("\x1b[K", "") for segment in stream.getvalue().split("\n")]
+    assert shown[0] == "reference models: 4 fits of the target's recipe"
+    # while both run, both bars are on the line
+    assert re.search(r"\rreference models \[#+\.+\] 3/4 \| attacks \[#+\.+\] 3/6 +[\d.]+s", stream.getvalue())
+    assert re.fullmatch(r"reference models \[#{30}\] 4/4 +[\d.]+s", shown[1]), shown
+    assert re.fullmatch(r"attacks \[#{30}\] 6/6 +[\d.]+s", shown[2]), shown
+    assert re.fullmatch(r"\[ +[\d.]+s\] reference attacks done", shown[3]), shown
+    assert shown[4] == ""  # nothing left running: no bar after the last line
+
+
+def test_log_lines_of_interleaved_stages_are_thinned_per_stage():
+    lines: list[str] = []
+    log = ProgressLog(lines.append, interval=60.0)
+    for done in range(1, 41):
+        log("attacks", done, 40)
+        if done % 10 == 0:
+            log("reference_models", done // 10, 4)
+    assert lines == [
+        "progress attacks 1/40",
+        "progress reference_models 1/4",
+        "progress attacks 40/40",
+        "progress reference_models 4/4",
+    ]
