@@ -38,16 +38,19 @@ def overlap_pays(
 ) -> bool:
     """Whether the sweep and the model stage's fits run side by side (:func:`run_beside`).
 
-    Only when both have work, the audit may use 2+ cores, no cluster runs its units (its tasks already
-    spread them), and one side would leave a core idle: the sweep runs on one thread (few distinct signal
-    rows, ``sweep.one_thread_sweep``) or the fits run in another process (the sandbox child). Otherwise a
-    many-threaded sweep and the fits' threads would fight over the same cores and the GIL.
+    Only when both have work and no cluster runs the units (its tasks already spread them), and then when
+    the fits run in another process (the sandbox child: the sweep and they never share a GIL; a server
+    audit's one thread then has the child's beside it), or in this process when the audit may use 2+
+    threads and the sweep runs on one (few distinct signal rows, ``sweep.one_thread_sweep``). A
+    many-threaded sweep and in-process fits would fight over the same cores and the GIL.
     """
     if FORCE_OVERLAP is not None:
         return FORCE_OVERLAP and bool(learned)
-    if not learned or not model_work or workers < 2 or executor.cluster is not None:
+    if not learned or not model_work or executor.cluster is not None:
         return False
-    return bool(model.containment.get("sandbox")) or one_thread_sweep(inputs)
+    if model.containment.get("sandbox"):
+        return True
+    return workers >= 2 and one_thread_sweep(inputs)
 
 
 def run_beside(
