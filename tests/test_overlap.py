@@ -123,7 +123,7 @@ def test_reference_error_during_the_sweep_surfaces_with_its_code(
         swept.append([done == total for stage, done, total in calls if stage == "attacks"])
         assert _leftovers() == ([], [])
     assert errors[0] == errors[1], errors  # the same class, code and message as in sequence
-    assert errors[1][0] in (ModelError, DataError) or issubclass(errors[1][0], MiaError)
+    assert errors[1][:2] == (ModelError, "refit_failed") and "reference_recipe" in errors[1][2]
     assert swept[0][-1]  # in sequence the sweep ended before the reference stage began
     assert not any(swept[1])  # overlapped, the failure stopped the sweep before its end
 
