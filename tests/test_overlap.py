@@ -15,8 +15,9 @@ import time
 
 import psutil
 import pytest
+from sklearn.ensemble import RandomForestClassifier
 
-from builders import write_bundle
+from builders import noisy_numeric_frame, split_fit, write_bundle
 from mia_robustness import audit, audit_estimator, overlap
 from mia_robustness.cli import Progress
 from mia_robustness.deadline import Cancelled, Deadline
@@ -82,22 +83,23 @@ def test_sandboxed_report_is_the_sequence_report(tmp_path, overfit_tree_data, mo
     assert _leftovers() == ([], [])
 
 
-def test_the_rule_overlaps_a_one_thread_sweep_or_a_sandboxed_model(overfit_tree_data, tmp_path):
-    """No switch: the overfit tree's few distinct signal rows make a one-thread sweep, so the fits run
-    beside it (2 workers), and with 1 worker they do not; the report is the same either way."""
+def test_the_rule_overlaps_a_sandboxed_model_only(overfit_tree_data, tmp_path):
+    """No switch: the sandbox child's fits run beside the sweep (their progress comes from the background
+    thread that owns the child, the sweep's from the audit's), in-process fits after it; the same report."""
     model, members, non_members = overfit_tree_data
     seen = []
 
     def progress(stage, done, total):
         seen.append((stage, threading.current_thread().name))
 
-    two = audit_estimator(model, members, non_members, progress=progress, workers=2, **FULL)
-    threads = {stage: name for stage, name in seen}
+    options = FULL | {"repeats": 1}
+    sandboxed = audit(write_bundle(tmp_path, model, members, non_members), options, progress=progress)
+    threads = dict(seen)
     assert threads["reference_models"] == "mia-model-stage" and threads["attacks"] == "MainThread"
     seen.clear()
-    one = audit_estimator(model, members, non_members, progress=progress, workers=1, **FULL)
+    in_process = audit_estimator(model, members, non_members, progress=progress, workers=2, **options)
     assert {name for _, name in seen} == {"MainThread"}
-    assert _report_text(one) == _report_text(two)
+    assert sandboxed.results == in_process.results and sandboxed.remediation == in_process.remediation
 
 
 @pytest.mark.parametrize("sandboxed", [False, True])
@@ -128,15 +130,20 @@ def test_reference_error_during_the_sweep_surfaces_with_its_code(
     assert not any(swept[1])  # overlapped, the failure stopped the sweep before its end
 
 
-def test_time_limit_stops_an_overlapped_audit(tmp_path, overfit_tree_data, overlap_on):
-    model, members, non_members = overfit_tree_data
+def test_time_limit_stops_an_overlapped_audit(tmp_path, overlap_on):
+    """A forest whose 16 reference fits and nn cells take well past the limit: the audit stops at it, during
+    a stage of the overlap, with no thread or child left."""
+    model, members, non_members = split_fit(
+        noisy_numeric_frame(6000, seed=2), RandomForestClassifier(n_estimators=60, random_state=0)
+    )
     bundle = write_bundle(tmp_path, model, members, non_members)
     options = FULL | {"attack_models": "threshold,rf,gb,nn,lira", "repeats": 3, "reference_models": 16}
     started = time.monotonic()
     with pytest.raises(TimeLimitError) as caught:
-        audit(bundle, options, workers=2, timeout=4)
-    assert time.monotonic() - started < 4 + 6  # stopped at the limit, the child killed, not run to the end
-    assert caught.value.code == "audit_timeout" and "time limit of 4 s" in str(caught.value)
+        audit(bundle, options, workers=2, timeout=8)
+    assert time.monotonic() - started < 8 + 6  # stopped at the limit, the child killed, not run to the end
+    assert caught.value.code == "audit_timeout" and "time limit of 8 s" in str(caught.value)
+    assert re.search(r"during (attacks|reference models|reference attacks|what if);", str(caught.value))
     assert _leftovers() == ([], [])
 
 

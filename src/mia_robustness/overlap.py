@@ -12,9 +12,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .attacks import AttackInput
 from .deadline import Cancelled, Deadline
-from .sweep import one_thread_sweep
 
 
 def one_at_a_time(progress: Callable[..., None]) -> Callable[..., None]:
@@ -33,24 +31,20 @@ def one_at_a_time(progress: Callable[..., None]) -> Callable[..., None]:
 FORCE_OVERLAP: bool | None = None
 
 
-def overlap_pays(
-    model: Any, executor: Any, workers: int, inputs: AttackInput, learned: list, model_work: Any
-) -> bool:
-    """Whether the sweep and the model stage's fits run side by side (:func:`run_beside`).
+def overlap_pays(model: Any, executor: Any, learned: list, model_work: Any) -> bool:
+    """Whether the sweep and the model stage's fits run side by side (:func:`run_beside`): when both have
+    work, no cluster runs the units (its tasks already spread them), and the fits run in another process
+    (the sandbox child), so that the two never share a GIL; a server audit's one thread then has the
+    child's beside it.
 
-    Only when both have work and no cluster runs the units (its tasks already spread them), and then when
-    the fits run in another process (the sandbox child: the sweep and they never share a GIL; a server
-    audit's one thread then has the child's beside it), or in this process when the audit may use 2+
-    threads and the sweep runs on one (few distinct signal rows, ``sweep.one_thread_sweep``). A
-    many-threaded sweep and in-process fits would fight over the same cores and the GIL.
+    In-process fits (``audit_estimator``, ``sandbox=False``) keep the sequence: beside a one-thread sweep
+    they fought it for the GIL and made the Adult 16k audit 1.20x slower at load 2 (bench/RESULTS.md).
     """
     if FORCE_OVERLAP is not None:
         return FORCE_OVERLAP and bool(learned)
     if not learned or not model_work or executor.cluster is not None:
         return False
-    if model.containment.get("sandbox"):
-        return True
-    return workers >= 2 and one_thread_sweep(inputs)
+    return bool(model.containment.get("sandbox"))
 
 
 def run_beside(
