@@ -83,9 +83,9 @@ def test_sandboxed_report_is_the_sequence_report(tmp_path, overfit_tree_data, mo
     assert _leftovers() == ([], [])
 
 
-def test_the_rule_overlaps_a_sandboxed_model_only(overfit_tree_data, tmp_path):
-    """No switch: the sandbox child's fits run beside the sweep (their progress comes from the background
-    thread that owns the child, the sweep's from the audit's), in-process fits after it; the same report."""
+def test_the_rule_overlaps_a_sandboxed_model_with_a_free_core(overfit_tree_data, tmp_path):
+    """No switch: the sandbox child's fits run beside the sweep when a core is free for them (their progress
+    comes from the background thread that owns the child), in-process fits after it; the same report."""
     model, members, non_members = overfit_tree_data
     seen = []
 
@@ -93,9 +93,14 @@ def test_the_rule_overlaps_a_sandboxed_model_only(overfit_tree_data, tmp_path):
         seen.append((stage, threading.current_thread().name))
 
     options = FULL | {"repeats": 1}
-    sandboxed = audit(write_bundle(tmp_path, model, members, non_members), options, progress=progress)
+    bundle = write_bundle(tmp_path, model, members, non_members)
+    # one worker: the one-thread sweep and the child's one fit at a time fit in the 2 CPUs
+    sandboxed = audit(bundle, options, progress=progress, workers=1)
     threads = dict(seen)
     assert threads["reference_models"] == "mia-model-stage" and threads["attacks"] == "MainThread"
+    seen.clear()
+    audit(bundle, options, progress=progress, workers=2)  # 1 + 2 threads on 2 CPUs: in sequence
+    assert {name for _, name in seen} == {"MainThread"}
     seen.clear()
     in_process = audit_estimator(model, members, non_members, progress=progress, workers=2, **options)
     assert {name for _, name in seen} == {"MainThread"}

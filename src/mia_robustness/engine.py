@@ -430,7 +430,7 @@ def run_audit(
         return reference_cells, section
 
     eval_rows = _evaluation_rows(scored.is_member, options)
-    if overlap_pays(model, executor, learned, reference or options.what_if is True):
+    if overlap_pays(model, executor, workers, inputs, learned, reference or options.what_if is True):
         timings["attacks"] = 0.0  # the report lists the stages in the sequence's order, whichever ends first
         swept, (reference_cells, remediation) = run_beside(sweep, model_work, deadline)
     else:

@@ -12,7 +12,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from .attacks import AttackInput
 from .deadline import Cancelled, Deadline
+from .sweep import default_workers, one_thread_sweep
 
 
 def one_at_a_time(progress: Callable[..., None]) -> Callable[..., None]:
@@ -31,20 +33,25 @@ def one_at_a_time(progress: Callable[..., None]) -> Callable[..., None]:
 FORCE_OVERLAP: bool | None = None
 
 
-def overlap_pays(model: Any, executor: Any, learned: list, model_work: Any) -> bool:
+def overlap_pays(
+    model: Any, executor: Any, workers: int, inputs: AttackInput, learned: list, model_work: Any
+) -> bool:
     """Whether the sweep and the model stage's fits run side by side (:func:`run_beside`): when both have
-    work, no cluster runs the units (its tasks already spread them), and the fits run in another process
-    (the sandbox child), so that the two never share a GIL; a server audit's one thread then has the
-    child's beside it.
+    work, no cluster runs the units (its tasks already spread them), the fits run in another process (the
+    sandbox child: the two never share a GIL), and the sweep's threads and the fits' (``workers``) together
+    fit in the CPUs, so that the overlap uses a core that would idle (a server audit's one thread beside
+    its child's one fit on 2 CPUs).
 
-    In-process fits (``audit_estimator``, ``sandbox=False``) keep the sequence: beside a one-thread sweep
-    they fought it for the GIL and made the Adult 16k audit 1.20x slower at load 2 (bench/RESULTS.md).
+    Measured on 2 cores, Adult 16k (bench/RESULTS.md): overlapped with 2 workers (a one-thread sweep beside
+    2 fits at a time, 3 threads on 2 cores) the audit took 70.1 s vs 59.8 s in sequence in the sandbox, and
+    in-process (fits in this process, fighting the sweep for the GIL) 54.1 s vs 44.9 s: both keep the sequence.
     """
     if FORCE_OVERLAP is not None:
         return FORCE_OVERLAP and bool(learned)
-    if not learned or not model_work or executor.cluster is not None:
+    if not learned or not model_work or executor.cluster is not None or not model.containment.get("sandbox"):
         return False
-    return bool(model.containment.get("sandbox"))
+    sweep_threads = 1 if one_thread_sweep(inputs) else workers
+    return sweep_threads + workers <= default_workers()
 
 
 def run_beside(
