@@ -204,22 +204,33 @@ class Progress:
         self.tty = stream.isatty()
         self.started = time.perf_counter()
         self.last_tenth: dict[str, int] = {}
+        self.bars: dict[str, str] = {}  # on a terminal: the unfinished stages' bars, side by side on one line
+
+    def _write_bars(self, elapsed: float) -> None:
+        self.stream.write(f"\r{' | '.join(self.bars.values())} {elapsed:6.1f}s\x1b[K")
 
     def __call__(self, stage: str, done: int, total: int, note: str = "") -> None:
         elapsed = time.perf_counter() - self.started
         name = stage.replace("_", " ")
         if total <= 1:
-            self.stream.write(f"[{elapsed:6.1f}s] {name} done\n")
+            self.stream.write(
+                f"\r[{elapsed:6.1f}s] {name} done\x1b[K\n" if self.tty else f"[{elapsed:6.1f}s] {name} done\n"
+            )
+            if self.tty and self.bars:  # a stage running beside it: its bar again, below the line
+                self._write_bars(elapsed)
         elif self.tty:
             if note and done <= 1:  # the stage's plan, then its estimated cost: lines of their own
                 self.stream.write(f"\r{name}: {note}\x1b[K\n")
                 note = ""
             filled = self.BAR * done // total
-            bar = "#" * filled + "." * (self.BAR - filled)
-            self.stream.write(
-                f"\r{name} [{bar}] {done}/{total} {elapsed:6.1f}s{f'  {note}' if note else ''}\x1b[K"
-                + ("\n" if done == total else "")
-            )
+            bar = f"{name} [{'#' * filled}{'.' * (self.BAR - filled)}] {done}/{total}"
+            if done == total:  # a finished stage keeps its line; the others' bars follow below it
+                self.bars.pop(stage, None)
+                self.stream.write(f"\r{bar} {elapsed:6.1f}s\x1b[K\n")
+            else:
+                self.bars[stage] = bar + (f"  {note}" if note else "")
+            if self.bars:
+                self._write_bars(elapsed)
         elif note or total <= self.EVERY_STEP_UP_TO or 10 * done // total != self.last_tenth.get(stage):
             self.last_tenth[stage] = 10 * done // total
             self.stream.write(f"[{elapsed:6.1f}s] {name} {done}/{total}{f': {note}' if note else ''}\n")

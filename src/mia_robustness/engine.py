@@ -19,12 +19,14 @@ import numpy as np
 import pandas as pd
 
 from .assemble import assemble_report
+from .attack_choice import as_probabilities, attacks_for_kind, attacks_without_model
 from .attacks import REGISTRY, AttackInput, resolve_device
-from .attacks.registry import SERVED, applies_to
+from .attacks.registry import SERVED
 from .deadline import Deadline
-from .errors import LimitError, OptionsError
+from .errors import LimitError
 from .executor import Executor, ThreadExecutor, open_executor
 from .options import AuditOptions, options_from_mapping
+from .overlap import one_at_a_time, overlap_pays, run_beside
 from .recipe import has_recipe
 from .recipe_spec import build_recipe
 from .reference import (
@@ -38,9 +40,9 @@ from .reference import (
 from .reference_cache import ReferenceCache, as_cache, cached_answers, estimator_identity
 from .remediation import WhatIfFits, WhatIfRequest, summary_sentence, what_if_section
 from .remediation.fits import fit_what_if
-from .report import Report
+from .report import Remediation, Report
 from .sanity import RowOverlap, sanity_findings
-from .signals import compute_signals, softmax
+from .signals import compute_signals
 from .sweep import default_workers, run_sweep, split_for_repeat
 from .target import LoadedTarget, ScoredTarget, ScoreRequest, score_target
 
@@ -91,7 +93,8 @@ class Stopwatch:
     """
 
     def __init__(self, progress: ProgressCallback | None, deadline: Deadline) -> None:
-        self.report = progress or (lambda stage, done, total: None)
+        # The sweep and the model stage may report from two threads at once (run_audit's overlap).
+        self.report = one_at_a_time(progress or (lambda stage, done, total, **note: None))
         self.takes_notes = bool(getattr(progress, "accepts_notes", False))
         self.deadline = deadline
         self.timings: dict[str, float] = {}
@@ -103,6 +106,12 @@ class Stopwatch:
         now = time.perf_counter()
         self.timings[stage] = now - self._last
         self._last = now
+        self.report(stage, 1, 1)
+
+    def record(self, stage: str, started: float) -> None:
+        """Record the time since ``started`` (``time.perf_counter()``) as ``stage``'s and report it done:
+        for stages that may run beside another, whose time is their own, not the time since the last lap."""
+        self.timings[stage] = time.perf_counter() - started
         self.report(stage, 1, 1)
 
     def expect_fits(self, request: ReferenceRequest, fit_sets: int | None = None) -> None:
@@ -377,12 +386,15 @@ def run_audit(
             "model's recipe many times; ask for them with attack_models to run them"
         )
         reference = []
-    cells = []
     # The repeats, their evaluation rows and the seed: the same for the sweep and the reference stage.
     repeat_plan = {"repeats": options.repeats, "eval_fraction": options.eval_fraction, "seed": options.seed}
-    if learned:
+
+    def sweep() -> list:
+        if not learned:
+            return []
         deadline.check("attacks")
-        cells += run_sweep(
+        started = time.perf_counter()
+        swept = run_sweep(
             inputs,
             scored.is_member,
             proportions=options.proportions,
@@ -393,45 +405,61 @@ def run_audit(
             executor=executor,
             **repeat_plan,
         )
-        lap("attacks")
-    eval_rows = _evaluation_rows(scored.is_member, options)
-    if reference:
-        deadline.check("reference_attacks")
-        request = ReferenceRequest(
-            attacks=tuple(reference),
-            proportion=max(options.proportions),
-            n_models=options.reference_models,
-            workers=executor.slots if fits_spread else workers,
-            recipe=None if options.reference_recipe is None else options.reference_recipe.to_dict(),
-            **repeat_plan,
-        )
-        fit_sets = request.fit_sets(scored.is_member)
-        cells += score_reference_cells(
-            fit_sets,
-            cached_answers(model, request, fit_sets, clock, cache, cache_identity, options),
-            signals.scores["confidence"],
-            scored.is_member,
-            attacks=request.attacks,
-            proportion=request.proportion,
-            eval_fraction=request.eval_fraction,
-            seed=request.seed,
-        )
-        lap("reference_attacks")
-    deadline.check("what_if")
-    left, reference_took = deadline.remaining(), timings.get("reference_attacks")
-    remediation = what_if_section(
-        model.what_if,
-        scored,
-        options,
-        reference_runs=bool(reference),
-        workers=workers,
-        time_short=left is not None and reference_took is not None and left < reference_took,
-        outputs_supplied=supplied,
-    )
-    if remediation.status == "ran":
-        lap("what_if")
+        clock.record("attacks", started)
+        return swept
 
     ran = tuple(a for a in attacks if REGISTRY[a].kind != "reference" or a in reference)
+
+    def model_work() -> tuple[list, Remediation]:
+        """The reference stage, then the what-if (its default rule weighs the reference stage's own time)."""
+        reference_cells = []
+        if reference:
+            deadline.check("reference_attacks")
+            started = time.perf_counter()
+            request = ReferenceRequest(
+                attacks=tuple(reference),
+                proportion=max(options.proportions),
+                n_models=options.reference_models,
+                workers=executor.slots if fits_spread else workers,
+                recipe=None if options.reference_recipe is None else options.reference_recipe.to_dict(),
+                **repeat_plan,
+            )
+            fit_sets = request.fit_sets(scored.is_member)
+            reference_cells = score_reference_cells(
+                fit_sets,
+                cached_answers(model, request, fit_sets, clock, cache, cache_identity, options),
+                signals.scores["confidence"],
+                scored.is_member,
+                attacks=request.attacks,
+                proportion=request.proportion,
+                eval_fraction=request.eval_fraction,
+                seed=request.seed,
+            )
+            clock.record("reference_attacks", started)
+        deadline.check("what_if")
+        started = time.perf_counter()
+        left, reference_took = deadline.remaining(), timings.get("reference_attacks")
+        section = what_if_section(
+            model.what_if,
+            scored,
+            options,
+            reference_runs=bool(reference),
+            workers=workers,
+            time_short=left is not None and reference_took is not None and left < reference_took,
+            outputs_supplied=supplied,
+        )
+        if section.status == "ran":
+            clock.record("what_if", started)
+        return reference_cells, section
+
+    eval_rows = _evaluation_rows(scored.is_member, options)
+    if overlap_pays(model, executor, workers, inputs, learned, reference or options.what_if is True):
+        timings["attacks"] = 0.0  # the report lists the stages in the sequence's order, whichever ends first
+        swept, (reference_cells, remediation) = run_beside(sweep, model_work, deadline)
+    else:
+        swept = sweep()
+        reference_cells, remediation = model_work()
+    cells = swept + reference_cells
     report = assemble_report(
         cells,
         scored,
@@ -511,83 +539,6 @@ def estimate_peak_memory_mb(
     if any(REGISTRY[a].kind == "reference" for a in options.attack_models):
         total += min(workers, options.reference_models) * model_file_bytes * MODEL_IN_MEMORY_PER_FILE_BYTE
     return SAFETY_FACTOR * (BASELINE_MB + total / 2**20)
-
-
-def attacks_for_kind(options: AuditOptions, output_kind: str) -> tuple[list[str], str | None]:
-    """The asked-for attacks that can attack a target answering in ``output_kind``, and the report's note on
-    those left out (``None`` when none were). Naming one that cannot is an error; by default it is left out.
-    """
-    unfit = [a for a in options.attack_models if not applies_to(a, output_kind)]
-    if unfit and "attack_models" in options.explicit:
-        raise OptionsError(
-            f"attack_models names {', '.join(unfit)}, which cannot attack this model: it gives "
-            f"{SERVED[output_kind]}, and {'they need' if len(unfit) > 1 else 'it needs'} "
-            f"{_needs(unfit[0])}; choose from "
-            f"{', '.join(a for a in REGISTRY if applies_to(a, output_kind))}",
-            code="attack_not_applicable",
-        )
-    if not unfit:
-        return list(options.attack_models), None
-    needs = {}
-    for name in unfit:
-        needs.setdefault(_needs(name), []).append(name)
-    reasons = "; ".join(
-        f"{', '.join(names)} {'need' if len(names) > 1 else 'needs'} {what}" for what, names in needs.items()
-    )
-    note = f"{', '.join(unfit)} {'were' if len(unfit) > 1 else 'was'} left out: the model gives {SERVED[output_kind]} ({reasons})"
-    return [a for a in options.attack_models if a not in unfit], note
-
-
-_NEEDS = {
-    ("probabilities",): "class probabilities to compare with their reference models'",
-    ("probabilities", "margins"): "probabilities or margins to learn from",
-}
-
-
-def _needs(attack: str) -> str:
-    """What ``attack`` needs of a target, in words."""
-    outputs = REGISTRY[attack].outputs
-    return _NEEDS.get(outputs, "a target that gives " + " or ".join(outputs))
-
-
-def as_probabilities(outputs: np.ndarray, output_kind: str) -> np.ndarray:
-    """Rows that sum to 1 for the sanity check: probabilities as they are, the softmax of margins, the
-    one-hot predicted labels."""
-    return softmax(outputs) if output_kind == "margins" else outputs
-
-
-#: What each attack that needs the model itself, not only its answers, does with it: a predictions bundle
-#: (``supplied.py``) has no model, so these are left out there.
-NEEDS_THE_MODEL = {
-    "lira": "retrains its recipe",
-    "rmia": "retrains its recipe",
-    "boundary": "queries it on perturbed copies of each record",
-}
-
-
-def attacks_without_model(
-    options: AuditOptions, attacks: list[str], output_kind: str
-) -> tuple[list[str], str | None]:
-    """For outputs of ``output_kind`` supplied instead of a model: the ``attacks`` that need only those
-    outputs, and the report's note on those left out (``None`` when none were). Naming one that needs the
-    model is an error."""
-    unfit = [a for a in attacks if a in NEEDS_THE_MODEL or REGISTRY[a].kind == "reference"]
-    if not unfit:
-        return attacks, None
-    kept = [a for a in attacks if a not in unfit]
-    why = "; ".join(f"{name} {NEEDS_THE_MODEL.get(name, 'retrains its recipe')}" for name in unfit)
-    if "attack_models" in options.explicit:
-        raise OptionsError(
-            f"attack_models names {', '.join(unfit)}, which cannot run on this bundle: it supplies the model's "
-            f"outputs, not the model ({why}); choose from "
-            f"{', '.join(a for a in REGISTRY if a not in NEEDS_THE_MODEL and applies_to(a, output_kind))}",
-            code="attack_not_applicable",
-        )
-    verb = "were" if len(unfit) > 1 else "was"
-    return (
-        kept,
-        f"{', '.join(unfit)} {verb} left out: the bundle supplies the model's outputs, not the model ({why})",
-    )
 
 
 def _evaluation_rows(is_member: np.ndarray, options: AuditOptions) -> np.ndarray:

@@ -161,6 +161,12 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def one_thread_sweep(inputs: AttackInput) -> bool:
+    """Whether the sweep runs its cells on one thread in this process (too few distinct signal rows to
+    gain from more; see :data:`PARALLEL_MIN_DISTINCT_ROWS`)."""
+    return len(distinct_rows(inputs.features)[0]) < PARALLEL_MIN_DISTINCT_ROWS
+
+
 def run_sweep(
     inputs: AttackInput,
     is_member: np.ndarray,

@@ -63,6 +63,8 @@ ProgressCallback = Callable[[str, int, int], None]
 START_SECONDS = 120.0
 # Seconds a child gets to exit by itself once the audit is done with it.
 EXIT_GRACE = 2.0
+# How often a wait for the child looks whether the audit's other half failed (``Deadline.cancel``).
+CANCEL_POLL_SECONDS = 0.25
 # Virtual memory the child needs beyond its data: the interpreter with numpy, pandas, pyarrow and
 # scikit-learn mapped, thread stacks and malloc arenas (measured VmPeak of a child scoring the sample:
 # ~1.1 GB with MALLOC_ARENA_MAX=2, of which ~0.2 GB resident).
@@ -269,8 +271,9 @@ class SandboxedModel:
             if wait is not None and wait <= 0:
                 raise self.deadline.error() if left is not None and left <= 0 else self._start_error()
             try:
-                message = self._messages.get(timeout=wait)
+                message = self._messages.get(timeout=min(wait or CANCEL_POLL_SECONDS, CANCEL_POLL_SECONDS))
             except queue.Empty:
+                self.deadline.raise_if_cancelled()  # the sweep beside this failed: its error is the audit's
                 continue
             if message is None:
                 raise self._died_error()

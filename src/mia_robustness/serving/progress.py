@@ -7,8 +7,9 @@ from collections.abc import Callable
 
 
 class ProgressLog:
-    """A progress callback that writes one line per stage change, per finished stage and at most one
-    line every ``interval`` seconds otherwise (an audit may report thousands of steps).
+    """A progress callback that writes one line when a stage first reports, per finished stage and at most
+    one line every ``interval`` seconds per unfinished stage otherwise (an audit may report thousands of
+    steps, and two stages may report interleaved: the sweep beside the reference fits).
 
     Parameters
     ----------
@@ -26,13 +27,13 @@ class ProgressLog:
         self._write = write
         self._prefix = prefix
         self._interval = interval
-        self._stage: str | None = None
-        self._last = 0.0
+        self._last: dict[str, float] = {}  # each stage's last line
 
     def __call__(self, stage: str, done: int, total: int, note: str = "") -> None:
         now = time.monotonic()
         # A stage's plan (at 0) and its estimated cost (at 1) are always written; later notes ride along.
         plan_or_cost = bool(note) and done <= 1
-        if stage != self._stage or done >= total or now - self._last >= self._interval or plan_or_cost:
-            self._stage, self._last = stage, now
+        last = self._last.get(stage)
+        if last is None or done >= total or now - last >= self._interval or plan_or_cost:
+            self._last[stage] = now
             self._write(f"{self._prefix}progress {stage} {done}/{total}" + (f" ({note})" if note else ""))
