@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--bootstrap", type=int, default=None, help="rf: rows per tree (learned.MAX_BOOTSTRAP_ROWS)"
     )
-    parser.add_argument("--rf-variants", default=None, help="rf: LEAF:BOOTSTRAP settings to compare")
+    parser.add_argument("--rf-variants", default=None, help="rf: LEAF:BOOTSTRAP[:TREES] settings to compare")
     parser.add_argument(
         "--target",
         choices=("highcard", "gb"),
@@ -120,8 +120,15 @@ def main(argv: list[str] | None = None) -> None:
         for attack in args.attacks.split(","):
             for variant in variants if attack == "rf" else [None]:
                 if variant is not None:
-                    learned.HIGH_CARDINALITY_LEAF_ROWS, learned.HIGH_CARDINALITY_BOOTSTRAP_ROWS = variant
-                name = "" if variant is None else f"leaf {variant[0]}, bootstrap {variant[1]:,}"
+                    learned.HIGH_CARDINALITY_LEAF_ROWS, learned.HIGH_CARDINALITY_BOOTSTRAP_ROWS = variant[:2]
+                    if len(variant) > 2:
+                        learned.HIGH_CARDINALITY_TREES = variant[2]
+                name = (
+                    ""
+                    if variant is None
+                    else f"leaf {variant[0]}, bootstrap {variant[1]:,}"
+                    + (f", {variant[2]} trees" if len(variant) > 2 else "")
+                )
                 for size in sizes:
                     half = min(size // 2, pool)
                     rows = np.concatenate([split.member_pool[:half], split.non_member_pool[:half]])
