@@ -33,7 +33,9 @@ FULL = {
     "what_if": True,
 }
 # A recipe the refit gate admits and scikit-learn refuses only when it fits (max_depth must be >= 1).
-FAILING_RECIPE = {"estimator": "DecisionTreeClassifier", "params": {"max_depth": -3}}
+# Passes the class's parameter checks (made before the audit starts) and fails in fit: the rows are no
+# square kernel matrix.
+FAILING_RECIPE = {"estimator": "SVC", "params": {"kernel": "precomputed", "probability": True}}
 
 
 def _report_text(report) -> str:
