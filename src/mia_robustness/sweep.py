@@ -46,8 +46,9 @@ PARALLEL_MIN_DISTINCT_ROWS = 2_000
 MAX_ATTACK_TRAIN_ROWS = {"nn": 40_000, "gb": 70_000}
 HIGH_CARDINALITY_ROWS = 40_000
 # rf is capped too when most of the audit's signal rows are distinct, so that its forest runs unmerged
-# (attacks/learned.py's 10,000-row bootstraps with 20-row leaves): that forest's curve is flat past 70,000
-# rows (100k case: 0.7200 at 70,000, 0.7213 at 140,000; the audit's mean at 1.0 was 0.7158 before it).
+# (attacks/learned.py's 50 trees of 20-row leaves on 10,000-row bootstraps): that forest's curve is flat
+# past 70,000 rows (100k case, 100 such trees: 0.7200 at 70,000, 0.7213 at 140,000; 50 trees 0.7193 at
+# 70,000; the audit's mean at 1.0 was 0.7158 with the forest before it).
 # The merged forest (few distinct rows) keeps gaining (-0.0067 at a 70,000 cap on the 250k, 10-tree case)
 # and stays uncapped.
 UNMERGED_RF_MAX_TRAIN_ROWS = 70_000
