@@ -21,7 +21,6 @@ from sklearn import config_context
 from threadpoolctl import threadpool_limits
 
 from .attacks import REGISTRY, AttackInput
-from .attacks.base import distinct_rows
 from .attacks.learned import MERGE_WHEN_DISTINCT_SHARE_BELOW
 from .errors import DataError
 from .executor import Executor, ThreadExecutor
@@ -165,7 +164,7 @@ def default_workers() -> int:
 def one_thread_sweep(inputs: AttackInput) -> bool:
     """Whether the sweep runs its cells on one thread in this process (too few distinct signal rows to
     gain from more; see :data:`PARALLEL_MIN_DISTINCT_ROWS`)."""
-    return len(distinct_rows(inputs.features)[0]) < PARALLEL_MIN_DISTINCT_ROWS
+    return inputs.distinct_count < PARALLEL_MIN_DISTINCT_ROWS
 
 
 def run_sweep(
@@ -189,7 +188,7 @@ def run_sweep(
     cells are too small to gain from more. On a cluster's executor they are its tasks, the signals, the
     membership and the splits scattered to every worker once.
     """
-    distinct = len(distinct_rows(inputs.features)[0])
+    distinct = inputs.distinct_count
     caps = None
     if distinct >= HIGH_CARDINALITY_ROWS:
         caps = dict(MAX_ATTACK_TRAIN_ROWS)
@@ -201,7 +200,7 @@ def run_sweep(
     fitted = [first_of.setdefault(_fit_key(cell), i) for i, cell in enumerate(cells)]
     if executor is None or executor.cluster is None:
         workers = workers or default_workers()
-        if distinct < PARALLEL_MIN_DISTINCT_ROWS:
+        if one_thread_sweep(inputs):
             workers = 1
         executor = ThreadExecutor(workers)
     units = sorted(set(fitted))
