@@ -54,8 +54,9 @@ def main(argv: list[str] | None = None) -> None:
 
     import scale
     from mia_robustness.attacks import REGISTRY, AttackInput
+    from mia_robustness.executor import single_threaded_worker
     from mia_robustness.signals import compute_signals
-    from mia_robustness.sweep import make_split, single_threaded_worker
+    from mia_robustness.sweep import make_split
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=100_000)

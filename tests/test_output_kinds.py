@@ -20,7 +20,7 @@ from sklearn.tree import DecisionTreeClassifier
 from builders import adult_frame, needs_adult, split_fit, write_bundle
 from mia_robustness import audit
 from mia_robustness.engine import audit_estimator
-from mia_robustness.errors import ModelError, OptionsError
+from mia_robustness.errors import DataError, ModelError, OptionsError
 from mia_robustness.sandbox.protocol import ProtocolError
 from mia_robustness.sandbox.stage import scored_from_message, scored_to_message
 from mia_robustness.signals import true_class_margin
@@ -150,8 +150,33 @@ def test_boundary_beats_gap_on_an_overfitted_svm(adult):
     assert boundary > gap + 0.01, (gap, boundary)
     # The robustness counts the row itself and its 16 copies; the same seed draws the same copies.
     assert set(np.unique(scored.robustness * 17).round(6)) <= set(np.arange(18.0))
-    again = score_target(model, members, non_members, ScoreRequest(LABEL, 0, 16), saved_version=None).scored
+    # The same seed draws the same copies, however many query passes run at once (16 = 3 + 3 + ... + 1).
+    again = score_target(
+        model, members, non_members, ScoreRequest(LABEL, 0, 16, threads=3), saved_version=None
+    ).scored
     np.testing.assert_array_equal(again.robustness, scored.robustness)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_model_that_refuses_the_perturbed_copies_is_a_boundary_error_whatever_the_query_threads(
+    adult, workers
+):
+    """A one-hot encoder that errors on unseen categories, over an integer column: the copies' noise moves
+    some education_num values past the ones seen in training."""
+    encode = make_column_transformer((OneHotEncoder(handle_unknown="error"), ["education_num"]))
+    model, members, non_members = split_fit(
+        adult, make_pipeline(encode, LogisticRegression(max_iter=500)), label=LABEL
+    )
+    with pytest.raises(DataError) as raised:
+        audit_estimator(
+            model,
+            members,
+            non_members,
+            label_column=LABEL,
+            attack_models="threshold,boundary",
+            workers=workers,
+        )
+    assert raised.value.code == "boundary_rejected"
 
 
 @pytest.mark.parametrize(

@@ -321,7 +321,9 @@ def run_audit(
     timings = clock.timings
     boundary_queries = options.boundary_queries if "boundary" in options.attack_models else 0
     boundary_limit = None if "attack_models" in options.explicit else boundary_max_rows
-    scored = model.score(ScoreRequest(options.label_column, options.seed, boundary_queries, boundary_limit))
+    scored = model.score(
+        ScoreRequest(options.label_column, options.seed, boundary_queries, boundary_limit, threads=workers)
+    )
     if max_memory_mb is not None:
         estimate = estimate_peak_memory_mb(
             scored.rows_per_side, scored.table_bytes, scored.label_classes, model_file_bytes, options, workers

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -56,6 +57,19 @@ def scheduler_address(text: str, where: str = "the cluster address") -> str:
             code="bad_cluster",
         )
     return value
+
+
+def single_threaded_worker() -> None:
+    """Run in each worker thread as it starts (a sweep cell's, a refit's, a boundary query pass's):
+    OpenMP's thread count is per calling thread, so a limit set in the main thread does not reach its
+    workers; without this each histogram-boosting fit in a worker starts a team of all cores and the teams
+    fight (several times slower)."""
+    threadpool_limits(limits=1, user_api="openmp")
+    # Only where torch is in use already (the sweep imports it before its threads start): importing it
+    # here would add seconds to a refit or a query pass that never touches it.
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
 
 
 class ThreadExecutor:

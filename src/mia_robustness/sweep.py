@@ -23,7 +23,7 @@ from threadpoolctl import threadpool_limits
 from .attacks import REGISTRY, AttackInput
 from .attacks.learned import MERGE_WHEN_DISTINCT_SHARE_BELOW
 from .errors import DataError
-from .executor import Executor, ThreadExecutor
+from .executor import Executor, ThreadExecutor, single_threaded_worker
 from .metrics import AttackMetrics, attack_metrics
 
 MIN_ATTACK_ROWS_PER_SIDE = 5
@@ -290,19 +290,6 @@ def fits_side_by_side(
         return ThreadExecutor(workers).map(
             lambda job: fit_one(job), list(jobs), on_done=on_done, initializer=single_threaded_worker
         )
-
-
-def single_threaded_worker() -> None:
-    """Run in each sweep thread as it starts: OpenMP's thread count is per calling thread, so the limit
-    the sweep set in the main thread does not reach its workers; without this each histogram-boosting
-    fit in a worker starts a team of all cores and the teams fight (several times slower)."""
-    threadpool_limits(limits=1, user_api="openmp")
-    try:
-        import torch
-
-        torch.set_num_threads(1)
-    except ImportError:
-        pass
 
 
 class _single_threaded_kernels:

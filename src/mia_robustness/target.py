@@ -274,6 +274,8 @@ class ScoreRequest:
     seed: int
     boundary_queries: int = 0
     boundary_max_rows: int | None = None
+    # The boundary attack's query passes made at once (the audit's workers); the answer does not depend on it.
+    threads: int = 1
 
     def boundary_queries_for(self, output_kind: str, rows_per_side: int) -> int:
         """The perturbed queries per row to make for a target answering ``output_kind`` on ``rows_per_side``
@@ -451,6 +453,7 @@ def score_target(
             outputs.outputs.argmax(axis=1),
             queries=queries,
             seed=request.seed,
+            threads=request.threads,
         )
     label = resolve_label_column(members, request.label_column, "members")
     final = model.steps[-1][1] if hasattr(model, "steps") else model

@@ -305,6 +305,7 @@ class SandboxedModel:
                     "seed": request.seed,
                     "boundary_queries": request.boundary_queries,
                     "boundary_max_rows": request.boundary_max_rows,
+                    "threads": request.threads,
                 },
             },
         )
