@@ -1,14 +1,28 @@
-"""attacks/learned.py on synthetic arrays: the random forest and gradient boosting, on distinct rows and on
-rows merged by count (targets that give few distinct outputs)."""
+"""attacks/learned.py on synthetic arrays (and one real target's signals): the random forest and gradient
+boosting, on distinct rows and on rows merged by count (targets that give few distinct outputs)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.tree import DecisionTreeClassifier
 
-from builders import at_chance_on_a_constant_signal, attack_data, fit_and_score, separates
+from builders import (
+    adult_encoded,
+    adult_frame,
+    at_chance_on_a_constant_signal,
+    attack_data,
+    fit_and_score,
+    needs_adult,
+    separates,
+    split_fit,
+)
 from mia_robustness.attacks import AttackInput
-from mia_robustness.attacks.learned import fit_score_gb, fit_score_rf
+from mia_robustness.attacks.base import merge_duplicates
+from mia_robustness.attacks.learned import MIN_LEAF_ROWS, _member_tree, fit_score_gb, fit_score_rf
+from mia_robustness.signals import compute_signals
+from mia_robustness.target import ScoreRequest, score_target
 
 ATTACKS = [fit_score_rf, fit_score_gb]
 
@@ -51,3 +65,33 @@ def test_the_same_seed_gives_the_same_scores(attack):
     first, _ = fit_and_score(attack, inputs, is_member, seed=3)
     again, _ = fit_and_score(attack, inputs, is_member, seed=3)
     np.testing.assert_array_equal(first.scores, again.scores)
+
+
+@needs_adult
+def test_the_merged_forest_grows_the_trees_decision_tree_classifier_grows():
+    """``_member_tree`` calls scikit-learn's tree builder directly: on a real forest target's merged signal
+    rows and bootstraps as the merged forest draws them, its answers equal the estimator's."""
+    frame = adult_frame(1200, seed=5)
+    model, members, non_members = split_fit(
+        frame, adult_encoded(RandomForestClassifier(30, random_state=0)), label="income"
+    )
+    scored = score_target(model, members, non_members, ScoreRequest("income", 0), saved_version=None).scored
+    signals = compute_signals(scored.outputs, scored.label_index, scored.output_kind, None)
+    x, y, counts = merge_duplicates(signals.features, scored.is_member)
+    assert len(x) < len(scored.is_member) / 2  # the merged path's inputs
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    evaluation = np.ascontiguousarray(signals.features, dtype=np.float32)
+    n = int(counts.sum())
+    rng = np.random.default_rng(0)
+    for seed in range(25):
+        weights = rng.multinomial(n, counts / n)
+        drawn = weights > 0
+        expected = (
+            DecisionTreeClassifier(
+                max_features="sqrt", min_weight_fraction_leaf=MIN_LEAF_ROWS / n, random_state=seed
+            )
+            .fit(x[drawn], y[drawn], sample_weight=weights[drawn].astype(np.float64))
+            .predict_proba(evaluation)[:, 1]
+        )
+        grown = _member_tree(x[drawn], y[drawn].astype(np.int64), weights[drawn], evaluation, n, seed)
+        np.testing.assert_array_equal(grown, expected)
