@@ -16,6 +16,7 @@ import time
 import psutil
 import pytest
 from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
 
 from builders import noisy_numeric_frame, split_fit, write_bundle
 from mia_robustness import audit, audit_estimator, overlap
@@ -85,28 +86,59 @@ def test_sandboxed_report_is_the_sequence_report(tmp_path, overfit_tree_data, mo
     assert _leftovers() == ([], [])
 
 
-def test_the_rule_overlaps_a_sandboxed_model_with_a_free_core(overfit_tree_data, tmp_path):
-    """No switch: the sandbox child's fits run beside the sweep when a core is free for them (their progress
-    comes from the background thread that owns the child), in-process fits after it; the same report."""
-    model, members, non_members = overfit_tree_data
-    seen = []
+def _stage_threads(run) -> dict[str, set[str]]:
+    """The threads each stage reported its progress from, in ``run(progress)``."""
+    seen: dict[str, set[str]] = {}
 
     def progress(stage, done, total):
-        seen.append((stage, threading.current_thread().name))
+        seen.setdefault(stage, set()).add(threading.current_thread().name)
 
+    run(progress)
+    return seen
+
+
+def test_the_rule_overlaps_a_one_thread_sweep_in_process_and_in_the_sandbox(
+    overfit_tree_data, tmp_path, monkeypatch
+):
+    """No switch: with few distinct signal rows the sweep runs on one thread, and the fits run beside it
+    (their progress comes from the background thread that owns the model stage), in-process or sandboxed,
+    whatever the workers; the same report."""
+    monkeypatch.setattr(overlap, "default_workers", lambda: 2)
+    model, members, non_members = overfit_tree_data
     options = FULL | {"repeats": 1}
     bundle = write_bundle(tmp_path, model, members, non_members)
-    # one worker: the one-thread sweep and the child's one fit at a time fit in the 2 CPUs
-    sandboxed = audit(bundle, options, progress=progress, workers=1)
-    threads = dict(seen)
-    assert threads["reference_models"] == "mia-model-stage" and threads["attacks"] == "MainThread"
-    seen.clear()
-    audit(bundle, options, progress=progress, workers=2)  # 1 + 2 threads on 2 CPUs: in sequence
-    assert {name for _, name in seen} == {"MainThread"}
-    seen.clear()
-    in_process = audit_estimator(model, members, non_members, progress=progress, workers=2, **options)
-    assert {name for _, name in seen} == {"MainThread"}
-    assert sandboxed.results == in_process.results and sandboxed.remediation == in_process.remediation
+    reports = []
+    for run in (
+        lambda progress: reports.append(audit(bundle, options, progress=progress, workers=1)),
+        lambda progress: reports.append(audit(bundle, options, progress=progress, workers=2)),
+        lambda progress: reports.append(
+            audit_estimator(model, members, non_members, progress=progress, workers=2, **options)
+        ),
+    ):
+        threads = _stage_threads(run)
+        assert threads["reference_models"] == {"mia-model-stage"} and threads["attacks"] == {"MainThread"}
+    assert reports[0].results == reports[1].results == reports[2].results
+    assert reports[0].remediation == reports[2].remediation
+
+
+def test_the_rule_keeps_a_sweep_on_several_threads_in_sequence_unless_the_sandbox_has_a_core(
+    tmp_path, monkeypatch
+):
+    """A logistic regression's signals are all distinct (4,200 rows): the sweep takes the workers' threads.
+    In-process its threads and the fits' would share one GIL, and in the sandbox 2 + 2 threads do not fit
+    in 2 CPUs: both run in sequence. A sandboxed audit on one worker overlaps (1 + 1 threads)."""
+    monkeypatch.setattr(overlap, "default_workers", lambda: 2)
+    model, members, non_members = split_fit(noisy_numeric_frame(4200, seed=2), LogisticRegression())
+    options = FULL | {"repeats": 1}
+    bundle = write_bundle(tmp_path, model, members, non_members)
+    in_process = _stage_threads(
+        lambda progress: audit_estimator(model, members, non_members, progress=progress, workers=2, **options)
+    )
+    assert set().union(*in_process.values()) == {"MainThread"}
+    sandboxed = _stage_threads(lambda progress: audit(bundle, options, progress=progress, workers=2))
+    assert set().union(*sandboxed.values()) == {"MainThread"}
+    one_worker = _stage_threads(lambda progress: audit(bundle, options, progress=progress, workers=1))
+    assert one_worker["reference_models"] == {"mia-model-stage"}
 
 
 @pytest.mark.parametrize("sandboxed", [False, True])

@@ -37,21 +37,24 @@ def overlap_pays(
     model: Any, executor: Any, workers: int, inputs: AttackInput, learned: list, model_work: Any
 ) -> bool:
     """Whether the sweep and the model stage's fits run side by side (:func:`run_beside`): when both have
-    work, no cluster runs the units (its tasks already spread them), the fits run in another process (the
-    sandbox child: the two never share a GIL), and the sweep's threads and the fits' (``workers``) together
-    fit in the CPUs, so that the overlap uses a core that would idle (a server audit's one thread beside
-    its child's one fit on 2 CPUs).
+    work, no cluster runs the units (its tasks already spread them), and either the sweep runs on one
+    thread (few distinct signal rows: a core would idle beside it), or the fits run in another process (the
+    sandbox child: the two never share a GIL) and the sweep's threads and the fits' (``workers``) together
+    fit in the CPUs.
 
-    Measured on 2 cores, Adult 16k (bench/RESULTS.md): overlapped with 2 workers (a one-thread sweep beside
-    2 fits at a time, 3 threads on 2 cores) the audit took 70.1 s vs 59.8 s in sequence in the sandbox, and
-    in-process (fits in this process, fighting the sweep for the GIL) 54.1 s vs 44.9 s: both keep the sequence.
+    Measured on 2 cores, Adult 16k at every default with 2 workers (a one-thread sweep beside 2 fits at a
+    time), median of 3 each way (bench/RESULTS.md): in the sandbox 24.5 s overlapped vs 30.5 s in sequence;
+    in-process 28.1 s vs 30.0 s. (Before the refits ran dense, dense_fit.py, the sparse refits made both
+    slower overlapped: 70.1 vs 59.8 s and 54.1 vs 44.9 s.) A sweep on several threads keeps the sequence
+    in-process: its threads and the fits' would share one GIL.
     """
     if FORCE_OVERLAP is not None:
         return FORCE_OVERLAP and bool(learned)
-    if not learned or not model_work or executor.cluster is not None or not model.containment.get("sandbox"):
+    if not learned or not model_work or executor.cluster is not None:
         return False
-    sweep_threads = 1 if one_thread_sweep(inputs) else workers
-    return sweep_threads + workers <= default_workers()
+    if one_thread_sweep(inputs):
+        return default_workers() > 1
+    return bool(model.containment.get("sandbox")) and 2 * workers <= default_workers()
 
 
 def run_beside(
