@@ -19,8 +19,8 @@ from .predictions import PREDICTIONS_KEY
 from .recipe_spec import build_recipe
 from .reference_cache import ReferenceCache, as_cache, files_identity
 from .report import Report
-from .sandbox.cluster import on_cluster
-from .sandbox.session import open_model
+from .sandbox.cluster import on_cluster, start_worker_children, stop_worker_children
+from .sandbox.session import default_address_space_mb, open_model
 from .sandbox.stage import ModelFiles
 from .supplied import SuppliedOutputs
 from .sweep import default_workers
@@ -164,22 +164,35 @@ def _audit_on(
             files = ModelFiles(
                 bundle.model_path, bundle.members_path, bundle.non_members_path, options.classes
             )
-            model = open_model(
-                files,
-                sandbox=sandbox,
-                deadline=deadline,
-                progress=clock.progress,
-                work_parent=None if workdir is None else Path(workdir),
-                threads=workers,
-                address_space_mb=sandbox_memory_mb,
-                n_models=options.reference_models if uses_reference else 0,
-                max_memory_mb=max_memory_mb,
-            )
             # The workers' sandboxed children cost a start and a scoring each: only when there are fits to
-            # spread (LiRA / RMIA, or a what-if asked for; by default it runs only beside them).
-            if executor.cluster is not None and (uses_reference or options.what_if is True):
-                score = ScoreRequest(options.label_column, options.seed)  # as run_audit will score
-                model = on_cluster(model, executor, files, score, deadline, clock.progress)
+            # spread (LiRA / RMIA, or a what-if asked for; by default it runs only beside them). They start
+            # before the audit's own child loads the model, and load beside it.
+            spread = sandbox and executor.cluster is not None and (uses_reference or options.what_if is True)
+            n_models = options.reference_models if uses_reference else 0
+            if spread and sandbox_memory_mb is None:  # the workers' children get the audit child's limit
+                sandbox_memory_mb = default_address_space_mb(files, workers, n_models, max_memory_mb)
+            score = ScoreRequest(options.label_column, options.seed)  # as run_audit will score
+            payload = (
+                start_worker_children(executor, files, score, deadline, sandbox_memory_mb) if spread else None
+            )
+            try:
+                model = open_model(
+                    files,
+                    sandbox=sandbox,
+                    deadline=deadline,
+                    progress=clock.progress,
+                    work_parent=None if workdir is None else Path(workdir),
+                    threads=workers,
+                    address_space_mb=sandbox_memory_mb,
+                    n_models=n_models,
+                    max_memory_mb=max_memory_mb,
+                )
+            except BaseException:
+                if payload is not None:
+                    stop_worker_children(executor)
+                raise
+            if payload is not None:
+                model = on_cluster(model, executor, payload, score, clock.progress)
             if cache is not None and uses_reference:
                 identity = files_identity([bundle.model_path, bundle.members_path, bundle.non_members_path])
     try:

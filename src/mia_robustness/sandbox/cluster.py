@@ -255,6 +255,38 @@ def close_children(audit: str) -> int:
 # ---- the audit's side ------------------------------------------------------------------------------------
 
 
+def start_worker_children(
+    executor: Any, files: ModelFiles, score: ScoreRequest, deadline: Deadline, address_space_mb: int
+) -> Any:
+    """Ship the bundle's files to every worker once and start each worker's child for the audit; the payload's
+    handle (for :func:`on_cluster`).
+
+    Called before the audit's own child loads the model, so that the workers' children start, load and score
+    beside it (a few seconds each; the reference stage would otherwise begin by waiting for them).
+    ``address_space_mb`` is the audit's own child's limit, which the workers' children get too.
+    """
+    payload = ModelPayload(
+        audit=executor.token,
+        names=(files.model.name, files.members.name, files.non_members.name),
+        contents=(files.model.read_bytes(), files.members.read_bytes(), files.non_members.read_bytes()),
+        classes=files.classes,
+        score=score,
+        address_space_mb=address_space_mb,
+        limit=deadline.seconds,
+        ends_at=None if deadline.ends is None else time.time() + deadline.remaining(),
+    )
+    handle = executor.share(payload, key=payload_key(executor.token))
+    executor.start_on_each_worker(start_child_task, handle)
+    return handle
+
+
+def stop_worker_children(executor: Any) -> None:
+    """Stop the workers' children of the audit whose files :func:`start_worker_children` shipped (a cluster
+    that went away has none left)."""
+    with contextlib.suppress(Exception):
+        executor.run_on_workers(close_children, executor.token)
+
+
 class ClusterModel:
     """The model stage of an audit with a cluster attached (see the module docstring).
 
@@ -264,24 +296,18 @@ class ClusterModel:
         The audit's own sandbox child: loads and scores the target, plans the what-if.
     executor:
         The cluster's executor.
-    files:
-        The bundle's files: read now, shipped to every worker, whose children start at once.
+    payload:
+        The handle :func:`start_worker_children` returned: the bundle's files on every worker.
     score:
-        How the audit will score the target (its label column and seed).
-    deadline, progress:
-        The audit's time limit and progress callback.
+        How the audit will score the target (its label column and seed), as the payload says.
+    progress:
+        The audit's progress callback.
     """
 
     fits_on_cluster = True  # the engine scales the reference stage's defaults with the cluster for it
 
     def __init__(
-        self,
-        local: SandboxedModel,
-        executor: Any,
-        files: ModelFiles,
-        score: ScoreRequest,
-        deadline: Deadline,
-        progress: Any,
+        self, local: SandboxedModel, executor: Any, payload: Any, score: ScoreRequest, progress: Any
     ) -> None:
         self.local = local
         self.executor = executor
@@ -291,18 +317,7 @@ class ClusterModel:
         self._score = score
         self._scored: ScoredTarget | None = None
         self._prepared = ""
-        payload = ModelPayload(
-            audit=self._audit,
-            names=(files.model.name, files.members.name, files.non_members.name),
-            contents=(files.model.read_bytes(), files.members.read_bytes(), files.non_members.read_bytes()),
-            classes=files.classes,
-            score=score,
-            address_space_mb=local.address_space_mb,
-            limit=deadline.seconds,
-            ends_at=None if deadline.ends is None else time.time() + deadline.remaining(),
-        )
-        self._payload = executor.share(payload, key=payload_key(self._audit))
-        executor.start_on_each_worker(start_child_task, self._payload)
+        self._payload = payload
 
     def score(self, request: ScoreRequest) -> ScoredTarget:
         # The workers' children prepare the same rows (label and seed); the boundary attack's queries are
@@ -366,21 +381,15 @@ class ClusterModel:
 
     def close(self) -> None:
         try:
-            with contextlib.suppress(Exception):  # a cluster that went away has no children left
-                self.executor.run_on_workers(close_children, self._audit)
+            stop_worker_children(self.executor)
         finally:
             self.local.close()
 
 
-def on_cluster(
-    model: Any, executor: Any, files: ModelFiles, score: ScoreRequest, deadline: Deadline, progress: Any
-) -> Any:
-    """``model`` (the audit's sandbox child) with its fits moved to ``executor``'s cluster; ``model`` itself
-    when it is not sandboxed (``--no-sandbox``: the model never leaves this process)."""
+def on_cluster(model: Any, executor: Any, payload: Any, score: ScoreRequest, progress: Any) -> Any:
+    """``model`` (the audit's sandbox child) with its fits moved to ``executor``'s cluster, whose workers
+    hold ``payload`` (:func:`start_worker_children`); ``model`` itself when it is not sandboxed
+    (``--no-sandbox``: the model never leaves this process)."""
     if not isinstance(model, SandboxedModel):
         return model
-    try:
-        return ClusterModel(model, executor, files, score, deadline, progress)
-    except BaseException:
-        model.close()
-        raise
+    return ClusterModel(model, executor, payload, score, progress)
