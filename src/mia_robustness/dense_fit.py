@@ -22,6 +22,7 @@ part of what the report names.
 
 from __future__ import annotations
 
+import numpy as np
 from scipy import sparse
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
@@ -43,11 +44,17 @@ SAME_SPLITS_DENSE_OR_SPARSE = (
     ExtraTreesClassifier,
 )
 STEP_NAME = "mia_dense_for_fit"
+# What scikit-learn's trees fit on (sklearn.tree._tree.DTYPE): a float64 copy would be copied again.
+DENSE_DTYPE = np.float32
 
 
 class DenseForFit(TransformerMixin, BaseEstimator):
     """Pass ``X`` on unchanged, except while fitting: a sparse ``X`` (``(n_rows, n_columns)``) with at least
-    ``MIN_DENSITY`` non-zero entries and a dense copy of at most ``MAX_DENSE_BYTES`` is handed on dense."""
+    ``MIN_DENSITY`` non-zero entries and a dense copy of at most ``MAX_DENSE_BYTES`` is handed on dense.
+
+    The copy is float32, the type the trees convert their input to (sparse or dense), so the fit holds one
+    dense copy, not a float64 one and the trees' float32 one (three times the memory), and the values the
+    trees see are the same. A copy the sandbox's memory limit refuses leaves ``X`` sparse."""
 
     def fit(self, X, y=None, **fit_params):  # noqa: N803 - scikit-learn's names
         return self
@@ -60,9 +67,12 @@ class DenseForFit(TransformerMixin, BaseEstimator):
             return X
         rows, columns = X.shape
         cells = rows * columns
-        if cells == 0 or X.nnz < MIN_DENSITY * cells or cells * X.dtype.itemsize > MAX_DENSE_BYTES:
+        if cells == 0 or X.nnz < MIN_DENSITY * cells or cells * DENSE_DTYPE().itemsize > MAX_DENSE_BYTES:
             return X
-        return X.toarray()
+        try:
+            return X.astype(DENSE_DTYPE).toarray()
+        except MemoryError:  # the sparse search needs less: let it run
+            return X
 
 
 def with_dense_fit(template: object) -> object:
