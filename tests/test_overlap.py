@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import sys
 import threading
 import time
 
@@ -19,7 +20,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
 from builders import noisy_numeric_frame, split_fit, write_bundle
-from mia_robustness import audit, audit_estimator, overlap
+from mia_robustness import audit, audit_estimator, executor, overlap
 from mia_robustness.cli import Progress
 from mia_robustness.deadline import Cancelled, Deadline
 from mia_robustness.errors import DataError, MiaError, ModelError, TimeLimitError
@@ -263,3 +264,35 @@ def test_log_lines_of_interleaved_stages_are_thinned_per_stage():
         "progress attacks 40/40",
         "progress reference_models 4/4",
     ]
+
+
+def test_a_thread_starting_while_torch_is_being_imported_waits_for_it(tmp_path, monkeypatch):
+    """Side by side in-process, the sweep imports torch (its one-thread limits) while the fits' threads start:
+    single_threaded_worker found the half-imported module in sys.modules and called its set_num_threads,
+    and the audit failed with BrokenThreadPool ("partially initialized module 'torch'", found in review:
+    test_an_overlapped_audit_in_process_leaves_the_thread_limits_as_they_were, run alone). Here a stand-in
+    torch whose import takes 0.5 s, imported by another thread."""
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "__init__.py").write_text(
+        "import time\ntime.sleep(0.5)\nthreads = []\ndef set_num_threads(n):\n    threads.append(n)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    importing = threading.Thread(target=lambda: __import__("torch"))
+    importing.start()
+    while "torch" not in sys.modules:
+        time.sleep(0.001)
+    failures = []
+
+    def worker_start() -> None:  # in a thread of its own: OpenMP's limit is per thread
+        try:
+            executor.single_threaded_worker()
+        except Exception as exc:  # noqa: BLE001 - what the pool's initializer would have raised
+            failures.append(exc)
+
+    starting = threading.Thread(target=worker_start)
+    starting.start()
+    starting.join()
+    importing.join()
+    assert failures == []
+    assert sys.modules["torch"].threads == [1]
