@@ -18,6 +18,7 @@ import psutil
 import pytest
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_info
 
 from builders import noisy_numeric_frame, split_fit, write_bundle
 from mia_robustness import audit, audit_estimator, executor, overlap
@@ -264,6 +265,30 @@ def test_log_lines_of_interleaved_stages_are_thinned_per_stage():
         "progress attacks 40/40",
         "progress reference_models 4/4",
     ]
+
+
+def test_an_overlapped_audit_in_process_leaves_the_thread_limits_as_they_were(overfit_tree_data, overlap_on):
+    """The sweep and the fits each limit BLAS / OpenMP to one thread (threadpool_limits, process-wide for
+    BLAS) and put back what they found: side by side, the side that entered second found the other's limit
+    and, leaving last, put it back for good (found in review: OpenBLAS 2 -> 1 thread after an in-process
+    audit on 2 cores, and the limit of the side still running lifted while it ran)."""
+    model, members, non_members = overfit_tree_data
+
+    def limits() -> dict[str, int]:
+        return {info["filepath"]: info["num_threads"] for info in threadpool_info()}
+
+    before = limits()
+    audit_estimator(
+        model,
+        members,
+        non_members,
+        attack_models="threshold,lira",
+        reference_models=2,
+        what_if=True,
+        workers=2,
+    )
+    after = limits()
+    assert {path: after[path] for path in before} == before
 
 
 def test_a_thread_starting_while_torch_is_being_imported_waits_for_it(tmp_path, monkeypatch):

@@ -215,7 +215,7 @@ def run_sweep(
         if progress is not None:
             progress("attacks", done, len(units))  # may raise: the audit's time limit passed
 
-    with _single_threaded_kernels():
+    with single_threaded_kernels():
         results = executor.map(
             partial(measure_cell, device=device),
             [cells[i] for i in units],
@@ -297,8 +297,9 @@ def fits_side_by_side(
         )
 
 
-class _single_threaded_kernels:
-    """Limit BLAS/OpenMP and torch to one thread each while the sweep's own threads run cells."""
+class single_threaded_kernels:
+    """Limit BLAS/OpenMP and torch to one thread each while the sweep's own threads run cells (and, around
+    both, while the sweep and the model stage's fits run side by side: overlap.run_beside)."""
 
     def __enter__(self):
         # Read torch's thread count before threadpoolctl limits OpenMP: torch reports the OpenMP limit,
