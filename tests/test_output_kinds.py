@@ -4,6 +4,9 @@ attacks gap and boundary, and the sandbox wire refusing a forged kind."""
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -21,11 +24,12 @@ from builders import adult_frame, needs_adult, split_fit, write_bundle
 from mia_robustness import audit
 from mia_robustness.engine import audit_estimator
 from mia_robustness.errors import DataError, ModelError, OptionsError
+from mia_robustness.label_robustness import label_robustness
 from mia_robustness.sandbox.protocol import ProtocolError
 from mia_robustness.sandbox.stage import scored_from_message, scored_to_message
 from mia_robustness.signals import true_class_margin
 from mia_robustness.sweep import split_for_repeat
-from mia_robustness.target import ScoreRequest, score_target
+from mia_robustness.target import ScoreRequest, query_outputs, score_target
 
 pytestmark = needs_adult
 
@@ -412,3 +416,43 @@ def test_the_settings_of_an_audit_past_the_boundary_row_limit_reproduce_it(adult
     again = _audit_with_boundary_limit(model, members, non_members, first.settings, 1)
     assert options_from_mapping(again.settings) == options_from_mapping(first.settings)
     assert again.to_dict()["results"] == first.to_dict()["results"]
+
+
+class _PassesOverlapLogistic(LogisticRegression):
+    """A real logistic regression whose answers to two query passes made at once overlap: the first pass to
+    ask waits for the second, then answers at once; the second answers 0.3 s later (first in, first out)."""
+
+    def predict_proba(self, X):  # noqa: N803 - scikit-learn's name
+        answers = super().predict_proba(X)
+        if self.first_asked.acquire(blocking=False):
+            assert self.second_asked.wait(10)
+        else:
+            self.second_asked.set()
+            time.sleep(0.3)
+        return answers
+
+
+def test_query_passes_at_once_leave_the_warning_filters_as_they_were(adult):
+    """Each pass silences the model's warnings (query_outputs: warnings.catch_warnings, which swaps one
+    process-wide list); two passes that leave in the order they came in put back the second's copy, which
+    holds the first's "ignore": every warning of the process (the sandbox child, or an in-process audit or
+    server) was silenced after the boundary attack (found in review)."""
+    features = adult[["age", "education_num", "hours_per_week"]].iloc[:200]
+    labels = (adult[LABEL].iloc[:200] == ">50K").to_numpy().astype(int)
+    model = _PassesOverlapLogistic(max_iter=500).fit(features, labels)
+    model.first_asked, model.second_asked = threading.Lock(), threading.Event()
+    before = list(warnings.filters)
+
+    robustness = label_robustness(
+        lambda rows: query_outputs(model, rows, "probabilities", model.classes_).argmax(axis=1),
+        features,
+        labels,
+        labels,
+        queries=2,
+        seed=0,
+        threads=2,
+    )
+
+    assert model.second_asked.is_set()  # the two passes did overlap
+    assert warnings.filters == before
+    assert robustness.shape == (200,)

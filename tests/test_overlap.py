@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import sys
 import threading
 import time
 
@@ -17,9 +18,10 @@ import psutil
 import pytest
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_info
 
 from builders import noisy_numeric_frame, split_fit, write_bundle
-from mia_robustness import audit, audit_estimator, overlap
+from mia_robustness import audit, audit_estimator, executor, overlap
 from mia_robustness.cli import Progress
 from mia_robustness.deadline import Cancelled, Deadline
 from mia_robustness.errors import DataError, MiaError, ModelError, TimeLimitError
@@ -263,3 +265,59 @@ def test_log_lines_of_interleaved_stages_are_thinned_per_stage():
         "progress attacks 40/40",
         "progress reference_models 4/4",
     ]
+
+
+def test_an_overlapped_audit_in_process_leaves_the_thread_limits_as_they_were(overfit_tree_data, overlap_on):
+    """The sweep and the fits each limit BLAS / OpenMP to one thread (threadpool_limits, process-wide for
+    BLAS) and put back what they found: side by side, the side that entered second found the other's limit
+    and, leaving last, put it back for good (found in review: OpenBLAS 2 -> 1 thread after an in-process
+    audit on 2 cores, and the limit of the side still running lifted while it ran)."""
+    model, members, non_members = overfit_tree_data
+
+    def limits() -> dict[str, int]:
+        return {info["filepath"]: info["num_threads"] for info in threadpool_info()}
+
+    before = limits()
+    audit_estimator(
+        model,
+        members,
+        non_members,
+        attack_models="threshold,lira",
+        reference_models=2,
+        what_if=True,
+        workers=2,
+    )
+    after = limits()
+    assert {path: after[path] for path in before} == before
+
+
+def test_a_thread_starting_while_torch_is_being_imported_waits_for_it(tmp_path, monkeypatch):
+    """Side by side in-process, the sweep imports torch (its one-thread limits) while the fits' threads start:
+    single_threaded_worker found the half-imported module in sys.modules and called its set_num_threads,
+    and the audit failed with BrokenThreadPool ("partially initialized module 'torch'", found in review:
+    test_an_overlapped_audit_in_process_leaves_the_thread_limits_as_they_were, run alone). Here a stand-in
+    torch whose import takes 0.5 s, imported by another thread."""
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "__init__.py").write_text(
+        "import time\ntime.sleep(0.5)\nthreads = []\ndef set_num_threads(n):\n    threads.append(n)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    importing = threading.Thread(target=lambda: __import__("torch"))
+    importing.start()
+    while "torch" not in sys.modules:
+        time.sleep(0.001)
+    failures = []
+
+    def worker_start() -> None:  # in a thread of its own: OpenMP's limit is per thread
+        try:
+            executor.single_threaded_worker()
+        except Exception as exc:  # noqa: BLE001 - what the pool's initializer would have raised
+            failures.append(exc)
+
+    starting = threading.Thread(target=worker_start)
+    starting.start()
+    starting.join()
+    importing.join()
+    assert failures == []
+    assert sys.modules["torch"].threads == [1]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -227,3 +228,32 @@ def test_rf_is_capped_only_when_its_forest_runs_unmerged(monkeypatch):
     assert 100 <= len(np.unique(coarse, axis=0)) < 400
     merged = dataclasses.replace(inputs, features=coarse)
     assert [r.train_rows for r in sweep_over(merged, is_member, **plan)] == [56, 280, 560]
+
+
+def test_fits_side_by_side_leave_the_warning_filters_as_they_were():
+    """The reference and what-if fits each silence the recipe's warnings (warnings.catch_warnings, which
+    swaps one process-wide list); two fits that leave in the order they came in put back the second's copy,
+    which holds the first's "ignore": every later warning of the process was silenced (found in review)."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(200, 3))
+    labels = (features[:, 0] + rng.normal(size=200) > 0).astype(int)
+    first_in, second_in = threading.Lock(), threading.Event()
+
+    def fit_one(job: int) -> np.ndarray:  # as reference.fit_reference_confidences' fit_one silences the fit
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = LogisticRegression().fit(features, labels)
+            if first_in.acquire(blocking=False):  # leaves first, once the other fit is in
+                assert second_in.wait(10)
+            else:
+                second_in.set()
+                time.sleep(0.3)
+            return model.predict_proba(features)[:, 1]
+
+    before = list(warnings.filters)
+    answers = sweep.fits_side_by_side(fit_one, [0, 1], workers=2)
+    assert second_in.is_set()  # the two fits did overlap
+    assert warnings.filters == before
+    np.testing.assert_array_equal(answers[0], answers[1])

@@ -66,9 +66,13 @@ def single_threaded_worker() -> None:
     fight (several times slower)."""
     threadpool_limits(limits=1, user_api="openmp")
     # Only where torch is in use already (the sweep imports it before its threads start): importing it
-    # here would add seconds to a refit or a query pass that never touches it.
-    torch = sys.modules.get("torch")
-    if torch is not None:
+    # here would add seconds to a refit or a query pass that never touches it. The import statement, not
+    # sys.modules' entry: beside the sweep, another thread may be importing it still, and the statement
+    # waits for that import to end where the entry is a half-made module (no set_num_threads yet). A None
+    # entry is the sandbox child's way of saying torch is not there (sandbox/child.py).
+    if sys.modules.get("torch") is not None:
+        import torch
+
         torch.set_num_threads(1)
 
 

@@ -17,6 +17,7 @@ Only this ``(n,)`` array leaves the model stage.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -112,7 +113,10 @@ def label_robustness(
             if at_once == 1:
                 answers = [predict_index(copies[0])]
             else:
-                with threadpool_limits(limits=1):
+                # Each pass swaps the process's one list of warning filters (target.query_outputs silences
+                # the model's warnings): passes that leave in the order they came in restore a copy that
+                # holds another's "ignore". Saved and put back here, in this thread, around them all.
+                with threadpool_limits(limits=1), warnings.catch_warnings():
                     answers = passes.map(predict_index, copies, initializer=single_threaded_worker)
         except DataError as error:
             if error.code != "model_rejected_data":

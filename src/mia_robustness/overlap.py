@@ -14,7 +14,7 @@ from typing import Any
 
 from .attacks import AttackInput
 from .deadline import Cancelled, Deadline
-from .sweep import default_workers, one_thread_sweep
+from .sweep import default_workers, one_thread_sweep, single_threaded_kernels
 
 
 def one_at_a_time(progress: Callable[..., None]) -> Callable[..., None]:
@@ -76,18 +76,23 @@ def run_beside(
             outcome["error"] = exc
             deadline.cancel()
 
-    thread = threading.Thread(target=background, name="mia-model-stage", daemon=True)
-    thread.start()
-    try:
-        swept = sweep()
-    except Cancelled:
+    # Both sides limit BLAS (one process-wide setting) to one thread and put back what they found; the
+    # side that enters second finds the other's limit and, leaving last, would put it back for good (or
+    # the side leaving first would lift the other's while it runs). Limited here, around both, they find
+    # and put back one thread, and this puts back the caller's.
+    with single_threaded_kernels():
+        thread = threading.Thread(target=background, name="mia-model-stage", daemon=True)
+        thread.start()
+        try:
+            swept = sweep()
+        except Cancelled:
+            thread.join()
+            raise outcome["error"] from None
+        except BaseException:
+            deadline.cancel()
+            thread.join()
+            raise
         thread.join()
-        raise outcome["error"] from None
-    except BaseException:
-        deadline.cancel()
-        thread.join()
-        raise
-    thread.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    return swept, outcome["result"]
+        if "error" in outcome:
+            raise outcome["error"]
+        return swept, outcome["result"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -214,7 +215,7 @@ def run_sweep(
         if progress is not None:
             progress("attacks", done, len(units))  # may raise: the audit's time limit passed
 
-    with _single_threaded_kernels():
+    with single_threaded_kernels():
         results = executor.map(
             partial(measure_cell, device=device),
             [cells[i] for i in units],
@@ -285,15 +286,20 @@ def fits_side_by_side(
 
     One BLAS/OpenMP thread per fit: the fits run side by side, and a model's figures must not depend on how
     many threads the machine (CLI, server child, training job) happens to give the audit.
+
+    The fits silence their warnings (``warnings.catch_warnings``, which swaps one process-wide list): fits
+    that leave in the order they came in put back a copy holding another's "ignore", so the list is saved
+    and put back here, in the calling thread, around them all.
     """
-    with threadpool_limits(limits=1):
+    with threadpool_limits(limits=1), warnings.catch_warnings():
         return ThreadExecutor(workers).map(
             lambda job: fit_one(job), list(jobs), on_done=on_done, initializer=single_threaded_worker
         )
 
 
-class _single_threaded_kernels:
-    """Limit BLAS/OpenMP and torch to one thread each while the sweep's own threads run cells."""
+class single_threaded_kernels:
+    """Limit BLAS/OpenMP and torch to one thread each while the sweep's own threads run cells (and, around
+    both, while the sweep and the model stage's fits run side by side: overlap.run_beside)."""
 
     def __enter__(self):
         # Read torch's thread count before threadpoolctl limits OpenMP: torch reports the OpenMP limit,
