@@ -104,7 +104,7 @@ def _member_tree(
     random_state=seed).fit(x, y, sample_weight=weights)`` grows, with the same builder, splitter and
     criterion its ``fit`` makes, called here directly: with 100 trees a cell on a few hundred merged rows,
     the estimator's per-fit checks (targets, weights, random state; about 0.7 ms a tree in scikit-learn 1.9)
-    were half of the rf attack's time (sample_input: 104 -> 56 ms a forest). tests/test_attacks.py asserts
+    were half of the rf attack's time (sample_input: 104 -> 56 ms a forest). tests/test_attacks_learned.py asserts
     equal answers with the estimator's."""
     sample_weight = np.ascontiguousarray(weights, dtype=np.float64)
     min_weight_leaf = (MIN_LEAF_ROWS / n_draw) * np.sum(sample_weight)  # as the estimator computes it
