@@ -24,7 +24,8 @@ from builders import (
     needs_adult,
     split_fit,
 )
-from mia_robustness.dense_fit import MAX_DENSE_BYTES, MIN_DENSITY, STEP_NAME, DenseForFit
+from mia_robustness import dense_fit
+from mia_robustness.dense_fit import MIN_DENSITY, STEP_NAME, DenseForFit
 from mia_robustness.recipe import contained_clone
 
 pytestmark = needs_adult
@@ -103,7 +104,7 @@ def test_other_recipes_are_left_as_they_are(adult):
     assert type(contained_clone(tree)) is DecisionTreeClassifier
 
 
-def test_only_a_dense_enough_and_small_enough_matrix_is_densified(adult):
+def test_only_a_dense_enough_and_small_enough_matrix_is_densified(adult, monkeypatch):
     step = DenseForFit()
     encoded = adult_encoded(LogisticRegression())[0].fit_transform(adult.drop(columns=LABEL))
     assert sparse.issparse(encoded)
@@ -116,7 +117,7 @@ def test_only_a_dense_enough_and_small_enough_matrix_is_densified(adult):
     padded = sparse.hstack([encoded, sparse.csr_matrix((encoded.shape[0], 40 * encoded.shape[1]))]).tocsr()
     assert padded.nnz < MIN_DENSITY * np.prod(padded.shape)
     assert step.fit_transform(padded) is padded
-    # More cells than a dense copy may hold: kept sparse.
-    columns = MAX_DENSE_BYTES // 4 // encoded.shape[0] + 1  # float32 cells
-    wide = sparse.random(encoded.shape[0], columns, density=0.2, format="csr", random_state=0)
-    assert step.fit_transform(wide) is wide
+    # More cells than a dense copy may hold (the limit lowered to just under this copy's float32 bytes, not a
+    # quarter-gigabyte matrix built): kept sparse.
+    monkeypatch.setattr(dense_fit, "MAX_DENSE_BYTES", dense.nbytes - 1)
+    assert step.fit_transform(encoded) is encoded
