@@ -15,6 +15,7 @@ import mia_robustness.sweep as sweep
 from builders import attack_data
 from mia_robustness.attacks import REGISTRY
 from mia_robustness.errors import DataError
+from mia_robustness.executor import side_by_side
 from mia_robustness.metrics import attack_metrics
 from mia_robustness.sweep import (
     MIN_ATTACK_ROWS_PER_SIDE,
@@ -230,7 +231,7 @@ def test_rf_is_capped_only_when_its_forest_runs_unmerged(monkeypatch):
     assert [r.train_rows for r in sweep_over(merged, is_member, **plan)] == [56, 280, 560]
 
 
-def test_fits_side_by_side_leave_the_warning_filters_as_they_were():
+def test_units_side_by_side_leave_the_warning_filters_as_they_were():
     """The reference and what-if fits each silence the recipe's warnings (warnings.catch_warnings, which
     swaps one process-wide list); two fits that leave in the order they came in put back the second's copy,
     which holds the first's "ignore": every later warning of the process was silenced (found in review)."""
@@ -253,7 +254,7 @@ def test_fits_side_by_side_leave_the_warning_filters_as_they_were():
             return model.predict_proba(features)[:, 1]
 
     before = list(warnings.filters)
-    answers = sweep.fits_side_by_side(fit_one, [0, 1], workers=2)
+    answers = side_by_side(fit_one, [0, 1], workers=2)
     assert second_in.is_set()  # the two fits did overlap
     assert warnings.filters == before
     np.testing.assert_array_equal(answers[0], answers[1])

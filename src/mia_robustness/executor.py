@@ -16,6 +16,7 @@ import re
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
@@ -130,6 +131,29 @@ def _run_unit(
         if initializer is not None:
             initializer()
         return function(job, *shared)
+
+
+def side_by_side(
+    function: Callable[[Any], R],
+    jobs: Sequence[Any],
+    workers: int,
+    on_done: Callable[[int], None] | None = None,
+) -> list[R]:
+    """``[function(job) for job in jobs]``, ``workers`` at a time in threads of this process, in the jobs'
+    order; ``on_done(count)`` after each result in that order. For the model's own work: the reference and
+    what-if refits, the boundary attack's query passes.
+
+    One BLAS/OpenMP thread per unit: they run side by side, and a model's figures must not depend on how
+    many threads the machine (CLI, server child, training job) happens to give the audit.
+
+    The units may silence their warnings (``warnings.catch_warnings``, which swaps one process-wide list):
+    units that leave in the order they came in put back a copy holding another's "ignore", so the list is
+    saved and put back here, in the calling thread, around them all.
+    """
+    with threadpool_limits(limits=1), warnings.catch_warnings():
+        return ThreadExecutor(workers).map(
+            function, list(jobs), on_done=on_done, initializer=single_threaded_worker
+        )
 
 
 def _import_modules(names: list[str]) -> None:

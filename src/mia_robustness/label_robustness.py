@@ -17,15 +17,13 @@ Only this ``(n,)`` array leaves the model stage.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
-from threadpoolctl import threadpool_limits
 
 from .errors import DataError
-from .executor import ThreadExecutor, single_threaded_worker
+from .executor import side_by_side
 
 # Measured on Adult (800 rows a side, 16 queries; bench figures in the kinds branch's report): at 0.3 / 0.05
 # boundary beat gap on an RBF SVC (AUC 0.604 vs 0.588) and a 3-NN (0.587 vs 0.547); on a fully grown tree
@@ -106,18 +104,13 @@ def label_robustness(
     scales = noise_scales(features)
     hits = (predicted_index == label_index).astype(np.int64)
     at_once = max(1, min(threads, queries))
-    passes = ThreadExecutor(at_once)
     for first in range(0, queries, at_once):  # at most at_once copies alive at a time
         copies = [perturbed_copy(features, rng, scales) for _ in range(min(at_once, queries - first))]
         try:
-            if at_once == 1:
+            if at_once == 1:  # here, as the model's first answers were made
                 answers = [predict_index(copies[0])]
             else:
-                # Each pass swaps the process's one list of warning filters (target.query_outputs silences
-                # the model's warnings): passes that leave in the order they came in restore a copy that
-                # holds another's "ignore". Saved and put back here, in this thread, around them all.
-                with threadpool_limits(limits=1), warnings.catch_warnings():
-                    answers = passes.map(predict_index, copies, initializer=single_threaded_worker)
+                answers = side_by_side(predict_index, copies, at_once)
         except DataError as error:
             if error.code != "model_rejected_data":
                 raise

@@ -32,11 +32,11 @@ from .attacks import REGISTRY
 from .attacks.reference import balanced_in_mask, seeded_in_mask
 from .attacks.threshold import best_cut
 from .errors import MiaError, ModelError, raised_by_model
-from .executor import Executor
+from .executor import Executor, side_by_side
 from .metrics import attack_metrics
 from .options import AuditOptions
 from .recipe import contained_clone, refit_key, seed_unset_random_states
-from .sweep import CellResult, attacker_rows, default_workers, fits_side_by_side, split_for_repeat
+from .sweep import CellResult, attacker_rows, default_workers, split_for_repeat
 from .target import LoadedTarget, true_class_answers
 
 log = logging.getLogger("mia_robustness.reference")
@@ -126,7 +126,7 @@ def fit_reference_confidences(
             kept[refit_key(recipe, seed, indices[k], in_mask[k])] = (confidence, correct)
         return confidence
 
-    results = fits_side_by_side(fit_one, range(len(in_mask)), workers, progress)
+    results = side_by_side(fit_one, range(len(in_mask)), workers, progress)
     return np.vstack(results)
 
 

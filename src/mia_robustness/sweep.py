@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -276,25 +275,6 @@ def measure_cell(
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-def fits_side_by_side(
-    fit_one: Callable[[T], R], jobs: Sequence[T], workers: int, on_done: Callable[[int], None] | None = None
-) -> list[R]:
-    """``[fit_one(job) for job in jobs]``, ``workers`` at a time, in the jobs' order; ``on_done(count)`` after
-    each result in that order.
-
-    One BLAS/OpenMP thread per fit: the fits run side by side, and a model's figures must not depend on how
-    many threads the machine (CLI, server child, training job) happens to give the audit.
-
-    The fits silence their warnings (``warnings.catch_warnings``, which swaps one process-wide list): fits
-    that leave in the order they came in put back a copy holding another's "ignore", so the list is saved
-    and put back here, in the calling thread, around them all.
-    """
-    with threadpool_limits(limits=1), warnings.catch_warnings():
-        return ThreadExecutor(workers).map(
-            lambda job: fit_one(job), list(jobs), on_done=on_done, initializer=single_threaded_worker
-        )
 
 
 class single_threaded_kernels:

@@ -21,8 +21,8 @@ from sklearn.base import clone
 
 from ..attacks.reference import seeded_in_mask
 from ..errors import MiaError
+from ..executor import side_by_side
 from ..recipe import contained_clone, refit_key, seed_unset_random_states
-from ..sweep import fits_side_by_side
 from ..target import true_class_answers
 from .family import Plan, final_step, plan_for
 
@@ -187,7 +187,7 @@ def fit_what_if(
 
     fitted_so_far(0)
     try:
-        answered = fits_side_by_side(fit_one, to_fit, request.workers, fitted_so_far)
+        answered = side_by_side(fit_one, to_fit, request.workers, fitted_so_far)
     except MiaError:
         raise
     except MemoryError:  # the audit's figures are in hand: the optional what-if gives way, not the audit
