@@ -69,6 +69,14 @@ def cmdline(pid: int) -> str:
         return ""
 
 
+def comm(pid: int) -> str:
+    """The process's name (``/proc/PID/comm``)."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
 def alive(pid: int) -> bool:
     state = process_table().get(pid)
     return state is not None and state[0] != "Z"
@@ -205,9 +213,14 @@ class Server:
         ]
 
     def audit_children(self) -> list[int]:
-        """Live audit processes: the children of the worker's forkserver."""
+        """Live audit processes: the children of the worker's forkserver (its sweep helpers aside)."""
         servers = self.forkservers()
-        return [pid for pid in self.descendants() if ppid(pid) in servers]
+        return [pid for pid in self.descendants() if ppid(pid) in servers and comm(pid) != "mia-helper"]
+
+    def helpers(self) -> list[int]:
+        """Live sweep helpers: the children of the worker's forkserver named ``mia-helper``."""
+        servers = self.forkservers()
+        return [pid for pid in self.descendants() if ppid(pid) in servers and comm(pid) == "mia-helper"]
 
     def stop(self) -> int:
         if self.process.poll() is None:

@@ -300,6 +300,36 @@ def test_routing_errors_are_json(server, method, path, status):
     assert set(response.json()) == {"error", "error-message"}
 
 
+def _figures(report: dict) -> dict:
+    return {
+        key: value
+        for key, value in report.items()
+        if key not in ("timings", "created", "started", "finished")
+    }
+
+
+def test_a_lone_audit_runs_its_sweep_on_the_idle_cpus_with_the_figures_of_one_process(server, bundles):
+    """Alone on the server, an audit gets the CPUs no other audit uses as sweep helpers (its cells are
+    GIL-bound: 300 rows per side), which report the figures the same audit gives in one process and are
+    gone once it answered."""
+    from mia_robustness import audit
+    from mia_robustness.report import render
+    from mia_robustness.runtime import usable_cpus
+
+    options = "attack_models=threshold,rf,nn;repeats=2;proportions=0.5,1"
+    wait_until(lambda: not server.audit_children() and not server.helpers(), 60, what="an idle server")
+    log_from = len(server.log())
+    response = server.invoke(bundles["small"], attributes=options)
+    assert response.status_code == 200, response.text
+    cpus = usable_cpus()
+    helpers = cpus - max(1, cpus // min(2, cpus))  # the fixture's server runs 2 audits at a time
+    assert f"({helpers} sweep helpers)" in server.log()[log_from:]
+    wait_until(lambda: not server.helpers(), 10, what="the helpers gone")
+    overrides = dict(pair.split("=") for pair in options.split(";"))
+    in_process = json.loads(render(audit(bundles["small"], overrides, workers=1), "json"))
+    assert _figures(response.json()) == _figures(in_process)
+
+
 def test_concurrent_invocations_each_get_their_own_report(server, bundles):
     jobs = [("small", 300, "label"), ("other", 200, "target")] * 2
     with ThreadPoolExecutor(max_workers=len(jobs)) as pool:

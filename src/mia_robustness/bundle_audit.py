@@ -4,7 +4,7 @@ run the engine. Bundle in, :class:`Report` out."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ from .attacks import REGISTRY
 from .bundle import open_bundle
 from .deadline import Deadline
 from .engine import ModelStage, Stopwatch, run_audit
-from .executor import Executor, open_executor
+from .executor import WORKER_PRELOAD, Executor, open_executor
 from .options import AuditOptions, options_from_mapping
 from .predictions import PREDICTIONS_KEY
 from .recipe_spec import build_recipe
@@ -28,8 +28,6 @@ from .tables import read_table
 from .target import ScoreRequest
 
 ProgressCallback = Callable[[str, int, int], None]
-# What a cluster's workers run for an audit of a bundle: the sweep's cells and the sandboxed fits.
-CLUSTER_TASK_MODULES = ("mia_robustness.sweep", "mia_robustness.sandbox.cluster")
 
 
 def resolve_options(
@@ -65,6 +63,7 @@ def audit(
     sandbox_memory_mb: int | None = None,
     cache: ReferenceCache | str | Path | None = None,
     cluster: str | None = None,
+    helpers: Sequence[Any] = (),
 ) -> Report:
     """Audit the bundle at ``source`` and return its robustness report.
 
@@ -102,12 +101,17 @@ def audit(
         A Dask scheduler's address (``tcp://HOST:PORT``): the sweep's cells, the reference fits and the
         what-if's fits run on its workers, the model's in a sandboxed child there (``sandbox/cluster.py``).
         ``None`` (the default): everything runs here, and Dask is not imported.
+    helpers:
+        Pipes (:class:`multiprocessing.connection.Connection`) to helper processes that serve the sweep's
+        cells (:func:`~mia_robustness.executor.serve_units`) beside this process's one thread when the
+        cells are too small to gain from threads (few distinct signal rows). The server starts them from
+        its forkserver for CPUs no other audit is using. Ignored with a ``cluster``.
     """
     deadline = Deadline(timeout)
     clock = Stopwatch(progress, deadline)
     workers = workers or default_workers()
     # Connect first: an unreachable scheduler is said within seconds, before any unpacking or loading.
-    executor = open_executor(cluster, workers, CLUSTER_TASK_MODULES, deadline)
+    executor = open_executor(cluster, workers, WORKER_PRELOAD, deadline, helpers)
     try:
         return _audit_on(
             executor,

@@ -11,23 +11,32 @@ used. :func:`open_executor` with a scheduler address imports ``distributed`` and
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import logging
 import re
 import sys
+import threading
 import time
 import uuid
 import warnings
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
 from threadpoolctl import threadpool_limits
 
 from .errors import ClusterError, OptionsError
 
+log = logging.getLogger("mia_robustness.executor")
+
 T = TypeVar("T")
 R = TypeVar("R")
 
+# The modules a cluster's workers run for an audit (the sweep's cells, the sandboxed fits), by name: what
+# `dask worker --preload` should name, so that a worker imports the engine once when it starts instead of
+# in every audit's first seconds (2-2.5 s of CPU each time, on a worker process's first audit only).
+WORKER_PRELOAD = ("mia_robustness.sweep", "mia_robustness.sandbox.cluster")
 # A scheduler that does not answer within this is reported as unreachable (never a hang).
 CONNECT_SECONDS = 5.0
 # How long an attached scheduler may take to show its first worker.
@@ -154,6 +163,164 @@ def side_by_side(
         return ThreadExecutor(workers).map(
             function, list(jobs), on_done=on_done, initializer=single_threaded_worker
         )
+
+
+class _Shared:
+    """A value :meth:`PipeExecutor.share` sent to every helper: its key there."""
+
+    def __init__(self, key: int) -> None:
+        self.key = key
+
+
+class HelperLost(Exception):
+    """A helper process ended or its pipe broke: its runner thread takes its units in this process."""
+
+
+class PipeExecutor:
+    """Units in one thread of this process and in helper processes, each on one core, in the jobs' order.
+
+    For units that hold the GIL most of their time (the sweep's cells on few distinct signal rows: torch and
+    scikit-learn calls on a few hundred rows), which threads of one process cannot run side by side but
+    processes can. ``helpers`` are the audit's ends of :class:`multiprocessing.connection.Connection` pipes
+    whose other end a helper process serves (:func:`serve_units`), started by the caller from a process that
+    has the engine imported already (the server's forkserver). Helpers run the engine's own code on the
+    engine's own values only: never the model, which stays in the sandbox child.
+
+    Shared values go to each helper once (:meth:`share`). A helper that dies or breaks its pipe costs no
+    unit: the unit it held runs here instead, and so do the units its thread takes after it.
+    """
+
+    cluster = None
+
+    def __init__(self, helpers: Sequence[Any]) -> None:
+        self.helpers = list(helpers)
+        self.slots = 1 + len(self.helpers)
+        self.workers = 1
+        self._values: dict[int, Any] = {}
+
+    def share(self, value: Any, key: str | None = None) -> Any:
+        handle = _Shared(len(self._values))
+        self._values[handle.key] = value
+        for index, helper in enumerate(self.helpers):
+            if helper is not None:
+                try:
+                    helper.send(("share", handle.key, value))
+                except (OSError, ValueError):
+                    self.helpers[index] = None
+        return handle
+
+    def _local(self, shared: Sequence[Any]) -> list[Any]:
+        return [self._values[value.key] if isinstance(value, _Shared) else value for value in shared]
+
+    def _remote(
+        self, helper: Any, function: Callable[..., R], job: Any, shared: Sequence[Any], initializer: Any
+    ) -> R:
+        keys = [("shared", value.key) if isinstance(value, _Shared) else ("value", value) for value in shared]
+        try:
+            helper.send(("run", initializer, function, job, keys))
+            kind, result = helper.recv()
+        except (EOFError, OSError, ValueError) as exc:
+            raise HelperLost from exc
+        if kind == "failed":
+            raise result
+        return result
+
+    def map(
+        self,
+        function: Callable[..., R],
+        jobs: Sequence[Any],
+        *,
+        shared: Sequence[Any] = (),
+        order: Sequence[int] | None = None,
+        on_done: Callable[[int], None] | None = None,
+        initializer: Callable[[], None] | None = None,
+        name: str = "unit",
+    ) -> list[R]:
+        order = list(range(len(jobs))) if order is None else list(order)
+        waiting = list(reversed(order))  # popped from the end: the first in order first
+        lock = threading.Lock()
+        stop = threading.Event()
+        finished: dict[int, Future] = {i: Future() for i in order}
+        local = self._local(shared)
+
+        def runner(slot: int) -> None:
+            helper = self.helpers[slot - 1] if slot else None
+            if helper is None and initializer is not None:
+                initializer()
+            while not stop.is_set():
+                with lock:
+                    if not waiting:
+                        return
+                    i = waiting.pop()
+                try:
+                    if helper is not None:
+                        try:
+                            finished[i].set_result(
+                                self._remote(helper, function, jobs[i], shared, initializer)
+                            )
+                            continue
+                        except HelperLost:
+                            log.warning(
+                                "a sweep helper process went away; its units run in the audit's process"
+                            )
+                            helper = self.helpers[slot - 1] = None
+                            if initializer is not None:
+                                initializer()
+                    finished[i].set_result(function(jobs[i], *local))
+                except BaseException as exc:  # noqa: BLE001 - raised in map's thread, in order
+                    finished[i].set_exception(exc)
+                    stop.set()
+                    return
+
+        threads = [
+            threading.Thread(target=runner, args=(slot,), name=f"mia-{name}-{slot}", daemon=True)
+            for slot in range(self.slots)
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            for done, i in enumerate(order, 1):
+                finished[i].result()
+                if on_done is not None:
+                    on_done(done)  # may raise: the audit's time limit passed
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join()
+        return [finished[i].result() for i in range(len(jobs))]
+
+    def close(self) -> None:
+        for helper in self.helpers:
+            if helper is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    helper.close()
+
+
+def serve_units(connection: Any) -> None:
+    """A helper process's loop (:class:`PipeExecutor`): keep the values shared with it, run each unit it is
+    sent on one BLAS / OpenMP / torch thread, send back its result or its error; return when the audit's end
+    of the pipe closes."""
+    values: dict[int, Any] = {}
+    while True:
+        try:
+            message = connection.recv()
+        except (EOFError, OSError):
+            return
+        if message[0] == "share":
+            values[message[1]] = message[2]
+            continue
+        _, initializer, function, job, keys = message
+        try:
+            arguments = [values[value] if kind == "shared" else value for kind, value in keys]
+            answer: tuple[str, Any] = ("done", _run_unit(initializer, function, job, *arguments))
+        except BaseException as exc:  # noqa: BLE001 - the audit's process raises it
+            answer = ("failed", exc)
+        try:
+            connection.send(answer)
+        except (EOFError, OSError):
+            return
+        except Exception:  # noqa: BLE001 - an error that does not pickle travels as its class name
+            connection.send(("failed", RuntimeError(f"{type(answer[1]).__name__} in a sweep helper")))
 
 
 def _import_modules(names: list[str]) -> None:
@@ -322,15 +489,21 @@ class DaskExecutor:
 
 # Where units run: both have ``cluster`` (the scheduler's address, or None here), ``slots`` (units at the
 # same time), ``workers`` (processes), ``share(value)``, ``map(function, jobs, shared=...)`` and ``close()``.
-Executor = ThreadExecutor | DaskExecutor
+Executor = ThreadExecutor | PipeExecutor | DaskExecutor
 
 
 def open_executor(
-    cluster: str | None, workers: int, preload: Sequence[str] = (), deadline: DeadlineCheck | None = None
+    cluster: str | None,
+    workers: int,
+    preload: Sequence[str] = (),
+    deadline: DeadlineCheck | None = None,
+    helpers: Sequence[Any] = (),
 ) -> Executor:
-    """Threads in this process when ``cluster`` is ``None``, else a client of the scheduler at ``cluster``
-    whose workers start importing the ``preload`` modules (those the audit's tasks run) at once, and whose
-    waits stop at ``deadline`` (the audit's time limit; in-process, units check it as they finish)."""
+    """Threads in this process when ``cluster`` is ``None`` (and this process with ``helpers``, the pipes
+    of helper processes, when there are some: :class:`PipeExecutor`), else a client of the scheduler at
+    ``cluster`` whose workers start importing the ``preload`` modules (those the audit's tasks run) at once,
+    and whose waits stop at ``deadline`` (the audit's time limit; in-process, units check it as they
+    finish)."""
     if cluster is None:
-        return ThreadExecutor(workers)
+        return PipeExecutor(helpers) if helpers else ThreadExecutor(workers)
     return DaskExecutor(scheduler_address(cluster), preload, deadline)

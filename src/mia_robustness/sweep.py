@@ -23,7 +23,7 @@ from threadpoolctl import threadpool_limits
 from .attacks import REGISTRY, AttackInput
 from .attacks.learned import MERGE_WHEN_DISTINCT_SHARE_BELOW
 from .errors import DataError
-from .executor import Executor, ThreadExecutor, single_threaded_worker
+from .executor import Executor, PipeExecutor, ThreadExecutor, single_threaded_worker
 from .metrics import AttackMetrics, attack_metrics
 
 MIN_ATTACK_ROWS_PER_SIDE = 5
@@ -185,7 +185,7 @@ def run_sweep(
     In this process (``executor`` ``None`` or threads), cells run in a thread pool of up to ``workers``
     threads (all usable CPUs when ``None``), each single-threaded inside (BLAS, OpenMP and torch limited to
     one thread), which uses the cores better than one cell at a time with many threads; one thread when
-    cells are too small to gain from more. On a cluster's executor they are its tasks, the signals, the
+    cells are too small to gain from more, beside the helper processes of a :class:`PipeExecutor` if given. On a cluster's executor they are its tasks, the signals, the
     membership and the splits scattered to every worker once.
     """
     distinct = inputs.distinct_count
@@ -198,11 +198,11 @@ def run_sweep(
     # One fit per distinct (attack, repeat, rows, seed): capped proportions repeat their first's cell.
     first_of: dict[tuple[str, int, int, int], int] = {}
     fitted = [first_of.setdefault(_fit_key(cell), i) for i, cell in enumerate(cells)]
-    if executor is None or executor.cluster is None:
-        workers = workers or default_workers()
-        if one_thread_sweep(inputs):
-            workers = 1
-        executor = ThreadExecutor(workers)
+    # Cells with native work share this process's threads; GIL-bound ones run on one thread, or on it and
+    # the helper processes when the audit has some; on a cluster, as its tasks.
+    on_helpers = one_thread_sweep(inputs) and isinstance(executor, PipeExecutor)
+    if (executor is None or executor.cluster is None) and not on_helpers:
+        executor = ThreadExecutor(1 if one_thread_sweep(inputs) else workers or default_workers())
     units = sorted(set(fitted))
     # Longest cells first (nn, then gb) so the pool does not end waiting on one slow cell.
     order = sorted(

@@ -10,6 +10,7 @@ then one :class:`Finished`, :class:`Refused` or :class:`Crashed`.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import threading
@@ -20,6 +21,9 @@ from typing import Any
 
 # Below the HTTP worker in CPU priority: with every core busy auditing, /ping still answers at once.
 AUDIT_NICENESS = 10
+# A helper process's name (``/proc/PID/comm``), so that ps and the server's tests tell it from audit children.
+HELPER_NAME = b"mia-helper"
+_PR_SET_NAME = 15
 # Exit status when the parent went away: the audit is abandoned, nobody waits for its report.
 ORPHANED_EXIT = 70
 
@@ -139,8 +143,24 @@ def _limit_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def run_audit(job: AuditJob, results: Connection, lifeline: Connection) -> None:
-    """Child-process entry: audit ``job`` and send the outcome over ``results``."""
+def run_helper(connection: Connection) -> None:
+    """Helper-process entry: serve the sweep cells an audit child sends over ``connection`` until it closes
+    (:func:`~mia_robustness.executor.serve_units`). The engine's own code on the engine's values: the model
+    never reaches a helper."""
+    with contextlib.suppress(OSError):
+        os.nice(AUDIT_NICENESS)
+    with contextlib.suppress(OSError, AttributeError):  # its name in ps and /proc: what it is, not "python"
+        ctypes.CDLL(None).prctl(_PR_SET_NAME, HELPER_NAME, 0, 0, 0)
+    from mia_robustness.executor import serve_units
+
+    serve_units(connection)
+
+
+def run_audit(
+    job: AuditJob, results: Connection, lifeline: Connection, helpers: tuple[Connection, ...] = ()
+) -> None:
+    """Child-process entry: audit ``job`` and send the outcome over ``results``; ``helpers`` are the pipes
+    of helper processes (:func:`run_helper`) the sweep may use beside this process."""
     threading.Thread(
         target=_exit_when_orphaned, args=(lifeline, job.workdir), daemon=True, name="lifeline"
     ).start()
@@ -164,6 +184,7 @@ def run_audit(job: AuditJob, results: Connection, lifeline: Connection) -> None:
                 max_memory_mb=job.max_memory_mb,
                 sandbox_memory_mb=job.sandbox_memory_mb,
                 cluster=job.cluster,
+                helpers=helpers,
             )
             message: ChildMessage = Finished(render(report, job.fmt))
         except MiaError as error:

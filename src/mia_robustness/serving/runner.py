@@ -94,6 +94,7 @@ class AuditRunner:
         # Invocations beyond this wait for a slot would take the threads /ping needs: they get a 503.
         self._max_admitted = settings.threads - RESERVED_THREADS
         self._children: set[Any] = set()
+        self._cpus_in_use = 0  # by the running audits: their threads and their helpers
         self._closing = threading.Event()
 
     def warm_up(self) -> None:
@@ -170,38 +171,61 @@ class AuditRunner:
         )
         results, results_for_child = self._context.Pipe(duplex=False)
         lifeline_for_child, lifeline = self._context.Pipe(duplex=False)
-        process = self._context.Process(
-            target=child.run_audit,
-            args=(job, results_for_child, lifeline_for_child),
-            name=f"audit-{request_id}",
-            daemon=False,
-        )
+        helpers: list[Any] = []
+        helper_ends: list[Any] = []
+        process = None
         started = time.monotonic()
         try:
             with self._lock:
                 if self._closing.is_set():
                     raise self._shutdown_error()
+                # CPUs no running audit uses go to this one's helpers (for its GIL-bound sweep cells).
+                count = max(0, self.settings.cpus - self._cpus_in_use - job.threads)
+                self._cpus_in_use += job.threads + count
+                for index in range(count):
+                    mine, theirs = self._context.Pipe(duplex=True)
+                    helper = self._context.Process(
+                        target=child.run_helper, args=(theirs,), name=f"helper-{request_id}-{index}"
+                    )
+                    try:
+                        helper.start()
+                    finally:
+                        theirs.close()  # the helper's own: its pipe ends when the audit child's end does
+                    helpers.append(helper)
+                    helper_ends.append(mine)
+                    self._children.add(helper)
+                process = self._context.Process(
+                    target=child.run_audit,
+                    args=(job, results_for_child, lifeline_for_child, tuple(helper_ends)),
+                    name=f"audit-{request_id}",
+                    daemon=False,
+                )
                 process.start()
                 self._children.add(process)
         except BaseException:
-            for end in (results, results_for_child, lifeline, lifeline_for_child):
+            for end in (results, lifeline):
                 end.close()
+            self._end_audit(process, helpers, job.threads)
             raise
         finally:
             # Only the child may hold these ends, so that its death reads as EOF here and ours as EOF there.
-            results_for_child.close()
-            lifeline_for_child.close()
+            for end in (results_for_child, lifeline_for_child, *helper_ends):
+                end.close()
         pid = process.pid
         progress = child_progress_logger(request_id)
         try:
             outcome = self._wait(process, results, deadline, progress)
         finally:
             lifeline.close()
-            self._stop(process)
             results.close()
-            with self._lock:
-                self._children.discard(process)
-        log.info("%s audit child %s finished in %.2f s", request_id, pid, time.monotonic() - started)
+            self._end_audit(process, helpers, job.threads)
+        log.info(
+            "%s audit child %s finished in %.2f s (%d sweep helpers)",
+            request_id,
+            pid,
+            time.monotonic() - started,
+            len(helpers),
+        )
         return outcome
 
     def _wait(self, process: Any, results: Any, deadline: float, progress: Callable[..., None]) -> str:
@@ -254,6 +278,15 @@ class AuditRunner:
     @staticmethod
     def _shutdown_error() -> MiaError:
         return ShuttingDownError("the server is shutting down; send the request again")
+
+    def _end_audit(self, process: Any, helpers: list[Any], threads: int) -> None:
+        """Stop an audit's child and helpers (those not started: nothing to stop) and free their CPUs."""
+        for started in ([process] if process is not None else []) + helpers:
+            if started.pid is not None:
+                self._stop(started)
+        with self._lock:
+            self._children.difference_update([process, *helpers])
+            self._cpus_in_use -= threads + len(helpers)
 
     @staticmethod
     def _stop(process: Any) -> None:

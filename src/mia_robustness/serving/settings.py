@@ -103,7 +103,8 @@ class ServerSettings:
         What every shell shares: unpacking limits, temporary folder, memory caps, log level
         (:class:`~mia_robustness.runtime.RuntimeSettings`).
     cpus:
-        CPUs the server may use; each audit gets ``max(1, cpus // workers)`` threads.
+        CPUs the server may use; each audit gets ``max(1, cpus // workers)`` threads, and the CPUs no
+        running audit uses as sweep helper processes (``runner.py``).
     front_server:
         ``nginx`` (listens on ``host:port``, hands complete requests to gunicorn on a unix socket) or
         ``none`` (gunicorn listens on ``host:port`` itself).
