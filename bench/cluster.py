@@ -40,6 +40,7 @@ from sklearn.preprocessing import OneHotEncoder  # noqa: E402
 from builders import adult_frame, split_fit, write_bundle  # noqa: E402
 from cluster_helpers import loopback_cluster  # noqa: E402
 from mia_robustness import audit  # noqa: E402
+from mia_robustness.executor import WORKER_PRELOAD  # noqa: E402
 from mia_robustness.report import render  # noqa: E402
 
 
@@ -89,7 +90,7 @@ def main() -> int:
         runs["in-process, 1 thread"] = measure(bundle, options, workers=1)
         runs[f"in-process, {os.cpu_count()} threads"] = measure(bundle, options)
         for workers in (1, 2):
-            with loopback_cluster(workers=workers) as cluster:
+            with loopback_cluster(workers=workers, preload=WORKER_PRELOAD) as cluster:
                 runs[f"{workers} worker{'s' if workers > 1 else ''} x 1 thread"] = measure(
                     bundle, options, cluster=cluster.address
                 )

@@ -59,7 +59,9 @@ def _wait_for_workers(address: str, count: int, processes: list[subprocess.Popen
 
 
 @contextlib.contextmanager
-def loopback_cluster(workers: int = 2, threads: int = 1) -> Iterator[LoopbackCluster]:
+def loopback_cluster(
+    workers: int = 2, threads: int = 1, preload: tuple[str, ...] = ()
+) -> Iterator[LoopbackCluster]:
     """A scheduler and ``workers`` workers of ``threads`` threads each on 127.0.0.1; yields the address."""
     folder = Path(tempfile.mkdtemp(prefix="mia-dask-test-"))
     scheduler_file = folder / "scheduler.json"
@@ -113,6 +115,7 @@ def loopback_cluster(workers: int = 2, threads: int = 1) -> Iterator[LoopbackClu
                     f"worker-{index}",
                     "--local-directory",
                     str(folder / f"worker-{index}"),
+                    *[argument for module in preload for argument in ("--preload", module)],
                 ],
                 f"worker-{index}",
             )

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ClusterError, InputError, MiaError
+from .executor import WORKER_PRELOAD
 from .json_config import load_json_config
 from .serving.settings import JobClusterSettings
 
@@ -211,6 +212,7 @@ class _Host:
             "--worker-port", str(self.settings.worker_port),
             "--no-nanny",  # one process per host, whose end this host sees (a nanny would restart it)
             "--no-dashboard",
+            *[argument for module in WORKER_PRELOAD for argument in ("--preload", module)],
             "--memory-limit", "0",  # the audit's own memory checks and the sandbox's limits apply
             "--death-timeout", str(max(1, round(self.deadline - time.monotonic()))),
         )  # fmt: skip
