@@ -174,6 +174,8 @@ class AuditRunner:
         helpers: list[Any] = []
         helper_ends: list[Any] = []
         process = None
+        # CPUs this audit holds in _cpus_in_use: given back whole at its end, however far its start got.
+        held = 0
         started = time.monotonic()
         try:
             with self._lock:
@@ -181,7 +183,8 @@ class AuditRunner:
                     raise self._shutdown_error()
                 # CPUs no running audit uses go to this one's helpers (for its GIL-bound sweep cells).
                 count = max(0, self.settings.cpus - self._cpus_in_use - job.threads)
-                self._cpus_in_use += job.threads + count
+                held = job.threads + count
+                self._cpus_in_use += held
                 for index in range(count):
                     mine, theirs = self._context.Pipe(duplex=True)
                     helper = self._context.Process(
@@ -205,7 +208,7 @@ class AuditRunner:
         except BaseException:
             for end in (results, lifeline):
                 end.close()
-            self._end_audit(process, helpers, job.threads)
+            self._end_audit(process, helpers, held)
             raise
         finally:
             # Only the child may hold these ends, so that its death reads as EOF here and ours as EOF there.
@@ -218,7 +221,7 @@ class AuditRunner:
         finally:
             lifeline.close()
             results.close()
-            self._end_audit(process, helpers, job.threads)
+            self._end_audit(process, helpers, held)
         log.info(
             "%s audit child %s finished in %.2f s (%d sweep helpers)",
             request_id,
@@ -279,14 +282,15 @@ class AuditRunner:
     def _shutdown_error() -> MiaError:
         return ShuttingDownError("the server is shutting down; send the request again")
 
-    def _end_audit(self, process: Any, helpers: list[Any], threads: int) -> None:
-        """Stop an audit's child and helpers (those not started: nothing to stop) and free their CPUs."""
+    def _end_audit(self, process: Any, helpers: list[Any], held: int) -> None:
+        """Stop an audit's child and helpers (those not started: nothing to stop) and give back the ``held``
+        CPUs it took (its threads and every helper it meant to start, started or not)."""
         for started in ([process] if process is not None else []) + helpers:
             if started.pid is not None:
                 self._stop(started)
         with self._lock:
             self._children.difference_update([process, *helpers])
-            self._cpus_in_use -= threads + len(helpers)
+            self._cpus_in_use -= held
 
     @staticmethod
     def _stop(process: Any) -> None:
