@@ -10,6 +10,7 @@ import multiprocessing.resource_tracker
 import os
 import signal
 import time
+import traceback
 
 import numpy as np
 import pytest
@@ -69,6 +70,31 @@ def fails_in_a_helper(job: int, parent: int) -> int:
     return job
 
 
+def _deep_inside_a_cell(job: int) -> None:
+    raise ValueError(f"unit {job} broke")
+
+
+def breaks_in_a_helper(job: int, parent: int) -> int:
+    time.sleep(0.02)
+    if os.getpid() != parent:
+        _deep_inside_a_cell(job)
+    return job
+
+
+class TwoPartError(Exception):
+    """An error whose constructor does not take its ``args`` back: pickled, it does not unpickle."""
+
+    def __init__(self, part: int, whole: int) -> None:
+        super().__init__(f"part {part} of {whole}")
+
+
+def raises_what_does_not_unpickle(job: int, parent: int) -> int:
+    time.sleep(0.02)
+    if os.getpid() != parent:
+        raise TwoPartError(job, 20)
+    return job
+
+
 def test_the_sweep_on_helpers_gives_the_figures_of_one_thread(context):
     inputs, is_member = attack_data(150, shift=1.5)
     plan = {
@@ -121,3 +147,21 @@ def test_a_units_error_in_a_helper_is_raised_as_its_own_class(context):
         with pytest.raises(DataError, match=r"unit \d+ refused in a helper") as raised:
             executor.map(fails_in_a_helper, list(range(20)), shared=[os.getpid()])
     assert raised.value.code == "test_refusal"
+
+
+def test_a_units_unexpected_error_in_a_helper_keeps_the_helpers_traceback(context):
+    """What the server logs for an audit that failed unexpectedly is its traceback: for a unit that ran
+    in a helper, that names the code that raised there, not only the executor's re-raise."""
+    with Helpers(context, 1) as helpers:
+        executor = PipeExecutor(helpers.ends)
+        with pytest.raises(ValueError, match=r"unit \d+ broke") as raised:
+            executor.map(breaks_in_a_helper, list(range(20)), shared=[os.getpid()])
+    assert "_deep_inside_a_cell" in "".join(traceback.format_exception(raised.value))
+
+
+def test_a_units_error_that_does_not_unpickle_is_named_not_replaced_by_a_type_error(context):
+    with Helpers(context, 1) as helpers:
+        executor = PipeExecutor(helpers.ends)
+        with pytest.raises(RuntimeError, match=r"TwoPartError in a sweep helper: part \d+ of 20") as raised:
+            executor.map(raises_what_does_not_unpickle, list(range(20)), shared=[os.getpid()])
+    assert "raises_what_does_not_unpickle" in "".join(traceback.format_exception(raised.value))

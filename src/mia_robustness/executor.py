@@ -14,10 +14,12 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import pickle
 import re
 import sys
 import threading
 import time
+import traceback
 import uuid
 import warnings
 from collections.abc import Callable, Sequence
@@ -296,6 +298,36 @@ class PipeExecutor:
                     helper.close()
 
 
+class HelperTraceback(Exception):
+    """Where a helper's error was raised: its traceback there, as the ``__cause__`` of the error the audit's
+    process raises (so that the server's log of an unexpected failure shows the unit's own frames)."""
+
+    def __str__(self) -> str:
+        return "\n" + str(self.args[0])
+
+
+def _with_cause(error: BaseException, text: str) -> BaseException:
+    error.__cause__ = HelperTraceback(text)
+    return error
+
+
+class _SentError:
+    """A unit's error on its way from a helper: unpickled, the error itself with the helper's traceback as
+    its cause; an error that would not come back as itself (one whose constructor does not take its
+    ``args`` back raises a TypeError on unpickling instead) travels as a RuntimeError naming it."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.text = "".join(traceback.format_exception(error))
+        try:
+            pickle.loads(pickle.dumps(error))
+        except Exception:  # noqa: BLE001 - any failure to make the trip
+            error = RuntimeError(f"{type(error).__name__} in a sweep helper: {error}")
+        self.error = error
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _with_cause, (self.error, self.text)
+
+
 def serve_units(connection: Any) -> None:
     """A helper process's loop (:class:`PipeExecutor`): keep the values shared with it, run each unit it is
     sent on one BLAS / OpenMP / torch thread, send back its result or its error; return when the audit's end
@@ -314,12 +346,12 @@ def serve_units(connection: Any) -> None:
             arguments = [values[value] if kind == "shared" else value for kind, value in keys]
             answer: tuple[str, Any] = ("done", _run_unit(initializer, function, job, *arguments))
         except BaseException as exc:  # noqa: BLE001 - the audit's process raises it
-            answer = ("failed", exc)
+            answer = ("failed", _SentError(exc))
         try:
             connection.send(answer)
         except (EOFError, OSError):
             return
-        except Exception:  # noqa: BLE001 - an error that does not pickle travels as its class name
+        except Exception:  # noqa: BLE001 - a result that does not pickle: an error naming its class
             connection.send(("failed", RuntimeError(f"{type(answer[1]).__name__} in a sweep helper")))
 
 
