@@ -108,8 +108,8 @@ def _ping_until(server: Server, done: threading.Event, latencies: list[float]) -
 
 
 def _settled(server: Server) -> bool:
-    """No audit child running, and none left unreaped."""
-    return not server.audit_children() and not server.zombies()
+    """No audit child or sweep helper running, and none left unreaped."""
+    return not server.audit_children() and not server.helpers() and not server.zombies()
 
 
 # --------------------------------------------------------------------------------------------------
