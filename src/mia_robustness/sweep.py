@@ -199,8 +199,9 @@ def run_sweep(
     first_of: dict[tuple[str, int, int, int], int] = {}
     fitted = [first_of.setdefault(_fit_key(cell), i) for i, cell in enumerate(cells)]
     # Cells with native work share this process's threads; GIL-bound ones run on one thread, or on it and
-    # the helper processes when the audit has some; on a cluster, as its tasks.
-    on_helpers = one_thread_sweep(inputs) and isinstance(executor, PipeExecutor)
+    # the helper processes when the audit has some (on the CPU: on a GPU each helper would open a CUDA
+    # context of its own for its nn cells); on a cluster, as its tasks.
+    on_helpers = one_thread_sweep(inputs) and isinstance(executor, PipeExecutor) and device == "cpu"
     if (executor is None or executor.cluster is None) and not on_helpers:
         executor = ThreadExecutor(1 if one_thread_sweep(inputs) else workers or default_workers())
     units = sorted(set(fitted))

@@ -181,8 +181,10 @@ class AuditRunner:
             with self._lock:
                 if self._closing.is_set():
                     raise self._shutdown_error()
-                # CPUs no running audit uses go to this one's helpers (for its GIL-bound sweep cells).
-                count = max(0, self.settings.cpus - self._cpus_in_use - job.threads)
+                # CPUs no running audit uses go to this one's helpers (for its GIL-bound sweep cells); none
+                # when a Dask cluster runs the cells.
+                idle = max(0, self.settings.cpus - self._cpus_in_use - job.threads)
+                count = 0 if job.cluster is not None else idle
                 held = job.threads + count
                 self._cpus_in_use += held
                 for index in range(count):
