@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="need
 @pytest.fixture()
 def runner():
     # 4 CPUs, 2 audits at a time: an audit alone has 2 threads and 2 helpers.
-    runner = AuditRunner(ServerSettings(workers=2, threads=6, cpus=4, timeout=120))
+    runner = AuditRunner(ServerSettings(workers=2, threads=6, cpus=4, max_helpers=3, timeout=120))
     yield runner
     runner.shutdown()
     # The forkserver and its resource tracker would otherwise outlive the module as this process's

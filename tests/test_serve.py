@@ -50,6 +50,7 @@ def test_settings_defaults_and_derived_values():
     settings = ServerSettings.from_env({}, cpus=8)
     assert (settings.host, settings.port, settings.workers, settings.timeout) == ("0.0.0.0", 8080, 2, 3600)
     assert settings.threads == 2 * 2 + 2 and settings.threads_per_audit == 4
+    assert settings.max_helpers == 7  # one audit alone may use every CPU
     assert settings.max_payload_bytes == 100 * MB and settings.max_payload_mb == 100
     assert settings.default_accept == "application/json"
     assert settings.runtime.unpack_limits.bundle_limits() is None
@@ -63,10 +64,11 @@ def test_settings_defaults_and_derived_values():
             "MIA_MAX_UNPACKED_MB": "5",
             "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT": "text/csv",
             "MIA_MAX_AUDIT_MEMORY_MB": "512",
+            "MIA_SWEEP_HELPERS": "0",
         },
         cpus=2,
     )
-    assert custom.workers == 3 and custom.threads_per_audit == 1
+    assert custom.workers == 3 and custom.threads_per_audit == 1 and custom.max_helpers == 0
     assert custom.max_payload_mb == 100  # SageMaker's ceiling, whatever the server accepts
     limits = custom.runtime.unpack_limits.bundle_limits()
     assert (limits.max_members, limits.max_unpacked_bytes) == (7, 5 * MB)
@@ -85,6 +87,7 @@ def test_settings_defaults_and_derived_values():
         ("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", "image/png"),
         ("MIA_TEMP_DIR", "/no/such/dir"),
         ("MIA_SERVER_THREADS", "3"),
+        ("MIA_SWEEP_HELPERS", "-1"),
     ],
 )
 def test_settings_name_the_bad_variable(name, value):

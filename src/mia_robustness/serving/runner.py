@@ -184,7 +184,7 @@ class AuditRunner:
                 # CPUs no running audit uses go to this one's helpers (for its GIL-bound sweep cells); none
                 # when a Dask cluster runs the cells.
                 idle = max(0, self.settings.cpus - self._cpus_in_use - job.threads)
-                count = 0 if job.cluster is not None else idle
+                count = 0 if job.cluster is not None else min(idle, self.settings.max_helpers)
                 held = job.threads + count
                 self._cpus_in_use += held
                 for index in range(count):

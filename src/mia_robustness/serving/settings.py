@@ -13,6 +13,7 @@ Variables (all optional):
 ``SAGEMAKER_BIND_TO_PORT``                  port (default 8080)
 ``SAGEMAKER_MODEL_SERVER_WORKERS``          audits that run at the same time (default ``min(2, CPUs)``)
 ``MIA_SERVER_THREADS``                      HTTP threads (default ``2 * workers + 2``)
+``MIA_SWEEP_HELPERS``                       most sweep helper processes one audit gets (default CPUs - 1)
 ``SAGEMAKER_MODEL_SERVER_TIMEOUT``          seconds one audit may run (default 3600)
 ``MIA_MAX_PAYLOAD_MB``                      largest request body in MB (default 100)
 ``SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT``    report format when ``Accept`` is absent or ``*/*``
@@ -56,6 +57,7 @@ from ..runtime import (
     ENV_PORT,
     ENV_SCHEDULER_PORT,
     ENV_SERVER_THREADS,
+    ENV_SWEEP_HELPERS,
     ENV_TIMEOUT,
     ENV_WORKER_PORT,
     ENV_WORKERS,
@@ -105,6 +107,9 @@ class ServerSettings:
     cpus:
         CPUs the server may use; each audit gets ``max(1, cpus // workers)`` threads, and the CPUs no
         running audit uses as sweep helper processes (``runner.py``).
+    max_helpers:
+        Most sweep helper processes one audit gets (``MIA_SWEEP_HELPERS``; 0: none, every audit keeps to
+        its threads).
     front_server:
         ``nginx`` (listens on ``host:port``, hands complete requests to gunicorn on a unix socket) or
         ``none`` (gunicorn listens on ``host:port`` itself).
@@ -122,6 +127,7 @@ class ServerSettings:
     default_accept: str = "application/json"
     runtime: RuntimeSettings = RuntimeSettings()
     cpus: int = 1
+    max_helpers: int = 0
     front_server: str = "nginx"
     default_options: tuple[tuple[str, str], ...] = ()
 
@@ -152,6 +158,7 @@ class ServerSettings:
             default_accept=env_choice(environ, ENV_DEFAULT_ACCEPT, "application/json", REPORT_MEDIA_TYPES),
             runtime=RuntimeSettings.from_env(environ),
             cpus=cpus,
+            max_helpers=env_int(environ, ENV_SWEEP_HELPERS, cpus - 1, 0, 256),
             front_server=env_choice(environ, ENV_FRONT_SERVER, "nginx", FRONT_SERVERS),
             default_options=env_audit_options(environ),
         )
