@@ -14,9 +14,12 @@ import traceback
 
 import numpy as np
 import pytest
+from sklearn.ensemble import RandomForestClassifier
 
-from builders import attack_data
-from mia_robustness.errors import DataError
+import mia_robustness.engine as engine
+from builders import CHEAPEST, adult_frame, attack_data, split_fit, write_bundle
+from mia_robustness import audit
+from mia_robustness.errors import DataError, LimitError
 from mia_robustness.executor import PipeExecutor, ThreadExecutor, serve_units
 from mia_robustness.sweep import run_sweep
 
@@ -165,3 +168,34 @@ def test_a_units_error_that_does_not_unpickle_is_named_not_replaced_by_a_type_er
         with pytest.raises(RuntimeError, match=r"TwoPartError in a sweep helper: part \d+ of 20") as raised:
             executor.map(raises_what_does_not_unpickle, list(range(20)), shared=[os.getpid()])
     assert "raises_what_does_not_unpickle" in "".join(traceback.format_exception(raised.value))
+
+
+def test_the_memory_estimate_counts_the_audits_helpers(context, tmp_path, monkeypatch):
+    """An audit given helpers has them in its memory estimate (each holds its own copy of the signals), and
+    a limit the same audit would pass without them refuses it."""
+    adult = adult_frame(600, seed=2)
+    frame = adult.select_dtypes("number").assign(income=adult["income"])
+    forest = RandomForestClassifier(n_estimators=5, random_state=0)
+    model, members, non_members = split_fit(frame, forest, label="income")
+    bundle = write_bundle(tmp_path, model, members, non_members, config={"label_column": "income"})
+    calls = []
+    real_estimate = engine.estimate_peak_memory_mb
+
+    def estimate(*args, **kwargs):
+        calls.append((args, kwargs))
+        return real_estimate(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "estimate_peak_memory_mb", estimate)
+    with Helpers(context, 2) as helpers:
+        audit(bundle, CHEAPEST, workers=1, max_memory_mb=10**6, helpers=helpers.ends)
+        args, kwargs = calls[0]
+        assert kwargs["helpers"] == 2
+        with_helpers, without = (
+            real_estimate(*args, **kwargs),
+            real_estimate(*args, **{**kwargs, "helpers": 0}),
+        )
+        assert with_helpers > without + 2 * engine.HELPER_MB
+        with pytest.raises(LimitError, match="memory"):
+            audit(
+                bundle, CHEAPEST, workers=1, max_memory_mb=(with_helpers + without) / 2, helpers=helpers.ends
+            )
