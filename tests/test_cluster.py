@@ -92,13 +92,23 @@ def _tasks_by_worker(address: str, before: dict[str, list[str]] | None = None) -
     return {worker: sorted(set(keys) - set(before.get(worker, []))) for worker, keys in now.items()}
 
 
+def _confined(process: psutil.Process) -> bool:
+    """Whether ``process`` runs under a seccomp filter: a sandbox child that has its request (and so a
+    model), not a spare one that waits for its audit (``sandbox/spare.py``)."""
+    for line in open(f"/proc/{process.pid}/status"):  # noqa: SIM115 - read at once
+        if line.startswith("Seccomp:"):
+            return line.split()[1] != "0"
+    return False
+
+
 class SandboxWatch:
-    """Which worker processes had a sandbox child (``python -I -m mia_robustness.sandbox.child``) while
-    the block ran: the model's fits ran there, not in the worker."""
+    """Which worker processes had a sandbox child (``python -I -m mia_robustness.sandbox.child``) holding a
+    model while the block ran: the model's fits ran there, not in the worker."""
 
     def __init__(self, worker_pids):
         self.worker_pids = worker_pids
         self.seen: set[int] = set()
+        self.children: set[int] = set()  # the confined children themselves
         self._stop = threading.Event()
 
     def _watch(self):
@@ -107,8 +117,9 @@ class SandboxWatch:
                 with contextlib.suppress(psutil.Error):
                     for child in psutil.Process(pid).children(recursive=True):
                         with contextlib.suppress(psutil.Error):
-                            if "mia_robustness.sandbox.child" in child.cmdline():
+                            if "mia_robustness.sandbox.child" in child.cmdline() and _confined(child):
                                 self.seen.add(pid)
+                                self.children.add(child.pid)
 
     def __enter__(self):
         self._thread = threading.Thread(target=self._watch, daemon=True)
@@ -153,11 +164,7 @@ def test_a_cluster_audit_gives_the_in_process_figures_and_both_workers_work(adul
     assert sum(key.startswith("mia-reference-") for key in every) == 4
     # Each worker fitted the model in a sandboxed child of its own, and stopped it when the audit ended.
     assert watch.seen == set(cluster.worker_pids)
-    assert not any(
-        "mia_robustness.sandbox.child" in " ".join(child.cmdline())
-        for pid in cluster.worker_pids
-        for child in psutil.Process(pid).children(recursive=True)
-    )
+    assert not _sandbox_children(cluster.worker_pids)
     assert took < 60
     # The reference-answer cache sits above the cluster: the answers the workers fitted were kept, and a
     # rerun of the same reference stage (the same fit sets) on the cluster fits nothing.
@@ -173,6 +180,28 @@ def test_a_cluster_audit_gives_the_in_process_figures_and_both_workers_work(adul
     )
     lira = [row for row in _figures(spread)["results"] if row["attack_model"].startswith("lira")]
     assert lira and _figures(rerun)["results"] == lira
+
+
+def test_each_worker_starts_its_next_audits_child_ahead_and_that_audit_takes_it(adult_bundle, cluster):
+    """After an audit each worker has a spare sandbox child (sandbox/spare.py): waiting unconfined, in an
+    empty folder of its own. The next audit's child on that worker is that process, confined once it has
+    its request (its imports were done while no audit waited)."""
+    options = {
+        **OPTIONS,
+        "attack_models": "lira",
+        "repeats": "1",
+        "reference_models": "2",
+        "what_if": "false",
+    }
+    audit(adult_bundle, options, cluster=cluster.address)
+    assert _wait_until(lambda: len(_sandbox_children(cluster.worker_pids, spares=True)) == 2, 30) is not None
+    spares = set(_sandbox_children(cluster.worker_pids, spares=True))
+    for pid in spares:
+        assert os.listdir(psutil.Process(pid).cwd()) == []
+    with SandboxWatch(cluster.worker_pids) as watch:
+        audit(adult_bundle, options, cluster=cluster.address)
+    assert spares <= watch.children
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid in spares)
 
 
 def test_on_a_cluster_the_default_reference_models_scale_with_its_slots(cluster):
@@ -315,14 +344,15 @@ def slow_refit_bundle(tmp_path_factory):
     return write_bundle(tmp_path_factory.mktemp("slow"), model, members, non_members)
 
 
-def _sandbox_children(worker_pids) -> list[int]:
-    """The sandboxed model children (``python -I -m mia_robustness.sandbox.child``) under the workers."""
+def _sandbox_children(worker_pids, *, spares: bool = False) -> list[int]:
+    """The sandboxed model children (``python -I -m mia_robustness.sandbox.child``) under the workers: those
+    confined with a model, or with ``spares`` those waiting for an audit."""
     found = []
     for pid in worker_pids:
         with contextlib.suppress(psutil.Error):
             for child in psutil.Process(pid).children(recursive=True):
-                with contextlib.suppress(psutil.Error):
-                    if "mia_robustness.sandbox.child" in child.cmdline():
+                with contextlib.suppress(psutil.Error, OSError):
+                    if "mia_robustness.sandbox.child" in child.cmdline() and _confined(child) != spares:
                         found.append(child.pid)
     return found
 

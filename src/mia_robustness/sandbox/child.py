@@ -1,4 +1,4 @@
-"""The sandbox child: ``python -I -m mia_robustness.sandbox.child``, started fresh for every audit.
+"""The sandbox child: ``python -I -m mia_robustness.sandbox.child``, a fresh interpreter for every audit.
 
 It reads its request from standard input, confines itself (:func:`~.confine.confine`), and only then opens
 the model file. It answers on standard output in the protocol of :mod:`.protocol`; whatever the model's
@@ -90,8 +90,9 @@ def _send_failure(answers: BinaryIO, stage: str, error: BaseException) -> None:
 
 def main() -> int:
     requests, answers = _channels()
-    request, _ = read_message(requests, max_array_bytes=0)
-    # Everything the stage imports is imported before confinement (trusted code, read while readable).
+    # Everything the stage imports is imported before confinement (trusted code, read while readable), and
+    # before the request is read: a child started ahead of its audit (session.SpareChild) waits with them
+    # loaded.
     from ..errors import MiaError  # noqa: F401 - imported now, used after confinement
     from ..model_check import CheckRequest, check_model
     from ..recipe import has_recipe
@@ -118,6 +119,10 @@ def main() -> int:
     # The model stage has no use for torch (only the parent's nn attack does); shared helpers that set
     # its thread count when it is present then skip it instead of mapping a gigabyte of kernels here.
     sys.modules["torch"] = None
+    try:
+        request, _ = read_message(requests, max_array_bytes=0)
+    except EOFError:
+        return 0  # a spare child nobody needed
     work = Path(request["work_folder"])
     try:
         containment = confine(

@@ -23,6 +23,7 @@ limit after it started: the payload carries the limit's end on the wall clock.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import shutil
@@ -41,6 +42,7 @@ from ..reference import FitSet, ReferenceRequest
 from ..remediation import WhatIfFits, WhatIfRequest
 from ..target import ScoredTarget, ScoreRequest
 from .session import SandboxedModel
+from .spare import SpareChild
 from .stage import ModelFiles
 
 
@@ -92,6 +94,48 @@ WATCH_SECONDS = 1.0
 # Asks the scheduler may fail in a row (it restarts, the network hiccups) before the audits are taken as gone.
 WATCH_FAILURES = 3
 _watcher: threading.Thread | None = None  # the worker's watcher, while it holds children
+# A child started ahead for the worker's next audit (its imports done): the first child an audit starts here
+# takes it, and another is started for the audit after. Made by dask_setup when the worker preloads this
+# module (`dask worker --preload mia_robustness.sandbox.cluster`), else after the worker's first child.
+_spare: SpareChild | None = None
+_SPARE_LOCK = threading.Lock()
+
+
+def dask_setup(worker: Any) -> None:
+    """Dask's hook for a preloaded module: a sandbox child ready before the worker's first audit."""
+    _replace_spare()
+
+
+def _replace_spare() -> None:
+    """Start a spare child in the background unless one waits already (:func:`_discard_spare` ends it at
+    the worker's exit)."""
+
+    def start() -> None:
+        global _spare
+        spare = SpareChild.start(threads=1)
+        with _SPARE_LOCK:
+            _spare, extra = (spare, None) if _spare is None else (_spare, spare)
+        if extra is not None:
+            extra.discard()
+
+    with _SPARE_LOCK:
+        if _spare is not None:
+            return
+    threading.Thread(target=start, name="mia-spare-child", daemon=True).start()
+
+
+def _take_spare() -> SpareChild | None:
+    global _spare
+    with _SPARE_LOCK:
+        spare, _spare = _spare, None
+    return spare
+
+
+@atexit.register
+def _discard_spare() -> None:
+    spare = _take_spare()
+    if spare is not None:
+        spare.discard()
 
 
 def _child(payload: ModelPayload, prepared: str | None) -> tuple[tuple[str, int], SandboxedModel]:
@@ -135,9 +179,11 @@ def _start_child(payload: ModelPayload) -> tuple[SandboxedModel, str]:
             address_space_mb=payload.address_space_mb,
             deadline=payload.deadline(),
             progress=lambda stage, done, total: None,
+            spare=_take_spare(),
         )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+        _replace_spare()
     try:
         return child, _prepared_digest(child.score(payload.score))
     except BaseException:

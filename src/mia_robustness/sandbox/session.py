@@ -23,7 +23,6 @@ import queue
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 from collections import deque
@@ -42,6 +41,7 @@ from ..target import ScoredTarget, ScoreRequest
 from .child import EXIT_CONFINEMENT_FAILED
 from .confine import nobody_cannot_run_python, nobody_ids
 from .protocol import ProtocolError, clean_text, read_message, write_message
+from .spare import FOLDER_PREFIX, SpareChild, spawn_child
 from .stage import (
     CHILD_STAGES,
     ModelFiles,
@@ -75,8 +75,6 @@ MODEL_BYTES_IN_MEMORY = 4
 TABLE_BYTES_IN_MEMORY = 12
 DEFAULT_CPU_HOURS = 24
 STDERR_TAIL_BYTES = 64 * 1024
-# Environment of the child: nothing inherited but the locale; thread counts set per audit.
-CHILD_LOCALE = {"LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
 
 
 def default_address_space_mb(
@@ -113,6 +111,9 @@ class SandboxedModel:
         The audit's time limit; the child is killed when it passes.
     progress:
         Receives the child's progress reports.
+    spare:
+        A child started ahead (:class:`SpareChild`) to use instead of starting one, when it was started
+        with these ``threads`` and ``work_parent`` and still waits; otherwise it is discarded.
     """
 
     def __init__(
@@ -124,6 +125,7 @@ class SandboxedModel:
         address_space_mb: int,
         deadline: Deadline,
         progress: ProgressCallback,
+        spare: SpareChild | None = None,
         _test_probe: str | None = None,
     ) -> None:
         self.deadline = deadline
@@ -142,11 +144,17 @@ class SandboxedModel:
                 "nobody",
                 blocker,
             )
-        self.folder = Path(tempfile.mkdtemp(prefix="mia-sandbox-", dir=work_parent))
+        if spare is not None and (_test_probe is not None or not spare.usable(threads, work_parent)):
+            spare.discard()
+            spare = None
+        if spare is not None:
+            self.folder = spare.folder
+        else:
+            self.folder = Path(tempfile.mkdtemp(prefix=FOLDER_PREFIX, dir=work_parent))
         try:
             self.files = self._copy_inputs(files)
             self._max_array_bytes = self._array_budget()
-            self.process = self._start(threads, _test_probe)
+            self.process = self._start(threads, _test_probe, spare)
             ready = self._receive("loading", START_SECONDS)
             if ready.get("kind") != "ready" or not isinstance(ready.get("containment"), dict):
                 raise self._protocol_error()
@@ -195,32 +203,12 @@ class SandboxedModel:
         table_bytes = self.files.members.stat().st_size + self.files.non_members.stat().st_size
         return max(64 * 2**20, 200 * table_bytes)
 
-    def _start(self, threads: int, probe: str | None) -> subprocess.Popen:
+    def _start(self, threads: int, probe: str | None, spare: SpareChild | None) -> subprocess.Popen:
         threads = max(int(threads), 1)
         wall = self.deadline.seconds if self.deadline.seconds is not None else DEFAULT_CPU_HOURS * 3600
         # All its threads busy for the whole time limit, and a margin: past that it is stuck or hostile.
         self._cpu_seconds = int(math.ceil(wall * threads * 1.1)) + 60
-        env = {
-            **CHILD_LOCALE,
-            "HOME": str(self.folder),
-            "TMPDIR": str(self.folder),
-            "OMP_NUM_THREADS": str(threads),
-            "OPENBLAS_NUM_THREADS": str(threads),
-            "MKL_NUM_THREADS": str(threads),
-            "LOKY_MAX_CPU_COUNT": str(threads),
-            "MALLOC_ARENA_MAX": "2",
-            "PYTHONDONTWRITEBYTECODE": "1",
-        }
-        process = subprocess.Popen(
-            [sys.executable, "-I", "-m", "mia_robustness.sandbox.child"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=self.folder,
-            env=env,
-            close_fds=True,
-            start_new_session=False,
-        )
+        process = spare.process if spare is not None else spawn_child(self.folder, threads)
         threading.Thread(target=self._drain_stderr, args=(process.stderr,), daemon=True).start()
         threading.Thread(target=self._read_answers, args=(process.stdout,), daemon=True).start()
         request = {
