@@ -1,0 +1,50 @@
+"""Spare sandbox children (sandbox/spare.py): started ahead of an audit, never outliving the one that took them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from builders import REPO_ROOT
+from mia_robustness.sandbox.session import Deadline, SandboxedModel
+from mia_robustness.sandbox.spare import SpareChild
+from mia_robustness.sandbox.stage import ModelFiles
+
+SAMPLE = REPO_ROOT / "sample_input"
+SAMPLE_FILES = ModelFiles(SAMPLE / "model.joblib", SAMPLE / "train.csv", SAMPLE / "subject.csv")
+
+
+def _exited(process: subprocess.Popen, seconds: float) -> bool:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if process.poll() is not None:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_spare_taken_by_an_audit_that_fails_before_its_request_is_stopped(tmp_path):
+    spare = SpareChild.start(threads=1, work_parent=tmp_path)
+    missing = ModelFiles(tmp_path / "gone.joblib", tmp_path / "gone.csv", tmp_path / "gone2.csv")
+    try:
+        with pytest.raises(OSError):
+            SandboxedModel(
+                missing,
+                work_parent=tmp_path,
+                threads=1,
+                address_space_mb=2048,
+                deadline=Deadline(60),
+                progress=lambda *args: None,
+                spare=spare,
+            )
+        assert _exited(spare.process, 10), "the spare outlived the audit that took it"
+        assert not spare.folder.exists()
+    finally:
+        if spare.process.poll() is None:
+            spare.discard()
