@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -48,3 +44,25 @@ def test_a_spare_taken_by_an_audit_that_fails_before_its_request_is_stopped(tmp_
     finally:
         if spare.process.poll() is None:
             spare.discard()
+
+
+def test_a_spare_killed_while_waiting_is_replaced_by_a_fresh_child(tmp_path):
+    spare = SpareChild.start(threads=1, work_parent=tmp_path)
+    spare.process.kill()
+    spare.process.wait()
+    model = SandboxedModel(
+        SAMPLE_FILES,
+        work_parent=tmp_path,
+        threads=1,
+        address_space_mb=2048,
+        deadline=Deadline(60),
+        progress=lambda *args: None,
+        spare=spare,
+    )
+    try:
+        assert model.process.pid != spare.process.pid
+        assert model.folder != spare.folder and not spare.folder.exists()
+        assert model.containment["sandbox"] is True
+    finally:
+        model.close()
+    assert not model.folder.exists()
