@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -66,3 +67,20 @@ def test_a_spare_killed_while_waiting_is_replaced_by_a_fresh_child(tmp_path):
     finally:
         model.close()
     assert not model.folder.exists()
+
+
+def test_a_worker_exiting_while_its_next_spare_starts_leaves_no_spare(tmp_path, monkeypatch):
+    """The worker's exit (atexit: cluster._discard_spare) right after an audit's children were stopped
+    (cluster._replace_spare, which starts the next spare in a thread) ends that spare too."""
+    from mia_robustness.sandbox import cluster
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # mkdtemp reads TMPDIR again
+    cluster._replace_spare()
+    cluster._discard_spare()
+    time.sleep(2)  # the starting thread, had it been left running, has set the spare by now
+    left = cluster._take_spare()
+    if left is not None:
+        left.discard()
+    assert left is None, "a spare started as the worker exited outlived it"
+    assert list(tmp_path.glob("mia-sandbox-*")) == []
