@@ -99,6 +99,7 @@ _watcher: threading.Thread | None = None  # the worker's watcher, while it holds
 # worker preloads this module (`dask worker --preload mia_robustness.sandbox.cluster`), else after the
 # worker's first audit.
 _spare: SpareChild | None = None
+_spare_starter: threading.Thread | None = None  # the thread starting the next spare, if any
 _SPARE_LOCK = threading.Lock()
 
 
@@ -119,10 +120,12 @@ def _replace_spare() -> None:
         if extra is not None:
             extra.discard()
 
+    global _spare_starter
     with _SPARE_LOCK:
-        if _spare is not None:
-            return
-    threading.Thread(target=start, name="mia-spare-child", daemon=True).start()
+        if _spare is not None or (_spare_starter is not None and _spare_starter.is_alive()):
+            return  # one waits, or is on its way
+        _spare_starter = threading.Thread(target=start, name="mia-spare-child", daemon=True)
+        _spare_starter.start()
 
 
 def _take_spare() -> SpareChild | None:
@@ -134,6 +137,9 @@ def _take_spare() -> SpareChild | None:
 
 @atexit.register
 def _discard_spare() -> None:
+    starter = _spare_starter
+    if starter is not None:
+        starter.join(10)  # a spare being started as the worker exits is discarded too
     spare = _take_spare()
     if spare is not None:
         spare.discard()

@@ -168,6 +168,8 @@ class SandboxedModel:
             )
         except BaseException:
             self.close()
+            if spare is not None and getattr(self, "process", None) is None:
+                spare.discard()  # taken but never handed its request: close() knew nothing of it
             raise
 
     # -- set-up ------------------------------------------------------------------------------------------
