@@ -26,20 +26,25 @@ def _exited(process: subprocess.Popen, seconds: float) -> bool:
     return False
 
 
+def _open(files: ModelFiles, folder, spare: SpareChild) -> SandboxedModel:
+    """A one-thread sandboxed model of ``files`` under ``folder``, offered ``spare``."""
+    return SandboxedModel(
+        files,
+        work_parent=folder,
+        threads=1,
+        address_space_mb=2048,
+        deadline=Deadline(60),
+        progress=lambda *args: None,
+        spare=spare,
+    )
+
+
 def test_a_spare_taken_by_an_audit_that_fails_before_its_request_is_stopped(tmp_path):
     spare = SpareChild.start(threads=1, work_parent=tmp_path)
     missing = ModelFiles(tmp_path / "gone.joblib", tmp_path / "gone.csv", tmp_path / "gone2.csv")
     try:
         with pytest.raises(OSError):
-            SandboxedModel(
-                missing,
-                work_parent=tmp_path,
-                threads=1,
-                address_space_mb=2048,
-                deadline=Deadline(60),
-                progress=lambda *args: None,
-                spare=spare,
-            )
+            _open(missing, tmp_path, spare)
         assert _exited(spare.process, 10), "the spare outlived the audit that took it"
         assert not spare.folder.exists()
     finally:
@@ -51,15 +56,7 @@ def test_a_spare_killed_while_waiting_is_replaced_by_a_fresh_child(tmp_path):
     spare = SpareChild.start(threads=1, work_parent=tmp_path)
     spare.process.kill()
     spare.process.wait()
-    model = SandboxedModel(
-        SAMPLE_FILES,
-        work_parent=tmp_path,
-        threads=1,
-        address_space_mb=2048,
-        deadline=Deadline(60),
-        progress=lambda *args: None,
-        spare=spare,
-    )
+    model = _open(SAMPLE_FILES, tmp_path, spare)
     try:
         assert model.process.pid != spare.process.pid
         assert model.folder != spare.folder and not spare.folder.exists()
