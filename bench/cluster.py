@@ -12,6 +12,10 @@ Runs, one after another:
 * one single-threaded worker;
 * two single-threaded workers.
 
+The workers preload the engine (``executor.WORKER_PRELOAD``, as the README says to start them), and each audit
+starts once they are idle: a cluster that has been up a while has imported the engine and started its spare
+sandbox children (``sandbox/spare.py``) long before an audit arrives.
+
 For each: the whole audit's wall time and the reference stage's (``timings.reference_attacks``: its fits
 and LiRA / RMIA), and whether the figures equal the in-process ones. Targets (issue #13): one worker takes at
 most 1.2x the in-process time, and two workers make the reference stage at least 1.5x faster than one.
@@ -38,7 +42,7 @@ from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import OneHotEncoder  # noqa: E402
 
 from builders import adult_frame, split_fit, write_bundle  # noqa: E402
-from cluster_helpers import loopback_cluster  # noqa: E402
+from cluster_helpers import loopback_cluster, wait_until_idle  # noqa: E402
 from mia_robustness import audit  # noqa: E402
 from mia_robustness.executor import WORKER_PRELOAD  # noqa: E402
 from mia_robustness.report import render  # noqa: E402
@@ -91,6 +95,7 @@ def main() -> int:
         runs[f"in-process, {os.cpu_count()} threads"] = measure(bundle, options)
         for workers in (1, 2):
             with loopback_cluster(workers=workers, preload=WORKER_PRELOAD) as cluster:
+                wait_until_idle(cluster.worker_pids)  # warmed up, as a cluster that has been up a while is
                 runs[f"{workers} worker{'s' if workers > 1 else ''} x 1 thread"] = measure(
                     bundle, options, cluster=cluster.address
                 )

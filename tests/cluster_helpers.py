@@ -139,6 +139,33 @@ def loopback_cluster(
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def wait_until_idle(pids: tuple[int, ...], quiet: float = 0.5, limit: float = 30.0) -> None:
+    """Wait until ``pids`` and their children have used no CPU for ``quiet`` seconds (at most ``limit``):
+    workers that joined may still be warming up (a spare sandbox child importing the engine), which a
+    cluster that has been up a while has done long ago."""
+    import psutil
+
+    def used() -> float:
+        total = 0.0
+        for pid in pids:
+            with contextlib.suppress(psutil.Error):
+                process = psutil.Process(pid)
+                for member in [process, *process.children(recursive=True)]:
+                    with contextlib.suppress(psutil.Error):
+                        times = member.cpu_times()
+                        total += times.user + times.system
+        return total
+
+    ends = time.monotonic() + limit
+    before = used()
+    while time.monotonic() < ends:
+        time.sleep(quiet)
+        now = used()
+        if now - before < 0.05 * quiet:  # a worker's heartbeats, not an import
+            return
+        before = now
+
+
 def free_port() -> int:
     """A TCP port nothing listens on now (for an address that must be unreachable)."""
     import socket
