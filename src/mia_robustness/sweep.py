@@ -185,8 +185,9 @@ def run_sweep(
     In this process (``executor`` ``None`` or threads), cells run in a thread pool of up to ``workers``
     threads (all usable CPUs when ``None``), each single-threaded inside (BLAS, OpenMP and torch limited to
     one thread), which uses the cores better than one cell at a time with many threads; one thread when
-    cells are too small to gain from more, beside the helper processes of a :class:`PipeExecutor` if given. On a cluster's executor they are its tasks, the signals, the
-    membership and the splits scattered to every worker once.
+    cells are too small to gain from more, beside the helper processes of a :class:`PipeExecutor` if given
+    (on the CPU). On a cluster's executor they are its tasks, the signals, the membership and the splits
+    scattered to every worker once.
     """
     distinct = inputs.distinct_count
     caps = None

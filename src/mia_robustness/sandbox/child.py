@@ -91,7 +91,7 @@ def _send_failure(answers: BinaryIO, stage: str, error: BaseException) -> None:
 def main() -> int:
     requests, answers = _channels()
     # Everything the stage imports is imported before confinement (trusted code, read while readable), and
-    # before the request is read: a child started ahead of its audit (session.SpareChild) waits with them
+    # before the request is read: a child started ahead of its audit (spare.SpareChild) waits with them
     # loaded.
     from ..errors import MiaError  # noqa: F401 - imported now, used after confinement
     from ..model_check import CheckRequest, check_model

@@ -302,9 +302,9 @@ def close_children(audit: str) -> int:
     for child in children:
         _stop(child)
     if children:
-        # The next audit's child starts now, while this worker is idle: started as a child is taken, its
-        # imports took the CPU the running audit's fits wanted (two workers on two cores: the reference
-        # stage 1.5x -> 1.0x faster than one worker's).
+        # The next audit's child starts now, while this worker is idle: started as a child was taken, its
+        # imports took the CPU the running audit's fits wanted (bench/cluster.py, two workers on two cores:
+        # the reference stage only 1.0-1.4x faster than one worker's, against 1.8x now).
         _replace_spare()
     return len(children)
 
