@@ -15,6 +15,7 @@ import contextlib
 import importlib
 import logging
 import pickle
+import queue
 import re
 import sys
 import threading
@@ -23,7 +24,7 @@ import traceback
 import uuid
 import warnings
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
 from threadpoolctl import threadpool_limits
@@ -197,7 +198,7 @@ class PipeExecutor:
     def __init__(self, helpers: Sequence[Any]) -> None:
         self.helpers = list(helpers)
         self.slots = 1 + len(self.helpers)
-        self.workers = 1
+        self.workers = self.slots  # processes: this one and the helpers
         self._values: dict[int, Any] = {}
 
     def share(self, value: Any, key: str | None = None) -> Any:
@@ -227,6 +228,10 @@ class PipeExecutor:
             raise result
         return result
 
+    def _helper(self, slot: int) -> Any:
+        """Slot ``slot``'s helper pipe: ``None`` for slot 0 (this process) and for a helper that was lost."""
+        return self.helpers[slot - 1] if slot else None
+
     def map(
         self,
         function: Callable[..., R],
@@ -238,58 +243,35 @@ class PipeExecutor:
         initializer: Callable[[], None] | None = None,
         name: str = "unit",
     ) -> list[R]:
-        order = list(range(len(jobs))) if order is None else list(order)
-        waiting = list(reversed(order))  # popped from the end: the first in order first
-        lock = threading.Lock()
-        stop = threading.Event()
-        finished: dict[int, Future] = {i: Future() for i in order}
+        # A pool of one thread per slot (ThreadExecutor's order, progress and cancelling): the thread of slot
+        # 0 runs its units here, each other thread hands its units to its helper and waits for the answer.
+        free_slots: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for slot in range(self.slots):
+            free_slots.put(slot)
+        thread_slot = threading.local()
         local = self._local(shared)
 
-        def runner(slot: int) -> None:
-            helper = self.helpers[slot - 1] if slot else None
-            if helper is None and initializer is not None:
+        def take_slot() -> None:
+            thread_slot.value = free_slots.get()
+            if self._helper(thread_slot.value) is None and initializer is not None:
                 initializer()
-            while not stop.is_set():
-                with lock:
-                    if not waiting:
-                        return
-                    i = waiting.pop()
-                try:
-                    if helper is not None:
-                        try:
-                            finished[i].set_result(
-                                self._remote(helper, function, jobs[i], shared, initializer)
-                            )
-                            continue
-                        except HelperLost:
-                            log.warning(
-                                "a sweep helper process went away; its units run in the audit's process"
-                            )
-                            helper = self.helpers[slot - 1] = None
-                            if initializer is not None:
-                                initializer()
-                    finished[i].set_result(function(jobs[i], *local))
-                except BaseException as exc:  # noqa: BLE001 - raised in map's thread, in order
-                    finished[i].set_exception(exc)
-                    stop.set()
-                    return
 
-        threads = [
-            threading.Thread(target=runner, args=(slot,), name=f"mia-{name}-{slot}", daemon=True)
-            for slot in range(self.slots)
-        ]
-        for thread in threads:
-            thread.start()
-        try:
-            for done, i in enumerate(order, 1):
-                finished[i].result()
-                if on_done is not None:
-                    on_done(done)  # may raise: the audit's time limit passed
-        finally:
-            stop.set()
-            for thread in threads:
-                thread.join()
-        return [finished[i].result() for i in range(len(jobs))]
+        def unit(job: Any) -> R:
+            slot = thread_slot.value
+            helper = self._helper(slot)
+            if helper is not None:
+                try:
+                    return self._remote(helper, function, job, shared, initializer)
+                except HelperLost:
+                    log.warning("a sweep helper process went away; its units run in the audit's process")
+                    self.helpers[slot - 1] = None
+                    if initializer is not None:
+                        initializer()
+            return function(job, *local)
+
+        return ThreadExecutor(self.slots).map(
+            unit, jobs, order=order, on_done=on_done, initializer=take_slot, name=name
+        )
 
     def close(self) -> None:
         for helper in self.helpers:
@@ -352,7 +334,9 @@ def serve_units(connection: Any) -> None:
         except (EOFError, OSError):
             return
         except Exception:  # noqa: BLE001 - a result that does not pickle: an error naming its class
-            connection.send(("failed", RuntimeError(f"{type(answer[1]).__name__} in a sweep helper")))
+            connection.send(
+                ("failed", RuntimeError(f"a sweep unit's {type(answer[1]).__name__} could not be sent back"))
+            )
 
 
 def _import_modules(names: list[str]) -> None:

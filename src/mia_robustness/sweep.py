@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 from sklearn import config_context
@@ -202,9 +202,10 @@ def run_sweep(
     # Cells with native work share this process's threads; GIL-bound ones run on one thread, or on it and
     # the helper processes when the audit has some (on the CPU: on a GPU each helper would open a CUDA
     # context of its own for its nn cells); on a cluster, as its tasks.
-    on_helpers = one_thread_sweep(inputs) and isinstance(executor, PipeExecutor) and device == "cpu"
+    gil_bound = one_thread_sweep(inputs)
+    on_helpers = gil_bound and isinstance(executor, PipeExecutor) and device == "cpu"
     if (executor is None or executor.cluster is None) and not on_helpers:
-        executor = ThreadExecutor(1 if one_thread_sweep(inputs) else workers or default_workers())
+        executor = ThreadExecutor(1 if gil_bound else workers or default_workers())
     units = sorted(set(fitted))
     # Longest cells first (nn, then gb) so the pool does not end waiting on one slow cell.
     order = sorted(
@@ -273,10 +274,6 @@ def measure_cell(
         detail=output.detail,
         scores=output.scores,
     )
-
-
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 class single_threaded_kernels:

@@ -115,10 +115,8 @@ def _replace_spare() -> None:
     def start() -> None:
         global _spare
         spare = SpareChild.start(threads=1)
-        with _SPARE_LOCK:
-            _spare, extra = (spare, None) if _spare is None else (_spare, spare)
-        if extra is not None:
-            extra.discard()
+        with _SPARE_LOCK:  # the only starter: no other spare can have come meanwhile
+            _spare = spare
 
     global _spare_starter
     with _SPARE_LOCK:
